@@ -1,0 +1,26 @@
+//! What the hypervisor tells the kernel at entry (RDI = physmap address of
+//! [`BootInfo`]).
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSBOOT");
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub abi_version: u32,
+    pub num_cpus: u32,
+    /// Bytes of RAM, contiguous from guest-physical 0.
+    pub mem_size: u64,
+    /// Physical extent of the loaded kernel image (including .bss).
+    pub kernel_phys_start: u64,
+    pub kernel_phys_end: u64,
+    /// Physical location of the cpio (newc) initramfs.
+    pub initramfs_phys: u64,
+    pub initramfs_len: u64,
+    /// Local APIC timer input frequency in Hz (divide-by-1).
+    pub lapic_timer_hz: u64,
+    /// Kernel command line, NUL-padded.
+    pub cmdline: [u8; 256],
+}

@@ -1,0 +1,39 @@
+//! The hypercall interface.
+//!
+//! The kernel fills a [`Hypercall`] block and writes its guest-physical
+//! address (32-bit) to [`crate::layout::PORT_HYPERCALL`]. The hypervisor
+//! validates the address and every argument, runs the call and stores the
+//! result in `ret` (>= 0 success, < 0 a negated [`crate::syscall::errno`]).
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Hypercall {
+    pub nr: u64,
+    pub args: [u64; 5],
+    pub ret: i64,
+}
+
+/// args: [gpa of KernelRoot, size of KernelRoot, ABI version]
+pub const HC_REGISTER_ROOT: u64 = 1;
+/// args: [exit status]
+pub const HC_POWEROFF: u64 = 2;
+/// args: none. The hypervisor restarts the VM from the boot image.
+pub const HC_REBOOT: u64 = 3;
+/// args: [0 = loaded / 1 = unloaded, extension slot]. Lets the hypervisor
+/// refresh its repair image whenever kernel code changes.
+pub const HC_EXT_EVENT: u64 = 4;
+/// args: [gpa, len]. Console output in one exit instead of one per byte.
+pub const HC_CONSOLE_WRITE: u64 = 5;
+/// args: [milestone]. Marks boot progress for measurement.
+pub const HC_MILESTONE: u64 = 6;
+
+/// Largest single [`HC_CONSOLE_WRITE`].
+pub const CONSOLE_WRITE_MAX: u64 = 64 * 1024;
+
+pub const MILESTONE_KERNEL_READY: u64 = 1;
+pub const MILESTONE_SHELL_PROMPT: u64 = 2;
+
+pub const EXT_EVENT_LOADED: u64 = 0;
+pub const EXT_EVENT_UNLOADED: u64 = 1;

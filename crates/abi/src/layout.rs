@@ -1,0 +1,111 @@
+//! Guest-physical and virtual memory map.
+//!
+//! The hypervisor builds the boot page tables, so it and the kernel must
+//! agree on every address below.
+
+pub const PAGE_SIZE: u64 = 4096;
+pub const LARGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
+
+/// Guest-physical address of the boot GDT the hypervisor installs.
+pub const BOOT_GDT_GPA: u64 = 0x500;
+/// Guest-physical address of [`crate::boot::BootInfo`].
+pub const BOOT_INFO_GPA: u64 = 0x1000;
+/// Boot PML4; the kernel keeps using it as its master page table.
+pub const BOOT_PML4_GPA: u64 = 0x2000;
+/// PDPT for the physical-memory map (PML4 slot 256).
+pub const BOOT_PHYSMAP_PDPT_GPA: u64 = 0x3000;
+/// Up to [`MAX_MEMORY`]/1 GiB page directories of 2 MiB pages follow here.
+pub const BOOT_PHYSMAP_PD_GPA: u64 = 0x4000;
+/// PDPT for the top 2 GiB (PML4 slot 511), shared by kernel image and extensions.
+pub const BOOT_KERNEL_PDPT_GPA: u64 = 0x8000;
+/// Page directory mapping the kernel image window (PDPT slot 510).
+pub const BOOT_KERNEL_PD_GPA: u64 = 0x9000;
+/// Everything below this is boot structures the kernel must not hand out.
+pub const BOOT_RESERVED_END: u64 = 0x10000;
+
+/// Physical load address of the kernel image.
+pub const KERNEL_PHYS_BASE: u64 = 0x10_0000;
+/// Kernel image window: virtual `KERNEL_VIRT_BASE + p` maps physical `p`
+/// for the first 1 GiB of RAM.
+pub const KERNEL_VIRT_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+/// All guest RAM is mapped here: virtual `PHYSMAP_BASE + p` is physical `p`.
+pub const PHYSMAP_BASE: u64 = 0xFFFF_8000_0000_0000;
+/// Per-process kernel stacks (4 KiB pages, with unmapped guard pages).
+pub const KSTACK_REGION: u64 = 0xFFFF_FF00_0000_0000;
+/// Bytes of kernel stack per process (excluding the guard page).
+pub const KSTACK_SIZE: u64 = 16 * 1024;
+/// Distance between consecutive kernel stacks; the gap is the guard.
+pub const KSTACK_STRIDE: u64 = 32 * 1024;
+/// Extension modules are loaded here (4 KiB pages).
+pub const EXT_REGION: u64 = 0xFFFF_FFFF_C000_0000;
+/// Address space reserved per extension slot.
+pub const EXT_SLOT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// Where user programs are linked.
+pub const USER_IMAGE_BASE: u64 = 0x40_0000;
+/// Top of the user stack.
+pub const USER_STACK_TOP: u64 = 0x8000_0000;
+/// Bytes of user stack mapped at spawn.
+pub const USER_STACK_SIZE: u64 = 128 * 1024;
+/// Highest address user memory (heap) may reach.
+pub const USER_HEAP_LIMIT: u64 = 0x4000_0000;
+
+/// Smallest guest RAM the kernel can boot with.
+pub const MIN_MEMORY: u64 = 16 * 1024 * 1024;
+/// Largest guest RAM: stays below the 32-bit MMIO hole (IOAPIC at 0xFEC0_0000).
+pub const MAX_MEMORY: u64 = 3 * 1024 * 1024 * 1024;
+/// Default guest RAM.
+pub const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
+
+/// I/O port of the 16550 console (COM1) and its IRQ line.
+pub const PORT_COM1: u16 = 0x3f8;
+pub const IRQ_COM1: u32 = 4;
+/// pvpanic-style port: the guest writes [`PVPANIC_PANICKED`] after filling
+/// the crash record in its state root.
+pub const PORT_PVPANIC: u16 = 0x505;
+pub const PVPANIC_PANICKED: u8 = 1;
+pub const PVPANIC_CRASH_LOADED: u8 = 2;
+/// 32-bit write of the guest-physical address of a
+/// [`crate::hypercall::Hypercall`] block.
+pub const PORT_HYPERCALL: u16 = 0x510;
+
+/// Local APIC MMIO base (we use x2APIC MSRs, but KVM still reserves it).
+pub const LAPIC_BASE: u64 = 0xFEE0_0000;
+/// IDT vectors the kernel uses for external interrupts.
+pub const VEC_TIMER: u8 = 0x20;
+pub const VEC_COM1: u8 = 0x24;
+pub const VEC_SPURIOUS: u8 = 0xFF;
+/// Kernel timer frequency.
+pub const TICK_HZ: u64 = 100;
+
+/// GDT selectors. PLATFORM.md: they must follow Linux's layout.
+pub const SEL_KERNEL_CS: u16 = 0x10;
+pub const SEL_KERNEL_DS: u16 = 0x18;
+pub const SEL_USER_CS32: u16 = 0x23;
+pub const SEL_USER_DS: u16 = 0x2b;
+pub const SEL_USER_CS: u16 = 0x33;
+pub const SEL_TSS: u16 = 0x40;
+
+/// Translates a kernel-image virtual address to guest-physical.
+pub const fn kernel_virt_to_phys(va: u64) -> Option<u64> {
+    if va >= KERNEL_VIRT_BASE && va < KERNEL_VIRT_BASE + (1 << 30) {
+        Some(va - KERNEL_VIRT_BASE)
+    } else if va >= PHYSMAP_BASE && va < PHYSMAP_BASE + MAX_MEMORY {
+        Some(va - PHYSMAP_BASE)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virt_to_phys_windows() {
+        assert_eq!(kernel_virt_to_phys(KERNEL_VIRT_BASE + 0x1234), Some(0x1234));
+        assert_eq!(kernel_virt_to_phys(PHYSMAP_BASE + 0x10), Some(0x10));
+        assert_eq!(kernel_virt_to_phys(0x40_0000), None);
+        assert_eq!(kernel_virt_to_phys(EXT_REGION), None);
+    }
+}

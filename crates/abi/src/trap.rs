@@ -1,0 +1,87 @@
+//! The register frame pushed by the kernel's exception and interrupt entry
+//! stubs. The crash record, the scheduler and the repair image all use it.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    // Pushed by the CPU.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    pub const fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Byte offsets the assembly entry stubs rely on.
+pub const TRAPFRAME_SIZE: usize = 22 * 8;
+
+pub const VEC_DIVIDE: u64 = 0;
+pub const VEC_DEBUG: u64 = 1;
+pub const VEC_NMI: u64 = 2;
+pub const VEC_BREAKPOINT: u64 = 3;
+pub const VEC_INVALID_OPCODE: u64 = 6;
+pub const VEC_DOUBLE_FAULT: u64 = 8;
+pub const VEC_STACK_FAULT: u64 = 12;
+pub const VEC_GP: u64 = 13;
+pub const VEC_PAGE_FAULT: u64 = 14;
+
+/// Human name of a CPU exception vector.
+pub const fn exception_name(v: u64) -> &'static str {
+    match v {
+        0 => "divide error",
+        1 => "debug",
+        2 => "NMI",
+        3 => "breakpoint",
+        4 => "overflow",
+        5 => "bound range",
+        6 => "invalid opcode",
+        7 => "device not available",
+        8 => "double fault",
+        10 => "invalid TSS",
+        11 => "segment not present",
+        12 => "stack-segment fault",
+        13 => "general protection",
+        14 => "page fault",
+        16 => "x87 floating point",
+        17 => "alignment check",
+        18 => "machine check",
+        19 => "SIMD floating point",
+        _ => "exception",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn frame_size_matches_stub_constant() {
+        assert_eq!(
+            core::mem::size_of::<super::TrapFrame>(),
+            super::TRAPFRAME_SIZE
+        );
+    }
+}

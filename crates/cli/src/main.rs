@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", lazarus_image::KERNEL_ELF.len());
+}

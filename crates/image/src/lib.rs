@@ -1,0 +1,11 @@
+//! The built-in default boot image: the kernel ELF and the initramfs that
+//! this crate's build script produced from the guest crates.
+
+/// The kernel ELF, with symbols.
+pub const KERNEL_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kernel.elf"));
+/// The cpio (newc) initramfs: /init, /bin/*, /ext/*.ko.
+pub const INITRAMFS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/initramfs.cpio"));
+/// Where the kernel ELF sits on disk, for gdb and symbolization.
+pub const KERNEL_ELF_PATH: &str = concat!(env!("OUT_DIR"), "/kernel.elf");
+/// Where the initramfs sits on disk.
+pub const INITRAMFS_PATH: &str = concat!(env!("OUT_DIR"), "/initramfs.cpio");
