@@ -71,6 +71,13 @@ pub const PORT_HYPERCALL: u16 = 0x510;
 
 /// Local APIC MMIO base (we use x2APIC MSRs, but KVM still reserves it).
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
+/// I/O APIC MMIO base; the serial IRQ is routed through it.
+pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
+/// The hypervisor maps [MMIO_WINDOW_START, MMIO_WINDOW_END) into the physmap
+/// too (2 MiB pages, cache disabled), so the kernel can reach the I/O APIC
+/// at `PHYSMAP_BASE + IOAPIC_BASE` without building mappings of its own.
+pub const MMIO_WINDOW_START: u64 = 0xFEC0_0000;
+pub const MMIO_WINDOW_END: u64 = 0xFF00_0000;
 /// IDT vectors the kernel uses for external interrupts.
 pub const VEC_TIMER: u8 = 0x20;
 pub const VEC_COM1: u8 = 0x24;

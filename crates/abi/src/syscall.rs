@@ -5,6 +5,13 @@
 //! (negative = `-errno`) and resumes after the `ud2`. PLATFORM.md explains
 //! why it is not `syscall` or `int 0x80`.
 
+//! Process entry: RIP = ELF entry, RSP = 16-byte aligned top of the user
+//! stack, RDI = pointer to the NUL-separated arguments (the program path
+//! first), RSI = their length in bytes. fd 0 is input, fd 1 output, fd 2
+//! the console. A spawned child gets the console on all three unless the
+//! `fds` argument of [`SYS_SPAWN`] maps 0 and 1 to the parent's fds (an
+//! entry of -1 keeps the console).
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The two bytes of `ud2`, which the kernel checks before treating a #UD
