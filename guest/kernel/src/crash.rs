@@ -1,0 +1,81 @@
+//! Reporting a kernel crash to the hypervisor: fill the crash record in
+//! the state root, then signal the pvpanic port. What happens next (dump,
+//! repair, reboot) is the hypervisor's decision.
+
+use crate::arch::cpu::{self, outb};
+use crate::console::LineBuf;
+use crate::state::{current_pid, current_ext, k};
+use core::fmt::Write;
+use lazarus_abi::layout::{PORT_PVPANIC, PVPANIC_PANICKED};
+use lazarus_abi::trap::{exception_name, TrapFrame};
+
+/// Records the crash and hands control to the hypervisor. Never returns:
+/// if the hypervisor lets this vCPU continue here, it halts.
+pub fn report(kind: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
+    cpu::cli();
+    let r = k();
+    let c = &mut r.crash;
+    c.seq += 1;
+    c.kind = kind;
+    c.cpu = 0;
+    c.vector = frame.vector;
+    c.error_code = frame.error_code;
+    c.cr2 = if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT { cpu::read_cr2() } else { 0 };
+    c.pid = current_pid();
+    c.ext = current_ext();
+    c.in_irq = r.cpus[0].in_irq;
+    c.frame = *frame;
+    let n = msg.len().min(c.message.len());
+    c.message = [0; 128];
+    c.message[..n].copy_from_slice(&msg[..n]);
+    c.msg_len = n as u32;
+    crate::arch::serial::write(b"\n[kernel] ");
+    crate::arch::serial::write(&c.message[..n]);
+    crate::arch::serial::write(b"\n");
+    outb(PORT_PVPANIC, PVPANIC_PANICKED);
+    cpu::halt_forever()
+}
+
+/// An exception in ring 0 the kernel cannot handle.
+pub fn oops(frame: &TrapFrame) -> ! {
+    let mut m = LineBuf::new();
+    let _ = write!(
+        m,
+        "oops: {} at {:#x} (err {:#x}, pid {})",
+        exception_name(frame.vector),
+        frame.rip,
+        frame.error_code,
+        current_pid()
+    );
+    if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT {
+        let _ = write!(m, " addr {:#x}", cpu::read_cr2());
+    }
+    report(lazarus_abi::root::CRASH_OOPS, frame, m.as_bytes())
+}
+
+/// Captures the caller's registers well enough for a backtrace.
+#[inline(always)]
+pub fn here() -> TrapFrame {
+    let (rip, rsp, rbp): (u64, u64, u64);
+    // SAFETY: reads registers only.
+    unsafe {
+        core::arch::asm!("lea {}, [rip]", "mov {}, rsp", "mov {}, rbp",
+            out(reg) rip, out(reg) rsp, out(reg) rbp, options(nomem, nostack));
+    }
+    TrapFrame { rip, rsp, rbp, cs: 0x10, ss: 0x18, ..TrapFrame::default() }
+}
+
+pub fn panic_with(msg: &[u8]) -> ! {
+    let f = here();
+    report(lazarus_abi::root::CRASH_PANIC, &f, msg)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut m = LineBuf::new();
+    let _ = write!(m, "panic: {}", info.message());
+    if let Some(l) = info.location() {
+        let _ = write!(m, " at {}:{}", l.file(), l.line());
+    }
+    panic_with(m.as_bytes())
+}

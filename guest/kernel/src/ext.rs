@@ -1,0 +1,438 @@
+//! Kernel extensions: loading position-independent ELF modules into ring 0,
+//! the API table they call the kernel through, and their devices.
+
+use crate::elf::{self, Elf, ET_DYN, PT_LOAD, PF_X, R_X86_64_RELATIVE};
+use crate::mm::paging::{self, W};
+use crate::mm::{frame, phys_to_virt};
+use crate::state::{current, current_pid, k};
+use crate::uaccess::{self, KResult};
+use lazarus_abi::ext::*;
+use lazarus_abi::hypercall::{EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_EXT_EVENT};
+use lazarus_abi::layout::{EXT_REGION, EXT_SLOT_SIZE, PAGE_SIZE};
+use lazarus_abi::root::*;
+use lazarus_abi::syscall::errno::*;
+
+fn slot_base(slot: usize) -> u64 {
+    EXT_REGION + slot as u64 * EXT_SLOT_SIZE
+}
+
+fn descriptor(slot: usize) -> Option<&'static ExtDescriptor> {
+    let s = &k().exts[slot];
+    if s.state != EXT_LIVE && s.state != EXT_LOADING {
+        return None;
+    }
+    // SAFETY: the loader validated that the descriptor lies inside the
+    // module image and carries the right magic; the image stays mapped
+    // while the slot is in use.
+    Some(unsafe { &*(s.descriptor as *const ExtDescriptor) })
+}
+
+/// Runs `f` with the current process marked as executing in `slot`, so a
+/// crash inside is attributed to the extension.
+fn in_ext<R>(slot: usize, f: impl FnOnce() -> R) -> R {
+    let prev = current().map(|p| core::mem::replace(&mut p.cur_ext, slot as u32));
+    let r = f();
+    if let (Some(p), Some(prev)) = (current(), prev) {
+        p.cur_ext = prev;
+    }
+    r
+}
+
+fn unmap_image(slot: usize, size: u64) {
+    let master = k().master_pml4;
+    let base = slot_base(slot);
+    let mut va = base;
+    while va < base + size {
+        if let Some(f) = paging::unmap(master, va) {
+            frame::free(f);
+        }
+        va += PAGE_SIZE;
+    }
+}
+
+fn find_by_name(name: &[u8]) -> Option<usize> {
+    k().exts.iter().position(|e| {
+        e.state != EXT_FREE && e.name.iter().position(|&c| c == 0).map_or(&e.name[..], |n| &e.name[..n]) == name
+    })
+}
+
+pub fn load(name: &[u8]) -> KResult<u64> {
+    if name.is_empty() || name.len() > 15 || name.contains(&b'/') {
+        return Err(EINVAL);
+    }
+    if find_by_name(name).is_some() {
+        return Err(EEXIST);
+    }
+    let mut path = [0u8; 32];
+    let plen = 4 + name.len() + 3;
+    path[..4].copy_from_slice(b"ext/");
+    path[4..4 + name.len()].copy_from_slice(name);
+    path[4 + name.len()..plen].copy_from_slice(b".ko");
+    let data = crate::initramfs::find(&path[..plen]).ok_or(ENOENT)?;
+    let elf = Elf::parse(data).ok_or(ENOEXEC)?;
+    if elf.kind != ET_DYN {
+        return Err(ENOEXEC);
+    }
+    let slot = k().exts.iter().position(|e| e.state == EXT_FREE).ok_or(ENOSPC)?;
+    let base = slot_base(slot);
+
+    // Size of the image.
+    let mut span = 0u64;
+    let (mut text_lo, mut text_hi) = (u64::MAX, 0u64);
+    for s in elf.segments() {
+        let s = s.ok_or(ENOEXEC)?;
+        if s.kind == PT_LOAD {
+            span = span.max(s.vaddr + s.memsz);
+            if s.flags & PF_X != 0 {
+                text_lo = text_lo.min(s.vaddr);
+                text_hi = text_hi.max(s.vaddr + s.memsz);
+            }
+        }
+    }
+    let size = (span + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    if size == 0 || size > EXT_SLOT_SIZE || text_lo >= text_hi {
+        return Err(ENOEXEC);
+    }
+    {
+        let e = &mut k().exts[slot];
+        *e = ExtSlot { state: EXT_LOADING, ..*e };
+        e.size = size;
+    }
+    let fail = |err: i64| {
+        unmap_image(slot, size);
+        let e = &mut k().exts[slot];
+        e.state = EXT_FREE;
+        err
+    };
+
+    // Map zeroed pages, then copy the segments through the new mapping.
+    let master = k().master_pml4;
+    let mut va = base;
+    while va < base + size {
+        let f = frame::alloc_zeroed().ok_or(ENOMEM).map_err(fail)?;
+        paging::map(master, va, f, W).map_err(|_| fail(ENOMEM))?;
+        va += PAGE_SIZE;
+    }
+    for s in elf.segments().flatten() {
+        if s.kind == PT_LOAD {
+            let src = elf.bytes(&s);
+            // SAFETY: [base+vaddr, +filesz) lies within the mapped image.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), (base + s.vaddr) as *mut u8, src.len()) };
+        }
+    }
+    // Relocate.
+    if let Some((off, count)) = elf.rela().ok_or(ENOEXEC).map_err(fail)? {
+        for i in 0..count {
+            let o = off + i * 24;
+            let (Some(r_off), Some(info), Some(addend)) =
+                (elf::u64_at(data, o), elf::u64_at(data, o + 8), elf::u64_at(data, o + 16))
+            else {
+                return Err(fail(ENOEXEC));
+            };
+            if info as u32 != R_X86_64_RELATIVE || r_off.checked_add(8).is_none_or(|e| e > size) {
+                return Err(fail(ENOEXEC));
+            }
+            // SAFETY: the target was bounds-checked against the image.
+            unsafe { ((base + r_off) as *mut u64).write_unaligned(base.wrapping_add(addend)) };
+        }
+    }
+    if elf.entry >= size {
+        return Err(fail(ENOEXEC));
+    }
+    {
+        let e = &mut k().exts[slot];
+        e.base = base;
+        e.text_start = base + text_lo;
+        e.text_end = base + text_hi;
+        e.load_count += 1;
+        e.link_base = 0;
+        let n = name.len().min(16);
+        e.name = [0; 16];
+        e.name[..n].copy_from_slice(&name[..n]);
+    }
+    // SAFETY: the entry point is inside the image; it is the extension's
+    // `extern "C" fn() -> *const ExtDescriptor`.
+    let entry: extern "C" fn() -> u64 = unsafe { core::mem::transmute(base + elf.entry) };
+    let desc = in_ext(slot, || entry());
+    if desc < base || desc + core::mem::size_of::<ExtDescriptor>() as u64 > base + size || desc % 8 != 0 {
+        return Err(fail(ENOEXEC));
+    }
+    // SAFETY: bounds and alignment checked just above.
+    let d = unsafe { &*(desc as *const ExtDescriptor) };
+    if d.magic != EXT_MAGIC || d.api_version != EXT_API_VERSION {
+        return Err(fail(ENOEXEC));
+    }
+    {
+        let e = &mut k().exts[slot];
+        e.descriptor = desc;
+        e.dev_name = d.dev_name;
+    }
+    let rc = in_ext(slot, || (d.init)(&API));
+    if rc != 0 {
+        cleanup_ext_objects(slot);
+        return Err(fail(if rc < 0 { -(rc as i64) } else { EIO }));
+    }
+    k().exts[slot].state = EXT_LIVE;
+    crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_LOADED, slot as u64, 0, 0, 0]);
+    Ok(slot as u64)
+}
+
+fn cleanup_ext_objects(slot: usize) {
+    crate::timer::remove_for_ext(slot as u32);
+    crate::lock::destroy_for_ext(slot as u32);
+}
+
+pub fn unload(name: &[u8]) -> KResult<u64> {
+    let slot = find_by_name(name).ok_or(ENOENT)?;
+    let e = k().exts[slot];
+    if e.open_count > 0 {
+        return Err(EBUSY);
+    }
+    if e.state == EXT_LIVE
+        && let Some(d) = descriptor(slot)
+    {
+        let exit = d.exit;
+        in_ext(slot, || exit());
+    }
+    cleanup_ext_objects(slot);
+    unmap_image(slot, e.size);
+    let s = &mut k().exts[slot];
+    let (loads, crashes) = (s.load_count, s.crash_count);
+    *s = ExtSlot { load_count: loads, crash_count: crashes, ..ExtSlot::default() };
+    crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, slot as u64, 0, 0, 0]);
+    Ok(0)
+}
+
+pub fn list(buf: u64, max: u64) -> KResult<u64> {
+    let mut n = 0u64;
+    for (i, e) in k().exts.iter().enumerate() {
+        if e.state == EXT_FREE || n >= max {
+            continue;
+        }
+        let info = lazarus_abi::syscall::ExtInfo {
+            slot: i as u32,
+            state: e.state,
+            name: e.name,
+            dev_name: e.dev_name,
+            base: e.base,
+            size: e.size,
+            crash_count: e.crash_count,
+            load_count: e.load_count,
+        };
+        uaccess::write_obj(buf + n * core::mem::size_of_val(&info) as u64, &info)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+// ---- devices ----
+
+pub fn dev_open(dev: &[u8], pid: u32) -> KResult<(usize, u64)> {
+    let slot = k()
+        .exts
+        .iter()
+        .position(|e| {
+            e.state == EXT_LIVE
+                && e.dev_name.iter().position(|&c| c == 0).map_or(&e.dev_name[..], |n| &e.dev_name[..n]) == dev
+        })
+        .ok_or(ENODEV)?;
+    let d = descriptor(slot).ok_or(ENODEV)?;
+    let aux = match d.open {
+        Some(open) => {
+            let r = in_ext(slot, || open(pid));
+            if r < 0 {
+                return Err(-r);
+            }
+            r as u64
+        }
+        None => 0,
+    };
+    k().exts[slot].open_count += 1;
+    Ok((slot, aux))
+}
+
+pub fn dev_close(slot: usize, aux: u64) {
+    if let Some(d) = descriptor(slot)
+        && let Some(close) = d.close
+    {
+        in_ext(slot, || close(aux));
+    }
+    let e = &mut k().exts[slot];
+    e.open_count = e.open_count.saturating_sub(1);
+}
+
+fn result(r: i64) -> KResult<u64> {
+    if r < 0 { Err(-r) } else { Ok(r as u64) }
+}
+
+pub fn dev_read(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
+    let d = descriptor(slot).ok_or(ENODEV)?;
+    let f = d.read.ok_or(ENOTSUP)?;
+    result(in_ext(slot, || f(aux, buf, len as usize)))
+}
+
+pub fn dev_write(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
+    let d = descriptor(slot).ok_or(ENODEV)?;
+    let f = d.write.ok_or(ENOTSUP)?;
+    result(in_ext(slot, || f(aux, buf, len as usize)))
+}
+
+pub fn dev_ioctl(slot: usize, aux: u64, cmd: u64, arg: u64) -> KResult<u64> {
+    let d = descriptor(slot).ok_or(ENODEV)?;
+    let f = d.ioctl.ok_or(ENOTSUP)?;
+    result(in_ext(slot, || f(aux, cmd, arg)))
+}
+
+// ---- the API table ----
+
+fn caller_ext() -> u32 {
+    crate::state::current_ext()
+}
+
+extern "C" fn api_log(msg: *const u8, len: usize) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: the extension passes a buffer of its own of `len` bytes.
+    let s = unsafe { core::slice::from_raw_parts(msg, len.min(512)) };
+    crate::arch::serial::write(s);
+}
+
+extern "C" fn api_alloc(size: usize, align: usize) -> *mut u8 {
+    match core::alloc::Layout::from_size_align(size, align) {
+        Ok(l) if size > 0 => {
+            // SAFETY: the layout is valid and non-zero-sized.
+            let p = unsafe { alloc::alloc::alloc(l) };
+            crate::mm::heap::update_stats();
+            p
+        }
+        _ => core::ptr::null_mut(),
+    }
+}
+
+extern "C" fn api_free(ptr: *mut u8, size: usize, align: usize) {
+    if let (false, Ok(l)) = (ptr.is_null(), core::alloc::Layout::from_size_align(size, align)) {
+        // SAFETY: the extension returns a block it got from api_alloc with
+        // the same layout.
+        unsafe { alloc::alloc::dealloc(ptr, l) }
+        crate::mm::heap::update_stats();
+    }
+}
+
+extern "C" fn api_lock_create(name: *const u8, len: usize) -> i32 {
+    let n = if name.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the extension's own buffer.
+        unsafe { core::slice::from_raw_parts(name, len.min(24)) }
+    };
+    crate::lock::create(n, caller_ext()).unwrap_or_else(|e| -(e as i32))
+}
+
+extern "C" fn api_lock_acquire(id: i32) -> i32 {
+    crate::lock::acquire(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_lock_release(id: i32) -> i32 {
+    crate::lock::release(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_current_pid() -> u32 {
+    if k().cpus[0].in_irq > 0 { 0 } else { current_pid() }
+}
+
+extern "C" fn api_ticks() -> u64 {
+    k().heartbeat
+}
+
+extern "C" fn api_sleep_ticks(t: u64) {
+    if k().cpus[0].in_irq == 0 {
+        crate::sched::sleep_ticks(t);
+    }
+}
+
+extern "C" fn api_timer_add(cb: extern "C" fn(u64), arg: u64, period: u64) -> i32 {
+    crate::timer::add(caller_ext(), cb as usize as u64, arg, period).unwrap_or_else(|e| -(e as i32))
+}
+
+extern "C" fn api_timer_remove(id: i32) -> i32 {
+    crate::timer::remove(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_copy_to_user(dst: u64, src: *const u8, len: usize) -> i64 {
+    if src.is_null() && len > 0 {
+        return -EFAULT;
+    }
+    // SAFETY: the extension's own buffer of `len` bytes.
+    let s = unsafe { core::slice::from_raw_parts(src, len) };
+    uaccess::copy_to(dst, s).map_or_else(|e| -e, |_| 0)
+}
+
+extern "C" fn api_copy_from_user(dst: *mut u8, src: u64, len: usize) -> i64 {
+    if dst.is_null() && len > 0 {
+        return -EFAULT;
+    }
+    // SAFETY: the extension's own buffer of `len` bytes.
+    let d = unsafe { core::slice::from_raw_parts_mut(dst, len) };
+    uaccess::copy_from(d, src).map_or_else(|e| -e, |_| 0)
+}
+
+extern "C" fn api_panic(msg: *const u8, len: usize) -> ! {
+    let m = if msg.is_null() {
+        &b"extension panic"[..]
+    } else {
+        // SAFETY: the extension's own buffer.
+        unsafe { core::slice::from_raw_parts(msg, len.min(128)) }
+    };
+    // The caller's frame pointer chain leads back into the extension.
+    let mut f = crate::crash::here();
+    // SAFETY: frame pointers are forced on for kernel and extensions; the
+    // saved return address sits just above the saved rbp.
+    unsafe {
+        let rbp = f.rbp as *const u64;
+        if !rbp.is_null() {
+            f.rip = rbp.add(1).read();
+        }
+    }
+    crate::crash::report(CRASH_PANIC, &f, m)
+}
+
+extern "C" fn api_irq_disable() -> u64 {
+    let was = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::cli();
+    was as u64
+}
+
+extern "C" fn api_irq_restore(state: u64) {
+    if state != 0 {
+        crate::arch::cpu::sti();
+    } else {
+        crate::arch::cpu::cli();
+    }
+}
+
+extern "C" fn api_entropy() -> u64 {
+    let t = crate::arch::cpu::rdtsc();
+    t ^ (t << 21) ^ k().heartbeat.rotate_left(17) ^ phys_to_virt(0)
+}
+
+static API: ExtApi = ExtApi {
+    version: EXT_API_VERSION,
+    log: api_log,
+    alloc: api_alloc,
+    free: api_free,
+    lock_create: api_lock_create,
+    lock_acquire: api_lock_acquire,
+    lock_release: api_lock_release,
+    current_pid: api_current_pid,
+    ticks: api_ticks,
+    sleep_ticks: api_sleep_ticks,
+    timer_add: api_timer_add,
+    timer_remove: api_timer_remove,
+    copy_to_user: api_copy_to_user,
+    copy_from_user: api_copy_from_user,
+    panic: api_panic,
+    irq_disable: api_irq_disable,
+    irq_restore: api_irq_restore,
+    entropy: api_entropy,
+};

@@ -1,0 +1,266 @@
+//! Scheduling: a round-robin run queue in the state root, blocking and
+//! waking, the timer tick and the idle loop.
+//!
+//! The kernel is not preemptible: a process is only switched out when it
+//! blocks, exits, or when the timer interrupts it in user mode. That keeps
+//! every kernel path free of locking on one CPU, and makes "the process
+//! that was running" a well-defined answer after a crash.
+
+use crate::arch::{apic, cpu, gdt};
+use crate::state::{current, current_pid, k, proc_by_pid};
+use core::arch::global_asm;
+use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, PS_RUNNABLE, PS_RUNNING, W_NONE, W_SLEEP};
+use lazarus_abi::trap::TrapFrame;
+
+global_asm!(
+    r#"
+.global switch_context
+// switch_context(save: *mut u64 (rdi), load: u64 (rsi))
+switch_context:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rdi], rsp
+    mov rsp, rsi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn switch_context(save: *mut u64, load: u64);
+}
+
+/// A kernel path running longer than this without scheduling, with
+/// interrupts enabled, is a soft lockup.
+pub const SOFT_LOCKUP_TICKS: u64 = 10;
+
+static mut IDLE_RSP: u64 = 0;
+static mut NEXT_WAKE: u64 = u64::MAX;
+
+pub fn runq_push(pid: u32) {
+    let r = k();
+    if r.runq_len as usize >= MAX_PROCS {
+        return;
+    }
+    let tail = (r.runq_head + r.runq_len) as usize % MAX_PROCS;
+    r.runq[tail] = pid;
+    r.runq_len += 1;
+}
+
+fn runq_pop() -> Option<u32> {
+    let r = k();
+    while r.runq_len > 0 {
+        let pid = r.runq[r.runq_head as usize];
+        r.runq_head = (r.runq_head + 1) % MAX_PROCS as u32;
+        r.runq_len -= 1;
+        if proc_by_pid(pid).is_some_and(|p| p.state == PS_RUNNABLE) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Drops `pid` from the run queue (used when a process dies elsewhere).
+pub fn runq_remove(pid: u32) {
+    let r = k();
+    let (head, len) = (r.runq_head as usize, r.runq_len as usize);
+    let mut kept = 0;
+    for i in 0..len {
+        let p = r.runq[(head + i) % MAX_PROCS];
+        if p != pid {
+            r.runq[(head + kept) % MAX_PROCS] = p;
+            kept += 1;
+        }
+    }
+    r.runq_len = kept as u32;
+}
+
+pub fn make_runnable(pid: u32) {
+    if let Some(p) = proc_by_pid(pid) {
+        p.state = PS_RUNNABLE;
+        p.wait_reason = W_NONE;
+        runq_push(pid);
+    }
+}
+
+/// Wakes every process blocked for `reason` on `obj`.
+pub fn wake_all(reason: u32, obj: u32) {
+    for i in 0..MAX_PROCS {
+        let p = &k().procs[i];
+        if p.state == PS_BLOCKED && p.wait_reason == reason && p.wait_obj == obj {
+            let pid = p.pid;
+            make_runnable(pid);
+        }
+    }
+}
+
+/// Wakes `pid` if it is blocked for `reason`.
+pub fn wake_pid(pid: u32, reason: u32) {
+    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
+        make_runnable(pid);
+    }
+}
+
+/// Blocks the current process until someone wakes it.
+pub fn block(reason: u32, obj: u32) {
+    if let Some(p) = current() {
+        p.state = PS_BLOCKED;
+        p.wait_reason = reason;
+        p.wait_obj = obj;
+    }
+    schedule();
+}
+
+pub fn sleep_ticks(ticks: u64) {
+    let wake = k().heartbeat + ticks.max(1);
+    if let Some(p) = current() {
+        p.wake_tick = wake;
+    }
+    // SAFETY: one CPU, interrupts off.
+    unsafe {
+        if wake < NEXT_WAKE {
+            NEXT_WAKE = wake;
+        }
+    }
+    while k().heartbeat < wake {
+        block(W_SLEEP, 0);
+    }
+}
+
+pub fn yield_now() {
+    let pid = current_pid();
+    if let Some(p) = current() {
+        p.state = PS_RUNNABLE;
+        runq_push(pid);
+    }
+    schedule();
+}
+
+/// Gives the CPU to the next runnable process (or the idle loop). Returns
+/// when the caller is scheduled again; never returns for a dead process.
+pub fn schedule() {
+    let next = runq_pop();
+    switch_to(next);
+}
+
+fn switch_to(next: Option<u32>) {
+    let cur = current_pid();
+    if next == Some(cur) && cur != 0 {
+        if let Some(p) = current() {
+            p.state = PS_RUNNING;
+        }
+        return;
+    }
+    let save: *mut u64 = match current() {
+        Some(p) => &raw mut p.kctx_rsp,
+        // SAFETY: only used by this CPU's idle context.
+        None => &raw mut IDLE_RSP,
+    };
+    let r = k();
+    r.cpus[0].context_switches += 1;
+    match next.and_then(proc_by_pid) {
+        Some(n) => {
+            n.state = PS_RUNNING;
+            if n.kernel_entry_tick != 0 {
+                n.kernel_entry_tick = r.heartbeat.max(1);
+            }
+            let (pid, top, cr3, rsp) = (n.pid, n.kstack_top, n.cr3, n.kctx_rsp);
+            r.cpus[0].current = pid;
+            gdt::set_kernel_stack(top);
+            if cpu::read_cr3() != cr3 {
+                // SAFETY: every process PML4 shares the kernel half.
+                unsafe { cpu::write_cr3(cr3) };
+            }
+            // SAFETY: `rsp` is the saved context of a process that is not
+            // running; `save` outlives the switch (state root / static).
+            unsafe { switch_context(save, rsp) };
+        }
+        None => {
+            if cur == 0 {
+                return; // already idle
+            }
+            r.cpus[0].current = 0;
+            let master = r.master_pml4;
+            // SAFETY: the master PML4 maps the whole kernel; switching to it
+            // lets the previous process's page tables be freed.
+            unsafe {
+                cpu::write_cr3(master);
+                switch_context(save, IDLE_RSP);
+            }
+        }
+    }
+}
+
+/// The boot CPU's idle loop: runs whatever is runnable, else halts.
+pub fn idle_loop() -> ! {
+    k().cpus[0].current = 0;
+    loop {
+        match runq_pop() {
+            Some(pid) => switch_to(Some(pid)),
+            None => {
+                cpu::sti_hlt();
+                cpu::cli();
+            }
+        }
+    }
+}
+
+fn wake_sleepers(now: u64) {
+    let mut next = u64::MAX;
+    for i in 0..MAX_PROCS {
+        let p = &k().procs[i];
+        if p.state == PS_BLOCKED && p.wait_reason == W_SLEEP {
+            if p.wake_tick <= now {
+                let pid = p.pid;
+                make_runnable(pid);
+            } else {
+                next = next.min(p.wake_tick);
+            }
+        }
+    }
+    // SAFETY: one CPU, interrupts off.
+    unsafe { NEXT_WAKE = next };
+}
+
+/// Timer interrupt.
+pub fn tick(frame: &TrapFrame) {
+    apic::eoi();
+    let r = k();
+    r.heartbeat += 1;
+    let now = r.heartbeat;
+    let pid = r.cpus[0].current;
+    match current() {
+        Some(p) => p.ticks += 1,
+        None => k().cpus[0].idle_ticks += 1,
+    }
+    // SAFETY: one CPU, interrupts off.
+    if now >= unsafe { NEXT_WAKE } {
+        wake_sleepers(now);
+    }
+    crate::timer::run_due(now);
+
+    if frame.from_user() {
+        if k().runq_len > 0 && pid != 0 {
+            yield_now();
+        }
+    } else if let Some(p) = current() {
+        // Interrupted kernel code with interrupts enabled: only an
+        // extension does that. Too long there is a soft lockup.
+        if p.kernel_entry_tick != 0 && now.saturating_sub(p.kernel_entry_tick) > SOFT_LOCKUP_TICKS {
+            crate::crash::report(
+                lazarus_abi::root::CRASH_SOFT_LOCKUP,
+                frame,
+                b"soft lockup: kernel code ran too long without scheduling",
+            );
+        }
+    }
+}

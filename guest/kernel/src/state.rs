@@ -1,0 +1,59 @@
+//! The kernel state root: every table the repair image and the dump
+//! analyser need, in the ABI crate's layout, registered with the
+//! hypervisor at boot.
+
+use core::mem::MaybeUninit;
+use lazarus_abi::layout::KERNEL_VIRT_BASE;
+use lazarus_abi::root::{KernelRoot, Proc, NONE};
+
+static mut ROOT: MaybeUninit<KernelRoot> = MaybeUninit::zeroed();
+
+/// The state root.
+///
+/// The kernel runs on one CPU with interrupts disabled on every path that
+/// touches the root (interrupt handlers only run in user mode, in the idle
+/// loop or where an extension enabled them), so accesses never overlap.
+/// Callers keep the returned borrow short and re-fetch after any call that
+/// may schedule.
+#[inline(always)]
+pub fn k() -> &'static mut KernelRoot {
+    let root = &raw mut ROOT;
+    // SAFETY: all-zero is a valid KernelRoot (it is FromZeros), and see above
+    // for exclusivity.
+    unsafe { (*root).assume_init_mut() }
+}
+
+pub fn root_phys() -> u64 {
+    kernel_virt_to_phys(&raw const ROOT as u64)
+}
+
+pub fn kernel_virt_to_phys(va: u64) -> u64 {
+    va - KERNEL_VIRT_BASE
+}
+
+/// Pid running on this CPU (0 = idle / none).
+#[inline(always)]
+pub fn current_pid() -> u32 {
+    k().cpus[0].current
+}
+
+pub fn proc_by_pid(pid: u32) -> Option<&'static mut Proc> {
+    if pid == 0 {
+        return None;
+    }
+    let p = &mut k().procs[KernelRoot::slot_of(pid)];
+    (p.pid == pid && p.state != lazarus_abi::root::PS_FREE).then_some(p)
+}
+
+pub fn current() -> Option<&'static mut Proc> {
+    proc_by_pid(current_pid())
+}
+
+/// The extension currently executing on this CPU, if any.
+pub fn current_ext() -> u32 {
+    let cpu = &k().cpus[0];
+    if cpu.irq_ext != NONE {
+        return cpu.irq_ext;
+    }
+    current().map_or(NONE, |p| p.cur_ext)
+}

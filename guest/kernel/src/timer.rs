@@ -1,0 +1,62 @@
+//! Timer callbacks registered by extensions, run from the timer interrupt.
+
+use crate::state::k;
+use lazarus_abi::root::*;
+use lazarus_abi::syscall::errno::*;
+
+static mut ACTIVE: u32 = 0;
+
+pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
+    let r = k();
+    let i = r.timers.iter().position(|t| t.in_use == 0).ok_or(ENOSPC)?;
+    let now = r.heartbeat;
+    r.timers[i] = Timer { in_use: 1, ext, period_ticks: period.max(1), next_tick: now + period.max(1), callback, arg };
+    // SAFETY: one CPU, interrupts off.
+    unsafe { ACTIVE += 1 };
+    Ok(i as i32)
+}
+
+pub fn remove(id: i32) -> Result<(), i64> {
+    let t = k().timers.get_mut(usize::try_from(id).map_err(|_| EINVAL)?).ok_or(EINVAL)?;
+    if t.in_use == 0 {
+        return Err(EINVAL);
+    }
+    *t = Timer::default();
+    // SAFETY: one CPU, interrupts off.
+    unsafe { ACTIVE = ACTIVE.saturating_sub(1) };
+    Ok(())
+}
+
+pub fn remove_for_ext(ext: u32) {
+    for i in 0..MAX_TIMERS {
+        if k().timers[i].in_use != 0 && k().timers[i].ext == ext {
+            let _ = remove(i as i32);
+        }
+    }
+}
+
+/// Runs due callbacks, marking the CPU as in interrupt context on behalf
+/// of the owning extension so a fault there is attributed correctly.
+pub fn run_due(now: u64) {
+    // SAFETY: one CPU, interrupts off.
+    if unsafe { ACTIVE } == 0 {
+        return;
+    }
+    for i in 0..MAX_TIMERS {
+        let t = k().timers[i];
+        if t.in_use == 0 || t.next_tick > now {
+            continue;
+        }
+        k().timers[i].next_tick = now + t.period_ticks;
+        let cpu = &mut k().cpus[0];
+        cpu.in_irq += 1;
+        cpu.irq_ext = t.ext;
+        // SAFETY: the extension registered this address as an
+        // `extern "C" fn(u64)` inside its own loaded image.
+        let f: extern "C" fn(u64) = unsafe { core::mem::transmute(t.callback) };
+        f(t.arg);
+        let cpu = &mut k().cpus[0];
+        cpu.in_irq -= 1;
+        cpu.irq_ext = NONE;
+    }
+}
