@@ -1,0 +1,168 @@
+//! Drives a real `lazarus run` (real KVM, real guest) through its console.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const PROMPT: &str = "lazarus> ";
+
+/// Fails loudly (never skips) when the machine cannot run the tests.
+pub fn require_kvm() {
+    let kvm = std::path::Path::new("/dev/kvm");
+    assert!(
+        kvm.exists(),
+        "/dev/kvm is missing: lazarus tests boot a real guest under KVM and cannot run here"
+    );
+    assert!(
+        std::fs::OpenOptions::new().read(true).write(true).open(kvm).is_ok(),
+        "/dev/kvm exists but cannot be opened read-write by this user"
+    );
+}
+
+pub struct Guest {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Vec<u8>>,
+    /// Everything the console printed so far.
+    pub transcript: String,
+    /// Read position in `transcript` for `cmd`/`expect`.
+    pos: usize,
+}
+
+impl Guest {
+    pub fn boot() -> Guest {
+        Self::boot_with(&[])
+    }
+
+    pub fn boot_with(extra: &[&str]) -> Guest {
+        require_kvm();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lazarus"))
+            .arg("run")
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lazarus run");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut g = Guest { child, stdin, rx, transcript: String::new(), pos: 0 };
+        g.expect(PROMPT, Duration::from_secs(60));
+        g
+    }
+
+    fn pump(&mut self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        match self.rx.recv_timeout(deadline - now) {
+            Ok(chunk) => {
+                self.transcript.push_str(&String::from_utf8_lossy(&chunk));
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+        }
+    }
+
+    /// Waits until `pat` appears after the read position; returns the text
+    /// up to and including it and advances past it.
+    pub fn expect(&mut self, pat: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.transcript[self.pos..].find(pat) {
+                let end = self.pos + i + pat.len();
+                let out = self.transcript[self.pos..end].to_string();
+                self.pos = end;
+                return out;
+            }
+            if !self.pump(deadline) && Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {pat:?}; console so far:\n{}",
+                    self.transcript
+                );
+            }
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).expect("write console");
+        stdin.write_all(b"\n").expect("write console");
+        stdin.flush().expect("flush console");
+    }
+
+    /// Runs one shell command and returns its output (without the prompt).
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.cmd_timeout(line, Duration::from_secs(30))
+    }
+
+    pub fn cmd_timeout(&mut self, line: &str, timeout: Duration) -> String {
+        self.send(line);
+        let out = self.expect(PROMPT, timeout);
+        out.trim_end_matches(PROMPT).to_string()
+    }
+
+    /// Powers the guest off and returns the hypervisor's exit status.
+    pub fn poweroff(mut self) -> ExitStatus {
+        self.send("poweroff");
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                while self.pump(Instant::now() + Duration::from_millis(50)) {}
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("lazarus did not exit; console:\n{}", self.transcript);
+            }
+            self.pump(Instant::now() + Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses `kv check: N intact, M lost`.
+pub fn kv_check(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("kv check:") && l.contains("intact"))
+        .unwrap_or_else(|| panic!("no kv check line in {out:?}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    assert_eq!(nums.len(), 2, "unexpected kv check line {line:?}");
+    (nums[0], nums[1])
+}

@@ -1,0 +1,114 @@
+//! The real guest under KVM: processes, pipes, the kv store, extensions
+//! and preemption, all driven through the shell on the serial console.
+
+mod common;
+use common::{kv_check, Guest};
+use std::time::Duration;
+
+#[test]
+fn piped_console_runs_commands_and_powers_off() {
+    common::require_kvm();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazarus"))
+        .arg("run")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(b"ps\npoweroff\n")?;
+            c.wait_with_output()
+        })
+        .expect("run lazarus");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; console:\n{text}", out.status);
+    for name in ["init", "shell", "kvstore"] {
+        assert!(text.contains(name), "ps lacks {name}:\n{text}");
+    }
+}
+
+#[test]
+fn processes_spawn_exit_and_show_in_ps() {
+    let mut g = Guest::boot();
+    let out = g.cmd("run echo hello from a process");
+    assert!(out.contains("hello from a process"), "{out}");
+    let ps = g.cmd("ps");
+    assert!(ps.contains("kvstore") && ps.contains("shell") && ps.contains("init"), "{ps}");
+    // A process that exits is reaped: no zombie echo left behind.
+    assert!(!ps.contains("echo"), "echo not reaped:\n{ps}");
+    assert!(g.poweroff().success());
+}
+
+#[test]
+fn pipes_connect_processes() {
+    let mut g = Guest::boot();
+    let out = g.cmd("run echo lazarus rises | upper");
+    assert!(out.contains("LAZARUS RISES"), "{out}");
+    let out = g.cmd("run pipetest");
+    assert!(out.contains("pipetest: ok"), "{out}");
+    assert!(g.poweroff().success());
+}
+
+#[test]
+fn kv_put_get_check() {
+    let mut g = Guest::boot();
+    g.cmd("kv put alpha one");
+    g.cmd("kv put beta two");
+    let out = g.cmd("kv get alpha");
+    assert!(out.contains("one"), "{out}");
+    g.cmd("kv fill 200");
+    let (intact, lost) = kv_check(&g.cmd("kv check"));
+    assert_eq!((intact, lost), (202, 0));
+    g.cmd("kv del beta");
+    let (intact, lost) = kv_check(&g.cmd("kv check"));
+    assert_eq!((intact, lost), (201, 0));
+    assert!(g.poweroff().success());
+}
+
+#[test]
+fn extensions_load_serve_devices_and_unload() {
+    let mut g = Guest::boot();
+    let out = g.cmd("insmod rand");
+    assert!(!out.contains("rand:"), "insmod failed: {out}");
+    g.cmd("insmod ramdisk");
+    let ls = g.cmd("lsmod");
+    assert!(ls.contains("rand") && ls.contains("ramdisk"), "{ls}");
+    let out = g.cmd("run devtest");
+    assert!(out.contains("devtest: ok"), "{out}");
+    let out = g.cmd("insmod rand");
+    assert!(out.to_lowercase().contains("exists"), "double insmod must fail: {out}");
+    g.cmd("rmmod rand");
+    let ls = g.cmd("lsmod");
+    assert!(!ls.contains("rand ") && ls.contains("ramdisk"), "{ls}");
+    // The device is gone with its module.
+    let out = g.cmd("run devtest");
+    assert!(!out.contains("devtest: ok"), "{out}");
+    // Reloading works (fresh code and data).
+    g.cmd("insmod rand");
+    assert!(g.cmd("lsmod").contains("rand"));
+    assert!(g.poweroff().success());
+}
+
+#[test]
+fn timer_preempts_cpu_bound_processes() {
+    let mut g = Guest::boot();
+    g.cmd("run worker alpha 3 &");
+    g.cmd("run worker beta 3 &");
+    let a = g.expect("worker alpha: done", Duration::from_secs(60));
+    let b = g.expect("worker beta: done", Duration::from_secs(60));
+    let rounds = |who: &str, text: &str| -> u64 {
+        let t = format!("worker {who}: done ");
+        let i = g.transcript.find(&t).unwrap_or_else(|| panic!("{text}"));
+        g.transcript[i + t.len()..].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let (ra, rb) = (rounds("alpha", &a), rounds("beta", &b));
+    assert!(ra > 0 && rb > 0, "both must progress: alpha {ra}, beta {rb}\n{}", g.transcript);
+    // They ran concurrently: each printed progress before the other finished.
+    let t = &g.transcript;
+    let done_a = t.find("worker alpha: done").expect("alpha done");
+    let done_b = t.find("worker beta: done").expect("beta done");
+    let first_done = done_a.min(done_b);
+    let prog_a = t.find("worker alpha: round").expect("alpha progress");
+    let prog_b = t.find("worker beta: round").expect("beta progress");
+    assert!(prog_a < first_done && prog_b < first_done, "not interleaved:\n{}", g.transcript);
+    assert!(g.poweroff().success());
+}

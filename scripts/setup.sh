@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what lazarus needs on a fresh Debian/Ubuntu machine: the pinned
+# Rust toolchain with the guest target, and gdb (dump tests use the real
+# gdb). Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -e /dev/kvm ]; then
+    echo "setup: /dev/kvm is missing: lazarus needs Linux with KVM" >&2
+    exit 5
+fi
+
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "setup: rustup is required (https://rustup.rs)" >&2
+    exit 1
+fi
+# rust-toolchain.toml pins the toolchain; make sure it and the guest
+# target are installed.
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy >/dev/null
+rustup target add --toolchain "$toolchain" x86_64-unknown-none >/dev/null
+
+if ! command -v gdb >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""
+        [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gdb >/dev/null
+    else
+        echo "setup: please install gdb" >&2
+        exit 1
+    fi
+fi
+echo "setup: ok ($(rustc --version), $(gdb --version | head -1))"
