@@ -13,7 +13,9 @@ use std::process::Command;
 const TARGET: &str = "x86_64-unknown-none";
 
 /// User programs placed in the initramfs as /bin/NAME (init as /init).
-const USER_BINS: &[&str] = &["init", "shell", "kvstore", "worker", "pipetest"];
+const USER_BINS: &[&str] = &[
+    "init", "shell", "kvstore", "worker", "echo", "upper", "pipetest", "devtest", "crash",
+];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
 const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest"];
 

@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod boot;
+pub mod dev;
 pub mod ext;
 pub mod hypercall;
 pub mod layout;

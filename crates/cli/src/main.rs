@@ -1,3 +1,61 @@
-fn main() {
-    println!("{}", lazarus_image::KERNEL_ELF.len());
+//! `lazarus`: run the lazarus OS in its hypervisor, and measure it.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0    | the guest powered off cleanly (`run` exits with the guest's power-off status, 0 normally) |
+//! | 1    | hypervisor or internal error (including a `--timeout` that expired) |
+//! | 2    | usage error (bad command line) |
+//! | 3    | the guest crashed |
+//! | 4    | bad input: missing or corrupt kernel or initramfs, bad memory size, bad vCPU count |
+//! | 5    | KVM unavailable: /dev/kvm missing or not accessible |
+//!
+//! Errors are reported as one line on stderr: `lazarus: error: ...`.
+//! Logs go to stderr too; `RUST_LOG` selects them (default `warn`).
+//!
+//! # The console
+//!
+//! `lazarus run` connects the guest's serial console to stdin and stdout.
+//! The host terminal stays in canonical (cooked) mode: it echoes what you
+//! type and hands a line to the guest when you press Enter; Ctrl-C ends
+//! lazarus itself. Input may also be piped: `printf 'ps\npoweroff\n' |
+//! lazarus run` runs the commands and exits when the guest powers off.
+
+mod bench;
+mod cli;
+mod exit;
+mod image;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{BenchCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lazarus: error: {}", exit::message(&e));
+            ExitCode::from(exit::code(&e))
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

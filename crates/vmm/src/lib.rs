@@ -1,1 +1,61 @@
-//! placeholder
+//! The lazarus hypervisor: a small KVM virtual machine monitor built on the
+//! rust-vmm crates, in the style of Firecracker and Cloud Hypervisor.
+//!
+//! It loads the guest kernel ELF and the initramfs, enters 64-bit long mode
+//! directly, and provides a 16550 console on COM1, the in-kernel irqchip, a
+//! pvpanic port and a hypercall port. The guest is never trusted: every
+//! address and argument it hands over is checked before use.
+//!
+//! ```no_run
+//! use lazarus_vmm::{Vm, VmConfig, VmOutcome, ConsoleOutput};
+//! # fn demo(kernel: &'static [u8], initramfs: &'static [u8]) -> lazarus_vmm::Result<()> {
+//! let mut config = VmConfig::new(kernel, initramfs);
+//! config.console_out = ConsoleOutput::Null;
+//! let mut vm = Vm::new(config)?;
+//! match vm.run()? {
+//!     VmOutcome::PowerOff(status) => println!("powered off with {status}"),
+//!     VmOutcome::Crash(info) => println!("crashed: {}", info.summary()),
+//!     other => println!("{other:?}"),
+//! }
+//! println!("{} guest exits", vm.exit_counts().total());
+//! # Ok(()) }
+//! ```
+//!
+//! Module map: [`config`] (what to build), [`memory`] (guest RAM and
+//! checked access), [`loader`] (kernel ELF and initramfs), [`boot`] (page
+//! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
+//! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
+//! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
+//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`crash`], [`stats`],
+//! [`error`].
+
+pub mod boot;
+pub mod config;
+pub mod console;
+pub mod cpu;
+pub mod crash;
+pub mod devices;
+pub mod error;
+pub mod hypercall;
+pub mod kvm;
+pub mod loader;
+pub mod memory;
+pub mod root;
+pub mod serial;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
+pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
+pub use crash::{CrashInfo, CrashKind};
+pub use error::{Error, ErrorKind, Result};
+pub use hypercall::{ExtEvent, Milestone};
+pub use kvm::DEFAULT_KVM_DEVICE;
+pub use loader::LoaderError;
+pub use root::RootError;
+pub use stats::{ExitCounts, ExitKind};
+pub use vm::{GuestLayout, StopHandle, Vm, VmOutcome};
+
+/// Re-exported so callers can name register types in [`CrashInfo`].
+pub use kvm_bindings;

@@ -206,7 +206,8 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     for fd in &a.fds {
         crate::fd::retain(fd);
     }
-    sched::make_runnable(pid);
+    p.state = PS_RUNNABLE;
+    sched::runq_push(pid);
     Ok(pid)
 }
 

@@ -94,21 +94,23 @@ pub fn interrupts_enabled() -> bool {
 #[inline(always)]
 pub fn cli() {
     // SAFETY: masking interrupts cannot break memory safety.
-    unsafe { asm!("cli", options(nomem, nostack)) }
+    unsafe { asm!("cli", options(nostack)) }
 }
 
 #[inline(always)]
 pub fn sti() {
     // SAFETY: the kernel is prepared for interrupts wherever it enables them.
-    unsafe { asm!("sti", options(nomem, nostack)) }
+    unsafe { asm!("sti", options(nostack)) }
 }
 
+/// Interrupt-state changes are compiler barriers (no `nomem`): handlers
+/// change memory while interrupts are on.
 /// Enables interrupts and halts until one arrives, atomically (the `sti`
 /// shadow covers the `hlt`, so a wakeup cannot slip in between).
 #[inline(always)]
 pub fn sti_hlt() {
     // SAFETY: see above.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) }
+    unsafe { asm!("sti; hlt", options(nostack)) }
 }
 
 /// Stops this CPU for good.

@@ -1,7 +1,154 @@
+//! The key-value service: registers as "kv" and answers requests of the
+//! `lazarus_abi::dev::kv` protocol forever. The store is a BTreeMap in this
+//! process's heap, which is exactly what a recovery must keep intact.
 #![no_std]
 #![no_main]
-use lazarus_ulib as _;
-#[unsafe(no_mangle)]
-pub extern "C" fn main() -> i32 {
-    0
+
+extern crate alloc;
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::ops::Bound;
+
+use lazarus_ulib::abi::dev::kv::{
+    FLAG_MORE, HEADER_LEN, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, SERVICE,
+    STATS_FIELDS,
+};
+use lazarus_ulib::abi::syscall::IPC_MSG_MAX;
+use lazarus_ulib::kv::{Msg, decode_request, encode_reply};
+use lazarus_ulib::{Args, Errno, entry, eprintln, ipc};
+
+entry!(main);
+
+/// Upper bound on stored keys, so a runaway client gets ENOSPC instead of
+/// exhausting memory and killing the service.
+const MAX_KEYS: usize = 65536;
+/// Retries of a reply while the kernel's message table is full.
+const SEND_TRIES: u32 = 1000;
+
+#[derive(Default)]
+struct Store {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    bytes: u64,
+    puts: u64,
+    gets: u64,
+    dels: u64,
+    requests: u64,
+}
+
+impl Store {
+    /// Handles one request, writing the payload into `out[HEADER_LEN..]`;
+    /// returns (status, flags, payload length).
+    fn handle(&mut self, op: u8, key: &[u8], value: &[u8], out: &mut Msg) -> (u8, u8, usize) {
+        self.requests += 1;
+        let body = &mut out[HEADER_LEN..];
+        match op {
+            OP_PUT => {
+                self.puts += 1;
+                if !self.map.contains_key(key) && self.map.len() >= MAX_KEYS {
+                    return (errno(Errno::ENOSPC), 0, 0);
+                }
+                self.bytes += value.len() as u64;
+                if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
+                    self.bytes -= old.len() as u64;
+                }
+                (0, 0, 0)
+            }
+            OP_GET => {
+                self.gets += 1;
+                match self.map.get(key) {
+                    Some(v) => {
+                        body[..v.len()].copy_from_slice(v);
+                        (0, 0, v.len())
+                    }
+                    None => (errno(Errno::ENOENT), 0, 0),
+                }
+            }
+            OP_DEL => {
+                self.dels += 1;
+                match self.map.remove(key) {
+                    Some(old) => {
+                        self.bytes -= old.len() as u64;
+                        (0, 0, 0)
+                    }
+                    None => (errno(Errno::ENOENT), 0, 0),
+                }
+            }
+            OP_COUNT => {
+                body[..8].copy_from_slice(&(self.map.len() as u64).to_le_bytes());
+                (0, 0, 8)
+            }
+            OP_LIST => {
+                let start = if key.is_empty() {
+                    Bound::Unbounded
+                } else {
+                    Bound::Excluded(key)
+                };
+                let mut len = 0;
+                let mut flags = 0;
+                for k in self
+                    .map
+                    .range::<[u8], _>((start, Bound::Unbounded))
+                    .map(|(k, _)| k)
+                {
+                    if len + 1 + k.len() > body.len() {
+                        flags = FLAG_MORE;
+                        break;
+                    }
+                    body[len] = k.len() as u8;
+                    body[len + 1..len + 1 + k.len()].copy_from_slice(k);
+                    len += 1 + k.len();
+                }
+                (0, flags, len)
+            }
+            OP_STATS => {
+                let fields: [u64; STATS_FIELDS.len()] = [
+                    self.map.len() as u64,
+                    self.bytes,
+                    self.puts,
+                    self.gets,
+                    self.dels,
+                    self.requests,
+                ];
+                for (chunk, f) in body.chunks_exact_mut(8).zip(fields) {
+                    chunk.copy_from_slice(&f.to_le_bytes());
+                }
+                (0, 0, fields.len() * 8)
+            }
+            _ => (errno(Errno::EINVAL), 0, 0),
+        }
+    }
+}
+
+fn errno(e: Errno) -> u8 {
+    e.0 as u8
+}
+
+fn main(_args: Args) -> i32 {
+    if let Err(e) = ipc::register(SERVICE) {
+        eprintln!("kvstore: register {SERVICE}: {e}");
+        return 1;
+    }
+    let mut store = Store::default();
+    let mut rx: Msg = [0; IPC_MSG_MAX];
+    let mut tx: Msg = [0; IPC_MSG_MAX];
+    loop {
+        let (src, n) = match ipc::recv(&mut rx) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("kvstore: recv: {e}");
+                continue;
+            }
+        };
+        let (status, flags, tag, len) = match decode_request(&rx[..n]) {
+            Some(req) => {
+                let (s, f, l) = store.handle(req.op, req.key, req.value, &mut tx);
+                (s, f, req.tag, l)
+            }
+            None => (errno(Errno::EINVAL), 0, 0, 0),
+        };
+        let reply_len = encode_reply(&mut tx, status, flags, tag, len);
+        // A client that went away (ESRCH) simply gets no reply.
+        let _ = ipc::send_retry(src, &tx[..reply_len], SEND_TRIES);
+    }
 }

@@ -1,0 +1,146 @@
+//! Device ioctl numbers of the bundled extensions and the kvstore wire
+//! protocol.
+//!
+//! User programs, the extensions and (for fault-injection campaigns) the
+//! host all name the same commands, so they live here rather than in any
+//! one of them.
+
+/// `/dev/rand`: reads fill the buffer with pseudo-random bytes.
+pub mod rand {
+    pub const DEV: &str = "rand";
+    /// ioctl: reseed the generator with `arg` (0 = fresh entropy).
+    pub const IOC_RESEED: u64 = 1;
+    /// Largest number of bytes one read returns; keeps the ring-0 path short.
+    pub const READ_MAX: usize = 4096;
+}
+
+/// `/dev/ramdisk`: a 64 KiB memory disk; each open has its own position.
+pub mod ramdisk {
+    pub const DEV: &str = "ramdisk";
+    pub const SIZE: u64 = 64 * 1024;
+    /// Opens at once; one more open fails with EMFILE.
+    pub const MAX_OPENS: usize = 16;
+    /// ioctl: set this open's position to `arg` (<= SIZE); returns it.
+    pub const IOC_SEEK: u64 = 1;
+    /// ioctl: returns the disk size in bytes.
+    pub const IOC_SIZE: u64 = 2;
+    /// ioctl: returns the current position.
+    pub const IOC_TELL: u64 = 3;
+    /// Largest number of bytes one read or write moves.
+    pub const IO_MAX: usize = 4096;
+}
+
+/// `/dev/crashtest`: deliberately crashes the kernel, in the spirit of
+/// Linux's LKDTM. Commands below [`IOC_CRASH_BASE`] are harmless; every
+/// command from it on runs one kind of kernel crash directly in the ioctl,
+/// in the calling process's kernel context (or, for [`IOC_TIMER_FAULT`],
+/// in a timer callback).
+pub mod crashtest {
+    pub const DEV: &str = "crashtest";
+    /// ioctl: returns [`PING_REPLY`].
+    pub const IOC_PING: u64 = 0;
+    pub const PING_REPLY: i64 = 0x1a2a;
+
+    pub const IOC_CRASH_BASE: u64 = 100;
+    /// `ExtApi::panic("crashtest: requested panic")`.
+    pub const IOC_PANIC: u64 = 100;
+    /// Reads address 0 (#PF, not present).
+    pub const IOC_NULL_READ: u64 = 101;
+    /// Writes to an unmapped address (#PF, write).
+    pub const IOC_WILD_WRITE: u64 = 102;
+    /// Reads a non-canonical address (#GP).
+    pub const IOC_GP: u64 = 103;
+    /// Executes `ud2` in ring 0 (#UD).
+    pub const IOC_UD2: u64 = 104;
+    /// Divides by zero (#DE).
+    pub const IOC_DIVIDE: u64 = 105;
+    /// Recurses until the kernel stack's guard page (#PF or #DF).
+    pub const IOC_STACK_OVERFLOW: u64 = 106;
+    /// Spins forever with interrupts disabled (the heartbeat stops).
+    pub const IOC_HARD_LOCKUP: u64 = 107;
+    /// Spins forever in the kernel with interrupts enabled.
+    pub const IOC_SOFT_LOCKUP: u64 = 108;
+    /// Takes the extension's kernel lock, then spins in ring 0 trying to
+    /// take it again (self-deadlock; the kernel refuses recursive acquires,
+    /// so this is a soft lockup with a lock held).
+    pub const IOC_DEADLOCK: u64 = 109;
+    /// Switches to an unmapped stack and faults (#DF).
+    pub const IOC_DOUBLE_FAULT: u64 = 110;
+    /// Corrupts a kernel-heap list and detects it on deletion (panic).
+    pub const IOC_LIST_CORRUPTION: u64 = 111;
+    /// Registers a timer whose callback reads address 0 (oops in irq).
+    pub const IOC_TIMER_FAULT: u64 = 112;
+
+    /// Every crash kind: (name for tools, ioctl, description).
+    pub const KINDS: &[(&str, u64, &str)] = &[
+        ("panic", IOC_PANIC, "explicit panic via the extension API"),
+        ("null-read", IOC_NULL_READ, "read from address 0"),
+        ("wild-write", IOC_WILD_WRITE, "write to an unmapped address"),
+        ("gp", IOC_GP, "access a non-canonical address"),
+        ("ud2", IOC_UD2, "invalid opcode in ring 0"),
+        ("divide", IOC_DIVIDE, "divide by zero"),
+        ("stack-overflow", IOC_STACK_OVERFLOW, "unbounded recursion"),
+        ("hard-lockup", IOC_HARD_LOCKUP, "spin with interrupts off"),
+        ("soft-lockup", IOC_SOFT_LOCKUP, "spin in the kernel"),
+        ("deadlock", IOC_DEADLOCK, "spin on a kernel lock we hold"),
+        (
+            "double-fault",
+            IOC_DOUBLE_FAULT,
+            "fault on an unmapped stack",
+        ),
+        (
+            "list-corruption",
+            IOC_LIST_CORRUPTION,
+            "corrupt a list, BUG on delete",
+        ),
+        (
+            "timer-fault",
+            IOC_TIMER_FAULT,
+            "null read in a timer callback",
+        ),
+    ];
+
+    /// The ioctl of a crash kind named as in [`KINDS`].
+    pub fn kind_by_name(name: &str) -> Option<u64> {
+        KINDS.iter().find(|k| k.0 == name).map(|k| k.1)
+    }
+}
+
+/// The kvstore service's IPC protocol.
+///
+/// Every message is at most [`crate::syscall::IPC_MSG_MAX`] bytes: an
+/// 8-byte header, then the key, then the value (requests) or the payload
+/// (replies). Integers are little-endian.
+///
+/// Request header: `op: u8, key_len: u8, val_len: u16, tag: u32`.
+/// Reply header: `status: u8, flags: u8, len: u16, tag: u32`; `status` is 0
+/// or a positive errno, `tag` echoes the request's so that a client can
+/// match replies to requests.
+pub mod kv {
+    /// Service name registered with `SYS_SVC_REGISTER`.
+    pub const SERVICE: &str = "kv";
+    pub const HEADER_LEN: usize = 8;
+    pub const KEY_MAX: usize = 32;
+    pub const VALUE_MAX: usize = 180;
+
+    /// Stores key -> value. Reply: empty.
+    pub const OP_PUT: u8 = 1;
+    /// Reply: the value, or status ENOENT.
+    pub const OP_GET: u8 = 2;
+    /// Reply: empty, or status ENOENT.
+    pub const OP_DEL: u8 = 3;
+    /// Reply: the number of keys as a u64.
+    pub const OP_COUNT: u8 = 4;
+    /// Key = cursor (keys strictly after it; empty = from the start).
+    /// Reply: as many keys as fit, each as `len: u8` then the bytes;
+    /// [`FLAG_MORE`] set if more follow.
+    pub const OP_LIST: u8 = 5;
+    /// Reply: [`STATS_FIELDS`] u64s.
+    pub const OP_STATS: u8 = 6;
+
+    /// Reply flag of [`OP_LIST`]: call again with the last key as cursor.
+    pub const FLAG_MORE: u8 = 1;
+
+    /// `OP_STATS` reply fields, in order.
+    pub const STATS_FIELDS: [&str; 6] = ["keys", "bytes", "puts", "gets", "dels", "requests"];
+}

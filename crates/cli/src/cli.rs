@@ -1,0 +1,100 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shown under every `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the guest powered off cleanly (run: the guest's power-off status, 0 normally)
+  1  hypervisor or internal error (also an expired --timeout)
+  2  usage error
+  3  the guest crashed
+  4  bad input: missing or corrupt kernel or initramfs, bad memory size or vCPU count
+  5  KVM unavailable: /dev/kvm missing or not accessible
+
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to see more.";
+
+const RUN_HELP: &str = "\
+The guest console is attached to stdin and stdout. The host terminal stays in
+canonical mode: it echoes what you type and sends each line to the guest when
+you press Enter; Ctrl-C ends lazarus. Input can be piped, e.g.
+  printf 'ps\\npoweroff\\n' | lazarus run
+A guest reboot request restarts the VM from the boot image.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lazarus",
+    version,
+    about = "lazarus: an OS and hypervisor that resurrect a crashed kernel without a reboot",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the guest with its console on stdin/stdout.
+    #[command(after_help = format!("{RUN_HELP}\n\n{EXIT_CODES_HELP}"))]
+    Run(RunArgs),
+    /// Benchmarks.
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Boot repeatedly and report the time to the shell prompt.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Boot(BenchBootArgs),
+}
+
+/// What to boot.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Guest memory in MiB (a multiple of 2, at least 16).
+    #[arg(long, value_name = "MIB", default_value_t = lazarus_abi::layout::DEFAULT_MEMORY >> 20)]
+    pub memory: u64,
+    /// Kernel ELF to boot [default: the built-in kernel].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// cpio (newc) initramfs [default: the built-in initramfs].
+    #[arg(long, value_name = "PATH")]
+    pub initramfs: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = "")]
+    pub cmdline: String,
+    /// KVM device (for testing).
+    #[arg(long, value_name = "PATH", default_value = lazarus_vmm::DEFAULT_KVM_DEVICE, hide = true)]
+    pub kvm_device: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Give up after this many seconds (exit code 1).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchBootArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Number of boots.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a boot that takes longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub timeout: f64,
+}

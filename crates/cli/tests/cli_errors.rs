@@ -1,0 +1,119 @@
+//! Bad input to the `lazarus` binary: each case must exit with its
+//! documented code and one clear line on stderr, never a panic. None of
+//! these boots a kernel.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn lazarus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lazarus"))
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run lazarus")
+}
+
+/// A scratch file unique to this test process.
+fn scratch(name: &str, contents: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("lazarus-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("write scratch file");
+    path
+}
+
+/// Asserts the exit code and that stderr is one `lazarus: error:` line
+/// containing `needle`.
+fn expect_error(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {stderr}");
+    assert!(lines[0].starts_with("lazarus: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
+}
+
+#[test]
+fn missing_kernel_file() {
+    let out = lazarus(&["run", "--kernel", "/nonexistent/kernel.elf"]);
+    expect_error(&out, 4, "kernel image '/nonexistent/kernel.elf'");
+}
+
+#[test]
+fn garbage_kernel_file() {
+    let path = scratch("garbage.elf", b"this is not an ELF file at all");
+    let out = lazarus(&["run", "--kernel", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    expect_error(&out, 4, "not an ELF file");
+}
+
+#[test]
+fn truncated_kernel_file() {
+    let mut elf = lazarus_image::KERNEL_ELF[..200].to_vec();
+    elf.truncate(200);
+    let path = scratch("truncated.elf", &elf);
+    let out = lazarus(&["run", "--kernel", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    expect_error(&out, 4, "kernel image");
+}
+
+#[test]
+fn missing_initramfs_file() {
+    let out = lazarus(&["run", "--initramfs", "/nonexistent/initramfs.cpio"]);
+    expect_error(&out, 4, "initramfs '/nonexistent/initramfs.cpio'");
+}
+
+#[test]
+fn too_little_memory() {
+    let out = lazarus(&["run", "--memory", "4"]);
+    expect_error(&out, 4, "memory");
+    let out = lazarus(&["run", "--memory", "17"]);
+    expect_error(&out, 4, "multiple of 2 MiB");
+    let out = lazarus(&["run", "--memory", "18446744073709551615"]);
+    expect_error(&out, 4, "memory");
+}
+
+#[test]
+fn bad_vcpu_count() {
+    let out = lazarus(&["run", "--vcpus", "0"]);
+    expect_error(&out, 4, "vCPU");
+}
+
+#[test]
+fn kvm_unavailable() {
+    let out = lazarus(&["run", "--kvm-device", "/nonexistent/kvm"]);
+    expect_error(&out, 5, "KVM is not available");
+}
+
+#[test]
+fn bench_reports_bad_input_too() {
+    let out = lazarus(&["bench", "boot", "--runs", "1", "--kernel", "/nonexistent/k"]);
+    expect_error(&out, 4, "kernel image");
+    let out = lazarus(&["bench", "boot", "--runs", "1", "--memory", "4"]);
+    expect_error(&out, 4, "memory");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = lazarus(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = lazarus(&["bench", "boot", "--runs", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = lazarus(&[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    for args in [&["--help"][..], &["run", "--help"], &["bench", "boot", "--help"]] {
+        let out = lazarus(args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Exit codes"), "{text}");
+        assert!(text.contains("KVM unavailable"), "{text}");
+    }
+    let out = lazarus(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--memory"));
+    assert!(text.contains("canonical"));
+}

@@ -1,0 +1,66 @@
+//! How to build a VM.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lazarus_abi::layout::DEFAULT_MEMORY;
+use lazarus_abi::root::MAX_CPUS;
+
+use crate::console::{ConsoleInput, ConsoleOutput};
+use crate::kvm::DEFAULT_KVM_DEVICE;
+
+/// Most vCPUs a VM may have (the kernel root tracks this many CPUs).
+pub const MAX_VCPUS: u32 = MAX_CPUS as u32;
+
+/// LAPIC timer input frequency: KVM's APIC bus runs at 1 ns per cycle.
+pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
+
+/// Everything [`crate::Vm::new`] needs.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// Guest RAM in bytes: a multiple of 2 MiB in `[MIN_MEMORY, MAX_MEMORY]`.
+    pub mem_size: u64,
+    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others start
+    /// in the "wait for INIT/SIPI" state.
+    pub vcpus: u32,
+    /// The kernel ELF.
+    pub kernel: Cow<'static, [u8]>,
+    /// The cpio initramfs.
+    pub initramfs: Cow<'static, [u8]>,
+    /// Kernel command line (at most 255 bytes, no NUL).
+    pub cmdline: String,
+    /// Where guest console output goes.
+    pub console_out: ConsoleOutput,
+    /// Where guest console input comes from.
+    pub console_in: ConsoleInput,
+    /// Stop [`crate::Vm::run`] as soon as the guest reports this milestone.
+    pub stop_at_milestone: Option<u64>,
+    /// Give up and return [`crate::VmOutcome::TimedOut`] after this long
+    /// (measured per call to `run`).
+    pub timeout: Option<Duration>,
+    /// The KVM device to open.
+    pub kvm_device: PathBuf,
+}
+
+impl VmConfig {
+    /// A configuration with defaults: 128 MiB, one vCPU, console on
+    /// stdout, no input, no stop milestone, no timeout.
+    pub fn new(
+        kernel: impl Into<Cow<'static, [u8]>>,
+        initramfs: impl Into<Cow<'static, [u8]>>,
+    ) -> Self {
+        Self {
+            mem_size: DEFAULT_MEMORY,
+            vcpus: 1,
+            kernel: kernel.into(),
+            initramfs: initramfs.into(),
+            cmdline: String::new(),
+            console_out: ConsoleOutput::Stdout,
+            console_in: ConsoleInput::none(),
+            stop_at_milestone: None,
+            timeout: None,
+            kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
+        }
+    }
+}

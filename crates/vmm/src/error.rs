@@ -1,0 +1,115 @@
+//! Typed errors of the hypervisor.
+//!
+//! Every error carries enough context to be printed as one line, and
+//! [`Error::kind`] sorts it into the categories the CLI turns into exit codes.
+
+use std::path::PathBuf;
+
+use crate::loader::LoaderError;
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Broad classes of failure, for callers that map errors to exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// `/dev/kvm` is missing, not accessible, or lacks a required feature.
+    KvmUnavailable,
+    /// The caller's input is wrong: kernel image, initramfs, memory size,
+    /// vCPU count, command line.
+    BadInput,
+    /// Anything else: a failed ioctl, a thread that could not be started.
+    Internal,
+}
+
+/// Everything that can go wrong while building or running a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/dev/kvm` (or the configured device) could not be opened.
+    #[error("KVM is not available: cannot open {}: {source}", path.display())]
+    KvmUnavailable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// KVM speaks an API version we do not know.
+    #[error("KVM API version {0} is not supported (expected 12)")]
+    KvmApiVersion(i32),
+    /// KVM lacks a capability the VMM needs.
+    #[error("KVM lacks the required capability {0}")]
+    KvmCapability(&'static str),
+    /// The guest memory size is out of range or misaligned.
+    #[error("invalid guest memory size {size} bytes: {reason}")]
+    InvalidMemorySize { size: u64, reason: String },
+    /// The vCPU count is out of range.
+    #[error("invalid vCPU count {count}: must be between 1 and {max}")]
+    InvalidVcpuCount { count: u32, max: u32 },
+    /// The kernel command line cannot be passed to the guest.
+    #[error("invalid kernel command line: {0}")]
+    InvalidCmdline(String),
+    /// The kernel image is unusable.
+    #[error("kernel image: {0}")]
+    Kernel(#[from] LoaderError),
+    /// The initramfs does not fit in guest memory after the kernel.
+    #[error(
+        "initramfs of {len} bytes does not fit in guest memory \
+         (it would be placed at {start:#x}, memory ends at {mem_size:#x})"
+    )]
+    InitramfsTooLarge { len: u64, start: u64, mem_size: u64 },
+    /// Allocating or accessing guest memory failed.
+    #[error("guest memory: {0}")]
+    GuestMemory(String),
+    /// A KVM ioctl failed.
+    #[error("KVM {op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A host system call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building a VM structure failed in a way that is not the caller's fault.
+    #[error("VM setup: {0}")]
+    Setup(String),
+    /// A vCPU thread panicked (a VMM bug; reported, not propagated).
+    #[error("vCPU {0} thread panicked")]
+    VcpuPanicked(u32),
+    /// Every vCPU stopped without reporting why.
+    #[error("all vCPUs stopped without an outcome")]
+    NoOutcome,
+}
+
+impl Error {
+    /// Which class of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::KvmUnavailable { .. } | Error::KvmApiVersion(_) | Error::KvmCapability(_) => {
+                ErrorKind::KvmUnavailable
+            }
+            Error::InvalidMemorySize { .. }
+            | Error::InvalidVcpuCount { .. }
+            | Error::InvalidCmdline(_)
+            | Error::Kernel(_)
+            | Error::InitramfsTooLarge { .. } => ErrorKind::BadInput,
+            Error::GuestMemory(_)
+            | Error::Kvm { .. }
+            | Error::Io { .. }
+            | Error::Setup(_)
+            | Error::VcpuPanicked(_)
+            | Error::NoOutcome => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+        move |source| Error::Kvm { op, source }
+    }
+
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { op, source }
+    }
+}

@@ -1,0 +1,511 @@
+//! The hypercall port.
+//!
+//! The guest writes the 32-bit guest-physical address of a [`Hypercall`]
+//! block to `PORT_HYPERCALL`. Nothing in the block is trusted: the block
+//! address, the call number and every argument are checked before use, and
+//! failures become a negative errno in `ret` (or, when the block itself is
+//! unusable, a warning and no access at all).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use lazarus_abi::hypercall::{
+    CONSOLE_WRITE_MAX, EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_CONSOLE_WRITE, HC_EXT_EVENT,
+    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_REGISTER_ROOT, Hypercall,
+};
+use lazarus_abi::root::MAX_EXTS;
+use lazarus_abi::syscall::errno;
+use tracing::{debug, info, warn};
+
+use crate::console::lock;
+use crate::memory::{GuestRam, range_in_ram, ram_size, read_bytes, read_obj, write_obj};
+use crate::root::{RootError, validate_root};
+use crate::stats::{ExitCounts, ExitStats};
+
+/// Size of the hypercall block.
+const BLOCK_SIZE: u64 = size_of::<Hypercall>() as u64;
+/// Offset of `ret` in the block.
+const RET_OFFSET: u64 = std::mem::offset_of!(Hypercall, ret) as u64;
+/// Milestone ids the hypervisor records (bounded, so a looping guest cannot
+/// grow host memory).
+pub const MILESTONE_MAX: u64 = 63;
+
+/// What the VMM must do after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HcAction {
+    /// Resume the guest.
+    Continue,
+    /// The guest asked to power off with this status.
+    PowerOff(i32),
+    /// The guest asked to be rebooted.
+    Reboot,
+    /// The guest reached a milestone (every occurrence).
+    Milestone(u64),
+}
+
+/// When a milestone was first reached.
+#[derive(Clone, Copy, Debug)]
+pub struct Milestone {
+    pub id: u64,
+    /// Host time of the first `HC_MILESTONE` with this id.
+    pub at: Instant,
+    /// How often the guest reported it.
+    pub count: u64,
+    /// Guest exits counted up to the first report.
+    pub exits: ExitCounts,
+}
+
+/// An extension load/unload the guest reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtEvent {
+    pub loaded: bool,
+    pub slot: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    root_gpa: Option<u64>,
+    milestones: BTreeMap<u64, Milestone>,
+    ext_events: u64,
+    last_ext_event: Option<ExtEvent>,
+    hypercalls: u64,
+    rejected: u64,
+}
+
+/// Hypercall handling and the state it keeps.
+#[derive(Debug, Default)]
+pub struct Hypercalls {
+    state: Mutex<State>,
+}
+
+/// Why a hypercall failed: an errno for the guest, a reason for the log.
+struct Failure {
+    errno: i64,
+    reason: String,
+}
+
+fn fail(errno: i64, reason: impl Into<String>) -> Failure {
+    Failure {
+        errno,
+        reason: reason.into(),
+    }
+}
+
+impl Hypercalls {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles an `out` to the hypercall port carrying `data`.
+    pub fn handle_port_write(
+        &self,
+        mem: &GuestRam,
+        data: &[u8],
+        console: &mut dyn Write,
+        stats: &ExitStats,
+    ) -> HcAction {
+        let Ok(raw) = <[u8; 4]>::try_from(data) else {
+            warn!(
+                len = data.len(),
+                "hypercall: ignoring an access that is not a 4-byte out"
+            );
+            lock(&self.state).rejected += 1;
+            return HcAction::Continue;
+        };
+        let gpa = u64::from(u32::from_le_bytes(raw));
+        self.handle_block(mem, gpa, console, stats)
+    }
+
+    /// Runs the hypercall whose block is at `gpa`.
+    pub fn handle_block(
+        &self,
+        mem: &GuestRam,
+        gpa: u64,
+        console: &mut dyn Write,
+        stats: &ExitStats,
+    ) -> HcAction {
+        let block = if !gpa.is_multiple_of(8) {
+            None
+        } else if !range_in_ram(ram_size(mem), gpa, BLOCK_SIZE) {
+            None
+        } else {
+            read_obj::<Hypercall>(mem, gpa)
+        };
+        let Some(hc) = block else {
+            warn!(
+                gpa = format_args!("{gpa:#x}"),
+                "hypercall: ignoring a block address that is unaligned or outside guest RAM"
+            );
+            lock(&self.state).rejected += 1;
+            return HcAction::Continue;
+        };
+        lock(&self.state).hypercalls += 1;
+
+        let (ret, action) = match self.dispatch(mem, &hc, console, stats) {
+            Ok((ret, action)) => (ret, action),
+            Err(f) => {
+                warn!(
+                    nr = hc.nr,
+                    errno = f.errno,
+                    "hypercall {} rejected: {}",
+                    name(hc.nr),
+                    f.reason
+                );
+                lock(&self.state).rejected += 1;
+                (-f.errno, HcAction::Continue)
+            }
+        };
+        // The block was checked above, so this write stays inside RAM.
+        if let Err(e) = write_obj(mem, gpa + RET_OFFSET, &ret) {
+            warn!("hypercall: cannot store the result: {e}");
+        }
+        action
+    }
+
+    fn dispatch(
+        &self,
+        mem: &GuestRam,
+        hc: &Hypercall,
+        console: &mut dyn Write,
+        stats: &ExitStats,
+    ) -> Result<(i64, HcAction), Failure> {
+        let [a0, a1, a2, _, _] = hc.args;
+        debug!(nr = hc.nr, args = ?hc.args, "hypercall {}", name(hc.nr));
+        match hc.nr {
+            HC_REGISTER_ROOT => {
+                validate_root(mem, a0, a1, a2).map_err(|e| {
+                    let errno = match e {
+                        RootError::Unaligned(_) | RootError::OutsideRam { .. } | RootError::Read => {
+                            errno::EFAULT
+                        }
+                        RootError::NoMemory => errno::ENOMEM,
+                        _ => errno::EINVAL,
+                    };
+                    fail(errno, e.to_string())
+                })?;
+                let previous = lock(&self.state).root_gpa.replace(a0);
+                info!(
+                    gpa = format_args!("{a0:#x}"),
+                    ?previous,
+                    "kernel registered its state root"
+                );
+                Ok((0, HcAction::Continue))
+            }
+            HC_POWEROFF => {
+                // The status is an i32; accept it sign- or zero-extended.
+                let status = a0 as u32 as i32;
+                info!(status, "guest requested power-off");
+                Ok((0, HcAction::PowerOff(status)))
+            }
+            HC_REBOOT => {
+                info!("guest requested a reboot");
+                Ok((0, HcAction::Reboot))
+            }
+            HC_EXT_EVENT => {
+                let loaded = match a0 {
+                    EXT_EVENT_LOADED => true,
+                    EXT_EVENT_UNLOADED => false,
+                    other => return Err(fail(errno::EINVAL, format!("unknown event {other}"))),
+                };
+                if a1 >= MAX_EXTS as u64 {
+                    return Err(fail(errno::EINVAL, format!("extension slot {a1} out of range")));
+                }
+                let event = ExtEvent {
+                    loaded,
+                    slot: a1 as u32,
+                };
+                let mut st = lock(&self.state);
+                st.ext_events += 1;
+                st.last_ext_event = Some(event);
+                info!(
+                    slot = a1,
+                    loaded,
+                    count = st.ext_events,
+                    "kernel extension event (repair image refresh point)"
+                );
+                Ok((0, HcAction::Continue))
+            }
+            HC_CONSOLE_WRITE => {
+                if a1 > CONSOLE_WRITE_MAX {
+                    return Err(fail(
+                        errno::E2BIG,
+                        format!("length {a1} exceeds {CONSOLE_WRITE_MAX}"),
+                    ));
+                }
+                let bytes = read_bytes(mem, a0, a1).ok_or_else(|| {
+                    fail(
+                        errno::EFAULT,
+                        format!("buffer [{a0:#x}, +{a1:#x}) is not inside guest RAM"),
+                    )
+                })?;
+                // ConsoleSink never fails; a plain writer's error is logged.
+                if let Err(e) = console.write_all(&bytes) {
+                    warn!("console write failed: {e}");
+                }
+                Ok((a1 as i64, HcAction::Continue))
+            }
+            HC_MILESTONE => {
+                if a0 == 0 || a0 > MILESTONE_MAX {
+                    return Err(fail(errno::EINVAL, format!("milestone {a0} out of range")));
+                }
+                let now = Instant::now();
+                let mut st = lock(&self.state);
+                let m = st.milestones.entry(a0).or_insert_with(|| Milestone {
+                    id: a0,
+                    at: now,
+                    count: 0,
+                    exits: stats.snapshot(),
+                });
+                m.count += 1;
+                debug!(milestone = a0, count = m.count, "guest milestone");
+                Ok((0, HcAction::Milestone(a0)))
+            }
+            other => Err(fail(errno::ENOSYS, format!("unknown hypercall {other}"))),
+        }
+    }
+
+    /// Guest-physical address of the registered kernel root.
+    pub fn root_gpa(&self) -> Option<u64> {
+        lock(&self.state).root_gpa
+    }
+
+    /// All milestones reached so far, by id.
+    pub fn milestones(&self) -> Vec<Milestone> {
+        lock(&self.state).milestones.values().copied().collect()
+    }
+
+    /// A milestone, if it was reached.
+    pub fn milestone(&self, id: u64) -> Option<Milestone> {
+        lock(&self.state).milestones.get(&id).copied()
+    }
+
+    /// Number of extension events reported, and the latest.
+    pub fn ext_events(&self) -> (u64, Option<ExtEvent>) {
+        let st = lock(&self.state);
+        (st.ext_events, st.last_ext_event)
+    }
+
+    /// Hypercalls handled and hypercalls rejected (bad block or arguments).
+    pub fn counts(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.hypercalls, st.rejected)
+    }
+}
+
+/// Human name of a hypercall number.
+pub fn name(nr: u64) -> &'static str {
+    match nr {
+        HC_REGISTER_ROOT => "register-root",
+        HC_POWEROFF => "poweroff",
+        HC_REBOOT => "reboot",
+        HC_EXT_EVENT => "ext-event",
+        HC_CONSOLE_WRITE => "console-write",
+        HC_MILESTONE => "milestone",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::create_guest_ram;
+    use crate::root::ROOT_SIZE;
+    use crate::root::tests::plant_root;
+    use lazarus_abi::hypercall::{MILESTONE_SHELL_PROMPT, MILESTONE_KERNEL_READY};
+    use lazarus_abi::root::ABI_VERSION;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const MEM: u64 = 16 << 20;
+    const BLOCK: u64 = 0x8_0000;
+
+    struct Fixture {
+        mem: GuestRam,
+        hc: Hypercalls,
+        stats: ExitStats,
+        console: Vec<u8>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                mem: create_guest_ram(MEM).unwrap(),
+                hc: Hypercalls::new(),
+                stats: ExitStats::default(),
+                console: Vec::new(),
+            }
+        }
+
+        /// Issues a hypercall through a block at `BLOCK`; returns (ret, action).
+        fn call(&mut self, nr: u64, args: [u64; 5]) -> (i64, HcAction) {
+            self.call_at(BLOCK, nr, args)
+        }
+
+        fn call_at(&mut self, gpa: u64, nr: u64, args: [u64; 5]) -> (i64, HcAction) {
+            let block = Hypercall { nr, args, ret: 0x5555 };
+            write_obj(&self.mem, gpa, &block).unwrap();
+            let action = self.out(&(gpa as u32).to_le_bytes());
+            let ret: i64 = read_obj(&self.mem, gpa + RET_OFFSET).unwrap();
+            (ret, action)
+        }
+
+        fn out(&mut self, data: &[u8]) -> HcAction {
+            self.hc
+                .handle_port_write(&self.mem, data, &mut self.console, &self.stats)
+        }
+    }
+
+    #[test]
+    fn poweroff_reboot_and_unknown() {
+        let mut f = Fixture::new();
+        assert_eq!(f.call(HC_POWEROFF, [3, 0, 0, 0, 0]), (0, HcAction::PowerOff(3)));
+        // -1 as i32, sign-extended or zero-extended.
+        assert_eq!(
+            f.call(HC_POWEROFF, [u64::MAX, 0, 0, 0, 0]).1,
+            HcAction::PowerOff(-1)
+        );
+        assert_eq!(
+            f.call(HC_POWEROFF, [0xffff_ffff, 0, 0, 0, 0]).1,
+            HcAction::PowerOff(-1)
+        );
+        assert_eq!(f.call(HC_REBOOT, [0; 5]), (0, HcAction::Reboot));
+        for nr in [0, 7, 999, u64::MAX] {
+            assert_eq!(f.call(nr, [0; 5]), (-errno::ENOSYS, HcAction::Continue));
+        }
+    }
+
+    #[test]
+    fn hostile_block_addresses_are_ignored() {
+        let mut f = Fixture::new();
+        // Beyond RAM, straddling the end, unaligned, at the 4 GiB limit.
+        for gpa in [MEM as u32, (MEM - 8) as u32, BLOCK as u32 + 4, u32::MAX, u32::MAX - 7] {
+            assert_eq!(f.out(&gpa.to_le_bytes()), HcAction::Continue);
+        }
+        // Wrong-size accesses.
+        for data in [&[][..], &[1][..], &[0, 0, 8][..], &[0, 0, 8, 0, 0][..]] {
+            assert_eq!(f.out(data), HcAction::Continue);
+        }
+        // A valid poweroff block straddling the end is not executed.
+        let straddle = MEM - 16;
+        f.mem
+            .write_slice(&HC_POWEROFF.to_le_bytes(), GuestAddress(straddle))
+            .unwrap();
+        assert_eq!(f.out(&(straddle as u32).to_le_bytes()), HcAction::Continue);
+        assert_eq!(f.hc.counts(), (0, 10));
+    }
+
+    #[test]
+    fn console_write_checks_buffer() {
+        let mut f = Fixture::new();
+        f.mem.write_slice(b"hello", GuestAddress(0x9000)).unwrap();
+        assert_eq!(
+            f.call(HC_CONSOLE_WRITE, [0x9000, 5, 0, 0, 0]),
+            (5, HcAction::Continue)
+        );
+        assert_eq!(f.console, b"hello");
+        let efault = (-errno::EFAULT, HcAction::Continue);
+        assert_eq!(f.call(HC_CONSOLE_WRITE, [MEM, 1, 0, 0, 0]), efault);
+        assert_eq!(f.call(HC_CONSOLE_WRITE, [MEM - 2, 4, 0, 0, 0]), efault);
+        assert_eq!(f.call(HC_CONSOLE_WRITE, [u64::MAX, 2, 0, 0, 0]), efault);
+        assert_eq!(f.call(HC_CONSOLE_WRITE, [u64::MAX - 1, 2, 0, 0, 0]), efault);
+        assert_eq!(
+            f.call(HC_CONSOLE_WRITE, [0x9000, CONSOLE_WRITE_MAX + 1, 0, 0, 0]),
+            (-errno::E2BIG, HcAction::Continue)
+        );
+        assert_eq!(
+            f.call(HC_CONSOLE_WRITE, [0x9000, u64::MAX, 0, 0, 0]),
+            (-errno::E2BIG, HcAction::Continue)
+        );
+        assert_eq!(
+            f.call(HC_CONSOLE_WRITE, [0x9000, 0, 0, 0, 0]),
+            (0, HcAction::Continue)
+        );
+        assert_eq!(f.console, b"hello");
+    }
+
+    #[test]
+    fn register_root_validates_everything() {
+        let mut f = Fixture::new();
+        let v = u64::from(ABI_VERSION);
+        let root = 0x20_0000;
+        plant_root(&f.mem, root);
+        let einval = (-errno::EINVAL, HcAction::Continue);
+        let efault = (-errno::EFAULT, HcAction::Continue);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE - 8, v, 0, 0]), einval);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [root, 0, v, 0, 0]), einval);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [root, u64::MAX, v, 0, 0]), einval);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE, v + 1, 0, 0]), einval);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [root + 4, ROOT_SIZE, v, 0, 0]), efault);
+        assert_eq!(f.call(HC_REGISTER_ROOT, [MEM, ROOT_SIZE, v, 0, 0]), efault);
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [MEM - 8, ROOT_SIZE, v, 0, 0]),
+            efault
+        );
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [u64::MAX - 7, ROOT_SIZE, v, 0, 0]),
+            efault
+        );
+        // Right size and version, but no root there (bad magic).
+        assert_eq!(f.call(HC_REGISTER_ROOT, [0x40_0000, ROOT_SIZE, v, 0, 0]), einval);
+        assert_eq!(f.hc.root_gpa(), None);
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE, v, 0, 0]),
+            (0, HcAction::Continue)
+        );
+        assert_eq!(f.hc.root_gpa(), Some(root));
+    }
+
+    #[test]
+    fn milestones_and_ext_events() {
+        let mut f = Fixture::new();
+        assert_eq!(
+            f.call(HC_MILESTONE, [MILESTONE_KERNEL_READY, 0, 0, 0, 0]),
+            (0, HcAction::Milestone(MILESTONE_KERNEL_READY))
+        );
+        f.call(HC_MILESTONE, [MILESTONE_SHELL_PROMPT, 0, 0, 0, 0]);
+        f.call(HC_MILESTONE, [MILESTONE_SHELL_PROMPT, 0, 0, 0, 0]);
+        let m = f.hc.milestone(MILESTONE_SHELL_PROMPT).unwrap();
+        assert_eq!(m.count, 2);
+        assert!(m.at >= f.hc.milestone(MILESTONE_KERNEL_READY).unwrap().at);
+        for bad in [0, MILESTONE_MAX + 1, u64::MAX] {
+            assert_eq!(
+                f.call(HC_MILESTONE, [bad, 0, 0, 0, 0]),
+                (-errno::EINVAL, HcAction::Continue)
+            );
+        }
+        assert_eq!(f.hc.milestones().len(), 2);
+
+        assert_eq!(
+            f.call(HC_EXT_EVENT, [EXT_EVENT_LOADED, 2, 0, 0, 0]),
+            (0, HcAction::Continue)
+        );
+        f.call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, 2, 0, 0, 0]);
+        assert_eq!(
+            f.hc.ext_events(),
+            (
+                2,
+                Some(ExtEvent {
+                    loaded: false,
+                    slot: 2
+                })
+            )
+        );
+        let einval = (-errno::EINVAL, HcAction::Continue);
+        assert_eq!(f.call(HC_EXT_EVENT, [2, 0, 0, 0, 0]), einval);
+        assert_eq!(f.call(HC_EXT_EVENT, [0, MAX_EXTS as u64, 0, 0, 0]), einval);
+        assert_eq!(f.call(HC_EXT_EVENT, [0, u64::MAX, 0, 0, 0]), einval);
+        assert_eq!(f.hc.ext_events().0, 2);
+    }
+
+    #[test]
+    fn block_at_the_last_valid_address_works() {
+        let mut f = Fixture::new();
+        let gpa = MEM - BLOCK_SIZE;
+        // Block addresses are 32-bit; RAM here is 16 MiB so this fits.
+        assert_eq!(
+            f.call_at(gpa, HC_POWEROFF, [0; 5]),
+            (0, HcAction::PowerOff(0))
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! Opening the KVM device and checking what the VMM relies on.
+
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::Path;
+
+use kvm_ioctls::{Cap, Kvm};
+
+use crate::error::{Error, Result};
+
+/// The KVM device path.
+pub const DEFAULT_KVM_DEVICE: &str = "/dev/kvm";
+/// The only stable KVM API version.
+const KVM_API_VERSION: i32 = 12;
+
+/// Opens the KVM device at `path` and checks the API version and the
+/// capabilities the VMM needs.
+pub fn open_kvm(path: &Path) -> Result<Kvm> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::KvmUnavailable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    // SAFETY: the descriptor was just opened (with O_CLOEXEC, as std always
+    // does) and ownership moves into `Kvm`, which closes it on drop.
+    let kvm = unsafe { Kvm::from_raw_fd(file.into_raw_fd()) };
+    let version = kvm.get_api_version();
+    if version != KVM_API_VERSION {
+        return Err(Error::KvmApiVersion(version));
+    }
+    for (cap, name) in [
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+        (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::KvmCapability(name));
+        }
+    }
+    Ok(kvm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn missing_device_is_a_typed_error() {
+        let err = open_kvm(Path::new("/nonexistent/kvm")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::KvmUnavailable);
+        assert!(err.to_string().contains("/nonexistent/kvm"), "{err}");
+    }
+
+    #[test]
+    fn a_non_kvm_file_is_rejected() {
+        let err = open_kvm(Path::new("/dev/null")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::KvmUnavailable);
+    }
+}

@@ -1,0 +1,450 @@
+//! The virtual machine: building it from a [`VmConfig`] and running it
+//! until something decides its fate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use lazarus_abi::layout::IRQ_COM1;
+use lazarus_abi::root::KernelRoot;
+use tracing::{debug, info, warn};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{BootParams, validate_cmdline, write_boot_structures};
+use crate::config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
+use crate::console::{ConsoleInput, ConsoleSink};
+use crate::cpu::{set_boot_msrs, setup_boot_cpu, supported_cpuid, vcpu_cpuid};
+use crate::crash::{CrashInfo, CrashKind};
+use crate::devices::Devices;
+use crate::error::{Error, Result};
+use crate::hypercall::{ExtEvent, Hypercalls, Milestone};
+use crate::kvm::open_kvm;
+use crate::loader::{KernelImage, initramfs_placement, load_initramfs};
+use crate::memory::{GuestRam, create_guest_ram, validate_mem_size};
+use crate::root::{RootError, read_root};
+use crate::serial::{SerialDevice, spawn_feeder};
+use crate::stats::{ExitCounts, ExitStats};
+use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, install_kick_handler, kick, spawn};
+
+/// KVM needs three pages for the TSS of real-mode emulation on Intel; put
+/// them just below the BIOS area, far above any RAM we allow.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// How often the control loop checks that vCPU threads are still alive.
+const LIVENESS_POLL: Duration = Duration::from_millis(100);
+
+/// Why [`Vm::run`] returned.
+#[derive(Debug)]
+pub enum VmOutcome {
+    /// The guest powered off with this status.
+    PowerOff(i32),
+    /// The guest crashed.
+    Crash(Box<CrashInfo>),
+    /// The guest asked to be rebooted (the caller decides how).
+    RebootRequested,
+    /// The configured stop milestone was reached.
+    MilestoneReached(u64),
+    /// The configured timeout expired.
+    TimedOut,
+    /// A [`StopHandle`] asked the VM to stop.
+    Stopped,
+}
+
+/// Where things were placed in guest memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestLayout {
+    pub mem_size: u64,
+    pub vcpus: u32,
+    /// Virtual entry point of the kernel.
+    pub kernel_entry: u64,
+    pub kernel_phys_start: u64,
+    pub kernel_phys_end: u64,
+    pub initramfs_phys: u64,
+    pub initramfs_len: u64,
+}
+
+/// Stops a running VM from another thread.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    events: Sender<Report>,
+}
+
+impl StopHandle {
+    /// Makes the current (or next) [`Vm::run`] return [`VmOutcome::Stopped`].
+    pub fn stop(&self) {
+        let _ = self.events.send(Report {
+            vcpu: None,
+            event: VcpuEvent::StopRequested,
+        });
+    }
+}
+
+/// A lazarus virtual machine.
+pub struct Vm {
+    // Field order is drop order: vCPUs and the VM go before guest memory.
+    vcpus: Vec<Vcpu>,
+    vm_fd: VmFd,
+    _kvm: Kvm,
+    _serial_irq: EventFd,
+    ctx: Arc<VcpuContext>,
+    console_in: ConsoleInput,
+    events_tx: Sender<Report>,
+    events_rx: Receiver<Report>,
+    timeout: Option<Duration>,
+    created: Instant,
+    layout: GuestLayout,
+    mem: Arc<GuestRam>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").field("layout", &self.layout).finish()
+    }
+}
+
+impl Vm {
+    /// Builds a VM: validates the inputs, opens KVM, allocates RAM, loads
+    /// the kernel and initramfs, writes the boot structures and prepares
+    /// the devices and vCPUs. Bad input is reported before KVM is touched.
+    pub fn new(config: VmConfig) -> Result<Vm> {
+        let created = Instant::now();
+        let mem_size = config.mem_size;
+        validate_mem_size(mem_size)?;
+        if !(1..=MAX_VCPUS).contains(&config.vcpus) {
+            return Err(Error::InvalidVcpuCount {
+                count: config.vcpus,
+                max: MAX_VCPUS,
+            });
+        }
+        validate_cmdline(&config.cmdline)?;
+        let image = KernelImage::parse(&config.kernel)?;
+        image.check_fits(mem_size)?;
+        let initramfs_len = config.initramfs.len() as u64;
+        initramfs_placement(image.phys_end, initramfs_len, mem_size)?;
+
+        install_kick_handler()?;
+        let kvm = open_kvm(&config.kvm_device)?;
+        let vm_fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        vm_fd
+            .set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
+        vm_fd
+            .create_irq_chip()
+            .map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+
+        let mem = Arc::new(create_guest_ram(mem_size)?);
+        register_memory(&vm_fd, &mem, mem_size)?;
+
+        image.load(&mem)?;
+        let initramfs_phys = load_initramfs(&mem, image.phys_end, &config.initramfs)?;
+        let layout = GuestLayout {
+            mem_size,
+            vcpus: config.vcpus,
+            kernel_entry: image.entry,
+            kernel_phys_start: image.phys_start,
+            kernel_phys_end: image.phys_end,
+            initramfs_phys,
+            initramfs_len,
+        };
+        write_boot_structures(
+            &mem,
+            &BootParams {
+                num_cpus: config.vcpus,
+                mem_size,
+                kernel_phys_start: layout.kernel_phys_start,
+                kernel_phys_end: layout.kernel_phys_end,
+                initramfs_phys,
+                initramfs_len,
+                lapic_timer_hz: LAPIC_TIMER_HZ,
+                cmdline: &config.cmdline,
+            },
+        )?;
+
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::io("eventfd"))?;
+        vm_fd
+            .register_irqfd(&serial_irq, IRQ_COM1)
+            .map_err(Error::kvm("KVM_IRQFD"))?;
+        let serial = SerialDevice::new(
+            serial_irq.try_clone().map_err(Error::io("eventfd clone"))?,
+            ConsoleSink::new(config.console_out),
+        );
+
+        let cpuid = supported_cpuid(&kvm)?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let fd = vm_fd
+                .create_vcpu(u64::from(id))
+                .map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+            fd.set_cpuid2(&vcpu_cpuid(&cpuid, id)?)
+                .map_err(Error::kvm("KVM_SET_CPUID2"))?;
+            set_boot_msrs(&fd, id)?;
+            if id == 0 {
+                setup_boot_cpu(&fd, image.entry)?;
+            }
+            vcpus.push(Vcpu { id, fd });
+        }
+
+        let ctx = Arc::new(VcpuContext {
+            devices: Devices {
+                mem: mem.clone(),
+                serial: Arc::new(Mutex::new(serial)),
+                hypercalls: Arc::new(Hypercalls::new()),
+                stats: Arc::new(ExitStats::default()),
+            },
+            stop: Arc::new(AtomicBool::new(false)),
+            guest_ready: Arc::new(AtomicBool::new(false)),
+            stop_at_milestone: config.stop_at_milestone,
+        });
+        let (events_tx, events_rx) = channel();
+        info!(
+            mem_mib = mem_size >> 20,
+            vcpus = config.vcpus,
+            entry = format_args!("{:#x}", image.entry),
+            kernel = format_args!("[{:#x}, {:#x})", layout.kernel_phys_start, layout.kernel_phys_end),
+            initramfs = format_args!("{:#x}+{:#x}", initramfs_phys, initramfs_len),
+            "VM created in {:?}",
+            created.elapsed()
+        );
+        Ok(Vm {
+            vcpus,
+            vm_fd,
+            _kvm: kvm,
+            _serial_irq: serial_irq,
+            ctx,
+            console_in: config.console_in,
+            events_tx,
+            events_rx,
+            timeout: config.timeout,
+            created,
+            layout,
+            mem,
+        })
+    }
+
+    /// Runs the guest until it powers off, crashes, asks for a reboot,
+    /// reaches the stop milestone, times out or is stopped.
+    ///
+    /// All vCPU threads have stopped when this returns. The vCPUs keep
+    /// their state, so `run` may be called again to resume the guest.
+    pub fn run(&mut self) -> Result<VmOutcome> {
+        if self.vcpus.is_empty() {
+            return Err(Error::Setup("the VM has no runnable vCPU left".into()));
+        }
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        self.ctx.stop.store(false, Ordering::Release);
+
+        let mut handles: Vec<(u32, JoinHandle<Vcpu>)> = Vec::new();
+        let mut spawn_error = None;
+        for vcpu in self.vcpus.drain(..) {
+            let id = vcpu.id;
+            match spawn(vcpu, self.ctx.clone(), self.events_tx.clone()) {
+                Ok(h) => handles.push((id, h)),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let feeder_stop = Arc::new(AtomicBool::new(false));
+        let feeder = match spawn_error {
+            Some(_) => None,
+            None => match spawn_feeder(
+                self.ctx.devices.serial.clone(),
+                self.console_in.clone(),
+                feeder_stop.clone(),
+                self.ctx.guest_ready.clone(),
+            ) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    spawn_error = Some(e);
+                    None
+                }
+            },
+        };
+
+        let result = match spawn_error {
+            Some(e) => Err(e),
+            None => self.wait_for_event(&handles, deadline),
+        };
+
+        // Stop everything, whatever happened.
+        self.ctx.stop.store(true, Ordering::Release);
+        feeder_stop.store(true, Ordering::Release);
+        let mut join_error = None;
+        for (id, handle) in handles {
+            while !handle.is_finished() {
+                kick(&handle);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            match handle.join() {
+                Ok(vcpu) => self.vcpus.push(vcpu),
+                Err(_) => join_error = Some(Error::VcpuPanicked(id)),
+            }
+        }
+        self.vcpus.sort_by_key(|v| v.id);
+        if let Some(f) = feeder
+            && f.join().is_err()
+        {
+            warn!("the serial input thread panicked");
+        }
+        // Later events (e.g. a second vCPU crashing) are superseded.
+        while let Ok(extra) = self.events_rx.try_recv() {
+            debug!(?extra.vcpu, "dropping a superseded VM event");
+        }
+
+        let event = result?;
+        if let Some(e) = join_error {
+            return Err(e);
+        }
+        self.outcome(event)
+    }
+
+    /// Waits for the first event that ends this run.
+    fn wait_for_event(
+        &self,
+        handles: &[(u32, JoinHandle<Vcpu>)],
+        deadline: Option<Instant>,
+    ) -> Result<Option<VcpuEvent>> {
+        loop {
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    left.min(LIVENESS_POLL)
+                }
+                None => LIVENESS_POLL,
+            };
+            match self.events_rx.recv_timeout(wait) {
+                Ok(report) => {
+                    debug!(vcpu = ?report.vcpu, event = ?report.event, "VM event");
+                    return Ok(Some(report.event));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some((id, _)) = handles.iter().find(|(_, h)| h.is_finished()) {
+                        // A vCPU thread ended without reporting: it panicked
+                        // (events are sent before a thread returns, so check
+                        // the queue once more first).
+                        if let Ok(report) = self.events_rx.try_recv() {
+                            return Ok(Some(report.event));
+                        }
+                        return Err(Error::VcpuPanicked(*id));
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::NoOutcome),
+            }
+        }
+    }
+
+    fn outcome(&self, event: Option<VcpuEvent>) -> Result<VmOutcome> {
+        Ok(match event {
+            None => VmOutcome::TimedOut,
+            Some(VcpuEvent::PowerOff(status)) => VmOutcome::PowerOff(status),
+            Some(VcpuEvent::Reboot) => VmOutcome::RebootRequested,
+            Some(VcpuEvent::Milestone(m)) => VmOutcome::MilestoneReached(m),
+            Some(VcpuEvent::StopRequested) => VmOutcome::Stopped,
+            Some(VcpuEvent::Failed(e)) => return Err(e),
+            Some(VcpuEvent::Crash(mut info)) => {
+                if matches!(info.kind, CrashKind::GuestPanic { .. }) {
+                    match self.kernel_root() {
+                        Ok(root) => info.guest_record = Some(root.crash),
+                        Err(RootError::NotRegistered) => {}
+                        Err(e) => warn!("cannot read the kernel's crash record: {e}"),
+                    }
+                }
+                VmOutcome::Crash(info)
+            }
+        })
+    }
+
+    /// A handle that stops [`Vm::run`] from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            events: self.events_tx.clone(),
+        }
+    }
+
+    /// Guest exits so far.
+    pub fn exit_counts(&self) -> ExitCounts {
+        self.ctx.devices.stats.snapshot()
+    }
+
+    /// Milestones the guest reported, by id.
+    pub fn milestones(&self) -> Vec<Milestone> {
+        self.ctx.devices.hypercalls.milestones()
+    }
+
+    /// One milestone, if reached.
+    pub fn milestone(&self, id: u64) -> Option<Milestone> {
+        self.ctx.devices.hypercalls.milestone(id)
+    }
+
+    /// Extension load/unload events reported by the guest, and the latest.
+    pub fn ext_events(&self) -> (u64, Option<ExtEvent>) {
+        self.ctx.devices.hypercalls.ext_events()
+    }
+
+    /// Hypercalls handled and rejected so far.
+    pub fn hypercall_counts(&self) -> (u64, u64) {
+        self.ctx.devices.hypercalls.counts()
+    }
+
+    /// Guest-physical address of the kernel's state root, once registered.
+    pub fn root_gpa(&self) -> Option<u64> {
+        self.ctx.devices.hypercalls.root_gpa()
+    }
+
+    /// A copy of the kernel's state root, read from guest memory now.
+    pub fn kernel_root(&self) -> std::result::Result<Box<KernelRoot>, RootError> {
+        let gpa = self.root_gpa().ok_or(RootError::NotRegistered)?;
+        read_root(&self.mem, gpa)
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestRam {
+        &self.mem
+    }
+
+    /// Where the kernel and initramfs were placed.
+    pub fn layout(&self) -> &GuestLayout {
+        &self.layout
+    }
+
+    /// When [`Vm::new`] started.
+    pub fn created_at(&self) -> Instant {
+        self.created
+    }
+
+    /// A vCPU's KVM handle, to inspect or change its state between runs.
+    pub fn vcpu_fd(&self, id: u32) -> Option<&VcpuFd> {
+        self.vcpus.iter().find(|v| v.id == id).map(|v| &v.fd)
+    }
+
+    /// The KVM VM handle (memory slots, interrupts) for later extensions.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm_fd
+    }
+}
+
+fn register_memory(vm_fd: &VmFd, mem: &GuestRam, mem_size: u64) -> Result<()> {
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| Error::GuestMemory(format!("no host mapping for RAM: {e}")))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        guest_phys_addr: 0,
+        memory_size: mem_size,
+        userspace_addr: host as u64,
+        flags: 0,
+    };
+    // SAFETY: `host` is the start of one anonymous mapping of `mem_size`
+    // bytes owned by `mem`; the `Vm` keeps that mapping alive until after
+    // the VM file descriptor (and with it the slot) is closed.
+    unsafe { vm_fd.set_user_memory_region(region) }
+        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))
+}

@@ -1,0 +1,401 @@
+//! Boots hand-assembled guests under KVM and checks what the VMM makes of
+//! them. Skipped (with a note) when /dev/kvm cannot be used.
+
+use std::time::Duration;
+
+use lazarus_abi::hypercall::{
+    HC_CONSOLE_WRITE, HC_MILESTONE, HC_POWEROFF, HC_REGISTER_ROOT, MILESTONE_KERNEL_READY,
+    MILESTONE_SHELL_PROMPT,
+};
+use lazarus_abi::layout::{KERNEL_PHYS_BASE, KERNEL_VIRT_BASE};
+use lazarus_abi::root::{ABI_VERSION, CRASH_PANIC, KernelRoot, ROOT_MAGIC};
+use lazarus_vmm::{
+    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashKind, ErrorKind, ExitKind, Vm, VmConfig,
+    VmOutcome,
+};
+
+const MEM: u64 = 16 << 20;
+/// Offsets inside the guest image.
+const MSG_OFF: u64 = 0x100;
+const BLOCK_OFF: u64 = 0x800;
+const ROOT_OFF: u64 = 0x1000;
+
+/// A tiny x86-64 assembler for the handful of instructions we need.
+#[derive(Default)]
+struct Asm(Vec<u8>);
+
+impl Asm {
+    fn mov_dx(&mut self, port: u16) -> &mut Self {
+        self.0.extend([0x66, 0xba]);
+        self.0.extend(port.to_le_bytes());
+        self
+    }
+    fn mov_eax(&mut self, imm: u32) -> &mut Self {
+        self.0.push(0xb8);
+        self.0.extend(imm.to_le_bytes());
+        self
+    }
+    fn mov_ecx(&mut self, imm: u32) -> &mut Self {
+        self.0.push(0xb9);
+        self.0.extend(imm.to_le_bytes());
+        self
+    }
+    fn mov_al(&mut self, imm: u8) -> &mut Self {
+        self.0.extend([0xb0, imm]);
+        self
+    }
+    /// lea rsi, [rip + to image offset `target`].
+    fn lea_rsi(&mut self, target: u64) -> &mut Self {
+        let next = self.0.len() as i64 + 7;
+        let rel = (target as i64 - next) as i32;
+        self.0.extend([0x48, 0x8d, 0x35]);
+        self.0.extend(rel.to_le_bytes());
+        self
+    }
+    fn rep_outsb(&mut self) -> &mut Self {
+        self.0.extend([0xf3, 0x6e]);
+        self
+    }
+    fn out_dx_eax(&mut self) -> &mut Self {
+        self.0.push(0xef);
+        self
+    }
+    fn out_dx_al(&mut self) -> &mut Self {
+        self.0.push(0xee);
+        self
+    }
+    fn in_al_dx(&mut self) -> &mut Self {
+        self.0.push(0xec);
+        self
+    }
+    /// Issues the hypercall whose block sits at image offset `off`.
+    fn hypercall(&mut self, off: u64) -> &mut Self {
+        self.mov_eax((KERNEL_PHYS_BASE + off) as u32)
+            .mov_dx(lazarus_abi::layout::PORT_HYPERCALL)
+            .out_dx_eax()
+    }
+    fn hlt_forever(&mut self) -> &mut Self {
+        self.0.extend([0xf4, 0xeb, 0xfd]);
+        self
+    }
+    fn spin_forever(&mut self) -> &mut Self {
+        self.0.extend([0xeb, 0xfe]);
+        self
+    }
+    fn here(&self) -> usize {
+        self.0.len()
+    }
+    /// Short conditional/unconditional jump back to `target`.
+    fn jcc_back(&mut self, opcode: u8, target: usize) -> &mut Self {
+        let rel = target as i64 - (self.0.len() as i64 + 2);
+        self.0.extend([opcode, rel as i8 as u8]);
+        self
+    }
+}
+
+/// Guest image contents: code at offset 0 plus data patches.
+struct Image {
+    bytes: Vec<u8>,
+}
+
+impl Image {
+    fn new(code: &Asm) -> Self {
+        let mut bytes = vec![0u8; 0x1000];
+        bytes[..code.0.len()].copy_from_slice(&code.0);
+        Self { bytes }
+    }
+    fn put(&mut self, off: u64, data: &[u8]) -> &mut Self {
+        let off = off as usize;
+        if self.bytes.len() < off + data.len() {
+            self.bytes.resize(off + data.len(), 0);
+        }
+        self.bytes[off..off + data.len()].copy_from_slice(data);
+        self
+    }
+    fn block(&mut self, off: u64, nr: u64, args: [u64; 5]) -> &mut Self {
+        let mut b = Vec::new();
+        b.extend(nr.to_le_bytes());
+        for a in args {
+            b.extend(a.to_le_bytes());
+        }
+        b.extend(0i64.to_le_bytes());
+        self.put(off, &b)
+    }
+    /// An ET_EXEC ELF with one PT_LOAD at KERNEL_PHYS_BASE; memsz covers a
+    /// KernelRoot at ROOT_OFF.
+    fn elf(&self) -> Vec<u8> {
+        let memsz = ROOT_OFF + size_of::<KernelRoot>() as u64 + 0x1000;
+        let mut elf = vec![0u8; 0x1000];
+        elf[0..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[6] = 1;
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes());
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+        elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+        elf[24..32].copy_from_slice(&(KERNEL_VIRT_BASE + KERNEL_PHYS_BASE).to_le_bytes());
+        elf[32..40].copy_from_slice(&0x40u64.to_le_bytes());
+        elf[52..54].copy_from_slice(&64u16.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let ph = 0x40;
+        elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+        elf[ph + 4..ph + 8].copy_from_slice(&7u32.to_le_bytes());
+        elf[ph + 8..ph + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        elf[ph + 16..ph + 24].copy_from_slice(&(KERNEL_VIRT_BASE + KERNEL_PHYS_BASE).to_le_bytes());
+        elf[ph + 24..ph + 32].copy_from_slice(&KERNEL_PHYS_BASE.to_le_bytes());
+        elf[ph + 32..ph + 40].copy_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+        elf[ph + 40..ph + 48].copy_from_slice(&memsz.max(self.bytes.len() as u64).to_le_bytes());
+        elf[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes());
+        elf.extend_from_slice(&self.bytes);
+        elf
+    }
+}
+
+struct Run {
+    vm: Vm,
+    outcome: VmOutcome,
+    console: CaptureBuffer,
+}
+
+/// Boots `image`; `None` when KVM is not usable here.
+fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
+    let console = CaptureBuffer::new();
+    let mut config = VmConfig::new(image.elf(), b"070701".to_vec());
+    config.mem_size = MEM;
+    config.console_out = ConsoleOutput::Capture(console.clone());
+    config.timeout = Some(Duration::from_secs(20));
+    tweak(&mut config);
+    let mut vm = match Vm::new(config) {
+        Ok(vm) => vm,
+        Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+        Err(e) => panic!("Vm::new: {e}"),
+    };
+    let outcome = vm.run().expect("run");
+    Some(Run {
+        vm,
+        outcome,
+        console,
+    })
+}
+
+fn boot(image: &Image) -> Option<Run> {
+    boot_with(image, |_| {})
+}
+
+fn hello_poweroff() -> Image {
+    let msg = b"hello from a tiny guest\n";
+    let mut code = Asm::default();
+    code.mov_dx(0x3f8)
+        .lea_rsi(MSG_OFF)
+        .mov_ecx(msg.len() as u32)
+        .rep_outsb()
+        .hypercall(BLOCK_OFF)
+        .hlt_forever();
+    let mut img = Image::new(&code);
+    img.put(MSG_OFF, msg)
+        .block(BLOCK_OFF, HC_POWEROFF, [7, 0, 0, 0, 0]);
+    img
+}
+
+#[test]
+fn rep_outsb_then_poweroff() {
+    let Some(run) = boot(&hello_poweroff()) else {
+        return;
+    };
+    assert!(matches!(run.outcome, VmOutcome::PowerOff(7)), "{:?}", run.outcome);
+    assert_eq!(run.console.text(), "hello from a tiny guest\n");
+    let exits = run.vm.exit_counts();
+    assert!(exits.get(ExitKind::PioSerial) >= 1);
+    assert_eq!(exits.get(ExitKind::PioHypercall), 1);
+    assert!(exits.total() >= 2);
+}
+
+#[test]
+fn second_vcpu_waits_and_is_stopped() {
+    let Some(run) = boot_with(&hello_poweroff(), |c| c.vcpus = 2) else {
+        return;
+    };
+    assert!(matches!(run.outcome, VmOutcome::PowerOff(7)), "{:?}", run.outcome);
+    assert!(run.vm.vcpu_fd(1).is_some());
+}
+
+#[test]
+fn triple_fault_is_a_crash_with_registers() {
+    let mut code = Asm::default();
+    code.0.extend([0x0f, 0x0b]); // ud2 with no IDT
+    let Some(run) = boot(&Image::new(&code)) else {
+        return;
+    };
+    let VmOutcome::Crash(info) = run.outcome else {
+        panic!("{:?}", run.outcome);
+    };
+    assert_eq!(info.kind, CrashKind::TripleFault);
+    assert_eq!(info.vcpu, 0);
+    assert!(info.regs.is_some());
+    assert!(info.guest_record.is_none());
+}
+
+#[test]
+fn pvpanic_reports_the_kernel_crash_record() {
+    // Register a root, write through HC_CONSOLE_WRITE, then panic.
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF)
+        .hypercall(BLOCK_OFF + 0x40)
+        .mov_dx(lazarus_abi::layout::PORT_PVPANIC)
+        .in_al_dx()
+        .mov_al(1)
+        .out_dx_al()
+        .hlt_forever();
+    let mut img = Image::new(&code);
+    let root_gpa = KERNEL_PHYS_BASE + ROOT_OFF;
+    let root_size = size_of::<KernelRoot>() as u64;
+    img.put(MSG_OFF, b"via hypercall\n")
+        .block(
+            BLOCK_OFF,
+            HC_REGISTER_ROOT,
+            [root_gpa, root_size, u64::from(ABI_VERSION), 0, 0],
+        )
+        .block(
+            BLOCK_OFF + 0x40,
+            HC_CONSOLE_WRITE,
+            [KERNEL_PHYS_BASE + MSG_OFF, 14, 0, 0, 0],
+        );
+    let mut header = Vec::new();
+    header.extend(ROOT_MAGIC.to_le_bytes());
+    header.extend(ABI_VERSION.to_le_bytes());
+    header.extend((root_size as u32).to_le_bytes());
+    img.put(ROOT_OFF, &header);
+    // crash.kind and crash.message of the root.
+    let crash_off = ROOT_OFF + std::mem::offset_of!(KernelRoot, crash) as u64;
+    img.put(crash_off + 8, &CRASH_PANIC.to_le_bytes());
+    let msg_off = std::mem::offset_of!(lazarus_abi::root::CrashRecord, message) as u64;
+    let len_off = std::mem::offset_of!(lazarus_abi::root::CrashRecord, msg_len) as u64;
+    img.put(crash_off + msg_off, b"tiny panic");
+    img.put(crash_off + len_off, &10u32.to_le_bytes());
+
+    let Some(run) = boot(&img) else {
+        return;
+    };
+    let VmOutcome::Crash(info) = run.outcome else {
+        panic!("{:?}", run.outcome);
+    };
+    assert_eq!(info.kind, CrashKind::GuestPanic { code: 1 });
+    let rec = info.guest_record.expect("crash record");
+    assert_eq!(rec.kind, CRASH_PANIC);
+    assert!(info.summary().contains("tiny panic"), "{}", info.summary());
+    assert_eq!(run.console.text(), "via hypercall\n");
+    assert_eq!(run.vm.root_gpa(), Some(root_gpa));
+    assert_eq!(run.vm.kernel_root().unwrap().magic, ROOT_MAGIC);
+    assert_eq!(run.vm.hypercall_counts(), (2, 0));
+}
+
+#[test]
+fn hostile_hypercalls_are_ignored() {
+    let mut code = Asm::default();
+    code.mov_dx(lazarus_abi::layout::PORT_HYPERCALL)
+        .mov_eax(0xffff_ff00) // beyond RAM
+        .out_dx_eax()
+        .mov_eax((MEM - 8) as u32) // straddles the end
+        .out_dx_eax()
+        .mov_eax((KERNEL_PHYS_BASE + BLOCK_OFF + 4) as u32) // unaligned
+        .out_dx_eax()
+        .out_dx_al() // wrong size
+        .hypercall(BLOCK_OFF + 0x40) // unknown number
+        .hypercall(BLOCK_OFF)
+        .hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_POWEROFF, [0, 0, 0, 0, 0])
+        .block(BLOCK_OFF + 0x40, 0xdead, [0; 5]);
+    let Some(run) = boot(&img) else {
+        return;
+    };
+    assert!(matches!(run.outcome, VmOutcome::PowerOff(0)), "{:?}", run.outcome);
+    assert_eq!(run.vm.hypercall_counts(), (2, 5));
+    // -ENOSYS was written back into the unknown call's block.
+    let ret: i64 = lazarus_vmm::memory::read_obj(
+        run.vm.memory(),
+        KERNEL_PHYS_BASE + BLOCK_OFF + 0x40 + 48,
+    )
+    .unwrap();
+    assert_eq!(ret, -lazarus_abi::syscall::errno::ENOSYS);
+}
+
+#[test]
+fn stops_at_the_requested_milestone() {
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF)
+        .hypercall(BLOCK_OFF + 0x40)
+        .spin_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_MILESTONE, [MILESTONE_KERNEL_READY, 0, 0, 0, 0])
+        .block(BLOCK_OFF + 0x40, HC_MILESTONE, [MILESTONE_SHELL_PROMPT, 0, 0, 0, 0]);
+    let Some(run) = boot_with(&img, |c| c.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT)) else {
+        return;
+    };
+    assert!(
+        matches!(run.outcome, VmOutcome::MilestoneReached(MILESTONE_SHELL_PROMPT)),
+        "{:?}",
+        run.outcome
+    );
+    let m = run.vm.milestone(MILESTONE_SHELL_PROMPT).unwrap();
+    assert!(m.at >= run.vm.created_at());
+    assert_eq!(m.exits.get(ExitKind::PioHypercall), 2, "counted up to and including the call");
+    assert_eq!(run.vm.milestones().len(), 2);
+}
+
+#[test]
+fn timeout_and_stop_handle_end_a_spinning_or_halted_guest() {
+    let mut spin = Asm::default();
+    spin.spin_forever();
+    let Some(run) = boot_with(&Image::new(&spin), |c| {
+        c.timeout = Some(Duration::from_millis(300))
+    }) else {
+        return;
+    };
+    assert!(matches!(run.outcome, VmOutcome::TimedOut), "{:?}", run.outcome);
+
+    // hlt with interrupts off blocks inside KVM until kicked.
+    let mut halt = Asm::default();
+    halt.hlt_forever();
+    let mut config = VmConfig::new(Image::new(&halt).elf(), Vec::new());
+    config.mem_size = MEM;
+    config.console_out = ConsoleOutput::Null;
+    let mut vm = Vm::new(config).expect("KVM worked a moment ago");
+    let stop = vm.stop_handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        stop.stop();
+    });
+    let outcome = vm.run().unwrap();
+    stopper.join().unwrap();
+    assert!(matches!(outcome, VmOutcome::Stopped), "{outcome:?}");
+    // The vCPU survived and can run again.
+    vm.stop_handle().stop();
+    assert!(matches!(vm.run().unwrap(), VmOutcome::Stopped));
+}
+
+#[test]
+fn console_input_reaches_a_polling_guest() {
+    let mut code = Asm::default();
+    code.mov_dx(0x3f9).mov_al(1).out_dx_al(); // IER: RX interrupt on
+    let poll = code.here();
+    code.mov_dx(0x3fd).in_al_dx();
+    code.0.extend([0xa8, 0x01]); // test al, 1
+    code.jcc_back(0x74, poll); // jz poll
+    code.mov_dx(0x3f8).in_al_dx().out_dx_al();
+    code.0.extend([0x3c, b'\n']); // cmp al, '\n'
+    code.jcc_back(0x75, poll); // jne poll
+    code.hypercall(BLOCK_OFF).hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_POWEROFF, [0; 5]);
+    let input: Vec<u8> = (0..150).map(|i| b'a' + (i % 26) as u8).chain(*b"\n").collect();
+    let Some(run) = boot_with(&img, |c| c.console_in = ConsoleInput::from_bytes(&input)) else {
+        return;
+    };
+    assert!(matches!(run.outcome, VmOutcome::PowerOff(0)), "{:?}", run.outcome);
+    assert_eq!(run.console.contents(), input);
+}

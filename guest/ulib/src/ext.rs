@@ -1,0 +1,31 @@
+//! Loading and listing kernel extensions.
+
+use alloc::vec::Vec;
+
+use lazarus_abi::root::MAX_EXTS;
+use lazarus_abi::syscall::{ExtInfo, SYS_EXT_LIST, SYS_EXT_LOAD, SYS_EXT_UNLOAD};
+
+use crate::syscall::{Result, check, syscall3};
+
+/// Loads /ext/NAME.ko; returns its slot.
+pub fn load(name: &str) -> Result<u32> {
+    // SAFETY: the kernel reads `name.len()` bytes of the name.
+    let r = unsafe { syscall3(SYS_EXT_LOAD, name.as_ptr() as u64, name.len() as u64, 0) };
+    check(r).map(|slot| slot as u32)
+}
+
+pub fn unload(name: &str) -> Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes of the name.
+    let r = unsafe { syscall3(SYS_EXT_UNLOAD, name.as_ptr() as u64, name.len() as u64, 0) };
+    check(r).map(drop)
+}
+
+/// Every extension slot in use.
+pub fn list() -> Result<Vec<ExtInfo>> {
+    let mut rows = alloc::vec![ExtInfo::default(); MAX_EXTS];
+    // SAFETY: the kernel writes at most `rows.len()` records.
+    let r = unsafe { syscall3(SYS_EXT_LIST, rows.as_mut_ptr() as u64, rows.len() as u64, 0) };
+    let n = check(r)? as usize;
+    rows.truncate(n);
+    Ok(rows)
+}

@@ -1,0 +1,69 @@
+//! Message passing and the service registry.
+
+use lazarus_abi::syscall::{
+    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_SEND, SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
+};
+
+use crate::syscall::{Errno, Result, check, syscall3};
+
+/// Queues `msg` (at most `IPC_MSG_MAX` bytes) for process `dst`.
+pub fn send(dst: u32, msg: &[u8]) -> Result<()> {
+    if msg.len() > IPC_MSG_MAX {
+        return Err(Errno::E2BIG);
+    }
+    // SAFETY: the kernel reads `msg.len()` bytes from `msg`.
+    let r = unsafe {
+        syscall3(
+            SYS_IPC_SEND,
+            u64::from(dst),
+            msg.as_ptr() as u64,
+            msg.len() as u64,
+        )
+    };
+    check(r).map(drop)
+}
+
+/// [`send`], retrying (yielding the CPU) while the kernel's message table
+/// is full, up to `tries` times.
+pub fn send_retry(dst: u32, msg: &[u8], tries: u32) -> Result<()> {
+    let mut left = tries;
+    loop {
+        match send(dst, msg) {
+            Err(Errno::EAGAIN) if left > 0 => {
+                left -= 1;
+                crate::process::yield_now();
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Blocks for the next message; returns (sender pid, length).
+pub fn recv(buf: &mut [u8]) -> Result<(u32, usize)> {
+    let mut src = 0u32;
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf` and one
+    // u32 into `src`.
+    let r = unsafe {
+        syscall3(
+            SYS_IPC_RECV,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            &mut src as *mut u32 as u64,
+        )
+    };
+    check(r).map(|n| (src, (n as usize).min(buf.len())))
+}
+
+/// Registers the caller as service `name`.
+pub fn register(name: &str) -> Result<()> {
+    // SAFETY: the kernel reads `name.len()` bytes.
+    let r = unsafe { syscall3(SYS_SVC_REGISTER, name.as_ptr() as u64, name.len() as u64, 0) };
+    check(r).map(drop)
+}
+
+/// The pid serving `name`.
+pub fn lookup(name: &str) -> Result<u32> {
+    // SAFETY: the kernel reads `name.len()` bytes.
+    let r = unsafe { syscall3(SYS_SVC_LOOKUP, name.as_ptr() as u64, name.len() as u64, 0) };
+    check(r).map(|pid| pid as u32)
+}

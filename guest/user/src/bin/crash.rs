@@ -1,0 +1,75 @@
+//! `crash KIND`: asks the crashtest extension to crash the kernel in the
+//! named way, on behalf of this process (which a recovery quarantines).
+//! `crash list` names the kinds; `crash ping` checks the device.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use lazarus_ulib::abi::dev::crashtest::{DEV, IOC_PING, KINDS, PING_REPLY, kind_by_name};
+use lazarus_ulib::io::{ioctl, open};
+use lazarus_ulib::{Args, Errno, entry, ext, print, println};
+
+entry!(main);
+
+fn main(args: Args) -> i32 {
+    let Some(kind) = args.get(1) else {
+        println!("usage: crash KIND | list | ping");
+        return 2;
+    };
+    let cmd = match kind {
+        "list" => {
+            let mut out = String::new();
+            for (name, nr, what) in KINDS {
+                let _ = writeln!(out, "  {name:<16} {nr:>4}  {what}");
+            }
+            print!("{out}");
+            return 0;
+        }
+        "ping" => IOC_PING,
+        _ => match kind_by_name(kind) {
+            Some(cmd) => cmd,
+            None => {
+                println!("crash: unknown kind {kind} (try crash list)");
+                return 2;
+            }
+        },
+    };
+    let path = "/dev/crashtest";
+    let fd = match open(path) {
+        Err(Errno::ENOENT | Errno::ENODEV) => ext::load(DEV).and_then(|_| open(path)),
+        r => r,
+    };
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("crash: {e}");
+            return 1;
+        }
+    };
+    if cmd != IOC_PING {
+        println!("crash: triggering {kind}");
+    }
+    match ioctl(fd, cmd, 0) {
+        Ok(r) if cmd == IOC_PING && r as i64 == PING_REPLY => {
+            println!("crash: ping ok ({r:#x})");
+            0
+        }
+        Ok(r) if cmd == IOC_PING => {
+            println!("crash: ping returned {r:#x}, expected {PING_REPLY:#x}");
+            1
+        }
+        // timer-fault returns; its crash follows on the next tick.
+        Ok(r) => {
+            println!("crash: {kind} returned {r:#x}");
+            0
+        }
+        Err(e) => {
+            println!("crash: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The lazarus shell: runs programs (with pipes and background jobs),
+//! manages extensions, and is the kvstore's writer, keeping a ledger of
+//! checksums of what it stored so that `kv check` can tell whether the
+//! store survived a crash intact.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod jobs;
+mod kvcmd;
+mod tables;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use lazarus_ulib::io::{LineReader, STDIN};
+use lazarus_ulib::{Args, entry, eprintln, ext, print, println, process};
+
+entry!(main);
+
+/// The test harness and the boot benchmark wait for exactly this.
+const PROMPT: &str = "lazarus> ";
+
+/// (name, usage, description) of every command, for `help`.
+const COMMANDS: &[(&str, &str, &str)] = &[
+    ("help", "help", "list commands"),
+    ("ps", "ps", "list processes"),
+    (
+        "run",
+        "run PROG [ARGS] [| PROG [ARGS]]... [&]",
+        "run /bin/PROG (pipeline, background)",
+    ),
+    ("wait", "wait [PID]", "wait for background jobs (or one)"),
+    ("kill", "kill PID", "terminate a process"),
+    (
+        "insmod",
+        "insmod NAME",
+        "load kernel extension /ext/NAME.ko",
+    ),
+    ("rmmod", "rmmod NAME", "unload a kernel extension"),
+    ("lsmod", "lsmod", "list kernel extensions"),
+    (
+        "kv",
+        "kv put KEY VALUE | get KEY | del KEY",
+        "use the key-value store",
+    ),
+    (
+        "",
+        "kv list | count | stats",
+        "list keys, count them, service statistics",
+    ),
+    (
+        "",
+        "kv fill N [PREFIX]",
+        "store N keys with deterministic values",
+    ),
+    ("", "kv check", "verify every key this shell stored"),
+    ("sleep", "sleep MS", "sleep for MS milliseconds"),
+    ("echo", "echo [WORDS]", "print WORDS"),
+    ("exit", "exit", "leave this shell (init starts a new one)"),
+    ("poweroff", "poweroff", "power the machine off"),
+];
+
+struct Shell {
+    jobs: jobs::Jobs,
+    kv: kvcmd::Kv,
+}
+
+/// What the main loop does after a command.
+enum Next {
+    Prompt,
+    Exit,
+}
+
+fn main(_args: Args) -> i32 {
+    let mut shell = Shell {
+        jobs: jobs::Jobs::default(),
+        kv: kvcmd::Kv::default(),
+    };
+    // The host terminal echoes (it stays in canonical mode), so the shell
+    // does not.
+    let mut input = LineReader::new(STDIN, false);
+    let mut line = String::new();
+    loop {
+        print!("{PROMPT}");
+        match input.read_line(&mut line) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                eprintln!("shell: read: {e}");
+                return 1;
+            }
+        }
+        if let Next::Exit = shell.execute(&line) {
+            return 0;
+        }
+    }
+}
+
+/// Splits a command line into words; `|` and `&` are words of their own
+/// even without spaces around them.
+fn tokenize(line: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices() {
+        let special = c == '|' || c == '&';
+        if c.is_whitespace() || special {
+            if let Some(s) = start.take() {
+                words.push(&line[s..i]);
+            }
+            if special {
+                words.push(&line[i..i + 1]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        words.push(&line[s..]);
+    }
+    words
+}
+
+impl Shell {
+    fn execute(&mut self, line: &str) -> Next {
+        let words = tokenize(line);
+        let Some((&cmd, args)) = words.split_first() else {
+            return Next::Prompt;
+        };
+        match cmd {
+            "help" => help(),
+            "ps" => tables::ps(),
+            "lsmod" => tables::lsmod(),
+            "run" => self.jobs.run(args),
+            "wait" => self.jobs.wait_command(args),
+            "kill" => kill(args),
+            "insmod" => insmod(args),
+            "rmmod" => rmmod(args),
+            "kv" => self.kv.command(args),
+            "sleep" => sleep(args),
+            "echo" => echo(args),
+            "exit" => return Next::Exit,
+            "poweroff" => process::poweroff(0),
+            _ => println!("unknown command: {cmd} (try help)"),
+        }
+        Next::Prompt
+    }
+}
+
+fn help() {
+    use core::fmt::Write;
+    let mut out = String::new();
+    for (_, usage, what) in COMMANDS {
+        let _ = writeln!(out, "  {usage:<40} {what}");
+    }
+    print!("{out}");
+}
+
+fn usage(cmd: &str) {
+    match COMMANDS.iter().find(|c| c.0 == cmd) {
+        Some((_, usage, _)) => println!("usage: {usage}"),
+        None => println!("usage: see help"),
+    }
+}
+
+/// The single argument of a one-argument command, or a usage line.
+fn one_arg<'a>(cmd: &str, args: &[&'a str]) -> Option<&'a str> {
+    match args {
+        [a] => Some(a),
+        _ => {
+            usage(cmd);
+            None
+        }
+    }
+}
+
+fn kill(args: &[&str]) {
+    let Some(pid) = one_arg("kill", args).and_then(|a| a.parse::<u32>().ok()) else {
+        return usage("kill");
+    };
+    if let Err(e) = process::kill(pid) {
+        println!("kill: {e}");
+    }
+}
+
+fn insmod(args: &[&str]) {
+    let Some(name) = one_arg("insmod", args) else {
+        return;
+    };
+    match ext::load(name) {
+        Ok(slot) => println!("insmod: {name} loaded in slot {slot}"),
+        Err(e) => println!("insmod: {e}"),
+    }
+}
+
+fn rmmod(args: &[&str]) {
+    let Some(name) = one_arg("rmmod", args) else {
+        return;
+    };
+    match ext::unload(name) {
+        Ok(()) => println!("rmmod: {name} unloaded"),
+        Err(e) => println!("rmmod: {e}"),
+    }
+}
+
+fn sleep(args: &[&str]) {
+    match one_arg("sleep", args).map(str::parse::<u64>) {
+        Some(Ok(ms)) => process::sleep_ms(ms),
+        Some(Err(_)) => usage("sleep"),
+        None => {}
+    }
+}
+
+fn echo(args: &[&str]) {
+    let mut out = args.join(" ");
+    out.push('\n');
+    print!("{out}");
+}

@@ -1,0 +1,61 @@
+//! `ps` and `lsmod`: kernel tables, printed with one write each.
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use lazarus_ulib::abi::name_str;
+use lazarus_ulib::abi::root::{ext_state_name, proc_state_name};
+use lazarus_ulib::{ext, print, println, process};
+
+pub fn ps() {
+    let rows = match process::ps() {
+        Ok(rows) => rows,
+        Err(e) => return println!("ps: {e}"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5} {:>5} {:<11} {:>8} {:>8} NAME",
+        "PID", "PPID", "STATE", "TICKS", "MEM"
+    );
+    for p in rows {
+        let _ = writeln!(
+            out,
+            "{:>5} {:>5} {:<11} {:>8} {:>7}K {}",
+            p.pid,
+            p.parent,
+            proc_state_name(p.state),
+            p.ticks,
+            p.mem_pages * 4,
+            name_str(&p.name)
+        );
+    }
+    print!("{out}");
+}
+
+pub fn lsmod() {
+    let rows = match ext::list() {
+        Ok(rows) => rows,
+        Err(e) => return println!("lsmod: {e}"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>4} {:<9} {:<12} {:<12} {:<18} {:>8} {:>7}",
+        "SLOT", "STATE", "NAME", "DEVICE", "BASE", "SIZE", "CRASHES"
+    );
+    for e in rows {
+        let _ = writeln!(
+            out,
+            "{:>4} {:<9} {:<12} {:<12} {:#018x} {:>8} {:>7}",
+            e.slot,
+            ext_state_name(e.state),
+            name_str(&e.name),
+            name_str(&e.dev_name),
+            e.base,
+            e.size,
+            e.crash_count
+        );
+    }
+    print!("{out}");
+}
