@@ -23,6 +23,10 @@ struct Group {
     name: &'static str,
     packages: Vec<String>,
     rustflags: &'static str,
+    /// Debug info level: full for code gdb and the diagnoser symbolize
+    /// (kernel, extensions); none for user programs, which would otherwise
+    /// bloat the initramfs tenfold.
+    debug: &'static str,
 }
 
 fn main() {
@@ -50,11 +54,13 @@ fn main() {
             name: "kernel",
             packages: vec!["lazarus-kernel".into()],
             rustflags: "-C relocation-model=static",
+            debug: "2",
         },
         Group {
             name: "user",
             packages: vec!["lazarus-user".into()],
             rustflags: "-C relocation-model=static -C code-model=small",
+            debug: "0",
         },
         Group {
             name: "ext",
@@ -63,6 +69,7 @@ fn main() {
                 .map(|e| format!("lazarus-ext-{e}"))
                 .collect(),
             rustflags: "-C relocation-model=pic",
+            debug: "2",
         },
     ];
 
@@ -123,7 +130,8 @@ fn build_group(root: &Path, guest_target: &Path, g: &Group, common: &str) {
         .arg("--target-dir")
         .arg(guest_target.join(g.name))
         .env("RUSTFLAGS", format!("{common} {}", g.rustflags))
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "2")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", g.debug)
+        .env("CARGO_PROFILE_RELEASE_STRIP", if g.debug == "0" { "debuginfo" } else { "none" })
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "2")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
     for p in &g.packages {

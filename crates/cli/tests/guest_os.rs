@@ -93,22 +93,18 @@ fn timer_preempts_cpu_bound_processes() {
     let mut g = Guest::boot();
     g.cmd("run worker alpha 3 &");
     g.cmd("run worker beta 3 &");
-    let a = g.expect("worker alpha: done", Duration::from_secs(60));
-    let b = g.expect("worker beta: done", Duration::from_secs(60));
-    let rounds = |who: &str, text: &str| -> u64 {
-        let t = format!("worker {who}: done ");
-        let i = g.transcript.find(&t).unwrap_or_else(|| panic!("{text}"));
-        g.transcript[i + t.len()..].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    let done = g.wait_lines(&["worker alpha: done", "worker beta: done"], Duration::from_secs(60));
+    let rounds = |line: &str| -> u64 {
+        line.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0)
     };
-    let (ra, rb) = (rounds("alpha", &a), rounds("beta", &b));
-    assert!(ra > 0 && rb > 0, "both must progress: alpha {ra}, beta {rb}\n{}", g.transcript);
-    // They ran concurrently: each printed progress before the other finished.
+    let (ra, rb) = (rounds(&done[0]), rounds(&done[1]));
+    assert!(ra > 0 && rb > 0, "both must progress: {done:?}\n{}", g.transcript);
+    // They ran at the same time: each reported progress before either
+    // finished. Neither yields, so only timer preemption allows that.
     let t = &g.transcript;
-    let done_a = t.find("worker alpha: done").expect("alpha done");
-    let done_b = t.find("worker beta: done").expect("beta done");
-    let first_done = done_a.min(done_b);
+    let first_done = t.find("worker alpha: done").min(t.find("worker beta: done")).expect("done");
     let prog_a = t.find("worker alpha: round").expect("alpha progress");
     let prog_b = t.find("worker beta: round").expect("beta progress");
-    assert!(prog_a < first_done && prog_b < first_done, "not interleaved:\n{}", g.transcript);
+    assert!(prog_a < first_done && prog_b < first_done, "not interleaved:\n{t}");
     assert!(g.poweroff().success());
 }

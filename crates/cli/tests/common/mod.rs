@@ -105,6 +105,30 @@ impl Guest {
         }
     }
 
+    /// Waits until every line in `lines` has been printed in full
+    /// (anywhere after the read position), without consuming anything.
+    pub fn wait_lines(&mut self, prefixes: &[&str], timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<Option<String>> = prefixes
+                .iter()
+                .map(|p| {
+                    let t = &self.transcript[self.pos..];
+                    let i = t.find(p)?;
+                    let rest = &t[i..];
+                    let end = rest.find('\n')?;
+                    Some(rest[..end].trim_end().to_string())
+                })
+                .collect();
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().flatten().collect();
+            }
+            if !self.pump(deadline) && Instant::now() >= deadline {
+                panic!("timed out waiting for {prefixes:?}; console:\n{}", self.transcript);
+            }
+        }
+    }
+
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(line.as_bytes()).expect("write console");
