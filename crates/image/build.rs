@@ -131,7 +131,10 @@ fn build_group(root: &Path, guest_target: &Path, g: &Group, common: &str) {
         .arg(guest_target.join(g.name))
         .env("RUSTFLAGS", format!("{common} {}", g.rustflags))
         .env("CARGO_PROFILE_RELEASE_DEBUG", g.debug)
-        .env("CARGO_PROFILE_RELEASE_STRIP", if g.debug == "0" { "debuginfo" } else { "none" })
+        .env(
+            "CARGO_PROFILE_RELEASE_STRIP",
+            if g.debug == "0" { "debuginfo" } else { "none" },
+        )
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "2")
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort");
     for p in &g.packages {

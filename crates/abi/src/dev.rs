@@ -58,11 +58,13 @@ pub mod crashtest {
     pub const IOC_STACK_OVERFLOW: u64 = 106;
     /// Spins forever with interrupts disabled (the heartbeat stops).
     pub const IOC_HARD_LOCKUP: u64 = 107;
-    /// Spins forever in the kernel with interrupts enabled.
+    /// Enables interrupts and spins forever in the kernel (system calls
+    /// otherwise run with interrupts off), for the soft-lockup detector.
     pub const IOC_SOFT_LOCKUP: u64 = 108;
-    /// Takes the extension's kernel lock, then spins in ring 0 trying to
-    /// take it again (self-deadlock; the kernel refuses recursive acquires,
-    /// so this is a soft lockup with a lock held).
+    /// Takes the extension's kernel lock, then spins in ring 0 with
+    /// interrupts enabled trying to take it again (self-deadlock; the kernel
+    /// refuses recursive acquires, so this is a soft lockup with a lock
+    /// held).
     pub const IOC_DEADLOCK: u64 = 109;
     /// Switches to an unmapped stack and faults (#DF).
     pub const IOC_DOUBLE_FAULT: u64 = 110;
@@ -143,4 +145,31 @@ pub mod kv {
 
     /// `OP_STATS` reply fields, in order.
     pub const STATS_FIELDS: [&str; 6] = ["keys", "bytes", "puts", "gets", "dels", "requests"];
+
+    // A request with the longest key and value fits one message, and the
+    // lengths fit their header fields (u8 key, u16 value).
+    const _: () = assert!(HEADER_LEN + KEY_MAX + VALUE_MAX <= crate::syscall::IPC_MSG_MAX);
+    const _: () = assert!(KEY_MAX <= u8::MAX as usize);
+    const _: () = assert!(STATS_FIELDS.len() * 8 <= crate::syscall::IPC_MSG_MAX - HEADER_LEN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_kinds_are_unique_and_crash() {
+        for (i, a) in crashtest::KINDS.iter().enumerate() {
+            assert!(
+                a.1 >= crashtest::IOC_CRASH_BASE,
+                "{} is below the crash base",
+                a.0
+            );
+            assert_eq!(crashtest::kind_by_name(a.0), Some(a.1));
+            for b in &crashtest::KINDS[i + 1..] {
+                assert!(a.0 != b.0 && a.1 != b.1, "{} and {} collide", a.0, b.0);
+            }
+        }
+        assert_eq!(crashtest::kind_by_name("nope"), None);
+    }
 }

@@ -126,7 +126,12 @@ pub fn boot(args: &BenchBootArgs) -> anyhow::Result<u8> {
     let mut samples = Vec::new();
     for run in 1..=args.runs {
         let s = boot_once(&image, args, run)?;
-        tracing::info!(run, boot_ms = s.boot_ms, exits = s.exits.total(), "boot done");
+        tracing::info!(
+            run,
+            boot_ms = s.boot_ms,
+            exits = s.exits.total(),
+            "boot done"
+        );
         if !args.json {
             eprintln!(
                 "run {run}/{}: {:.1} ms, {} exits",
@@ -172,17 +177,17 @@ fn summarize(samples: &[Sample], memory_mib: u64) -> Report {
             median: median_u64(totals.clone()),
             min: totals.iter().copied().min().unwrap_or(0),
             max: totals.iter().copied().max().unwrap_or(0),
-            by_kind: kinds
-                .into_iter()
-                .map(|(k, v)| (k, median_u64(v)))
-                .collect(),
+            by_kind: kinds.into_iter().map(|(k, v)| (k, median_u64(v))).collect(),
         },
         samples_ms: boot,
     }
 }
 
 fn print_table(r: &Report) {
-    println!("boot to shell prompt: {} runs, {} MiB", r.runs, r.memory_mib);
+    println!(
+        "boot to shell prompt: {} runs, {} MiB",
+        r.runs, r.memory_mib
+    );
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>10}",
         "", "median", "p99", "min", "max"

@@ -105,7 +105,11 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn help_documents_exit_codes() {
-    for args in [&["--help"][..], &["run", "--help"], &["bench", "boot", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["bench", "boot", "--help"],
+    ] {
         let out = lazarus(args);
         assert_eq!(out.status.code(), Some(0));
         let text = String::from_utf8_lossy(&out.stdout);

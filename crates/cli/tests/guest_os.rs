@@ -2,7 +2,7 @@
 //! and preemption, all driven through the shell on the serial console.
 
 mod common;
-use common::{kv_check, Guest};
+use common::{Guest, kv_check};
 use std::time::Duration;
 
 #[test]
@@ -15,12 +15,19 @@ fn piped_console_runs_commands_and_powers_off() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin.take().expect("stdin").write_all(b"ps\npoweroff\n")?;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"ps\npoweroff\n")?;
             c.wait_with_output()
         })
         .expect("run lazarus");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}; console:\n{text}", out.status);
+    assert!(
+        out.status.success(),
+        "exit {:?}; console:\n{text}",
+        out.status
+    );
     for name in ["init", "shell", "kvstore"] {
         assert!(text.contains(name), "ps lacks {name}:\n{text}");
     }
@@ -32,7 +39,10 @@ fn processes_spawn_exit_and_show_in_ps() {
     let out = g.cmd("run echo hello from a process");
     assert!(out.contains("hello from a process"), "{out}");
     let ps = g.cmd("ps");
-    assert!(ps.contains("kvstore") && ps.contains("shell") && ps.contains("init"), "{ps}");
+    assert!(
+        ps.contains("kvstore") && ps.contains("shell") && ps.contains("init"),
+        "{ps}"
+    );
     // A process that exits is reaped: no zombie echo left behind.
     assert!(!ps.contains("echo"), "echo not reaped:\n{ps}");
     assert!(g.poweroff().success());
@@ -75,7 +85,10 @@ fn extensions_load_serve_devices_and_unload() {
     let out = g.cmd("run devtest");
     assert!(out.contains("devtest: ok"), "{out}");
     let out = g.cmd("insmod rand");
-    assert!(out.to_lowercase().contains("exists"), "double insmod must fail: {out}");
+    assert!(
+        out.to_lowercase().contains("exists"),
+        "double insmod must fail: {out}"
+    );
     g.cmd("rmmod rand");
     let ls = g.cmd("lsmod");
     assert!(!ls.contains("rand ") && ls.contains("ramdisk"), "{ls}");
@@ -93,18 +106,33 @@ fn timer_preempts_cpu_bound_processes() {
     let mut g = Guest::boot();
     g.cmd("run worker alpha 3 &");
     g.cmd("run worker beta 3 &");
-    let done = g.wait_lines(&["worker alpha: done", "worker beta: done"], Duration::from_secs(60));
+    let done = g.wait_lines(
+        &["worker alpha: done", "worker beta: done"],
+        Duration::from_secs(60),
+    );
     let rounds = |line: &str| -> u64 {
-        line.split_whitespace().find_map(|w| w.parse().ok()).unwrap_or(0)
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(0)
     };
     let (ra, rb) = (rounds(&done[0]), rounds(&done[1]));
-    assert!(ra > 0 && rb > 0, "both must progress: {done:?}\n{}", g.transcript);
+    assert!(
+        ra > 0 && rb > 0,
+        "both must progress: {done:?}\n{}",
+        g.transcript
+    );
     // They ran at the same time: each reported progress before either
     // finished. Neither yields, so only timer preemption allows that.
     let t = &g.transcript;
-    let first_done = t.find("worker alpha: done").min(t.find("worker beta: done")).expect("done");
+    let first_done = t
+        .find("worker alpha: done")
+        .min(t.find("worker beta: done"))
+        .expect("done");
     let prog_a = t.find("worker alpha: round").expect("alpha progress");
     let prog_b = t.find("worker beta: round").expect("beta progress");
-    assert!(prog_a < first_done && prog_b < first_done, "not interleaved:\n{t}");
+    assert!(
+        prog_a < first_done && prog_b < first_done,
+        "not interleaved:\n{t}"
+    );
     assert!(g.poweroff().success());
 }

@@ -149,9 +149,7 @@ pub fn write_boot_structures(mem: &GuestRam, params: &BootParams<'_>) -> Result<
 mod tests {
     use super::*;
     use crate::memory::{create_guest_ram, read_obj};
-    use lazarus_abi::layout::{
-        IOAPIC_BASE, KERNEL_PHYS_BASE, KERNEL_VIRT_BASE, PHYSMAP_BASE,
-    };
+    use lazarus_abi::layout::{IOAPIC_BASE, KERNEL_PHYS_BASE, KERNEL_VIRT_BASE, PHYSMAP_BASE};
 
     /// Walks the boot page tables in guest memory like the MMU would.
     fn translate(mem: &GuestRam, va: u64) -> Option<(u64, u64)> {
@@ -168,7 +166,10 @@ mod tests {
         if pde & PTE_PRESENT == 0 || pde & PTE_PS == 0 {
             return None;
         }
-        Some(((pde & !0x1f_ffff & !(1 << 63)) + (va & 0x1f_ffff), pde & 0xfff))
+        Some((
+            (pde & !0x1f_ffff & !(1 << 63)) + (va & 0x1f_ffff),
+            pde & 0xfff,
+        ))
     }
 
     fn params(mem_size: u64) -> BootParams<'static> {

@@ -287,10 +287,7 @@ mod tests {
     #[test]
     fn queue_take_unget_eof() {
         let input = ConsoleInput::manual();
-        assert_eq!(
-            input.wait_take(4, Duration::from_millis(1)),
-            Take::Empty
-        );
+        assert_eq!(input.wait_take(4, Duration::from_millis(1)), Take::Empty);
         input.push(b"hello");
         assert_eq!(
             input.wait_take(3, Duration::ZERO),

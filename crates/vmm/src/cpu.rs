@@ -6,8 +6,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VcpuFd};
 use lazarus_abi::layout::{
-    BOOT_GDT_GPA, BOOT_INFO_GPA, BOOT_PML4_GPA, PHYSMAP_BASE, SEL_KERNEL_CS, SEL_KERNEL_DS,
-    SEL_TSS,
+    BOOT_GDT_GPA, BOOT_INFO_GPA, BOOT_PML4_GPA, PHYSMAP_BASE, SEL_KERNEL_CS, SEL_KERNEL_DS, SEL_TSS,
 };
 use tracing::warn;
 

@@ -61,25 +61,38 @@ pub struct CrashInfo {
 }
 
 impl CrashInfo {
-    /// One line: kind, the kernel's message if any, and where it happened.
+    /// One line: what happened (the kernel's own account when it gave
+    /// one), which process, which vCPU, where.
     pub fn summary(&self) -> String {
-        let mut s = self.kind.to_string();
-        if let Some(rec) = &self.guest_record {
-            let len = (rec.msg_len as usize).min(rec.message.len());
-            let raw = &rec.message[..len];
-            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-            let msg = String::from_utf8_lossy(&raw[..end]);
-            s.push_str(&format!(": {} \"{}\"", guest_kind_name(rec.kind), msg.trim()));
-            if rec.pid != 0 {
-                s.push_str(&format!(" (pid {})", rec.pid));
+        let mut details = Vec::new();
+        let mut s = match (&self.kind, &self.guest_record) {
+            (CrashKind::GuestPanic { .. }, Some(rec)) => {
+                if rec.pid != 0 {
+                    details.push(format!("pid {}", rec.pid));
+                }
+                format!(
+                    "kernel {}: \"{}\"",
+                    guest_kind_name(rec.kind),
+                    record_message(rec)
+                )
             }
-        }
+            (kind, _) => kind.to_string(),
+        };
+        details.push(format!("vCPU {}", self.vcpu));
         if let Some(regs) = &self.regs {
-            s.push_str(&format!(" at rip {:#x}", regs.rip));
+            details.push(format!("rip {:#x}", regs.rip));
         }
-        s.push_str(&format!(" on vCPU {}", self.vcpu));
+        s.push_str(&format!(" ({})", details.join(", ")));
         s
     }
+}
+
+/// The kernel's crash message (length clamped, NUL-terminated, lossy UTF-8).
+pub fn record_message(rec: &CrashRecord) -> String {
+    let len = (rec.msg_len as usize).min(rec.message.len());
+    let raw = &rec.message[..len];
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).trim().to_string()
 }
 
 /// Name of a kernel-reported crash kind.

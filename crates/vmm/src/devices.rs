@@ -13,7 +13,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use lazarus_abi::layout::{PORT_COM1, PORT_HYPERCALL, PORT_PVPANIC, PVPANIC_CRASH_LOADED, PVPANIC_PANICKED};
+use lazarus_abi::layout::{
+    PORT_COM1, PORT_HYPERCALL, PORT_PVPANIC, PVPANIC_CRASH_LOADED, PVPANIC_PANICKED,
+};
 use tracing::trace;
 
 use crate::console::lock;
@@ -87,7 +89,11 @@ impl Devices {
             }
             _ => {
                 self.stats.record(ExitKind::PioOther);
-                trace!(port = format_args!("{port:#x}"), ?data, "ignored port write");
+                trace!(
+                    port = format_args!("{port:#x}"),
+                    ?data,
+                    "ignored port write"
+                );
                 PioAction::Continue
             }
         }
@@ -115,7 +121,10 @@ impl Devices {
                     ExitKind::PioOther
                 };
                 self.stats.record(kind);
-                trace!(port = format_args!("{port:#x}"), "port read returns all-ones");
+                trace!(
+                    port = format_args!("{port:#x}"),
+                    "port read returns all-ones"
+                );
                 data.fill(0xff);
             }
         }
@@ -124,14 +133,21 @@ impl Devices {
     /// An MMIO read outside RAM: all-ones.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
         self.stats.record(ExitKind::Mmio);
-        trace!(addr = format_args!("{addr:#x}"), "MMIO read returns all-ones");
+        trace!(
+            addr = format_args!("{addr:#x}"),
+            "MMIO read returns all-ones"
+        );
         data.fill(0xff);
     }
 
     /// An MMIO write outside RAM: ignored.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
         self.stats.record(ExitKind::Mmio);
-        trace!(addr = format_args!("{addr:#x}"), ?data, "MMIO write ignored");
+        trace!(
+            addr = format_args!("{addr:#x}"),
+            ?data,
+            "MMIO write ignored"
+        );
     }
 }
 

@@ -20,7 +20,7 @@ use lazarus_abi::syscall::errno;
 use tracing::{debug, info, warn};
 
 use crate::console::lock;
-use crate::memory::{GuestRam, range_in_ram, ram_size, read_bytes, read_obj, write_obj};
+use crate::memory::{GuestRam, ram_size, range_in_ram, read_bytes, read_obj, write_obj};
 use crate::root::{RootError, validate_root};
 use crate::stats::{ExitCounts, ExitStats};
 
@@ -126,12 +126,11 @@ impl Hypercalls {
         console: &mut dyn Write,
         stats: &ExitStats,
     ) -> HcAction {
-        let block = if !gpa.is_multiple_of(8) {
-            None
-        } else if !range_in_ram(ram_size(mem), gpa, BLOCK_SIZE) {
-            None
-        } else {
+        let usable = gpa.is_multiple_of(8) && range_in_ram(ram_size(mem), gpa, BLOCK_SIZE);
+        let block = if usable {
             read_obj::<Hypercall>(mem, gpa)
+        } else {
+            None
         };
         let Some(hc) = block else {
             warn!(
@@ -177,9 +176,9 @@ impl Hypercalls {
             HC_REGISTER_ROOT => {
                 validate_root(mem, a0, a1, a2).map_err(|e| {
                     let errno = match e {
-                        RootError::Unaligned(_) | RootError::OutsideRam { .. } | RootError::Read => {
-                            errno::EFAULT
-                        }
+                        RootError::Unaligned(_)
+                        | RootError::OutsideRam { .. }
+                        | RootError::Read => errno::EFAULT,
                         RootError::NoMemory => errno::ENOMEM,
                         _ => errno::EINVAL,
                     };
@@ -210,7 +209,10 @@ impl Hypercalls {
                     other => return Err(fail(errno::EINVAL, format!("unknown event {other}"))),
                 };
                 if a1 >= MAX_EXTS as u64 {
-                    return Err(fail(errno::EINVAL, format!("extension slot {a1} out of range")));
+                    return Err(fail(
+                        errno::EINVAL,
+                        format!("extension slot {a1} out of range"),
+                    ));
                 }
                 let event = ExtEvent {
                     loaded,
@@ -313,7 +315,7 @@ mod tests {
     use crate::memory::create_guest_ram;
     use crate::root::ROOT_SIZE;
     use crate::root::tests::plant_root;
-    use lazarus_abi::hypercall::{MILESTONE_SHELL_PROMPT, MILESTONE_KERNEL_READY};
+    use lazarus_abi::hypercall::{MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT};
     use lazarus_abi::root::ABI_VERSION;
     use vm_memory::{Bytes, GuestAddress};
 
@@ -343,7 +345,11 @@ mod tests {
         }
 
         fn call_at(&mut self, gpa: u64, nr: u64, args: [u64; 5]) -> (i64, HcAction) {
-            let block = Hypercall { nr, args, ret: 0x5555 };
+            let block = Hypercall {
+                nr,
+                args,
+                ret: 0x5555,
+            };
             write_obj(&self.mem, gpa, &block).unwrap();
             let action = self.out(&(gpa as u32).to_le_bytes());
             let ret: i64 = read_obj(&self.mem, gpa + RET_OFFSET).unwrap();
@@ -359,7 +365,10 @@ mod tests {
     #[test]
     fn poweroff_reboot_and_unknown() {
         let mut f = Fixture::new();
-        assert_eq!(f.call(HC_POWEROFF, [3, 0, 0, 0, 0]), (0, HcAction::PowerOff(3)));
+        assert_eq!(
+            f.call(HC_POWEROFF, [3, 0, 0, 0, 0]),
+            (0, HcAction::PowerOff(3))
+        );
         // -1 as i32, sign-extended or zero-extended.
         assert_eq!(
             f.call(HC_POWEROFF, [u64::MAX, 0, 0, 0, 0]).1,
@@ -379,7 +388,13 @@ mod tests {
     fn hostile_block_addresses_are_ignored() {
         let mut f = Fixture::new();
         // Beyond RAM, straddling the end, unaligned, at the 4 GiB limit.
-        for gpa in [MEM as u32, (MEM - 8) as u32, BLOCK as u32 + 4, u32::MAX, u32::MAX - 7] {
+        for gpa in [
+            MEM as u32,
+            (MEM - 8) as u32,
+            BLOCK as u32 + 4,
+            u32::MAX,
+            u32::MAX - 7,
+        ] {
             assert_eq!(f.out(&gpa.to_le_bytes()), HcAction::Continue);
         }
         // Wrong-size accesses.
@@ -432,11 +447,20 @@ mod tests {
         plant_root(&f.mem, root);
         let einval = (-errno::EINVAL, HcAction::Continue);
         let efault = (-errno::EFAULT, HcAction::Continue);
-        assert_eq!(f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE - 8, v, 0, 0]), einval);
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE - 8, v, 0, 0]),
+            einval
+        );
         assert_eq!(f.call(HC_REGISTER_ROOT, [root, 0, v, 0, 0]), einval);
         assert_eq!(f.call(HC_REGISTER_ROOT, [root, u64::MAX, v, 0, 0]), einval);
-        assert_eq!(f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE, v + 1, 0, 0]), einval);
-        assert_eq!(f.call(HC_REGISTER_ROOT, [root + 4, ROOT_SIZE, v, 0, 0]), efault);
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE, v + 1, 0, 0]),
+            einval
+        );
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [root + 4, ROOT_SIZE, v, 0, 0]),
+            efault
+        );
         assert_eq!(f.call(HC_REGISTER_ROOT, [MEM, ROOT_SIZE, v, 0, 0]), efault);
         assert_eq!(
             f.call(HC_REGISTER_ROOT, [MEM - 8, ROOT_SIZE, v, 0, 0]),
@@ -447,7 +471,10 @@ mod tests {
             efault
         );
         // Right size and version, but no root there (bad magic).
-        assert_eq!(f.call(HC_REGISTER_ROOT, [0x40_0000, ROOT_SIZE, v, 0, 0]), einval);
+        assert_eq!(
+            f.call(HC_REGISTER_ROOT, [0x40_0000, ROOT_SIZE, v, 0, 0]),
+            einval
+        );
         assert_eq!(f.hc.root_gpa(), None);
         assert_eq!(
             f.call(HC_REGISTER_ROOT, [root, ROOT_SIZE, v, 0, 0]),

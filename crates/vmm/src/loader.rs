@@ -12,7 +12,7 @@ use tracing::debug;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::error::{Error, Result};
-use crate::memory::{GuestRam, range_in_ram, ram_size};
+use crate::memory::{GuestRam, ram_size, range_in_ram};
 
 /// Why a kernel image was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,7 +36,9 @@ pub enum LoaderError {
         BOOT_RESERVED_END
     )]
     SegmentInBootArea { start: u64, end: u64 },
-    #[error("segment at physical {start:#x} (+{len:#x}) is outside guest memory of {mem_size:#x} bytes")]
+    #[error(
+        "segment at physical {start:#x} (+{len:#x}) is outside guest memory of {mem_size:#x} bytes"
+    )]
     SegmentOutsideRam { start: u64, len: u64, mem_size: u64 },
     #[error("entry point {0:#x} is not inside the loaded kernel image")]
     BadEntry(u64),
@@ -238,7 +240,12 @@ pub(crate) mod tests {
         elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
         elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
         elf[20..24].copy_from_slice(&1u32.to_le_bytes());
-        elf[24..32].copy_from_slice(&KERNEL_VIRT_BASE.wrapping_add(paddr).wrapping_add(entry_off).to_le_bytes());
+        elf[24..32].copy_from_slice(
+            &KERNEL_VIRT_BASE
+                .wrapping_add(paddr)
+                .wrapping_add(entry_off)
+                .to_le_bytes(),
+        );
         elf[32..40].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
         elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
         elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
@@ -271,7 +278,8 @@ pub(crate) mod tests {
             .unwrap();
         img.load(&mem).unwrap();
         let mut buf = [0u8; 19];
-        mem.read_slice(&mut buf, GuestAddress(KERNEL_PHYS_BASE)).unwrap();
+        mem.read_slice(&mut buf, GuestAddress(KERNEL_PHYS_BASE))
+            .unwrap();
         assert_eq!(&buf[..3], &[0xf4, 0xeb, 0xfd]);
         assert!(buf[3..].iter().all(|&b| b == 0));
     }

@@ -107,12 +107,16 @@ mod tests {
         assert!(validate_mem_size(16 * MIB).is_ok());
         assert!(validate_mem_size(128 * MIB).is_ok());
         assert!(validate_mem_size(MAX_MEMORY).is_ok());
-        for bad in [0, 4 * MIB, 15 * MIB, 17 * MIB, MAX_MEMORY + 2 * MIB, u64::MAX] {
+        for bad in [
+            0,
+            4 * MIB,
+            15 * MIB,
+            17 * MIB,
+            MAX_MEMORY + 2 * MIB,
+            u64::MAX,
+        ] {
             assert!(
-                matches!(
-                    validate_mem_size(bad),
-                    Err(Error::InvalidMemorySize { .. })
-                ),
+                matches!(validate_mem_size(bad), Err(Error::InvalidMemorySize { .. })),
                 "{bad}"
             );
         }

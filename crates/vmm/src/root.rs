@@ -8,7 +8,7 @@ use lazarus_abi::root::{ABI_VERSION, KernelRoot, ROOT_MAGIC};
 use vm_memory::{Bytes, GuestAddress};
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::memory::{GuestRam, range_in_ram, ram_size, read_obj};
+use crate::memory::{GuestRam, ram_size, range_in_ram, read_obj};
 
 /// Size of the root as this hypervisor was built.
 pub const ROOT_SIZE: u64 = size_of::<KernelRoot>() as u64;

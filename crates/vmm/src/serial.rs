@@ -53,9 +53,7 @@ impl RxDrained {
     /// Waits until the FIFO drained after `seen`, or `timeout` passed.
     fn wait_past(&self, seen: u64, timeout: Duration) {
         let guard = lock(&self.generation);
-        let _ = self
-            .cond
-            .wait_timeout_while(guard, timeout, |g| *g == seen);
+        let _ = self.cond.wait_timeout_while(guard, timeout, |g| *g == seen);
     }
 }
 

@@ -8,9 +8,9 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use kvm_bindings::kvm_run;
@@ -191,7 +191,7 @@ fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext, id: u32) -> Flow {
         VcpuExit::IoOut(port, data) => match dev.pio_out(port, data) {
             PioAction::Continue => Flow::Continue,
             PioAction::Panic(code) => {
-                warn!(vcpu = id, code, "guest reported a panic through pvpanic");
+                info!(vcpu = id, code, "guest reported a panic through pvpanic");
                 Flow::Crash(CrashKind::GuestPanic { code })
             }
             PioAction::Hypercall(action) => hypercall_flow(action, ctx),
@@ -214,7 +214,7 @@ fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext, id: u32) -> Flow {
         }
         VcpuExit::Shutdown => {
             stats.record(ExitKind::Shutdown);
-            warn!(vcpu = id, "guest triple-faulted");
+            info!(vcpu = id, "guest triple-faulted");
             Flow::Crash(CrashKind::TripleFault)
         }
         VcpuExit::InternalError => {

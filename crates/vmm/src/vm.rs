@@ -204,7 +204,10 @@ impl Vm {
             mem_mib = mem_size >> 20,
             vcpus = config.vcpus,
             entry = format_args!("{:#x}", image.entry),
-            kernel = format_args!("[{:#x}, {:#x})", layout.kernel_phys_start, layout.kernel_phys_end),
+            kernel = format_args!(
+                "[{:#x}, {:#x})",
+                layout.kernel_phys_start, layout.kernel_phys_end
+            ),
             initramfs = format_args!("{:#x}+{:#x}", initramfs_phys, initramfs_len),
             "VM created in {:?}",
             created.elapsed()

@@ -206,7 +206,11 @@ fn rep_outsb_then_poweroff() {
     let Some(run) = boot(&hello_poweroff()) else {
         return;
     };
-    assert!(matches!(run.outcome, VmOutcome::PowerOff(7)), "{:?}", run.outcome);
+    assert!(
+        matches!(run.outcome, VmOutcome::PowerOff(7)),
+        "{:?}",
+        run.outcome
+    );
     assert_eq!(run.console.text(), "hello from a tiny guest\n");
     let exits = run.vm.exit_counts();
     assert!(exits.get(ExitKind::PioSerial) >= 1);
@@ -219,7 +223,11 @@ fn second_vcpu_waits_and_is_stopped() {
     let Some(run) = boot_with(&hello_poweroff(), |c| c.vcpus = 2) else {
         return;
     };
-    assert!(matches!(run.outcome, VmOutcome::PowerOff(7)), "{:?}", run.outcome);
+    assert!(
+        matches!(run.outcome, VmOutcome::PowerOff(7)),
+        "{:?}",
+        run.outcome
+    );
     assert!(run.vm.vcpu_fd(1).is_some());
 }
 
@@ -313,14 +321,16 @@ fn hostile_hypercalls_are_ignored() {
     let Some(run) = boot(&img) else {
         return;
     };
-    assert!(matches!(run.outcome, VmOutcome::PowerOff(0)), "{:?}", run.outcome);
+    assert!(
+        matches!(run.outcome, VmOutcome::PowerOff(0)),
+        "{:?}",
+        run.outcome
+    );
     assert_eq!(run.vm.hypercall_counts(), (2, 5));
     // -ENOSYS was written back into the unknown call's block.
-    let ret: i64 = lazarus_vmm::memory::read_obj(
-        run.vm.memory(),
-        KERNEL_PHYS_BASE + BLOCK_OFF + 0x40 + 48,
-    )
-    .unwrap();
+    let ret: i64 =
+        lazarus_vmm::memory::read_obj(run.vm.memory(), KERNEL_PHYS_BASE + BLOCK_OFF + 0x40 + 48)
+            .unwrap();
     assert_eq!(ret, -lazarus_abi::syscall::errno::ENOSYS);
 }
 
@@ -331,19 +341,34 @@ fn stops_at_the_requested_milestone() {
         .hypercall(BLOCK_OFF + 0x40)
         .spin_forever();
     let mut img = Image::new(&code);
-    img.block(BLOCK_OFF, HC_MILESTONE, [MILESTONE_KERNEL_READY, 0, 0, 0, 0])
-        .block(BLOCK_OFF + 0x40, HC_MILESTONE, [MILESTONE_SHELL_PROMPT, 0, 0, 0, 0]);
+    img.block(
+        BLOCK_OFF,
+        HC_MILESTONE,
+        [MILESTONE_KERNEL_READY, 0, 0, 0, 0],
+    )
+    .block(
+        BLOCK_OFF + 0x40,
+        HC_MILESTONE,
+        [MILESTONE_SHELL_PROMPT, 0, 0, 0, 0],
+    );
     let Some(run) = boot_with(&img, |c| c.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT)) else {
         return;
     };
     assert!(
-        matches!(run.outcome, VmOutcome::MilestoneReached(MILESTONE_SHELL_PROMPT)),
+        matches!(
+            run.outcome,
+            VmOutcome::MilestoneReached(MILESTONE_SHELL_PROMPT)
+        ),
         "{:?}",
         run.outcome
     );
     let m = run.vm.milestone(MILESTONE_SHELL_PROMPT).unwrap();
     assert!(m.at >= run.vm.created_at());
-    assert_eq!(m.exits.get(ExitKind::PioHypercall), 2, "counted up to and including the call");
+    assert_eq!(
+        m.exits.get(ExitKind::PioHypercall),
+        2,
+        "counted up to and including the call"
+    );
     assert_eq!(run.vm.milestones().len(), 2);
 }
 
@@ -356,7 +381,11 @@ fn timeout_and_stop_handle_end_a_spinning_or_halted_guest() {
     }) else {
         return;
     };
-    assert!(matches!(run.outcome, VmOutcome::TimedOut), "{:?}", run.outcome);
+    assert!(
+        matches!(run.outcome, VmOutcome::TimedOut),
+        "{:?}",
+        run.outcome
+    );
 
     // hlt with interrupts off blocks inside KVM until kicked.
     let mut halt = Asm::default();
@@ -392,10 +421,17 @@ fn console_input_reaches_a_polling_guest() {
     code.hypercall(BLOCK_OFF).hlt_forever();
     let mut img = Image::new(&code);
     img.block(BLOCK_OFF, HC_POWEROFF, [0; 5]);
-    let input: Vec<u8> = (0..150).map(|i| b'a' + (i % 26) as u8).chain(*b"\n").collect();
+    let input: Vec<u8> = (0..150)
+        .map(|i| b'a' + (i % 26) as u8)
+        .chain(*b"\n")
+        .collect();
     let Some(run) = boot_with(&img, |c| c.console_in = ConsoleInput::from_bytes(&input)) else {
         return;
     };
-    assert!(matches!(run.outcome, VmOutcome::PowerOff(0)), "{:?}", run.outcome);
+    assert!(
+        matches!(run.outcome, VmOutcome::PowerOff(0)),
+        "{:?}",
+        run.outcome
+    );
     assert_eq!(run.console.contents(), input);
 }

@@ -4,10 +4,10 @@
 
 use crate::arch::cpu::{self, outb};
 use crate::console::LineBuf;
-use crate::state::{current_pid, current_ext, k};
+use crate::state::{current_ext, current_pid, k};
 use core::fmt::Write;
 use lazarus_abi::layout::{PORT_PVPANIC, PVPANIC_PANICKED};
-use lazarus_abi::trap::{exception_name, TrapFrame};
+use lazarus_abi::trap::{TrapFrame, exception_name};
 
 /// Records the crash and hands control to the hypervisor. Never returns:
 /// if the hypervisor lets this vCPU continue here, it halts.
@@ -20,7 +20,11 @@ pub fn report(kind: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     c.cpu = 0;
     c.vector = frame.vector;
     c.error_code = frame.error_code;
-    c.cr2 = if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT { cpu::read_cr2() } else { 0 };
+    c.cr2 = if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT {
+        cpu::read_cr2()
+    } else {
+        0
+    };
     c.pid = current_pid();
     c.ext = current_ext();
     c.in_irq = r.cpus[0].in_irq;
@@ -62,7 +66,14 @@ pub fn here() -> TrapFrame {
         core::arch::asm!("lea {}, [rip]", "mov {}, rsp", "mov {}, rbp",
             out(reg) rip, out(reg) rsp, out(reg) rbp, options(nomem, nostack));
     }
-    TrapFrame { rip, rsp, rbp, cs: 0x10, ss: 0x18, ..TrapFrame::default() }
+    TrapFrame {
+        rip,
+        rsp,
+        rbp,
+        cs: 0x10,
+        ss: 0x18,
+        ..TrapFrame::default()
+    }
 }
 
 pub fn panic_with(msg: &[u8]) -> ! {

@@ -63,7 +63,9 @@ impl<'a> Elf<'a> {
             phoff: u64_at(data, 32)? as usize,
             phnum: u16_at(data, 56)? as usize,
         };
-        e.phoff.checked_add(e.phnum.checked_mul(56)?).filter(|&end| end <= data.len())?;
+        e.phoff
+            .checked_add(e.phnum.checked_mul(56)?)
+            .filter(|&end| end <= data.len())?;
         Some(e)
     }
 
@@ -101,7 +103,9 @@ impl<'a> Elf<'a> {
     /// file offset via the containing PT_LOAD.
     pub fn rela(&self) -> Option<Option<(usize, usize)>> {
         let dynseg = self.segments().flatten().find(|s| s.kind == PT_DYNAMIC);
-        let Some(dynseg) = dynseg else { return Some(None) };
+        let Some(dynseg) = dynseg else {
+            return Some(None);
+        };
         let mut rela = None;
         let mut relasz = 0u64;
         let mut o = dynseg.offset as usize;
@@ -117,11 +121,12 @@ impl<'a> Elf<'a> {
             }
             o += 16;
         }
-        let Some(rela_va) = rela else { return Some(None) };
-        let seg = self
-            .segments()
-            .flatten()
-            .find(|s| s.kind == PT_LOAD && rela_va >= s.vaddr && rela_va + relasz <= s.vaddr + s.filesz)?;
+        let Some(rela_va) = rela else {
+            return Some(None);
+        };
+        let seg = self.segments().flatten().find(|s| {
+            s.kind == PT_LOAD && rela_va >= s.vaddr && rela_va + relasz <= s.vaddr + s.filesz
+        })?;
         let off = (seg.offset + rela_va - seg.vaddr) as usize;
         Some(Some((off, (relasz / 24) as usize)))
     }

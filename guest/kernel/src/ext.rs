@@ -1,7 +1,7 @@
 //! Kernel extensions: loading position-independent ELF modules into ring 0,
 //! the API table they call the kernel through, and their devices.
 
-use crate::elf::{self, Elf, ET_DYN, PT_LOAD, PF_X, R_X86_64_RELATIVE};
+use crate::elf::{self, ET_DYN, Elf, PF_X, PT_LOAD, R_X86_64_RELATIVE};
 use crate::mm::paging::{self, W};
 use crate::mm::{frame, phys_to_virt};
 use crate::state::{current, current_pid, k};
@@ -52,7 +52,12 @@ fn unmap_image(slot: usize, size: u64) {
 
 fn find_by_name(name: &[u8]) -> Option<usize> {
     k().exts.iter().position(|e| {
-        e.state != EXT_FREE && e.name.iter().position(|&c| c == 0).map_or(&e.name[..], |n| &e.name[..n]) == name
+        e.state != EXT_FREE
+            && e.name
+                .iter()
+                .position(|&c| c == 0)
+                .map_or(&e.name[..], |n| &e.name[..n])
+                == name
     })
 }
 
@@ -73,7 +78,11 @@ pub fn load(name: &[u8]) -> KResult<u64> {
     if elf.kind != ET_DYN {
         return Err(ENOEXEC);
     }
-    let slot = k().exts.iter().position(|e| e.state == EXT_FREE).ok_or(ENOSPC)?;
+    let slot = k()
+        .exts
+        .iter()
+        .position(|e| e.state == EXT_FREE)
+        .ok_or(ENOSPC)?;
     let base = slot_base(slot);
 
     // Size of the image.
@@ -95,7 +104,10 @@ pub fn load(name: &[u8]) -> KResult<u64> {
     }
     {
         let e = &mut k().exts[slot];
-        *e = ExtSlot { state: EXT_LOADING, ..*e };
+        *e = ExtSlot {
+            state: EXT_LOADING,
+            ..*e
+        };
         e.size = size;
     }
     let fail = |err: i64| {
@@ -117,16 +129,20 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         if s.kind == PT_LOAD {
             let src = elf.bytes(&s);
             // SAFETY: [base+vaddr, +filesz) lies within the mapped image.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), (base + s.vaddr) as *mut u8, src.len()) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(src.as_ptr(), (base + s.vaddr) as *mut u8, src.len())
+            };
         }
     }
     // Relocate.
     if let Some((off, count)) = elf.rela().ok_or(ENOEXEC).map_err(fail)? {
         for i in 0..count {
             let o = off + i * 24;
-            let (Some(r_off), Some(info), Some(addend)) =
-                (elf::u64_at(data, o), elf::u64_at(data, o + 8), elf::u64_at(data, o + 16))
-            else {
+            let (Some(r_off), Some(info), Some(addend)) = (
+                elf::u64_at(data, o),
+                elf::u64_at(data, o + 8),
+                elf::u64_at(data, o + 16),
+            ) else {
                 return Err(fail(ENOEXEC));
             };
             if info as u32 != R_X86_64_RELATIVE || r_off.checked_add(8).is_none_or(|e| e > size) {
@@ -154,7 +170,10 @@ pub fn load(name: &[u8]) -> KResult<u64> {
     // `extern "C" fn() -> *const ExtDescriptor`.
     let entry: extern "C" fn() -> u64 = unsafe { core::mem::transmute(base + elf.entry) };
     let desc = in_ext(slot, || entry());
-    if desc < base || desc + core::mem::size_of::<ExtDescriptor>() as u64 > base + size || desc % 8 != 0 {
+    if desc < base
+        || desc + core::mem::size_of::<ExtDescriptor>() as u64 > base + size
+        || desc % 8 != 0
+    {
         return Err(fail(ENOEXEC));
     }
     // SAFETY: bounds and alignment checked just above.
@@ -198,7 +217,11 @@ pub fn unload(name: &[u8]) -> KResult<u64> {
     unmap_image(slot, e.size);
     let s = &mut k().exts[slot];
     let (loads, crashes) = (s.load_count, s.crash_count);
-    *s = ExtSlot { load_count: loads, crash_count: crashes, ..ExtSlot::default() };
+    *s = ExtSlot {
+        load_count: loads,
+        crash_count: crashes,
+        ..ExtSlot::default()
+    };
     crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, slot as u64, 0, 0, 0]);
     Ok(0)
 }
@@ -233,7 +256,11 @@ pub fn dev_open(dev: &[u8], pid: u32) -> KResult<(usize, u64)> {
         .iter()
         .position(|e| {
             e.state == EXT_LIVE
-                && e.dev_name.iter().position(|&c| c == 0).map_or(&e.dev_name[..], |n| &e.dev_name[..n]) == dev
+                && e.dev_name
+                    .iter()
+                    .position(|&c| c == 0)
+                    .map_or(&e.dev_name[..], |n| &e.dev_name[..n])
+                    == dev
         })
         .ok_or(ENODEV)?;
     let d = descriptor(slot).ok_or(ENODEV)?;
@@ -311,7 +338,10 @@ extern "C" fn api_alloc(size: usize, align: usize) -> *mut u8 {
 }
 
 extern "C" fn api_free(ptr: *mut u8, size: usize, align: usize) {
-    if let (false, Ok(l)) = (ptr.is_null(), core::alloc::Layout::from_size_align(size, align)) {
+    if let (false, Ok(l)) = (
+        ptr.is_null(),
+        core::alloc::Layout::from_size_align(size, align),
+    ) {
         // SAFETY: the extension returns a block it got from api_alloc with
         // the same layout.
         unsafe { alloc::alloc::dealloc(ptr, l) }
@@ -338,7 +368,11 @@ extern "C" fn api_lock_release(id: i32) -> i32 {
 }
 
 extern "C" fn api_current_pid() -> u32 {
-    if k().cpus[0].in_irq > 0 { 0 } else { current_pid() }
+    if k().cpus[0].in_irq > 0 {
+        0
+    } else {
+        current_pid()
+    }
 }
 
 extern "C" fn api_ticks() -> u64 {

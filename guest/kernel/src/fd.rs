@@ -105,7 +105,11 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> KResult<u64> {
 pub fn open(path: &[u8]) -> KResult<u64> {
     let dev = path.strip_prefix(b"/dev/").ok_or(ENOENT)?;
     let (slot, aux) = ext::dev_open(dev, current_pid())?;
-    match install(Fd { kind: FD_DEVICE, obj: slot as u32, aux }) {
+    match install(Fd {
+        kind: FD_DEVICE,
+        obj: slot as u32,
+        aux,
+    }) {
         Ok(fd) => Ok(fd),
         Err(e) => {
             ext::dev_close(slot, aux);

@@ -2,11 +2,15 @@
 
 use crate::arch::cpu::outl;
 use crate::state::kernel_virt_to_phys;
-use core::sync::atomic::{compiler_fence, Ordering};
+use core::sync::atomic::{Ordering, compiler_fence};
 use lazarus_abi::hypercall::Hypercall;
 use lazarus_abi::layout::PORT_HYPERCALL;
 
-static mut BLOCK: Hypercall = Hypercall { nr: 0, args: [0; 5], ret: 0 };
+static mut BLOCK: Hypercall = Hypercall {
+    nr: 0,
+    args: [0; 5],
+    ret: 0,
+};
 
 /// Issues a hypercall. The block lives in the kernel image, which is loaded
 /// below 4 GiB, so its physical address fits the 32-bit port write.

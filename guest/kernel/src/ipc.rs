@@ -4,8 +4,8 @@ use crate::sched;
 use crate::state::{current_pid, k, proc_by_pid};
 use crate::uaccess::{self, KResult};
 use lazarus_abi::root::*;
-use lazarus_abi::syscall::errno::*;
 use lazarus_abi::syscall::IPC_MSG_MAX;
+use lazarus_abi::syscall::errno::*;
 
 fn alive(pid: u32) -> bool {
     proc_by_pid(pid).is_some_and(|p| p.state != PS_ZOMBIE && p.state != PS_QUARANTINED)

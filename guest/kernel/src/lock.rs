@@ -9,17 +9,32 @@ use lazarus_abi::syscall::errno::*;
 
 pub fn create(name: &[u8], ext: u32) -> Result<i32, i64> {
     let r = k();
-    let i = r.locks.iter().position(|l| l.state == LOCK_UNUSED).ok_or(ENOSPC)?;
+    let i = r
+        .locks
+        .iter()
+        .position(|l| l.state == LOCK_UNUSED)
+        .ok_or(ENOSPC)?;
     let l = &mut r.locks[i];
-    *l = KLock { state: LOCK_FREE, ext, ..KLock::default() };
+    *l = KLock {
+        state: LOCK_FREE,
+        ext,
+        ..KLock::default()
+    };
     let n = name.len().min(l.name.len());
     l.name[..n].copy_from_slice(&name[..n]);
     Ok(i as i32)
 }
 
 fn get(id: i32) -> Result<&'static mut KLock, i64> {
-    let l = k().locks.get_mut(usize::try_from(id).map_err(|_| EINVAL)?).ok_or(EINVAL)?;
-    if l.state == LOCK_UNUSED { Err(EINVAL) } else { Ok(l) }
+    let l = k()
+        .locks
+        .get_mut(usize::try_from(id).map_err(|_| EINVAL)?)
+        .ok_or(EINVAL)?;
+    if l.state == LOCK_UNUSED {
+        Err(EINVAL)
+    } else {
+        Ok(l)
+    }
 }
 
 pub fn acquire(id: i32) -> Result<(), i64> {

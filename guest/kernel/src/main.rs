@@ -28,7 +28,7 @@ mod trap;
 mod uaccess;
 
 use core::arch::global_asm;
-use lazarus_abi::boot::{BootInfo, BOOT_MAGIC};
+use lazarus_abi::boot::{BOOT_MAGIC, BootInfo};
 use lazarus_abi::hypercall::{HC_MILESTONE, HC_REGISTER_ROOT, MILESTONE_KERNEL_READY};
 use lazarus_abi::layout::*;
 use lazarus_abi::root::*;
@@ -66,7 +66,11 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     if info.magic != BOOT_MAGIC || info.abi_version != ABI_VERSION {
         crash::panic_with(b"boot: bad BootInfo magic or ABI version");
     }
-    kprintln!("lazarus kernel {} booting, {} MiB RAM", env!("CARGO_PKG_VERSION"), info.mem_size >> 20);
+    kprintln!(
+        "lazarus kernel {} booting, {} MiB RAM",
+        env!("CARGO_PKG_VERSION"),
+        info.mem_size >> 20
+    );
     arch::gdt::init();
     arch::idt::init();
 
@@ -90,8 +94,12 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     mm::frame::init(info.mem_size);
     let kernel_end = state::kernel_virt_to_phys(&raw const __kernel_end as u64);
     mm::frame::reserve(0, kernel_end.max(info.kernel_phys_end));
-    mm::frame::reserve(info.initramfs_phys, info.initramfs_phys + info.initramfs_len);
-    let heap_phys = (kernel_end.max(info.initramfs_phys + info.initramfs_len) + LARGE_PAGE_SIZE - 1)
+    mm::frame::reserve(
+        info.initramfs_phys,
+        info.initramfs_phys + info.initramfs_len,
+    );
+    let heap_phys = (kernel_end.max(info.initramfs_phys + info.initramfs_len) + LARGE_PAGE_SIZE
+        - 1)
         & !(LARGE_PAGE_SIZE - 1);
     if heap_phys + mm::heap::HEAP_SIZE > info.mem_size {
         crash::panic_with(b"boot: not enough memory for the kernel heap");
@@ -104,7 +112,13 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
 
     let rc = hypercall::call(
         HC_REGISTER_ROOT,
-        [state::root_phys(), core::mem::size_of::<KernelRoot>() as u64, ABI_VERSION as u64, 0, 0],
+        [
+            state::root_phys(),
+            core::mem::size_of::<KernelRoot>() as u64,
+            ABI_VERSION as u64,
+            0,
+            0,
+        ],
     );
     if rc != 0 {
         kprintln!("[kernel] warning: hypervisor refused the state root ({rc})");
@@ -114,8 +128,16 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     arch::apic::ioapic_route(IRQ_COM1, VEC_COM1);
     console::on_interrupt();
 
-    let console = Fd { kind: FD_CONSOLE, obj: 0, aux: 0 };
-    match proc::spawn(&proc::SpawnArgs { path: b"/init", args: b"/init\0", fds: [console; 2] }) {
+    let console = Fd {
+        kind: FD_CONSOLE,
+        obj: 0,
+        aux: 0,
+    };
+    match proc::spawn(&proc::SpawnArgs {
+        path: b"/init",
+        args: b"/init\0",
+        fds: [console; 2],
+    }) {
         Ok(_) => {}
         Err(_) => crash::panic_with(b"boot: cannot start /init"),
     }
@@ -130,7 +152,9 @@ fn init_kernel_regions() {
     let master = k().master_pml4;
     for region in [KSTACK_REGION, EXT_REGION] {
         // Mapping and unmapping one page creates every intermediate table.
-        let Some(f) = mm::frame::alloc() else { crash::panic_with(b"boot: out of memory") };
+        let Some(f) = mm::frame::alloc() else {
+            crash::panic_with(b"boot: out of memory")
+        };
         if mm::paging::map(master, region, f, mm::paging::W).is_err() {
             crash::panic_with(b"boot: out of memory");
         }

@@ -16,7 +16,11 @@ pub fn create() -> KResult<(u64, u64)> {
     p.writers = 1;
     p.head = 0;
     p.len = 0;
-    let rfd = fd::install(Fd { kind: FD_PIPE_READ, obj: i as u32, aux: 0 });
+    let rfd = fd::install(Fd {
+        kind: FD_PIPE_READ,
+        obj: i as u32,
+        aux: 0,
+    });
     let rfd = match rfd {
         Ok(f) => f,
         Err(e) => {
@@ -24,7 +28,11 @@ pub fn create() -> KResult<(u64, u64)> {
             return Err(e);
         }
     };
-    match fd::install(Fd { kind: FD_PIPE_WRITE, obj: i as u32, aux: 0 }) {
+    match fd::install(Fd {
+        kind: FD_PIPE_WRITE,
+        obj: i as u32,
+        aux: 0,
+    }) {
         Ok(w) => Ok((rfd, w)),
         Err(e) => {
             let _ = fd::close(rfd);
@@ -80,7 +88,11 @@ pub fn write(i: usize, buf: u64, len: u64) -> KResult<u64> {
     while done < data.len() {
         let p = &mut k().pipes[i];
         if p.readers == 0 {
-            return if done > 0 { Ok(done as u64) } else { Err(EPIPE) };
+            return if done > 0 {
+                Ok(done as u64)
+            } else {
+                Err(EPIPE)
+            };
         }
         let space = PIPE_BUF - p.len as usize;
         if space == 0 {

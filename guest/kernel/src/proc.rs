@@ -1,7 +1,7 @@
 //! Processes: creation from ELF files in the initramfs, exit, reaping,
 //! killing, and demand paging of user heap and stack.
 
-use crate::elf::{Elf, ET_EXEC, PF_W, PF_X, PT_LOAD};
+use crate::elf::{ET_EXEC, Elf, PF_W, PF_X, PT_LOAD};
 use crate::mm::paging::{self, NX, U, W};
 use crate::mm::{frame, phys_to_virt};
 use crate::sched;
@@ -202,7 +202,11 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     p.name[..n].copy_from_slice(&base[..n]);
     p.fds[0] = a.fds[0];
     p.fds[1] = a.fds[1];
-    p.fds[2] = Fd { kind: FD_CONSOLE, obj: 0, aux: 0 };
+    p.fds[2] = Fd {
+        kind: FD_CONSOLE,
+        obj: 0,
+        aux: 0,
+    };
     for fd in &a.fds {
         crate::fd::retain(fd);
     }
@@ -221,7 +225,9 @@ pub fn demand_map(va: u64) -> bool {
     if !in_heap && !in_stack {
         return false;
     }
-    let Some(f) = frame::alloc_zeroed() else { return false };
+    let Some(f) = frame::alloc_zeroed() else {
+        return false;
+    };
     if paging::map(p.cr3, page, f, U | W | NX).is_err() {
         frame::free(f);
         return false;

@@ -4,7 +4,7 @@
 
 use core::mem::MaybeUninit;
 use lazarus_abi::layout::KERNEL_VIRT_BASE;
-use lazarus_abi::root::{KernelRoot, Proc, NONE};
+use lazarus_abi::root::{KernelRoot, NONE, Proc};
 
 static mut ROOT: MaybeUninit<KernelRoot> = MaybeUninit::zeroed();
 

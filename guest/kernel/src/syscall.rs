@@ -98,7 +98,11 @@ fn spawn(path: u64, path_len: u64, args: u64, args_len: u64, fds: u64) -> KResul
         return Err(E2BIG);
     }
     let args = uaccess::slice(args, args_len)?;
-    let console = Fd { kind: FD_CONSOLE, obj: 0, aux: 0 };
+    let console = Fd {
+        kind: FD_CONSOLE,
+        obj: 0,
+        aux: 0,
+    };
     let mut child = [console; 2];
     if fds != 0 {
         let mut map = [0i32; 2];
@@ -111,7 +115,11 @@ fn spawn(path: u64, path_len: u64, args: u64, args_len: u64, fds: u64) -> KResul
             }
         }
     }
-    let pid = proc::spawn(&proc::SpawnArgs { path, args, fds: child })?;
+    let pid = proc::spawn(&proc::SpawnArgs {
+        path,
+        args,
+        fds: child,
+    })?;
     Ok(pid as u64)
 }
 

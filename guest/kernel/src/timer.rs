@@ -10,14 +10,24 @@ pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
     let r = k();
     let i = r.timers.iter().position(|t| t.in_use == 0).ok_or(ENOSPC)?;
     let now = r.heartbeat;
-    r.timers[i] = Timer { in_use: 1, ext, period_ticks: period.max(1), next_tick: now + period.max(1), callback, arg };
+    r.timers[i] = Timer {
+        in_use: 1,
+        ext,
+        period_ticks: period.max(1),
+        next_tick: now + period.max(1),
+        callback,
+        arg,
+    };
     // SAFETY: one CPU, interrupts off.
     unsafe { ACTIVE += 1 };
     Ok(i as i32)
 }
 
 pub fn remove(id: i32) -> Result<(), i64> {
-    let t = k().timers.get_mut(usize::try_from(id).map_err(|_| EINVAL)?).ok_or(EINVAL)?;
+    let t = k()
+        .timers
+        .get_mut(usize::try_from(id).map_err(|_| EINVAL)?)
+        .ok_or(EINVAL)?;
     if t.in_use == 0 {
         return Err(EINVAL);
     }

@@ -90,6 +90,23 @@ pub fn decode_reply(msg: &[u8]) -> Option<Reply<'_>> {
 /// How often a request is retried while the kernel's message table is
 /// full.
 const SEND_TRIES: u32 = 1000;
+/// How long [`Client::connect`] waits for the service to appear.
+pub const CONNECT_WAIT_MS: u64 = 2000;
+const CONNECT_POLL_MS: u64 = 50;
+
+/// The service's pid, polling while it is not registered.
+fn lookup() -> Result<u32> {
+    let mut waited = 0;
+    loop {
+        match ipc::lookup(SERVICE) {
+            Err(Errno::ENOENT) if waited < CONNECT_WAIT_MS => {
+                crate::process::sleep_ms(CONNECT_POLL_MS);
+                waited += CONNECT_POLL_MS;
+            }
+            r => return r,
+        }
+    }
+}
 
 /// A connection to the kvstore service. One request is in flight at a
 /// time; replies are matched by sender and tag, anything else received
@@ -102,10 +119,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// Looks the service up.
+    /// Looks the service up, waiting up to [`CONNECT_WAIT_MS`] for it to
+    /// register (init may be restarting it).
     pub fn connect() -> Result<Client> {
         Ok(Client {
-            server: ipc::lookup(SERVICE)?,
+            server: lookup()?,
             tag: 0,
             tx: [0; IPC_MSG_MAX],
             rx: [0; IPC_MSG_MAX],
@@ -119,7 +137,7 @@ impl Client {
         let len = encode_request(&mut self.tx, op, self.tag, key, value)?;
         if let Err(e) = ipc::send_retry(self.server, &self.tx[..len], SEND_TRIES) {
             // The service may have been restarted under a new pid.
-            let server = ipc::lookup(SERVICE).map_err(|_| e)?;
+            let server = lookup().map_err(|_| e)?;
             if server == self.server {
                 return Err(e);
             }

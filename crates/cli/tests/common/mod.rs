@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 pub const PROMPT: &str = "lazarus> ";
@@ -16,7 +16,11 @@ pub fn require_kvm() {
         "/dev/kvm is missing: lazarus tests boot a real guest under KVM and cannot run here"
     );
     assert!(
-        std::fs::OpenOptions::new().read(true).write(true).open(kvm).is_ok(),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(kvm)
+            .is_ok(),
         "/dev/kvm exists but cannot be opened read-write by this user"
     );
 }
@@ -62,7 +66,13 @@ impl Guest {
             }
         });
         let stdin = child.stdin.take();
-        let mut g = Guest { child, stdin, rx, transcript: String::new(), pos: 0 };
+        let mut g = Guest {
+            child,
+            stdin,
+            rx,
+            transcript: String::new(),
+            pos: 0,
+        };
         g.expect(PROMPT, Duration::from_secs(60));
         g
     }
@@ -124,7 +134,10 @@ impl Guest {
                 return found.into_iter().flatten().collect();
             }
             if !self.pump(deadline) && Instant::now() >= deadline {
-                panic!("timed out waiting for {prefixes:?}; console:\n{}", self.transcript);
+                panic!(
+                    "timed out waiting for {prefixes:?}; console:\n{}",
+                    self.transcript
+                );
             }
         }
     }

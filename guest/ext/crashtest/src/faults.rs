@@ -8,8 +8,9 @@ use core::hint::black_box;
 use lazarus_extsdk::api;
 use lazarus_extsdk::sync::KLock;
 
-/// A canonical user-half address above the user stack: never mapped.
-const UNMAPPED: u64 = 0x0000_dead_0000_0000;
+/// A canonical user-half address far above the user stack: never mapped
+/// (bit 47 clear, or it would be a #GP instead of a #PF).
+const UNMAPPED: u64 = 0x0000_0bad_0000_0000;
 /// A non-canonical address: any access is a #GP.
 const NON_CANONICAL: u64 = 0x8000_0000_0000_0000;
 
@@ -89,22 +90,27 @@ pub fn hard_lockup() -> ! {
     }
 }
 
+/// System calls run with interrupts disabled; a driver that enables them
+/// and then spins is what the kernel's soft-lockup detector (in the timer
+/// interrupt) exists to catch.
 pub fn soft_lockup() -> ! {
+    (api().irq_restore)(1);
     loop {
         core::hint::spin_loop();
     }
 }
 
-/// Takes `lock`, then spins trying to take it again, as a driver that
-/// re-enters its own spinlock would. The kernel refuses the recursive
-/// acquire (EBUSY) instead of blocking, so the CPU spins in ring 0 forever
-/// with the lock held: a soft lockup whose diagnosis must find the lock
-/// and its owner.
+/// Takes `lock`, then spins (interrupts enabled) trying to take it again,
+/// as a driver that re-enters its own spinlock would. The kernel refuses
+/// the recursive acquire (EBUSY) instead of blocking, so the CPU spins in
+/// ring 0 forever with the lock held: a soft lockup whose diagnosis must
+/// find the lock and its owner.
 pub fn deadlock(lock: &KLock) -> i64 {
     let first = lock.acquire_raw();
     if first < 0 {
         return i64::from(first);
     }
+    (api().irq_restore)(1);
     while lock.acquire_raw() < 0 {
         core::hint::spin_loop();
     }

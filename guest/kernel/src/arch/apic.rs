@@ -23,7 +23,11 @@ pub fn init(lapic_timer_hz: u64) {
     wrmsr(X2APIC_SVR, 0x100 | VEC_SPURIOUS as u64);
     wrmsr(X2APIC_TIMER_DIV, 0b1011); // divide by 1
     wrmsr(X2APIC_LVT_TIMER, VEC_TIMER as u64 | (1 << 17)); // periodic
-    let hz = if lapic_timer_hz == 0 { 1_000_000_000 } else { lapic_timer_hz };
+    let hz = if lapic_timer_hz == 0 {
+        1_000_000_000
+    } else {
+        lapic_timer_hz
+    };
     wrmsr(X2APIC_TIMER_INIT, hz / TICK_HZ);
 }
 

@@ -78,7 +78,10 @@ pub fn init() {
         (*gdt)[8] = low;
         (*gdt)[9] = base >> 32;
 
-        let desc = Descriptor { limit: (size_of::<[u64; 10]>() - 1) as u16, base: gdt as u64 };
+        let desc = Descriptor {
+            limit: (size_of::<[u64; 10]>() - 1) as u16,
+            base: gdt as u64,
+        };
         asm!(
             "lgdt [{desc}]",
             "push {cs}",

@@ -127,7 +127,10 @@ pub fn init() {
             };
             (*idt).0[v] = gate(h, ist);
         }
-        let desc = Descriptor { limit: (16 * 256 - 1) as u16, base: idt as u64 };
+        let desc = Descriptor {
+            limit: (16 * 256 - 1) as u16,
+            base: idt as u64,
+        };
         asm!("lidt [{}]", in(reg) &desc, options(nostack));
     }
 }

@@ -51,8 +51,29 @@ fn run() -> Result<(), String> {
     }
 
     let fd = open_dev(ramdisk::DEV)?;
-    let r = ramdisk_round_trip(fd);
+    let r = ramdisk_round_trip(fd).and_then(|()| independent_positions(fd));
     let _ = close(fd);
+    r
+}
+
+/// A second open of the ramdisk starts at 0 and moves on its own.
+fn independent_positions(first: i32) -> Result<(), String> {
+    let tell = |fd| ioctl(fd, ramdisk::IOC_TELL, 0).map_err(|e| format!("ioctl TELL: {e}"));
+    let before = tell(first)?;
+    let second = open_dev(ramdisk::DEV)?;
+    let r = (|| {
+        let fresh = tell(second)?;
+        let mut byte = [0u8; 1];
+        read(second, &mut byte).map_err(|e| format!("read ramdisk: {e}"))?;
+        let (after, moved) = (tell(first)?, tell(second)?);
+        if fresh != 0 || moved != 1 || after != before {
+            return Err(format!(
+                "positions not per open: first {before}->{after}, second {fresh}->{moved}"
+            ));
+        }
+        Ok(())
+    })();
+    let _ = close(second);
     r
 }
 

@@ -10,8 +10,9 @@ entry!(main);
 
 const KVSTORE: &str = "/bin/kvstore";
 const SHELL: &str = "/bin/shell";
-/// A child that ends sooner than this after starting is restarted only
-/// after this long, so a program that dies at once cannot spin init.
+/// A child that ends sooner than this after starting is restarted at once
+/// the first time, and after this long when it happens again in a row, so
+/// a program that dies at once cannot spin init.
 const RESPAWN_BACKOFF_MS: u64 = 1000;
 
 /// A child init keeps running.
@@ -20,6 +21,8 @@ struct Daemon {
     pid: Option<u32>,
     /// When it was last started.
     started_ms: Option<u64>,
+    /// Consecutive lives shorter than the backoff.
+    quick_deaths: u32,
 }
 
 impl Daemon {
@@ -28,13 +31,16 @@ impl Daemon {
             path,
             pid: None,
             started_ms: None,
+            quick_deaths: 0,
         }
     }
 
     fn start(&mut self) {
-        if let Some(t) = self.started_ms
-            && process::uptime_ms().saturating_sub(t) < RESPAWN_BACKOFF_MS
-        {
+        let quick = self
+            .started_ms
+            .is_some_and(|t| process::uptime_ms().saturating_sub(t) < RESPAWN_BACKOFF_MS);
+        self.quick_deaths = if quick { self.quick_deaths + 1 } else { 0 };
+        if self.quick_deaths > 1 {
             process::sleep_ms(RESPAWN_BACKOFF_MS);
         }
         self.started_ms = Some(process::uptime_ms());

@@ -39,6 +39,7 @@ impl Jobs {
     /// `wait [PID]`: waits for one background job or all of them.
     pub fn wait_command(&mut self, args: &[&str]) {
         match args {
+            [] if self.background.is_empty() => println!("wait: no background jobs"),
             [] => {
                 let all = core::mem::take(&mut self.background);
                 self.wait_all(all.into_iter().map(|(p, n)| (p, n, true)).collect());
@@ -79,7 +80,7 @@ impl Jobs {
             if let Some(i) = pids.iter().position(|p| p.0 == pid) {
                 let (_, name, verbose) = pids.remove(i);
                 if verbose {
-                    println!("[pid {pid}] {name}: {}", Status(status));
+                    report(pid, &name, status);
                 } else if status != 0 {
                     println!("{name}: {}", Status(status));
                 }
@@ -95,6 +96,15 @@ impl Jobs {
             Some(i) => self.background.remove(i).1,
             None => String::from("?"),
         };
+        report(pid, &name, status);
+    }
+}
+
+/// `[pid N] NAME: done`, or the failure.
+fn report(pid: u32, name: &str, status: i32) {
+    if status == 0 {
+        println!("[pid {pid}] {name}: done");
+    } else {
         println!("[pid {pid}] {name}: {}", Status(status));
     }
 }

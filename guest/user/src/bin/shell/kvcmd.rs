@@ -157,15 +157,24 @@ impl Kv {
         let mut intact = 0usize;
         let mut lost = 0usize;
         let mut out = String::new();
+        // Once the service is unreachable, every remaining key is lost for
+        // the same reason; asking again per key would only add delay.
+        let mut unreachable = None;
         for (key, sum) in keys {
-            let why = match self.with(|c| c.get(&key)) {
-                Ok(Some(v)) if fnv1a64(&v) == sum => {
-                    intact += 1;
-                    continue;
-                }
-                Ok(Some(_)) => String::from("checksum mismatch"),
-                Ok(None) => String::from("missing"),
-                Err(e) => format!("{e}"),
+            let why = match unreachable {
+                Some(e) => format!("{e}"),
+                None => match self.with(|c| c.get(&key)) {
+                    Ok(Some(v)) if fnv1a64(&v) == sum => {
+                        intact += 1;
+                        continue;
+                    }
+                    Ok(Some(_)) => String::from("checksum mismatch"),
+                    Ok(None) => String::from("missing"),
+                    Err(e) => {
+                        unreachable = Some(e);
+                        format!("{e}")
+                    }
+                },
             };
             lost += 1;
             if lost <= CHECK_REPORT_MAX {

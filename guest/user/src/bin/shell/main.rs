@@ -157,11 +157,19 @@ fn help() {
     print!("{out}");
 }
 
+/// Prints the usage lines of `cmd` (its row and the unnamed rows after it).
 fn usage(cmd: &str) {
-    match COMMANDS.iter().find(|c| c.0 == cmd) {
-        Some((_, usage, _)) => println!("usage: {usage}"),
-        None => println!("usage: see help"),
+    use core::fmt::Write;
+    let Some(i) = COMMANDS.iter().position(|c| c.0 == cmd) else {
+        return println!("usage: see help");
+    };
+    let mut out = String::new();
+    let rows = core::iter::once(&COMMANDS[i])
+        .chain(COMMANDS[i + 1..].iter().take_while(|c| c.0.is_empty()));
+    for (_, usage, _) in rows {
+        let _ = writeln!(out, "usage: {usage}");
     }
+    print!("{out}");
 }
 
 /// The single argument of a one-argument command, or a usage line.
