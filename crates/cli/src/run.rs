@@ -41,7 +41,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             "guest run {boots} ended"
         );
         match outcome {
-            VmOutcome::PowerOff(status) => return Ok(status as u8),
+            VmOutcome::PowerOff(status) => return Ok(exit_status(status)),
             VmOutcome::RebootRequested => {
                 eprintln!("lazarus: the guest asked for a reboot; restarting it");
             }
@@ -67,6 +67,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// The process exit code for a guest power-off status: the low 8 bits,
+/// except that a nonzero status never becomes a (successful) 0.
+fn exit_status(status: i32) -> u8 {
+    match (status & 0xff) as u8 {
+        0 if status != 0 => 1,
+        code => code,
+    }
+}
+
 /// A short description of a stuck guest: where vCPU 0 is, whether the
 /// kernel's timer still ticks, and how many exits it made.
 fn where_is_the_guest(vm: &Vm) -> String {
@@ -80,4 +89,17 @@ fn where_is_the_guest(vm: &Vm) -> String {
     }
     parts.push(format!("{} guest exits", vm.exit_counts().total()));
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_status;
+
+    #[test]
+    fn power_off_status_maps_to_exit_code() {
+        assert_eq!(exit_status(0), 0);
+        assert_eq!(exit_status(7), 7);
+        assert_eq!(exit_status(-1), 255);
+        assert_eq!(exit_status(256), 1);
+    }
 }

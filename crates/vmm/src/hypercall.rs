@@ -526,6 +526,39 @@ mod tests {
     }
 
     #[test]
+    fn random_blocks_never_panic_or_escape_ram() {
+        let mut f = Fixture::new();
+        // Deterministic xorshift; values biased toward interesting edges.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 8 {
+                0 => 0,
+                1 => u64::MAX - (x >> 60),
+                2 => MEM - (x >> 58),
+                3 => x % 8,
+                _ => x,
+            }
+        };
+        for _ in 0..5000 {
+            let nr = next() % 10;
+            let args = [next(), next(), next(), next(), next()];
+            let gpa = (next() % MEM) & !7;
+            if gpa + BLOCK_SIZE > MEM {
+                continue;
+            }
+            let (ret, _) = f.call_at(gpa, nr, args);
+            assert!(ret <= CONSOLE_WRITE_MAX as i64);
+            f.console.clear();
+            // Raw port values, including hostile ones.
+            let raw = (next() & 0xffff_ffff) as u32;
+            let _ = f.out(&raw.to_le_bytes());
+        }
+    }
+
+    #[test]
     fn block_at_the_last_valid_address_works() {
         let mut f = Fixture::new();
         let gpa = MEM - BLOCK_SIZE;

@@ -17,7 +17,7 @@ use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use libc::{c_int, c_void, siginfo_t};
 use tracing::{debug, error, info, warn};
-use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler, unblock_signal};
 
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::{Devices, PioAction};
@@ -127,6 +127,10 @@ pub fn spawn(
 }
 
 fn thread_main(mut vcpu: Vcpu, ctx: &VcpuContext, events: &Sender<Report>) -> Vcpu {
+    // The spawning thread's signal mask is inherited; kicks must get through.
+    if let Err(e) = unblock_signal(kick_signal()) {
+        warn!(vcpu = vcpu.id, "cannot unblock the kick signal: {e}");
+    }
     let run: *mut kvm_run = vcpu.fd.get_kvm_run();
     KVM_RUN_PTR.with(|cell| cell.set(run));
     let event = run_loop(&mut vcpu, ctx);

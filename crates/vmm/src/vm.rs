@@ -242,16 +242,19 @@ impl Vm {
 
         let mut handles: Vec<(u32, JoinHandle<Vcpu>)> = Vec::new();
         let mut spawn_error = None;
-        for vcpu in self.vcpus.drain(..) {
+        let mut idle = std::mem::take(&mut self.vcpus).into_iter();
+        for vcpu in idle.by_ref() {
             let id = vcpu.id;
             match spawn(vcpu, self.ctx.clone(), self.events_tx.clone()) {
                 Ok(h) => handles.push((id, h)),
                 Err(e) => {
+                    // That vCPU is lost with the thread that never started.
                     spawn_error = Some(e);
                     break;
                 }
             }
         }
+        self.vcpus.extend(idle);
         let feeder_stop = Arc::new(AtomicBool::new(false));
         let feeder = match spawn_error {
             Some(_) => None,

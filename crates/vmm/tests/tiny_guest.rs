@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use lazarus_abi::hypercall::{
-    HC_CONSOLE_WRITE, HC_MILESTONE, HC_POWEROFF, HC_REGISTER_ROOT, MILESTONE_KERNEL_READY,
-    MILESTONE_SHELL_PROMPT,
+    HC_CONSOLE_WRITE, HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_REGISTER_ROOT,
+    MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT,
 };
 use lazarus_abi::layout::{KERNEL_PHYS_BASE, KERNEL_VIRT_BASE};
 use lazarus_abi::root::{ABI_VERSION, CRASH_PANIC, KernelRoot, ROOT_MAGIC};
@@ -434,4 +434,20 @@ fn console_input_reaches_a_polling_guest() {
         run.outcome
     );
     assert_eq!(run.console.contents(), input);
+}
+
+#[test]
+fn reboot_request_is_reported() {
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF).hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_REBOOT, [0; 5]);
+    let Some(run) = boot(&img) else {
+        return;
+    };
+    assert!(
+        matches!(run.outcome, VmOutcome::RebootRequested),
+        "{:?}",
+        run.outcome
+    );
 }
