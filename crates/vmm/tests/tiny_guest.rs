@@ -158,7 +158,7 @@ struct Run {
     console: CaptureBuffer,
 }
 
-/// Boots `image`; `None` when KVM is not usable here.
+/// Boots `image`; fails the test when KVM is not usable here.
 fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
     let console = CaptureBuffer::new();
     let mut config = VmConfig::new(image.elf(), b"070701".to_vec());
@@ -168,9 +168,9 @@ fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
     tweak(&mut config);
     let mut vm = match Vm::new(config) {
         Ok(vm) => vm,
+        // Never skip: these tests exist to exercise the real KVM.
         Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
-            eprintln!("skipping: {e}");
-            return None;
+            panic!("/dev/kvm is required for these tests and is not usable: {e}")
         }
         Err(e) => panic!("Vm::new: {e}"),
     };
