@@ -48,7 +48,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
-    let common = "-C force-frame-pointers=yes -C force-unwind-tables=yes";
+    // Frame pointers and unwind tables make backtraces of a dump work (our
+    // diagnoser walks frame pointers, gdb uses the tables); the build id
+    // lets a dump name the exact binaries it needs for symbols.
+    let common = "-C force-frame-pointers=yes -C force-unwind-tables=yes -C link-arg=--build-id=sha1";
     let groups = [
         Group {
             name: "kernel",

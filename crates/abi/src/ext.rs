@@ -47,6 +47,15 @@ pub struct ExtApi {
     pub irq_restore: extern "C" fn(state: u64),
     /// A random 64-bit value from the CPU (rdrand/rdtsc mix). irq-safe.
     pub entropy: extern "C" fn() -> u64,
+    /// Takes a lock without blocking: 0 if acquired, -EBUSY if another
+    /// process holds it. A caller that spins on this is recorded as
+    /// waiting for the lock (`Proc::spinning_on`).
+    pub lock_try_acquire: extern "C" fn(id: i32) -> i32,
+    /// Adds a node (kernel heap memory of the extension) to the kernel's
+    /// extension list, checking the list's integrity first.
+    pub list_add: extern "C" fn(node: *mut crate::root::ListNode) -> i32,
+    /// Removes a node from that list, checking its neighbours first.
+    pub list_del: extern "C" fn(node: *mut crate::root::ListNode) -> i32,
 }
 
 /// Device operations; any may be absent (null).

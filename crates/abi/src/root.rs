@@ -106,6 +106,11 @@ pub struct Proc {
     /// Extension slot executing on behalf of this process, or [`NONE`].
     pub cur_ext: u32,
     pub flags: u32,
+    /// Lock this process is spinning on (`ExtApi::lock_try_acquire`
+    /// failed and it has not acquired since), or [`NONE`]. Turns a lockup
+    /// into a diagnosable deadlock.
+    pub spinning_on: u32,
+    pub _pad: u32,
     pub mem_pages: u64,
     /// Virtual address of the user-mode trap frame on the kernel stack, set
     /// while the process is inside the kernel.
@@ -263,6 +268,28 @@ pub const CRASH_PANIC: u32 = 1;
 pub const CRASH_OOPS: u32 = 2;
 /// A kernel path ran too long without scheduling (found by the kernel).
 pub const CRASH_SOFT_LOCKUP: u32 = 3;
+/// A kernel list failed its integrity checks (like Linux's
+/// CONFIG_DEBUG_LIST), typically after a use-after-free.
+pub const CRASH_LIST_CORRUPTION: u32 = 4;
+
+pub const fn crash_kind_name(k: u32) -> &'static str {
+    match k {
+        CRASH_PANIC => "panic",
+        CRASH_OOPS => "oops",
+        CRASH_SOFT_LOCKUP => "soft-lockup",
+        CRASH_LIST_CORRUPTION => "list-corruption",
+        _ => "unknown",
+    }
+}
+
+/// A node of a kernel list (`KernelRoot::ext_list`): kernel virtual
+/// addresses of the neighbours, as in Linux's `struct list_head`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ListNode {
+    pub next: u64,
+    pub prev: u64,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -317,6 +344,8 @@ pub struct KernelRoot {
     pub msgs: [Message; MAX_MSGS],
     pub pipes: [Pipe; MAX_PIPES],
     pub console_in: ConsoleIn,
+    /// Kernel list extensions register nodes on (ExtApi::list_add).
+    pub ext_list: ListNode,
     pub mem: MemStats,
     pub crash: CrashRecord,
 }

@@ -450,6 +450,18 @@ extern "C" fn api_entropy() -> u64 {
     t ^ (t << 21) ^ k().heartbeat.rotate_left(17) ^ phys_to_virt(0)
 }
 
+extern "C" fn api_lock_try_acquire(id: i32) -> i32 {
+    crate::lock::try_acquire(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_list_add(node: *mut ListNode) -> i32 {
+    crate::klist::add(node)
+}
+
+extern "C" fn api_list_del(node: *mut ListNode) -> i32 {
+    crate::klist::del(node)
+}
+
 static API: ExtApi = ExtApi {
     version: EXT_API_VERSION,
     log: api_log,
@@ -469,4 +481,7 @@ static API: ExtApi = ExtApi {
     irq_disable: api_irq_disable,
     irq_restore: api_irq_restore,
     entropy: api_entropy,
+    lock_try_acquire: api_lock_try_acquire,
+    list_add: api_list_add,
+    list_del: api_list_del,
 };

@@ -59,6 +59,26 @@ pub fn acquire(id: i32) -> Result<(), i64> {
     }
 }
 
+/// Non-blocking acquire; a failure marks the caller as spinning on `id`.
+pub fn try_acquire(id: i32) -> Result<(), i64> {
+    let me = current_pid();
+    let l = get(id)?;
+    if l.state == LOCK_FREE {
+        l.state = LOCK_HELD;
+        l.owner = me;
+        l.acquired_tick = k().heartbeat;
+        l.acquisitions += 1;
+        if let Some(p) = crate::state::current() {
+            p.spinning_on = NONE;
+        }
+        return Ok(());
+    }
+    if let Some(p) = crate::state::current() {
+        p.spinning_on = id as u32;
+    }
+    Err(EBUSY)
+}
+
 pub fn release(id: i32) -> Result<(), i64> {
     let l = get(id)?;
     if l.state != LOCK_HELD || l.owner != current_pid() {

@@ -16,6 +16,7 @@ mod fd;
 mod hypercall;
 mod initramfs;
 mod ipc;
+mod klist;
 mod lock;
 mod mm;
 mod pipe;
@@ -108,6 +109,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     // SAFETY: the range was just reserved and is mapped by the physmap.
     unsafe { mm::heap::init(mm::phys_to_virt(heap_phys), mm::heap::HEAP_SIZE) };
     init_kernel_regions();
+    klist::init();
     initramfs::init(info.initramfs_phys, info.initramfs_len);
 
     let rc = hypercall::call(

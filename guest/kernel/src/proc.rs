@@ -197,6 +197,7 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     p.mem_pages = pages;
     p.syscall_nr = u64::MAX;
     p.cur_ext = NONE;
+    p.spinning_on = NONE;
     let base = a.path.rsplit(|&c| c == b'/').next().unwrap_or(a.path);
     let n = base.len().min(16);
     p.name[..n].copy_from_slice(&base[..n]);
