@@ -64,10 +64,14 @@ fn load_segment(pml4: u64, elf: &Elf, s: &crate::elf::Segment) -> KResult<u64> {
     let mut page = start & !(PAGE_SIZE - 1);
     while page < end {
         let frame = match paging::translate(pml4, page) {
-            Some((pa, _)) => {
-                // Shared with the previous segment: widen its permissions.
-                let merged = if flags & NX == 0 { flags & !NX } else { flags };
-                paging::map(pml4, page, pa, merged | W).map_err(|_| ENOMEM)?;
+            Some((pa, old)) => {
+                // Shared with the previous segment: the union of both
+                // segments' permissions (executable if either is).
+                let mut merged = (old | flags) & (U | W);
+                if old & NX != 0 && flags & NX != 0 {
+                    merged |= NX;
+                }
+                paging::map(pml4, page, pa, merged).map_err(|_| ENOMEM)?;
                 pa
             }
             None => {
