@@ -61,17 +61,27 @@ pub mod crashtest {
     /// Enables interrupts and spins forever in the kernel (system calls
     /// otherwise run with interrupts off), for the soft-lockup detector.
     pub const IOC_SOFT_LOCKUP: u64 = 108;
-    /// Takes the extension's kernel lock, then spins in ring 0 with
-    /// interrupts enabled trying to take it again (self-deadlock; the kernel
-    /// refuses recursive acquires, so this is a soft lockup with a lock
-    /// held).
+    /// Spins with interrupts disabled trying to take the extension's lock,
+    /// which another process holds (see [`IOC_HOLD_LOCK`]): a deadlock on a
+    /// kernel lock held by another process, found as a lockup.
     pub const IOC_DEADLOCK: u64 = 109;
     /// Switches to an unmapped stack and faults (#DF).
     pub const IOC_DOUBLE_FAULT: u64 = 110;
-    /// Corrupts a kernel-heap list and detects it on deletion (panic).
+    /// Frees a node still on the kernel's extension list, writes through
+    /// the stale pointer (use after free); the kernel's list checks catch it.
     pub const IOC_LIST_CORRUPTION: u64 = 111;
     /// Registers a timer whose callback reads address 0 (oops in irq).
     pub const IOC_TIMER_FAULT: u64 = 112;
+    /// Not a crash: takes the extension's lock and sleeps in the kernel
+    /// holding it, forever. The other half of [`IOC_DEADLOCK`].
+    pub const IOC_HOLD_LOCK: u64 = 50;
+    /// Loads an empty IDT and faults: the CPU cannot deliver the exception
+    /// nor the double fault, and shuts down (triple fault).
+    pub const IOC_TRIPLE_FAULT: u64 = 113;
+    /// Executes an SSE instruction in ring 0 (SSE is off in the kernel):
+    /// #UD on hardware, an emulation failure (KVM internal error) under
+    /// the emulated ring 0 of PLATFORM.md.
+    pub const IOC_EMULATION_FAILURE: u64 = 114;
 
     /// Every crash kind: (name for tools, ioctl, description).
     pub const KINDS: &[(&str, u64, &str)] = &[
@@ -84,7 +94,11 @@ pub mod crashtest {
         ("stack-overflow", IOC_STACK_OVERFLOW, "unbounded recursion"),
         ("hard-lockup", IOC_HARD_LOCKUP, "spin with interrupts off"),
         ("soft-lockup", IOC_SOFT_LOCKUP, "spin in the kernel"),
-        ("deadlock", IOC_DEADLOCK, "spin on a kernel lock we hold"),
+        (
+            "deadlock",
+            IOC_DEADLOCK,
+            "spin on a kernel lock another process holds",
+        ),
         (
             "double-fault",
             IOC_DOUBLE_FAULT,
@@ -93,12 +107,22 @@ pub mod crashtest {
         (
             "list-corruption",
             IOC_LIST_CORRUPTION,
-            "corrupt a list, BUG on delete",
+            "use after free of a kernel list node",
         ),
         (
             "timer-fault",
             IOC_TIMER_FAULT,
             "null read in a timer callback",
+        ),
+        (
+            "triple-fault",
+            IOC_TRIPLE_FAULT,
+            "fault with an empty IDT",
+        ),
+        (
+            "emulation-failure",
+            IOC_EMULATION_FAILURE,
+            "SSE in ring 0 (KVM internal error here)",
         ),
     ];
 

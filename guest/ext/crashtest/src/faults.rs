@@ -100,24 +100,30 @@ pub fn soft_lockup() -> ! {
     }
 }
 
-/// Takes `lock`, then spins (interrupts enabled) trying to take it again,
-/// as a driver that re-enters its own spinlock would. The kernel refuses
-/// the recursive acquire (EBUSY) instead of blocking, so the CPU spins in
-/// ring 0 forever with the lock held: a soft lockup whose diagnosis must
-/// find the lock and its owner.
-pub fn deadlock(lock: &KLock) -> i64 {
-    let first = lock.acquire_raw();
-    if first < 0 {
-        return i64::from(first);
+/// Takes `lock` and sleeps in the kernel holding it, forever: the holder
+/// half of the deadlock kind.
+pub fn hold_lock(lock: &KLock) -> i64 {
+    let r = lock.acquire_raw();
+    if r < 0 {
+        return i64::from(r);
     }
-    (api().irq_restore)(1);
-    while lock.acquire_raw() < 0 {
+    loop {
+        (api().sleep_ticks)(1000);
+    }
+}
+
+/// Spins with interrupts off on `lock`, held by another process that will
+/// never release it: a classic spinlock deadlock. The kernel records what
+/// we spin on, so the lockup is diagnosed as a deadlock.
+pub fn deadlock(lock: &KLock) -> ! {
+    (api().irq_disable)();
+    loop {
+        if (api().lock_try_acquire)(lock.id()) == 0 {
+            // The holder went away; this should not happen.
+            panic("crashtest: deadlock: the lock was released");
+        }
         core::hint::spin_loop();
     }
-    // Reached only if someone else released our lock for us.
-    (api().lock_release)(lock.id());
-    (api().lock_release)(lock.id());
-    0
 }
 
 pub fn double_fault() -> ! {
@@ -134,46 +140,50 @@ pub fn double_fault() -> ! {
     }
 }
 
-/// A doubly-linked list node in the kernel heap.
-#[repr(C)]
-struct Node {
-    next: *mut Node,
-    prev: *mut Node,
-}
-
-/// Builds a three-node list in the kernel heap, corrupts a link as a
-/// stray write would, then deletes a node with Linux's `list_del` checks,
-/// which find the corruption and panic (as `CONFIG_DEBUG_LIST` does).
+/// A use after free of a node on the kernel's extension list: the node is
+/// freed while still linked, then written through the stale pointer, as a
+/// driver that forgot to unregister would. The kernel checks its list
+/// (like Linux's CONFIG_DEBUG_LIST) on the next insertion and reports the
+/// corruption.
 pub fn list_corruption() -> ! {
-    let size = core::mem::size_of::<Node>();
-    let align = core::mem::align_of::<Node>();
-    let mut nodes = [core::ptr::null_mut::<Node>(); 3];
-    for n in &mut nodes {
-        *n = (api().alloc)(size, align).cast();
-        if n.is_null() {
-            panic("crashtest: list corruption: out of memory");
-        }
+    use lazarus_extsdk::abi::root::ListNode;
+    let size = core::mem::size_of::<ListNode>();
+    let align = 16;
+    let node: *mut ListNode = (api().alloc)(size, align).cast();
+    let other: *mut ListNode = (api().alloc)(size, align).cast();
+    if node.is_null() || other.is_null() {
+        panic("crashtest: list corruption: out of memory");
     }
-    let [a, b, c] = nodes;
-    // SAFETY: a, b and c are fresh, distinct, aligned Node-sized kernel
-    // allocations; the links only point among them. They are leaked: the
-    // kernel is about to panic.
+    // SAFETY: `node` is a fresh allocation of ListNode size; after it is
+    // freed we deliberately write to it: that use after free is the bug
+    // this crash kind models. `other` stays valid.
     unsafe {
-        a.write(Node { next: b, prev: c });
-        b.write(Node { next: c, prev: a });
-        c.write(Node { next: a, prev: b });
-        // The stray write: c's back link no longer points at b.
-        (*c).prev = black_box(UNMAPPED as *mut Node);
-        // list_del(b), with the debug checks.
-        let (next, prev) = ((*b).next, (*b).prev);
-        if (*next).prev != b {
-            panic("crashtest: list_del corruption: next->prev should be entry");
-        }
-        if (*prev).next != b {
-            panic("crashtest: list_del corruption: prev->next should be entry");
-        }
-        (*prev).next = next;
-        (*next).prev = prev;
+        node.write(ListNode::default());
+        (api().list_add)(node);
+        (api().free)(node.cast(), size, align);
+        core::ptr::write_bytes(node.cast::<u8>(), 0x6b, size);
+        other.write(ListNode::default());
+        (api().list_add)(other);
     }
     panic("crashtest: list corruption went undetected")
+}
+
+/// Loads an IDT of limit 0, then faults: no exception can be delivered.
+pub fn triple_fault() -> ! {
+    #[repr(C, packed)]
+    struct Idtr {
+        limit: u16,
+        base: u64,
+    }
+    let empty = Idtr { limit: 0, base: 0 };
+    // SAFETY: deliberately makes every exception undeliverable; the CPU
+    // shuts down. Nothing after this runs.
+    unsafe { asm!("cli", "lidt [{}]", "ud2", in(reg) &empty, options(noreturn)) }
+}
+
+/// `movq xmm0, rbx` as raw bytes: the kernel is built without SSE.
+pub fn emulation_failure() -> ! {
+    // SAFETY: deliberately executes an instruction the kernel never enables.
+    unsafe { asm!(".byte 0x66, 0x48, 0x0f, 0x6e, 0xc3", options(nostack, nomem)) };
+    panic("crashtest: SSE instruction ran in ring 0")
 }

@@ -13,13 +13,13 @@ use core::sync::atomic::{AtomicI32, Ordering};
 use lazarus_extsdk::abi::dev::crashtest::{
     IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT, IOC_GP, IOC_HARD_LOCKUP, IOC_LIST_CORRUPTION,
     IOC_NULL_READ, IOC_PANIC, IOC_PING, IOC_SOFT_LOCKUP, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT,
-    IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
+    IOC_EMULATION_FAILURE, IOC_HOLD_LOCK, IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
 };
 use lazarus_extsdk::errno::{EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
 use lazarus_extsdk::{declare_extension, klog, timer};
 
-/// Held twice by the deadlock kind.
+/// Held by one process and spun on by another in the deadlock kind.
 static LOCK: KLock = KLock::new();
 /// The faulting timer, if armed (-1 = none), removed on unload.
 static TIMER: AtomicI32 = AtomicI32::new(-1);
@@ -58,6 +58,9 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, _arg: u64) -> i64 {
         IOC_HARD_LOCKUP => faults::hard_lockup(),
         IOC_SOFT_LOCKUP => faults::soft_lockup(),
         IOC_DEADLOCK => faults::deadlock(&LOCK),
+        IOC_HOLD_LOCK => faults::hold_lock(&LOCK),
+        IOC_TRIPLE_FAULT => faults::triple_fault(),
+        IOC_EMULATION_FAILURE => faults::emulation_failure(),
         IOC_DOUBLE_FAULT => faults::double_fault(),
         IOC_LIST_CORRUPTION => faults::list_corruption(),
         IOC_TIMER_FAULT => {

@@ -9,7 +9,10 @@ extern crate alloc;
 use alloc::string::String;
 use core::fmt::Write;
 
-use lazarus_ulib::abi::dev::crashtest::{DEV, IOC_PING, KINDS, PING_REPLY, kind_by_name};
+use lazarus_ulib::abi::dev::crashtest::{
+    DEV, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PING, KINDS, PING_REPLY, kind_by_name,
+};
+use lazarus_ulib::process;
 use lazarus_ulib::io::{ioctl, open};
 use lazarus_ulib::{Args, Errno, entry, ext, print, println};
 
@@ -30,6 +33,8 @@ fn main(args: Args) -> i32 {
             return 0;
         }
         "ping" => IOC_PING,
+        // The lock holder of the deadlock kind (started by it, below).
+        "hold-lock" => IOC_HOLD_LOCK,
         _ => match kind_by_name(kind) {
             Some(cmd) => cmd,
             None => {
@@ -50,7 +55,16 @@ fn main(args: Args) -> i32 {
             return 1;
         }
     };
-    if cmd != IOC_PING {
+    if cmd == IOC_DEADLOCK {
+        // Another process must hold the lock first: it sleeps in the
+        // kernel holding it, and then we spin on it.
+        if let Err(e) = process::spawn("/bin/crash", &["hold-lock"], Default::default()) {
+            println!("crash: cannot start the lock holder: {e}");
+            return 1;
+        }
+        process::sleep_ms(200);
+    }
+    if cmd != IOC_PING && cmd != IOC_HOLD_LOCK {
         println!("crash: triggering {kind}");
     }
     match ioctl(fd, cmd, 0) {

@@ -34,6 +34,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("wait", "wait [PID]", "wait for background jobs (or one)"),
     ("kill", "kill PID", "terminate a process"),
     (
+        "crash",
+        "crash KIND | list",
+        "crash the kernel (in a new process) via /dev/crashtest",
+    ),
+    (
         "insmod",
         "insmod NAME",
         "load kernel extension /ext/NAME.ko",
@@ -135,6 +140,13 @@ impl Shell {
             "run" => self.jobs.run(args),
             "wait" => self.jobs.wait_command(args),
             "kill" => kill(args),
+            // The fault runs in a new short-lived process, so the shell
+            // is never the offender.
+            "crash" => {
+                let mut argv = alloc::vec!["crash"];
+                argv.extend_from_slice(args);
+                self.jobs.run(&argv);
+            }
             "insmod" => insmod(args),
             "rmmod" => rmmod(args),
             "kv" => self.kv.command(args),
