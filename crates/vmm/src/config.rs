@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// The KVM device to open.
     pub kvm_device: PathBuf,
+    /// Declare the guest hung when its heartbeat stops for this long
+    /// (`None` disables the watchdog).
+    pub watchdog: Option<Duration>,
 }
 
 impl VmConfig {
@@ -61,6 +64,7 @@ impl VmConfig {
             stop_at_milestone: None,
             timeout: None,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
+            watchdog: Some(crate::watchdog::DEFAULT_TIMEOUT),
         }
     }
 }

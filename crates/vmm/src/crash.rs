@@ -22,6 +22,13 @@ pub enum CrashKind {
     SystemEvent { kind: u32 },
     /// An exit the VMM does not know how to continue from.
     UnhandledExit { reason: String },
+    /// The watchdog saw the kernel's heartbeat stop (a hard lockup): the
+    /// vCPU was kicked out of the guest and its state captured.
+    Hang {
+        heartbeat: u64,
+        stalled_ms: u64,
+        cpu_ms: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for CrashKind {
@@ -43,6 +50,9 @@ impl std::fmt::Display for CrashKind {
             }
             CrashKind::SystemEvent { kind } => write!(f, "crash system event {kind}"),
             CrashKind::UnhandledExit { reason } => write!(f, "unhandled exit: {reason}"),
+            CrashKind::Hang { stalled_ms, .. } => {
+                write!(f, "hang: no kernel heartbeat for {stalled_ms} ms")
+            }
         }
     }
 }

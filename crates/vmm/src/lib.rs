@@ -45,6 +45,7 @@ pub mod serial;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
+pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};

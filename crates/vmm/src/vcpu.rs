@@ -48,6 +48,8 @@ pub enum VcpuEvent {
     Failed(Error),
     /// Someone asked the VM to stop (not from a vCPU).
     StopRequested,
+    /// The watchdog found the guest hung (not from a vCPU).
+    Hang(crate::watchdog::Stall),
 }
 
 /// An event and the vCPU it came from (`None`: from outside).

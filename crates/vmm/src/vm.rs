@@ -30,6 +30,7 @@ use crate::root::{RootError, read_root};
 use crate::serial::{SerialDevice, spawn_feeder};
 use crate::stats::{ExitCounts, ExitStats};
 use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, install_kick_handler, kick, spawn};
+use crate::watchdog::{Watchdog, thread_cpu_time};
 
 /// KVM needs three pages for the TSS of real-mode emulation on Intel; put
 /// them just below the BIOS area, far above any RAM we allow.
@@ -95,6 +96,7 @@ pub struct Vm {
     events_tx: Sender<Report>,
     events_rx: Receiver<Report>,
     timeout: Option<Duration>,
+    watchdog: Option<Duration>,
     created: Instant,
     layout: GuestLayout,
     mem: Arc<GuestRam>,
@@ -222,6 +224,7 @@ impl Vm {
             events_tx,
             events_rx,
             timeout: config.timeout,
+            watchdog: config.watchdog,
             created,
             layout,
             mem,
@@ -309,12 +312,19 @@ impl Vm {
         self.outcome(event)
     }
 
-    /// Waits for the first event that ends this run.
+    /// Waits for the first event that ends this run, watching the
+    /// kernel's heartbeat meanwhile.
     fn wait_for_event(
         &self,
         handles: &[(u32, JoinHandle<Vcpu>)],
         deadline: Option<Instant>,
     ) -> Result<Option<VcpuEvent>> {
+        use std::os::unix::thread::JoinHandleExt;
+        let mut watchdog = self.watchdog.map(Watchdog::new);
+        let boot_thread = handles.first().map(|(_, h)| h.as_pthread_t());
+        let poll = watchdog
+            .as_ref()
+            .map_or(LIVENESS_POLL, |w| w.poll_interval().min(LIVENESS_POLL));
         loop {
             let wait = match deadline {
                 Some(d) => {
@@ -322,9 +332,9 @@ impl Vm {
                     if left.is_zero() {
                         return Ok(None);
                     }
-                    left.min(LIVENESS_POLL)
+                    left.min(poll)
                 }
-                None => LIVENESS_POLL,
+                None => poll,
             };
             match self.events_rx.recv_timeout(wait) {
                 Ok(report) => {
@@ -341,6 +351,13 @@ impl Vm {
                         }
                         return Err(Error::VcpuPanicked(*id));
                     }
+                    if let Some(w) = watchdog.as_mut() {
+                        let cpu = boot_thread.and_then(thread_cpu_time);
+                        if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
+                            warn!(?stall, "watchdog: the kernel heartbeat stopped");
+                            return Ok(Some(VcpuEvent::Hang(stall)));
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Disconnected) => return Err(Error::NoOutcome),
             }
@@ -355,6 +372,21 @@ impl Vm {
             Some(VcpuEvent::Milestone(m)) => VmOutcome::MilestoneReached(m),
             Some(VcpuEvent::StopRequested) => VmOutcome::Stopped,
             Some(VcpuEvent::Failed(e)) => return Err(e),
+            Some(VcpuEvent::Hang(stall)) => {
+                // The vCPU threads are stopped: its state is the hang's.
+                let fd = self.vcpu_fd(0);
+                VmOutcome::Crash(Box::new(CrashInfo {
+                    kind: CrashKind::Hang {
+                        heartbeat: stall.heartbeat,
+                        stalled_ms: stall.wall.as_millis() as u64,
+                        cpu_ms: stall.cpu.map(|c| c.as_millis() as u64),
+                    },
+                    vcpu: 0,
+                    regs: fd.and_then(|f| f.get_regs().ok()),
+                    sregs: fd.and_then(|f| f.get_sregs().ok()),
+                    guest_record: None,
+                }))
+            }
             Some(VcpuEvent::Crash(mut info)) => {
                 if matches!(info.kind, CrashKind::GuestPanic { .. }) {
                     match self.kernel_root() {
