@@ -82,6 +82,30 @@ pub struct RunArgs {
     /// Give up after this many seconds (exit code 1).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    /// What to do when the guest kernel crashes. Every crash first gets a
+    /// dump, a diagnosis report and a crash-database entry.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnCrash::Reboot)]
+    pub on_crash: OnCrash,
+    /// Declare the guest hung when the kernel's heartbeat stops for this
+    /// many milliseconds (0 disables the watchdog).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub watchdog_ms: u64,
+    /// Where dumps, reports, symbols and the crash database go [default:
+    /// $LAZARUS_DATA_DIR, else $XDG_DATA_HOME/lazarus, else
+    /// ~/.local/share/lazarus].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Crash policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnCrash {
+    /// Stop with exit code 3 after saving the dump.
+    Halt,
+    /// Reboot the guest (all its state is lost) and report the downtime
+    /// from the crash to the shell prompt: the baseline resurrection is
+    /// measured against.
+    Reboot,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,15 @@
 //! `lazarus run`: boot the guest with its console on stdin/stdout.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
+use lazarus_crashdb::DataDir;
 use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
 
-use crate::cli::RunArgs;
+use crate::cli::{OnCrash, RunArgs};
+use crate::crash_handler::{CrashHandler, new_boot_id, print_result};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;
 
@@ -20,51 +23,104 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 .map_err(|_| failure(BAD_INPUT, format!("invalid --timeout {secs}")))?,
         ),
     };
+    let data = DataDir::resolve(args.data_dir.as_deref())
+        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+    let mut crashes = CrashHandler::new(&image, data)?;
     // One input queue for the whole session, so that input not yet read
     // by the guest survives a reboot.
     let input = ConsoleInput::stdin();
     let mut boots = 0u64;
-    loop {
+    // Set while rebooting after a crash: when the crash was detected.
+    let mut crashed_at: Option<Instant> = None;
+    let result = loop {
         boots += 1;
         let mut config = image.config(&args.image);
         config.vcpus = args.vcpus;
         config.console_out = ConsoleOutput::Stdout;
         config.console_in = input.clone();
         config.timeout = timeout;
+        config.watchdog = (args.watchdog_ms > 0).then(|| Duration::from_millis(args.watchdog_ms));
         let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
-        let outcome = vm.run().context("running the guest")?;
-        // Make sure everything the guest printed is out before we talk.
-        let _ = std::io::stdout().flush();
-        tracing::info!(
-            exits = vm.exit_counts().total(),
-            ?outcome,
-            "guest run {boots} ended"
-        );
-        match outcome {
-            VmOutcome::PowerOff(status) => return Ok(exit_status(status)),
-            VmOutcome::RebootRequested => {
-                eprintln!("lazarus: the guest asked for a reboot; restarting it");
-            }
-            VmOutcome::Crash(info) => {
-                return Err(failure(
-                    CRASHED,
-                    format!("the guest crashed: {}", info.summary()),
-                ));
-            }
-            VmOutcome::TimedOut => {
-                return Err(failure(
-                    INTERNAL,
-                    format!(
-                        "the guest did not finish within --timeout ({})",
-                        where_is_the_guest(&vm)
-                    ),
-                ));
-            }
-            VmOutcome::MilestoneReached(_) | VmOutcome::Stopped => {
-                return Err(failure(INTERNAL, "the VM stopped unexpectedly"));
-            }
+        let boot_id = new_boot_id();
+        if crashed_at.is_some() {
+            vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
         }
-    }
+        let next = loop {
+            let outcome = vm.run().context("running the guest")?;
+            // Make sure everything the guest printed is out before we talk.
+            let _ = std::io::stdout().flush();
+            crashes.report_finished();
+            tracing::info!(
+                exits = vm.exit_counts().total(),
+                ?outcome,
+                "guest run {boots} ended"
+            );
+            match outcome {
+                VmOutcome::MilestoneReached(_) if crashed_at.is_some() => {
+                    if let Some(t0) = crashed_at.take() {
+                        eprintln!(
+                            "lazarus: rebooted after the crash: {:.1} ms from crash to shell prompt; \
+                             every process and all guest state were lost",
+                            t0.elapsed().as_secs_f64() * 1e3
+                        );
+                    }
+                    vm.set_stop_milestone(None);
+                }
+                VmOutcome::PowerOff(status) => break Ok(Some(exit_status(status))),
+                VmOutcome::RebootRequested => {
+                    eprintln!("lazarus: the guest asked for a reboot; restarting it");
+                    break Ok(None);
+                }
+                VmOutcome::Crash(info) => {
+                    let action = match args.on_crash {
+                        OnCrash::Halt => "halt",
+                        OnCrash::Reboot => "reboot",
+                    };
+                    eprintln!("lazarus: the guest crashed: {}", info.summary());
+                    let captured = crashes.capture(&vm, &info, &boot_id, action);
+                    match args.on_crash {
+                        OnCrash::Halt => {
+                            let r = crashes.persist(captured);
+                            if let Ok(p) = &r {
+                                eprint!("{}", p.text);
+                            }
+                            print_result(&r);
+                            break Err(failure(
+                                CRASHED,
+                                format!("the guest crashed: {}", info.summary()),
+                            ));
+                        }
+                        OnCrash::Reboot => {
+                            // The dump is written while the guest reboots.
+                            crashes.persist_in_background(captured);
+                            crashed_at = Some(info.detected_at);
+                            eprintln!("lazarus: rebooting the guest");
+                            break Ok(None);
+                        }
+                    }
+                }
+                VmOutcome::TimedOut => {
+                    break Err(failure(
+                        INTERNAL,
+                        format!(
+                            "the guest did not finish within --timeout ({})",
+                            where_is_the_guest(&vm)
+                        ),
+                    ));
+                }
+                VmOutcome::MilestoneReached(_) | VmOutcome::Stopped => {
+                    break Err(failure(INTERNAL, "the VM stopped unexpectedly"));
+                }
+            }
+        };
+        match next {
+            Ok(None) => continue,
+            Ok(Some(code)) => break Ok(code),
+            Err(e) => break Err(e),
+        }
+    };
+    crashes.finish();
+    result
 }
 
 /// The process exit code for a guest power-off status: the low 8 bits,

@@ -68,6 +68,8 @@ pub struct CrashInfo {
     pub sregs: Option<kvm_sregs>,
     /// The kernel's own crash record (pvpanic crashes with a registered root).
     pub guest_record: Option<CrashRecord>,
+    /// When the hypervisor detected it (downtime is measured from here).
+    pub detected_at: std::time::Instant,
 }
 
 impl CrashInfo {
@@ -136,6 +138,7 @@ mod tests {
             }),
             sregs: None,
             guest_record: Some(rec),
+            detected_at: std::time::Instant::now(),
         };
         let s = info.summary();
         assert!(s.contains("oops"), "{s}");

@@ -66,8 +66,9 @@ pub struct VcpuContext {
     pub stop: Arc<AtomicBool>,
     /// Set when the guest reports any milestone (it is up; input may flow).
     pub guest_ready: Arc<AtomicBool>,
-    /// Leave the loop when this milestone is reached.
-    pub stop_at_milestone: Option<u64>,
+    /// Leave the loop when this milestone is reached (0: none). Atomic so
+    /// that it can change between runs of the same VM.
+    pub stop_at_milestone: std::sync::atomic::AtomicU64,
 }
 
 thread_local! {
@@ -264,7 +265,7 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
         HcAction::Milestone(m) => {
             ctx.guest_ready.store(true, Ordering::Release);
-            if ctx.stop_at_milestone == Some(m) {
+            if m != 0 && ctx.stop_at_milestone.load(Ordering::Acquire) == m {
                 info!(milestone = m, "stop milestone reached");
                 Flow::Event(VcpuEvent::Milestone(m))
             } else {
@@ -306,5 +307,6 @@ fn crash_event(vcpu: &Vcpu, kind: CrashKind) -> VcpuEvent {
         regs,
         sregs,
         guest_record: None,
+        detected_at: std::time::Instant::now(),
     }))
 }

@@ -199,7 +199,7 @@ impl Vm {
             },
             stop: Arc::new(AtomicBool::new(false)),
             guest_ready: Arc::new(AtomicBool::new(false)),
-            stop_at_milestone: config.stop_at_milestone,
+            stop_at_milestone: std::sync::atomic::AtomicU64::new(config.stop_at_milestone.unwrap_or(0)),
         });
         let (events_tx, events_rx) = channel();
         info!(
@@ -385,6 +385,7 @@ impl Vm {
                     regs: fd.and_then(|f| f.get_regs().ok()),
                     sregs: fd.and_then(|f| f.get_sregs().ok()),
                     guest_record: None,
+                    detected_at: std::time::Instant::now(),
                 }))
             }
             Some(VcpuEvent::Crash(mut info)) => {
@@ -398,6 +399,14 @@ impl Vm {
                 VmOutcome::Crash(info)
             }
         })
+    }
+
+    /// Makes [`Vm::run`] return when the guest reports `milestone` (or
+    /// never, with `None`), e.g. to time a reboot and then keep running.
+    pub fn set_stop_milestone(&self, milestone: Option<u64>) {
+        self.ctx
+            .stop_at_milestone
+            .store(milestone.unwrap_or(0), Ordering::Release);
     }
 
     /// A handle that stops [`Vm::run`] from another thread.

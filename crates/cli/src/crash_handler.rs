@@ -1,0 +1,284 @@
+//! What `lazarus run` does with a crash: capture the guest (fast, while it
+//! is stopped), then write the ELF core dump, diagnose it, store the report
+//! and index it in the crash database (slow, so it can run in the
+//! background while the guest is brought back).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use lazarus_abi::root::{EXT_FREE, KernelRoot};
+use lazarus_crashdb::{DataDir, NewCrash};
+use lazarus_dump::{CrashNote, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState};
+use lazarus_symbols::SymbolStore;
+use lazarus_vmm::kvm_bindings::{kvm_regs, kvm_sregs};
+use lazarus_vmm::{CrashInfo, CrashKind, Vm};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::image::BootImage;
+
+/// Everything needed to write a dump, taken while the guest is stopped.
+pub struct Captured {
+    pub note: CrashNote,
+    pub ram: Vec<u8>,
+    pub action: &'static str,
+}
+
+/// Where a crash ended up.
+#[derive(Debug, Clone)]
+pub struct Persisted {
+    pub dump: PathBuf,
+    pub report_json: PathBuf,
+    pub signature: String,
+    pub title: String,
+    pub text: String,
+}
+
+pub struct CrashHandler {
+    data: DataDir,
+    symbols: SymbolStore,
+    kernel_build_id: Option<String>,
+    /// Extension name -> build id, from the initramfs.
+    ext_build_ids: HashMap<String, String>,
+    background: Vec<JoinHandle<()>>,
+    results_tx: Sender<anyhow::Result<Persisted>>,
+    results_rx: Receiver<anyhow::Result<Persisted>>,
+}
+
+impl CrashHandler {
+    /// Stores the image's kernel and extensions in the symbol store, so
+    /// that any dump of this boot can be symbolized offline by build id.
+    pub fn new(image: &BootImage, data: DataDir) -> anyhow::Result<Self> {
+        data.ensure()
+            .with_context(|| format!("data directory {}", data.root().display()))?;
+        let symbols = SymbolStore::new(data.symbols_dir());
+        let kernel_build_id = symbols.add(&image.kernel, "kernel").ok();
+        let mut ext_build_ids = HashMap::new();
+        for (name, bytes) in crate::initramfs::extensions(&image.initramfs) {
+            if let Ok(id) = symbols.add(&bytes, &name) {
+                ext_build_ids.insert(name, id);
+            }
+        }
+        let (results_tx, results_rx) = channel();
+        Ok(Self {
+            data,
+            symbols,
+            kernel_build_id,
+            ext_build_ids,
+            background: Vec::new(),
+            results_tx,
+            results_rx,
+        })
+    }
+
+    /// Takes the guest's memory and state. The VM must be stopped.
+    pub fn capture(&self, vm: &Vm, info: &CrashInfo, boot_id: &str, action: &'static str) -> Captured {
+        let mem = vm.memory();
+        let size = vm.layout().mem_size as usize;
+        let mut ram = vec![0u8; size];
+        if let Err(e) = mem.read_slice(&mut ram, GuestAddress(0)) {
+            tracing::warn!("copying guest memory for the dump: {e}");
+        }
+        let root = vm.kernel_root().ok();
+        let mut vcpus = Vec::new();
+        for id in 0..vm.layout().vcpus {
+            let (regs, sregs) = match vm.vcpu_fd(id) {
+                Some(fd) => (fd.get_regs().ok(), fd.get_sregs().ok()),
+                None => (None, None),
+            };
+            // The crashed vCPU's state was captured at the exit.
+            let (regs, sregs) = if id == info.vcpu {
+                (info.regs.or(regs), info.sregs.or(sregs))
+            } else {
+                (regs, sregs)
+            };
+            vcpus.push(VcpuState { id, regs: to_regs(regs.as_ref(), sregs.as_ref()) });
+        }
+        let note = CrashNote {
+            format_version: 1,
+            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
+            time_unix_ms: unix_ms(),
+            boot_id: boot_id.to_string(),
+            detector: detector(&info.kind).to_string(),
+            detail: info.summary(),
+            crashed_vcpu: info.vcpu,
+            root_gpa: vm.root_gpa(),
+            kernel_build_id: self.kernel_build_id.clone(),
+            extensions: root.as_deref().map(|r| self.extensions(r)).unwrap_or_default(),
+            guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+            vcpus,
+        };
+        Captured { note, ram, action }
+    }
+
+    fn extensions(&self, root: &KernelRoot) -> Vec<ExtLoad> {
+        root.exts
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.state != EXT_FREE)
+            .map(|(slot, e)| {
+                let name = lazarus_abi::name_str(&e.name).to_string();
+                ExtLoad {
+                    slot: slot as u32,
+                    build_id: self.ext_build_ids.get(&name).cloned(),
+                    name,
+                    base: e.base,
+                    size: e.size,
+                    text_start: e.text_start,
+                    text_end: e.text_end,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes the dump, diagnoses it and records it, now.
+    pub fn persist(&self, c: Captured) -> anyhow::Result<Persisted> {
+        persist(&self.data, &self.symbols, c)
+    }
+
+    /// The same in a background thread; results are printed as they come
+    /// (see [`CrashHandler::report_finished`]).
+    pub fn persist_in_background(&mut self, c: Captured) {
+        let data = self.data.clone();
+        let symbols = SymbolStore::new(self.data.symbols_dir());
+        let tx = self.results_tx.clone();
+        self.background.push(std::thread::spawn(move || {
+            let _ = tx.send(persist(&data, &symbols, c));
+        }));
+    }
+
+    /// Prints one line for every background dump finished so far.
+    pub fn report_finished(&self) {
+        while let Ok(r) = self.results_rx.try_recv() {
+            print_result(&r);
+        }
+    }
+
+    /// Waits for background work (before the process exits).
+    pub fn finish(&mut self) {
+        for h in self.background.drain(..) {
+            let _ = h.join();
+        }
+        self.report_finished();
+    }
+}
+
+pub fn print_result(r: &anyhow::Result<Persisted>) {
+    match r {
+        Ok(p) => eprintln!(
+            "lazarus: crash {}: {}; dump {}; report {}",
+            p.signature,
+            p.title,
+            p.dump.display(),
+            p.report_json.display()
+        ),
+        Err(e) => eprintln!("lazarus: warning: could not save the crash: {e:#}"),
+    }
+}
+
+fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result<Persisted> {
+    let stem = format!(
+        "{}-{}-{}",
+        c.note.time_unix_ms,
+        c.note.boot_id,
+        c.note.detector.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+    );
+    let dump = data.dumps_dir().join(format!("{stem}.core"));
+    let input = DumpInput { ram: &c.ram, note: c.note.clone() };
+    lazarus_dump::write_core(&dump, &input).with_context(|| format!("writing {}", dump.display()))?;
+    drop(input);
+    drop(c.ram);
+    let parsed = lazarus_dump::Dump::open(&dump).with_context(|| format!("reading back {}", dump.display()))?;
+    let report = lazarus_diagnose::diagnose(&parsed, symbols).context("diagnosing the dump")?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let report_json = data.reports_dir().join(format!("{stem}.json"));
+    std::fs::write(&report_json, &json).with_context(|| format!("writing {}", report_json.display()))?;
+    let text = report.render_text();
+    let _ = std::fs::write(data.reports_dir().join(format!("{stem}.txt")), &text);
+    let new = NewCrash {
+        signature: report.signature.clone(),
+        kind: report.kind.clone(),
+        title: report.title.clone(),
+        time_unix_ms: c.note.time_unix_ms,
+        boot_id: c.note.boot_id.clone(),
+        extension: report.extension.as_ref().map(|e| e.name.clone()),
+        process: report.process.as_ref().map(|p| format!("pid {} ({})", p.pid, p.name)),
+        action: c.action.to_string(),
+        dump_path: Some(dump.clone()),
+        report_json: json,
+    };
+    lazarus_crashdb::record_report(data, &new).context("recording the crash in the database")?;
+    Ok(Persisted { dump, report_json, signature: report.signature, title: report.title, text })
+}
+
+fn detector(kind: &CrashKind) -> &'static str {
+    match kind {
+        CrashKind::GuestPanic { .. } => "pvpanic",
+        CrashKind::TripleFault => "triple-fault",
+        CrashKind::InternalError { .. } => "kvm-internal-error",
+        CrashKind::EntryFailure { .. } => "entry-failure",
+        CrashKind::Hang { .. } => "watchdog",
+        CrashKind::SystemEvent { .. } | CrashKind::UnhandledExit { .. } => "other",
+    }
+}
+
+fn to_regs(r: Option<&kvm_regs>, s: Option<&kvm_sregs>) -> Regs {
+    let mut out = Regs::default();
+    if let Some(r) = r {
+        out.rax = r.rax;
+        out.rbx = r.rbx;
+        out.rcx = r.rcx;
+        out.rdx = r.rdx;
+        out.rsi = r.rsi;
+        out.rdi = r.rdi;
+        out.rbp = r.rbp;
+        out.rsp = r.rsp;
+        out.r8 = r.r8;
+        out.r9 = r.r9;
+        out.r10 = r.r10;
+        out.r11 = r.r11;
+        out.r12 = r.r12;
+        out.r13 = r.r13;
+        out.r14 = r.r14;
+        out.r15 = r.r15;
+        out.rip = r.rip;
+        out.rflags = r.rflags;
+    }
+    if let Some(s) = s {
+        out.cs = u64::from(s.cs.selector);
+        out.ss = u64::from(s.ss.selector);
+        out.ds = u64::from(s.ds.selector);
+        out.es = u64::from(s.es.selector);
+        out.fs = u64::from(s.fs.selector);
+        out.gs = u64::from(s.gs.selector);
+        out.fs_base = s.fs.base;
+        out.gs_base = s.gs.base;
+        out.cr0 = s.cr0;
+        out.cr2 = s.cr2;
+        out.cr3 = s.cr3;
+        out.cr4 = s.cr4;
+        out.efer = s.efer;
+    }
+    out
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random id for one boot of the guest.
+pub fn new_boot_id() -> String {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        b = unix_ms().to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
