@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,16 +16,34 @@ use lazarus_crashdb::{DataDir, NewCrash};
 use lazarus_dump::{CrashNote, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState};
 use lazarus_symbols::SymbolStore;
 use lazarus_vmm::kvm_bindings::{kvm_regs, kvm_sregs};
+use lazarus_vmm::memory::GuestRam;
 use lazarus_vmm::{CrashInfo, CrashKind, Vm};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::image::BootImage;
 
 /// Everything needed to write a dump, taken while the guest is stopped.
 pub struct Captured {
     pub note: CrashNote,
-    pub ram: Vec<u8>,
+    /// The crashed VM's RAM itself (not a copy): nothing runs in it any
+    /// more, and holding it costs nothing while a new VM boots.
+    pub ram: Arc<GuestRam>,
+    pub ram_size: usize,
     pub action: &'static str,
+}
+
+/// Guest RAM as one byte slice.
+fn ram_bytes(ram: &GuestRam, size: usize) -> anyhow::Result<&[u8]> {
+    let host = ram
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| anyhow::anyhow!("guest RAM has no host mapping: {e}"))?;
+    ram.check_range(GuestAddress(0), size)
+        .then_some(())
+        .ok_or_else(|| anyhow::anyhow!("guest RAM is not {size} contiguous bytes"))?;
+    // SAFETY: `check_range` confirmed [0, size) is one mapped region of
+    // `ram`, which the caller's borrow keeps alive; the guest that could
+    // write it is stopped for good.
+    Ok(unsafe { std::slice::from_raw_parts(host, size) })
 }
 
 /// Where a crash ended up.
@@ -76,12 +95,6 @@ impl CrashHandler {
 
     /// Takes the guest's memory and state. The VM must be stopped.
     pub fn capture(&self, vm: &Vm, info: &CrashInfo, boot_id: &str, action: &'static str) -> Captured {
-        let mem = vm.memory();
-        let size = vm.layout().mem_size as usize;
-        let mut ram = vec![0u8; size];
-        if let Err(e) = mem.read_slice(&mut ram, GuestAddress(0)) {
-            tracing::warn!("copying guest memory for the dump: {e}");
-        }
         let root = vm.kernel_root().ok();
         let mut vcpus = Vec::new();
         for id in 0..vm.layout().vcpus {
@@ -111,7 +124,12 @@ impl CrashHandler {
             guest_record: info.guest_record.as_ref().map(GuestRecord::from),
             vcpus,
         };
-        Captured { note, ram, action }
+        Captured {
+            note,
+            ram: vm.memory_arc(),
+            ram_size: vm.layout().mem_size as usize,
+            action,
+        }
     }
 
     fn extensions(&self, root: &KernelRoot) -> Vec<ExtLoad> {
@@ -187,7 +205,10 @@ fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result
         c.note.detector.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
     );
     let dump = data.dumps_dir().join(format!("{stem}.core"));
-    let input = DumpInput { ram: &c.ram, note: c.note.clone() };
+    let input = DumpInput {
+        ram: ram_bytes(&c.ram, c.ram_size)?,
+        note: c.note.clone(),
+    };
     lazarus_dump::write_core(&dump, &input).with_context(|| format!("writing {}", dump.display()))?;
     drop(input);
     drop(c.ram);

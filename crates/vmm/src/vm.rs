@@ -457,6 +457,12 @@ impl Vm {
         &self.mem
     }
 
+    /// A shared handle on guest RAM that outlives the VM: after a crash,
+    /// the dump can be written from it while a new VM boots.
+    pub fn memory_arc(&self) -> Arc<GuestRam> {
+        self.mem.clone()
+    }
+
     /// Where the kernel and initramfs were placed.
     pub fn layout(&self) -> &GuestLayout {
         &self.layout

@@ -47,24 +47,30 @@ impl Guest {
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lazarus run");
-        let mut stdout = child.stdout.take().expect("stdout");
+        // The hypervisor's own messages (stderr) join the console output
+        // in one transcript.
         let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match stdout.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(buf[..n].to_vec()).is_err() {
-                            break;
+        let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for mut stream in [stdout, stderr] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send(buf[..n].to_vec()).is_err() {
+                                break;
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        }
         let stdin = child.stdin.take();
         let mut g = Guest {
             child,
