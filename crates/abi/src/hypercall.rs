@@ -29,6 +29,10 @@ pub const HC_CONSOLE_WRITE: u64 = 5;
 /// args: [milestone]. Marks boot progress for measurement.
 pub const HC_MILESTONE: u64 = 6;
 
+/// args: [recovery count]. The kernel is about to return to a user
+/// process for the first time since a repair: resurrection latency ends.
+pub const HC_RECOVERED: u64 = 7;
+
 /// Largest single [`HC_CONSOLE_WRITE`].
 pub const CONSOLE_WRITE_MAX: u64 = 64 * 1024;
 

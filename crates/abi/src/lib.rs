@@ -11,6 +11,7 @@ pub mod dev;
 pub mod ext;
 pub mod hypercall;
 pub mod layout;
+pub mod repair;
 pub mod root;
 pub mod syscall;
 pub mod trap;

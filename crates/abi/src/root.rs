@@ -326,8 +326,17 @@ pub struct KernelRoot {
     /// Kernel text range (virtual), for code checksums.
     pub kernel_text_start: u64,
     pub kernel_text_end: u64,
-    /// Kernel entry point that resumes scheduling after a repair.
+    /// Kernel entry point that resumes scheduling after a repair, and the
+    /// stack it starts on (the boot/idle stack, abandoned at a crash).
     pub recovery_entry: u64,
+    pub recovery_stack: u64,
+    /// Where a fresh kernel context "returns" to restart a process from
+    /// its user-mode trap frame (the repair program builds such contexts).
+    pub trap_return: u64,
+    /// The IDT and the table of entry stubs it is built from, so the
+    /// repair program can rebuild a corrupted IDT.
+    pub idt: u64,
+    pub isr_table: u64,
     pub next_pid: u32,
     pub runq_head: u32,
     pub runq_len: u32,
@@ -348,6 +357,41 @@ pub struct KernelRoot {
     pub ext_list: ListNode,
     pub mem: MemStats,
     pub crash: CrashRecord,
+    pub recovery: RecoveryLog,
+}
+
+pub const MAX_RECOVERIES: usize = 16;
+
+/// One resurrection, appended by the repair program; the hypervisor fills
+/// in the latency once the first user process runs again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RecoveryRecord {
+    pub seq: u64,
+    pub tick: u64,
+    /// Crash exit to the first user instruction, in nanoseconds (0 until
+    /// known).
+    pub latency_ns: u64,
+    pub pid: u32,
+    pub ext: u32,
+    /// `lazarus_abi::repair` diagnosis kind (a `KIND_*`).
+    pub kind: u32,
+    pub code_bytes_restored: u32,
+    pub name: [u8; 16],
+    pub ext_name: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RecoveryLog {
+    /// Recoveries so far; record `i` is at `records[i % MAX_RECOVERIES]`.
+    pub count: u64,
+    /// Extension slots (bit per slot) whose init must run again.
+    pub pending_reinit: u32,
+    /// Set by the repair; the kernel reports to the hypervisor (and
+    /// clears it) just before it returns to a user process.
+    pub awaiting_user: u32,
+    pub records: [RecoveryRecord; MAX_RECOVERIES],
 }
 
 impl KernelRoot {

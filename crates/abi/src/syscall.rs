@@ -65,6 +65,8 @@ pub const SYS_UPTIME: u64 = 22;
 pub const SYS_KILL: u64 = 23;
 /// (fd) -> new fd referring to the same object.
 pub const SYS_DUP: u64 = 24;
+/// (*mut RecoveryRecord, max) -> count, most recent last.
+pub const SYS_RECOVERIES: u64 = 25;
 
 pub const IPC_MSG_MAX: usize = 240;
 pub const PATH_MAX: usize = 64;
