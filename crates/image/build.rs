@@ -61,7 +61,7 @@ fn main() {
         },
         Group {
             name: "user",
-            packages: vec!["lazarus-user".into()],
+            packages: vec!["lazarus-user".into(), "lazarus-repair".into()],
             rustflags: "-C relocation-model=static -C code-model=small",
             debug: "0",
         },
@@ -90,6 +90,9 @@ fn main() {
 
     let kernel = bin("kernel", "lazarus-kernel");
     copy(&kernel, &out.join("kernel.elf"));
+    // The repair program is not in the initramfs: the hypervisor keeps it
+    // in the hidden repair image.
+    copy(&bin("user", "lazarus-repair"), &out.join("repair.elf"));
 
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for b in USER_BINS {

@@ -114,11 +114,7 @@ pub mod crashtest {
             IOC_TIMER_FAULT,
             "null read in a timer callback",
         ),
-        (
-            "triple-fault",
-            IOC_TRIPLE_FAULT,
-            "fault with an empty IDT",
-        ),
+        ("triple-fault", IOC_TRIPLE_FAULT, "fault with an empty IDT"),
         (
             "emulation-failure",
             IOC_EMULATION_FAILURE,

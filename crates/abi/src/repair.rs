@@ -218,8 +218,13 @@ mod tests {
     #[test]
     fn layout_fits() {
         assert!(INPUT_OFFSET as usize >= core::mem::size_of::<RepairHeader>());
-        assert!(INPUT_OFFSET as usize + core::mem::size_of::<RepairInput>() <= PLAN_OFFSET as usize);
-        assert!(PLAN_OFFSET as usize + core::mem::size_of::<ResumePlan>() <= PAGE_TABLES_OFFSET as usize);
+        assert!(
+            INPUT_OFFSET as usize + core::mem::size_of::<RepairInput>() <= PLAN_OFFSET as usize
+        );
+        assert!(
+            PLAN_OFFSET as usize + core::mem::size_of::<ResumePlan>()
+                <= PAGE_TABLES_OFFSET as usize
+        );
         assert!(STACK_OFFSET >= PAGE_TABLES_OFFSET + PAGE_TABLES_SIZE);
         assert!(PROGRAM_OFFSET >= STACK_OFFSET + STACK_SIZE);
         assert!(PRISTINE_OFFSET >= PROGRAM_OFFSET + PROGRAM_MAX);

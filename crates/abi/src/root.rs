@@ -173,8 +173,8 @@ pub struct ExtSlot {
     pub text_end: u64,
     /// Virtual address of its `ExtDescriptor`.
     pub descriptor: u64,
-    /// Link-time virtual address the module was built for (0 for PIE).
-    pub link_base: u64,
+    /// Entry point (returns the descriptor), run again after a reset.
+    pub entry: u64,
 }
 
 #[repr(C)]

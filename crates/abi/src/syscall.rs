@@ -76,6 +76,9 @@ pub mod errno {
     pub const EPERM: i64 = 1;
     pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
+    /// A system call aborted by a kernel repair (the extension it was in
+    /// was reset); the caller may retry.
+    pub const EINTR: i64 = 4;
     pub const EIO: i64 = 5;
     pub const E2BIG: i64 = 7;
     pub const ENOEXEC: i64 = 8;
@@ -99,6 +102,7 @@ pub mod errno {
             EPERM => "operation not permitted",
             ENOENT => "no such file",
             ESRCH => "no such process",
+            EINTR => "interrupted by a kernel repair",
             EIO => "I/O error",
             E2BIG => "argument too long",
             ENOEXEC => "not an executable",

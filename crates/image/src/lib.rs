@@ -9,3 +9,6 @@ pub const INITRAMFS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/initramfs
 pub const KERNEL_ELF_PATH: &str = concat!(env!("OUT_DIR"), "/kernel.elf");
 /// Where the initramfs sits on disk.
 pub const INITRAMFS_PATH: &str = concat!(env!("OUT_DIR"), "/initramfs.cpio");
+/// The repair program of the hidden repair image (a static ring-3 ELF
+/// linked at `lazarus_abi::repair::PROGRAM_VA`).
+pub const REPAIR_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/repair.elf"));

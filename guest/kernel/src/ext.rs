@@ -113,7 +113,12 @@ pub fn load(name: &[u8]) -> KResult<u64> {
     let fail = |err: i64| {
         unmap_image(slot, size);
         let e = &mut k().exts[slot];
+        let announced = e.base != 0;
         e.state = EXT_FREE;
+        e.base = 0;
+        if announced {
+            crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, slot as u64, 0, 0, 0]);
+        }
         err
     };
 
@@ -161,11 +166,15 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         e.text_start = base + text_lo;
         e.text_end = base + text_hi;
         e.load_count += 1;
-        e.link_base = 0;
         let n = name.len().min(16);
         e.name = [0; 16];
         e.name[..n].copy_from_slice(&name[..n]);
     }
+    k().exts[slot].entry = base + elf.entry;
+    // The image is relocated and its init has not run: this is the
+    // pristine state a reset restores, so the hypervisor snapshots it now
+    // (and refreshes its repair image).
+    crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_LOADED, slot as u64, 0, 0, 0]);
     // SAFETY: the entry point is inside the image; it is the extension's
     // `extern "C" fn() -> *const ExtDescriptor`.
     let entry: extern "C" fn() -> u64 = unsafe { core::mem::transmute(base + elf.entry) };
@@ -192,8 +201,27 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         return Err(fail(if rc < 0 { -(rc as i64) } else { EIO }));
     }
     k().exts[slot].state = EXT_LIVE;
-    crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_LOADED, slot as u64, 0, 0, 0]);
     Ok(slot as u64)
+}
+
+/// Runs a reset extension's entry and init again (its image was restored
+/// to the pristine, pre-init state by the repair). On failure it stays
+/// loaded but disabled.
+pub fn reinit(slot: usize) {
+    let e = k().exts[slot];
+    if e.base == 0 || e.entry < e.base || e.entry >= e.base + e.size {
+        return;
+    }
+    // SAFETY: the entry point was validated at load and the code was just
+    // restored from the pristine copy.
+    let entry: extern "C" fn() -> u64 = unsafe { core::mem::transmute(e.entry) };
+    let desc = entry();
+    let ok = desc == e.descriptor && {
+        // SAFETY: same descriptor address the loader validated.
+        let d = unsafe { &*(desc as *const ExtDescriptor) };
+        d.magic == EXT_MAGIC && (d.init)(&API) == 0
+    };
+    k().exts[slot].state = if ok { EXT_LIVE } else { EXT_DISABLED };
 }
 
 fn cleanup_ext_objects(slot: usize) {

@@ -5,7 +5,7 @@
 
 use crate::crash;
 use crate::state::k;
-use lazarus_abi::root::{ListNode, CRASH_LIST_CORRUPTION};
+use lazarus_abi::root::{CRASH_LIST_CORRUPTION, ListNode};
 use lazarus_abi::syscall::errno::EINVAL;
 
 fn head() -> *mut ListNode {
@@ -20,7 +20,8 @@ pub fn init() {
 /// Nodes must be the head or 16-byte-aligned kernel heap memory.
 fn valid(p: u64) -> bool {
     let m = &k().mem;
-    p == head() as u64 || (p >= m.heap_start && p + 16 <= m.heap_start + m.heap_size && p.is_multiple_of(8))
+    p == head() as u64
+        || (p >= m.heap_start && p + 16 <= m.heap_start + m.heap_size && p.is_multiple_of(8))
 }
 
 fn corrupted(what: &[u8]) -> ! {

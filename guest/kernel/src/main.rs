@@ -21,6 +21,7 @@ mod lock;
 mod mm;
 mod pipe;
 mod proc;
+mod recovery;
 mod sched;
 mod state;
 mod syscall;
@@ -85,6 +86,11 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     // Linker-script symbols: only their addresses are used.
     r.kernel_text_start = &raw const __text_start as u64;
     r.kernel_text_end = &raw const __text_end as u64;
+    r.recovery_entry = recovery::recovery_entry as *const () as u64;
+    r.recovery_stack = (&raw const BOOT_STACK as u64) + BOOT_STACK_SIZE as u64;
+    r.trap_return = arch::idt::trap_return_addr();
+    r.idt = arch::idt::idt_addr();
+    r.isr_table = arch::idt::isr_table_addr();
     for c in r.cpus.iter_mut() {
         c.irq_ext = NONE;
     }

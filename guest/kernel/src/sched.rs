@@ -180,6 +180,12 @@ fn switch_to(next: Option<u32>) {
                 // SAFETY: every process PML4 shares the kernel half.
                 unsafe { cpu::write_cr3(cr3) };
             }
+            // A context built from scratch (new process, or restarted by a
+            // repair) "returns" straight into trap_return, i.e. to user mode.
+            // SAFETY: `rsp` points at a saved context of 7 words.
+            if unsafe { ((rsp + 48) as *const u64).read() } == k().trap_return {
+                crate::recovery::note_user_return();
+            }
             // SAFETY: `rsp` is the saved context of a process that is not
             // running; `save` outlives the switch (state root / static).
             unsafe { switch_context(save, rsp) };

@@ -88,6 +88,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_UPTIME => Ok(k().heartbeat * (1000 / lazarus_abi::layout::TICK_HZ)),
         SYS_KILL => proc::kill(a0 as u32).map(|_| 0),
         SYS_DUP => fd::dup(a0),
+        SYS_RECOVERIES => recoveries(a0, a1),
         _ => Err(ENOSYS),
     }
 }
@@ -143,6 +144,20 @@ fn ps(buf: u64, max: u64) -> KResult<u64> {
         };
         uaccess::write_obj(buf + n * sz, &info)?;
         n += 1;
+    }
+    Ok(n)
+}
+
+fn recoveries(buf: u64, max: u64) -> KResult<u64> {
+    let log = k().recovery;
+    let n = log.count.min(MAX_RECOVERIES as u64).min(max);
+    let sz = core::mem::size_of::<RecoveryRecord>() as u64;
+    for i in 0..n {
+        let seq = log.count - n + i;
+        uaccess::write_obj(
+            buf + i * sz,
+            &log.records[(seq % MAX_RECOVERIES as u64) as usize],
+        )?;
     }
     Ok(n)
 }

@@ -37,6 +37,14 @@ pub fn remove(id: i32) -> Result<(), i64> {
     Ok(())
 }
 
+/// Recomputes the active-timer count from the table (after a repair
+/// removed timers behind our back).
+pub fn recount() {
+    let n = k().timers.iter().filter(|t| t.in_use != 0).count() as u32;
+    // SAFETY: one CPU, interrupts off.
+    unsafe { ACTIVE = n };
+}
+
 pub fn remove_for_ext(ext: u32) {
     for i in 0..MAX_TIMERS {
         if k().timers[i].in_use != 0 && k().timers[i].ext == ext {

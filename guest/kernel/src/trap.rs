@@ -34,4 +34,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     } else {
         crate::arch::apic::eoi();
     }
+    if tf.from_user() {
+        crate::recovery::note_user_return();
+    }
 }

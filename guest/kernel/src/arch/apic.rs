@@ -36,6 +36,17 @@ pub fn eoi() {
     wrmsr(X2APIC_EOI, 0);
 }
 
+/// Acknowledges interrupts left in service by a crash inside a handler
+/// (otherwise the LAPIC never delivers that vector, or any lower one,
+/// again). Our vectors (timer, console) are all in ISR register 1.
+pub fn ack_in_service() {
+    const X2APIC_ISR1: u32 = 0x811;
+    let isr = rdmsr(X2APIC_ISR1);
+    for _ in 0..isr.count_ones() {
+        eoi();
+    }
+}
+
 /// Routes an ISA IRQ to `vector` on CPU 0, edge-triggered.
 pub fn ioapic_route(irq: u32, vector: u8) {
     let regsel = (PHYSMAP_BASE + IOAPIC_BASE) as *mut u32;

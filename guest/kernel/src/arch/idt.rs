@@ -92,6 +92,29 @@ isr_table:
 
 unsafe extern "C" {
     static isr_table: [u64; 256];
+    fn trap_return();
+}
+
+pub fn trap_return_addr() -> u64 {
+    trap_return as *const () as u64
+}
+
+pub fn isr_table_addr() -> u64 {
+    addr_of!(isr_table) as u64
+}
+
+pub fn idt_addr() -> u64 {
+    (&raw const IDT) as u64
+}
+
+/// Loads the IDT again (after a repair rebuilt its entries).
+pub fn reload() {
+    let desc = Descriptor {
+        limit: (16 * 256 - 1) as u16,
+        base: idt_addr(),
+    };
+    // SAFETY: the IDT is a static table of valid gates.
+    unsafe { asm!("lidt [{}]", in(reg) &desc, options(nostack)) };
 }
 
 #[repr(C, align(16))]

@@ -1,0 +1,61 @@
+//! Resuming after a repair.
+//!
+//! The repair program (in the hidden repair image, run by the hypervisor
+//! while the kernel is stopped) has already quarantined the offender,
+//! released its locks, restored code and checked the kernel's invariants.
+//! What is left needs ring 0 and is kept short, because ring 0 is the slow
+//! path on these hosts: reload the CPU tables, acknowledge the interrupt
+//! that was in service, run the init of reset extensions, and schedule.
+
+use crate::arch::{apic, gdt, idt};
+use crate::state::k;
+use core::arch::global_asm;
+use lazarus_abi::hypercall::HC_RECOVERED;
+use lazarus_abi::root::NONE;
+
+global_asm!(
+    r#"
+.global recovery_entry
+// The hypervisor enters here with RSP = KernelRoot::recovery_stack and
+// CR3 = the master PML4, interrupts off.
+recovery_entry:
+    xor ebp, ebp
+    call kernel_recover
+    ud2
+"#
+);
+
+unsafe extern "C" {
+    pub fn recovery_entry();
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_recover() -> ! {
+    gdt::init();
+    idt::reload();
+    apic::ack_in_service();
+    let cpu = &mut k().cpus[0];
+    cpu.current = 0;
+    cpu.in_irq = 0;
+    cpu.irq_ext = NONE;
+    crate::timer::recount();
+    let pending = core::mem::take(&mut k().recovery.pending_reinit);
+    for slot in 0..lazarus_abi::root::MAX_EXTS {
+        if pending & (1 << slot) != 0 {
+            crate::ext::reinit(slot);
+        }
+    }
+    crate::sched::idle_loop()
+}
+
+/// Called on the way back to a user process: the first time after a
+/// repair, tells the hypervisor (resurrection latency ends here).
+#[inline(always)]
+pub fn note_user_return() {
+    let r = &mut k().recovery;
+    if r.awaiting_user != 0 {
+        r.awaiting_user = 0;
+        let count = r.count;
+        crate::hypercall::call(HC_RECOVERED, [count, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,159 @@
+//! The repair program of lazarus's hidden repair image.
+//!
+//! The hypervisor runs it in ring 3 on the crashed vCPU, with page tables
+//! of the image's own that map the image and all guest RAM, while the
+//! kernel is stopped. It reads the crash, diagnoses it from the kernel's
+//! state root (same `lazarus_abi` layouts the kernel is built from),
+//! repairs what it can, writes a resume plan into the mailbox and rings
+//! the doorbell. If repair is not safe it says so (a fallback plan), and
+//! the hypervisor reboots instead of resuming a corrupted kernel. A fault
+//! in here is a triple fault (the vCPU runs with an empty IDT), which the
+//! hypervisor also treats as "repair failed".
+#![no_std]
+#![no_main]
+
+mod diagnose;
+mod fix;
+mod invariants;
+mod mem;
+
+use core::arch::global_asm;
+use lazarus_abi::repair::*;
+use lazarus_abi::root::{ABI_VERSION, KernelRoot, ROOT_MAGIC};
+
+global_asm!(
+    r#"
+.section .text.start, "ax"
+.global _start
+_start:
+    and rsp, -16
+    call repair_main
+2:
+    jmp 2b
+"#
+);
+
+fn input() -> &'static RepairInput {
+    // SAFETY: the hypervisor wrote the input at this fixed place in the
+    // image before starting us; the image is mapped at IMAGE_VA.
+    unsafe { &*((IMAGE_VA + INPUT_OFFSET) as *const RepairInput) }
+}
+
+fn plan() -> &'static mut ResumePlan {
+    // SAFETY: the plan area of the image belongs to us while we run.
+    unsafe { &mut *((IMAGE_VA + PLAN_OFFSET) as *mut ResumePlan) }
+}
+
+/// Pristine bytes stored in the image.
+pub fn pristine_bytes(p: &Pristine) -> Option<&'static [u8]> {
+    let end = p.image_offset.checked_add(p.len)?;
+    if p.image_offset < PRISTINE_OFFSET || end > SLOT_SIZE {
+        return None;
+    }
+    // SAFETY: inside the image (checked), which is mapped at IMAGE_VA.
+    Some(unsafe {
+        core::slice::from_raw_parts((IMAGE_VA + p.image_offset) as *const u8, p.len as usize)
+    })
+}
+
+fn set_reason(p: &mut ResumePlan, why: &str) {
+    p.reason = [0; 96];
+    let n = why.len().min(p.reason.len());
+    p.reason[..n].copy_from_slice(&why.as_bytes()[..n]);
+}
+
+fn ring_doorbell() -> ! {
+    // SAFETY: the doorbell page is mapped to a guest-physical address with
+    // no memory behind it: this write is an MMIO exit to the hypervisor,
+    // which stops us there.
+    unsafe { (DOORBELL_VA as *mut u64).write_volatile(1) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The root, if it is where the hypervisor says and looks like one.
+fn root(m: &mem::Mem, gpa: u64) -> Option<&'static mut KernelRoot> {
+    let size = core::mem::size_of::<KernelRoot>() as u64;
+    let p = m.ptr(gpa, size)?;
+    if !gpa.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: inside RAM and aligned (checked); every bit pattern is a
+    // valid KernelRoot (plain integers), and the kernel is stopped.
+    let r = unsafe { &mut *(p as *mut KernelRoot) };
+    (r.magic == ROOT_MAGIC && r.abi_version == ABI_VERSION && r.root_size as u64 == size)
+        .then_some(r)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn repair_main() -> ! {
+    let p = plan();
+    // SAFETY: all-zero is a valid ResumePlan.
+    *p = unsafe { core::mem::zeroed() };
+    match run(input(), p) {
+        Ok(()) => p.action = PLAN_RESUME,
+        Err(why) => {
+            p.action = PLAN_FALLBACK;
+            set_reason(p, why);
+        }
+    }
+    ring_doorbell()
+}
+
+fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
+    if inp.repeat >= 3 {
+        return Err("the same crash recurred three times in a row");
+    }
+    let probe = mem::Mem {
+        size: inp.mem_size,
+        pml4: 0,
+    };
+    let r = root(&probe, inp.root_gpa).ok_or("the kernel state root is missing or corrupt")?;
+    if !r.master_pml4.is_multiple_of(4096) || r.master_pml4 >= inp.mem_size {
+        return Err("the kernel's master page table is corrupt");
+    }
+    let m = mem::Mem {
+        size: inp.mem_size,
+        pml4: r.master_pml4,
+    };
+
+    // Code first: a corrupted instruction stream would make everything
+    // below pointless, and the diagnosis reads code addresses.
+    plan.code_bytes_restored = fix::restore_code(&m, r, inp)? as u32;
+
+    let d = diagnose::diagnose(&m, r, inp);
+    plan.kind = d.kind;
+    plan.ext = d.ext;
+    plan.quarantined = d.offender;
+    plan.interrupted = d.interrupted;
+    if d.offender == 1 {
+        return Err("init itself crashed the kernel");
+    }
+    if d.offender == 0 && d.ext == lazarus_abi::root::NONE && d.interrupted == 0 {
+        return Err("the core kernel crashed with no process or extension to blame");
+    }
+
+    let mut fx = fix::Fixer { m, r, plan };
+    if d.ext != lazarus_abi::root::NONE {
+        fx.handle_extension(d.ext as usize, d.offender, inp)?;
+    }
+    if d.offender != 0 {
+        fx.quarantine(d.offender)?;
+    }
+    if d.interrupted != 0 && d.interrupted != d.offender {
+        // Interrupted, not to blame: it continues from its user context.
+        fx.restart_from_user(d.interrupted, true);
+    }
+    fx.rebuild_idt()?;
+    invariants::check_and_repair(&mut fx)?;
+    fx.finish(inp, &d)
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    let p = plan();
+    p.action = PLAN_FALLBACK;
+    set_reason(p, "the repair program panicked");
+    ring_doorbell()
+}
