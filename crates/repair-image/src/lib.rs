@@ -1,0 +1,229 @@
+//! The hidden repair image (ARCHITECTURE.md, part 3).
+//!
+//! It lives in host memory, page-aligned so that the hypervisor can hand
+//! it to KVM as a memory slot only while a crash is repaired. It holds:
+//! the repair program (a static ring-3 ELF built from the same ABI crate
+//! as the kernel), page tables that map the image and all guest RAM for
+//! it, a mailbox, and pristine copies (with checksums) of the kernel's
+//! code and read-only data and of every loaded extension as it was before
+//! its init ran. The layout is `lazarus_abi::repair`'s.
+
+mod buffer;
+mod pagetables;
+
+use lazarus_abi::repair::*;
+use lazarus_abi::root::NONE;
+use object::{Object, ObjectSegment, SegmentFlags};
+use zerocopy::{FromBytes, IntoBytes};
+
+pub use buffer::SlotBuffer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("the repair program is not a valid ELF: {0}")]
+    BadProgram(String),
+    #[error("the repair program does not fit its area ({0} bytes)")]
+    ProgramTooLarge(u64),
+    #[error("pristine copies need {need} bytes but the image has room for {room}")]
+    NoRoom { need: u64, room: u64 },
+    #[error("too many pristine copies ({0})")]
+    TooManyCopies(usize),
+    #[error("guest RAM of {0} bytes cannot be mapped for the repair program")]
+    BadRamSize(u64),
+    #[error("allocating the image: {0}")]
+    Alloc(std::io::Error),
+}
+
+/// Code to keep a pristine copy of.
+#[derive(Clone, Debug)]
+pub struct PristineSource {
+    /// Extension slot, or `NONE` for the kernel.
+    pub ext_slot: u32,
+    /// Kernel virtual address of `bytes[0]`.
+    pub va: u64,
+    /// The leading part of `bytes` that is code and read-only data.
+    pub code_len: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl PristineSource {
+    pub fn kernel(va: u64, bytes: Vec<u8>) -> Self {
+        let code_len = bytes.len() as u64;
+        Self { ext_slot: NONE, va, code_len, bytes }
+    }
+}
+
+/// How much of the image each part uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImageSize {
+    pub total: u64,
+    pub program: u64,
+    pub pristine: u64,
+    pub page_tables: u64,
+}
+
+pub struct RepairImage {
+    buf: SlotBuffer,
+    /// Writable segments of the program, to reset before every run.
+    rw_template: Vec<(u64, Vec<u8>)>,
+    entry: u64,
+    program_end: u64,
+    pristine: [Pristine; MAX_PRISTINE],
+    pristine_bytes: u64,
+    generation: u64,
+}
+
+impl RepairImage {
+    /// Lays out the program and the page tables for `mem_size` of RAM.
+    pub fn new(program_elf: &[u8], mem_size: u64) -> Result<Self, ImageError> {
+        let mut buf = SlotBuffer::new(SLOT_SIZE as usize).map_err(ImageError::Alloc)?;
+        let elf = object::File::parse(program_elf).map_err(|e| ImageError::BadProgram(e.to_string()))?;
+        let mut rw_template = Vec::new();
+        let mut program_end = PROGRAM_OFFSET;
+        for seg in elf.segments() {
+            let (va, memsz) = (seg.address(), seg.size());
+            let data = seg.data().map_err(|e| ImageError::BadProgram(e.to_string()))?;
+            let end = va.checked_add(memsz).ok_or(ImageError::ProgramTooLarge(memsz))?;
+            if va < PROGRAM_VA || end > PROGRAM_VA + PROGRAM_MAX || (data.len() as u64) > memsz {
+                return Err(ImageError::ProgramTooLarge(end.saturating_sub(PROGRAM_VA)));
+            }
+            let off = va - IMAGE_VA;
+            let mut bytes = data.to_vec();
+            bytes.resize(memsz as usize, 0);
+            buf.write(off, &bytes);
+            if let SegmentFlags::Elf { p_flags } = seg.flags()
+                && p_flags & object::elf::PF_W != 0
+            {
+                rw_template.push((off, bytes));
+            }
+            program_end = program_end.max(end - IMAGE_VA);
+        }
+        let entry = elf.entry();
+        if !(PROGRAM_VA..PROGRAM_VA + PROGRAM_MAX).contains(&entry) {
+            return Err(ImageError::BadProgram(format!("entry {entry:#x} outside the program area")));
+        }
+        pagetables::build(&mut buf, mem_size).ok_or(ImageError::BadRamSize(mem_size))?;
+        let mut img = Self {
+            buf,
+            rw_template,
+            entry,
+            program_end,
+            pristine: [Pristine::default(); MAX_PRISTINE],
+            pristine_bytes: 0,
+            generation: 0,
+        };
+        img.write_header();
+        Ok(img)
+    }
+
+    /// Replaces the pristine copies (the kernel's code changed: an
+    /// extension was loaded or unloaded).
+    pub fn set_pristine(&mut self, sources: &[PristineSource]) -> Result<(), ImageError> {
+        if sources.len() > MAX_PRISTINE {
+            return Err(ImageError::TooManyCopies(sources.len()));
+        }
+        let need: u64 = sources.iter().map(|s| (s.bytes.len() as u64).div_ceil(16) * 16).sum();
+        let room = SLOT_SIZE - PRISTINE_OFFSET;
+        if need > room {
+            return Err(ImageError::NoRoom { need, room });
+        }
+        let mut table = [Pristine::default(); MAX_PRISTINE];
+        let mut off = PRISTINE_OFFSET;
+        for (t, s) in table.iter_mut().zip(sources) {
+            self.buf.write(off, &s.bytes);
+            let code_len = s.code_len.min(s.bytes.len() as u64);
+            *t = Pristine {
+                ext_slot: s.ext_slot,
+                _pad: 0,
+                va: s.va,
+                len: s.bytes.len() as u64,
+                image_offset: off,
+                code_len,
+                checksum: fnv1a(&s.bytes[..code_len as usize]),
+            };
+            off += (s.bytes.len() as u64).div_ceil(16) * 16;
+        }
+        self.pristine = table;
+        self.pristine_bytes = need;
+        self.generation += 1;
+        self.write_header();
+        Ok(())
+    }
+
+    fn write_header(&mut self) {
+        let h = RepairHeader {
+            magic: HEADER_MAGIC,
+            version: REPAIR_VERSION,
+            pristine_count: self.pristine.iter().filter(|p| p.len != 0).count() as u32,
+            image_size: self.size().total,
+            generation: self.generation,
+        };
+        self.buf.write(MAILBOX_OFFSET, h.as_bytes());
+    }
+
+    /// Resets the program's writable state and fills in the mailbox for
+    /// one run. `input.pristine` is filled in here.
+    pub fn prepare(&mut self, mut input: RepairInput) {
+        for (off, bytes) in &self.rw_template {
+            self.buf.write(*off, bytes);
+        }
+        input.pristine = self.pristine;
+        self.buf.write(INPUT_OFFSET, input.as_bytes());
+        self.buf.fill(PLAN_OFFSET, core::mem::size_of::<ResumePlan>(), 0);
+    }
+
+    /// The plan the program left in the mailbox.
+    pub fn plan(&self) -> ResumePlan {
+        let bytes = self.buf.read(PLAN_OFFSET, core::mem::size_of::<ResumePlan>());
+        // Every bit pattern is a valid ResumePlan; a short read cannot
+        // happen (the offset is a constant inside the buffer).
+        ResumePlan::read_from_bytes(bytes).unwrap_or_else(|_| ResumePlan::new_zeroed_plan())
+    }
+
+    /// The program's entry point and initial stack pointer.
+    pub fn entry(&self) -> (u64, u64) {
+        (self.entry, IMAGE_VA + STACK_OFFSET + STACK_SIZE)
+    }
+
+    /// Guest-physical address of the image's PML4.
+    pub fn cr3(&self) -> u64 {
+        SLOT_GPA + PAGE_TABLES_OFFSET
+    }
+
+    pub fn size(&self) -> ImageSize {
+        let pristine_end = PRISTINE_OFFSET + self.pristine_bytes;
+        ImageSize {
+            total: if self.pristine_bytes > 0 { pristine_end } else { self.program_end },
+            program: self.program_end - PROGRAM_OFFSET,
+            pristine: self.pristine_bytes,
+            page_tables: PAGE_TABLES_SIZE,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Host address and length of the slot memory, for KVM.
+    pub fn host_region(&self) -> (*mut u8, u64) {
+        (self.buf.as_ptr(), SLOT_SIZE)
+    }
+
+    /// The image bytes (for tests and inspection).
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.read(0, SLOT_SIZE as usize)
+    }
+}
+
+trait ZeroedPlan {
+    fn new_zeroed_plan() -> Self;
+}
+
+impl ZeroedPlan for ResumePlan {
+    fn new_zeroed_plan() -> Self {
+        <ResumePlan as zerocopy::FromZeros>::new_zeroed()
+    }
+}
+
+#[cfg(test)]
+mod tests;
