@@ -32,7 +32,7 @@ fn idx(va: u64, level: u32) -> u64 {
 }
 
 pub fn build(buf: &mut SlotBuffer, mem_size: u64) -> Option<()> {
-    if mem_size == 0 || mem_size > MAX_MEMORY || mem_size % LARGE_PAGE_SIZE != 0 {
+    if mem_size == 0 || mem_size > MAX_MEMORY || !mem_size.is_multiple_of(LARGE_PAGE_SIZE) {
         return None;
     }
     buf.fill(PAGE_TABLES_OFFSET, PAGE_TABLES_SIZE as usize, 0);
@@ -55,7 +55,7 @@ pub fn build(buf: &mut SlotBuffer, mem_size: u64) -> Option<()> {
     let mut pa = 0;
     while pa < mem_size {
         let gib = pa >> 30;
-        if gib == 0 || pa % (1 << 30) == 0 {
+        if pa.is_multiple_of(1 << 30) {
             set(buf, PDPT_RAM, idx(RAM_VA + pa, 2), table_gpa(PD_RAM + gib) | f);
         }
         set(buf, PD_RAM + gib, idx(RAM_VA + pa, 1), pa | f | PS);

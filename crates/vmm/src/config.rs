@@ -44,6 +44,9 @@ pub struct VmConfig {
     /// Declare the guest hung when its heartbeat stops for this long
     /// (`None` disables the watchdog).
     pub watchdog: Option<Duration>,
+    /// Resurrect the kernel after a crash with the hidden repair image
+    /// (`None`: every crash ends [`crate::Vm::run`]).
+    pub resurrect: Option<crate::recovery::ResurrectConfig>,
 }
 
 impl VmConfig {
@@ -65,6 +68,7 @@ impl VmConfig {
             timeout: None,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             watchdog: Some(crate::watchdog::DEFAULT_TIMEOUT),
+            resurrect: None,
         }
     }
 }

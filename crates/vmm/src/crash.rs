@@ -70,6 +70,8 @@ pub struct CrashInfo {
     pub guest_record: Option<CrashRecord>,
     /// When the hypervisor detected it (downtime is measured from here).
     pub detected_at: std::time::Instant,
+    /// Set when a resurrection was tried and was not safe: why.
+    pub fallback: Option<String>,
 }
 
 impl CrashInfo {
@@ -139,6 +141,7 @@ mod tests {
             sregs: None,
             guest_record: Some(rec),
             detected_at: std::time::Instant::now(),
+            fallback: None,
         };
         let s = info.summary();
         assert!(s.contains("oops"), "{s}");

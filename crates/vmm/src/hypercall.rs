@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use lazarus_abi::hypercall::{
     CONSOLE_WRITE_MAX, EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_CONSOLE_WRITE, HC_EXT_EVENT,
-    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_REGISTER_ROOT, Hypercall,
+    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_RECOVERED, HC_REGISTER_ROOT, Hypercall,
 };
 use lazarus_abi::root::MAX_EXTS;
 use lazarus_abi::syscall::errno;
@@ -43,6 +43,11 @@ pub enum HcAction {
     Reboot,
     /// The guest reached a milestone (every occurrence).
     Milestone(u64),
+    /// An extension was loaded or unloaded: kernel code changed, so the
+    /// repair image must be refreshed.
+    ExtEvent(ExtEvent),
+    /// The kernel is back in user mode after a repair (its recovery count).
+    Recovered(u64),
 }
 
 /// When a milestone was first reached.
@@ -227,8 +232,9 @@ impl Hypercalls {
                     count = st.ext_events,
                     "kernel extension event (repair image refresh point)"
                 );
-                Ok((0, HcAction::Continue))
+                Ok((0, HcAction::ExtEvent(event)))
             }
+            HC_RECOVERED => Ok((0, HcAction::Recovered(a0))),
             HC_CONSOLE_WRITE => {
                 if a1 > CONSOLE_WRITE_MAX {
                     return Err(fail(
@@ -305,6 +311,7 @@ pub fn name(nr: u64) -> &'static str {
         HC_EXT_EVENT => "ext-event",
         HC_CONSOLE_WRITE => "console-write",
         HC_MILESTONE => "milestone",
+        HC_RECOVERED => "recovered",
         _ => "unknown",
     }
 }

@@ -99,6 +99,15 @@ pub fn read_root(mem: &GuestRam, gpa: u64) -> Result<Box<KernelRoot>, RootError>
     Ok(root)
 }
 
+/// The kernel's crash record, read straight from the registered root.
+pub fn read_crash_record(mem: &GuestRam, gpa: u64) -> Option<lazarus_abi::root::CrashRecord> {
+    check_header(mem, gpa).ok()?;
+    let at = gpa + std::mem::offset_of!(KernelRoot, crash) as u64;
+    let mut rec = <lazarus_abi::root::CrashRecord as zerocopy::FromZeros>::new_zeroed();
+    mem.read_slice(rec.as_mut_bytes(), GuestAddress(at)).ok()?;
+    Some(rec)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -69,6 +69,15 @@ pub struct VcpuContext {
     /// Leave the loop when this milestone is reached (0: none). Atomic so
     /// that it can change between runs of the same VM.
     pub stop_at_milestone: std::sync::atomic::AtomicU64,
+    /// The repair image and its machinery, when resurrecting.
+    pub resurrector: Option<std::sync::Mutex<crate::recovery::Resurrector>>,
+    /// Memory slots are added and removed from the vCPU thread.
+    pub vm_fd: Arc<kvm_ioctls::VmFd>,
+    /// Set by the watchdog (which then kicks vCPU 0): the guest is hung.
+    pub hang: std::sync::Mutex<Option<crate::watchdog::Stall>>,
+    /// When the running repair started (the control thread enforces its
+    /// time budget and keeps the watchdog quiet meanwhile).
+    pub repairing_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 thread_local! {
@@ -169,7 +178,15 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 stats.record(ExitKind::Interrupted);
                 vcpu.fd.set_kvm_immediate_exit(0);
-                Flow::Continue
+                // A kick from the watchdog: the kernel is hung.
+                match crate::console::lock(&ctx.hang).take() {
+                    Some(stall) => Flow::Crash(CrashKind::Hang {
+                        heartbeat: stall.heartbeat,
+                        stalled_ms: stall.wall.as_millis() as u64,
+                        cpu_ms: stall.cpu.map(|c| c.as_millis() as u64),
+                    }),
+                    None => Flow::Continue,
+                }
             }
             Err(e) => {
                 error!(vcpu = vcpu.id, "KVM_RUN failed: {e}");
@@ -179,17 +196,51 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
                 }));
             }
         };
-        match flow {
-            Flow::Continue => {}
+        let crash = match flow {
+            Flow::Continue => continue,
             Flow::Event(event) => return Some(event),
-            Flow::Crash(kind) => return Some(crash_event(vcpu, kind)),
+            Flow::Crash(kind) => crash_info(vcpu, ctx, kind),
             Flow::InternalError => {
                 let kind = internal_error(vcpu);
-                return Some(crash_event(vcpu, kind));
+                crash_info(vcpu, ctx, kind)
             }
+        };
+        if let Some(event) = try_resurrect(vcpu, ctx, crash) {
+            return Some(event);
         }
     }
 }
+
+/// Hands a crash to the resurrector, if there is one. `None`: the kernel
+/// was repaired and the vCPU is set to resume it.
+fn try_resurrect(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<VcpuEvent> {
+    let Some(res) = &ctx.resurrector else {
+        return Some(VcpuEvent::Crash(Box::new(crash)));
+    };
+    if ctx.stop.load(Ordering::Acquire) {
+        return Some(VcpuEvent::Crash(Box::new(crash)));
+    }
+    let t0 = crash.detected_at;
+    *crate::console::lock(&ctx.repairing_since) = Some(std::time::Instant::now());
+    let result = crate::console::lock(res).recover(
+        vcpu,
+        &ctx.vm_fd,
+        &ctx.devices.mem,
+        ctx.devices.hypercalls.root_gpa(),
+        crash,
+        t0,
+    );
+    *crate::console::lock(&ctx.repairing_since) = None;
+    match result {
+        Ok(()) => None,
+        Err((mut crash, why)) => {
+            warn!(vcpu = vcpu.id, "resurrection not possible, falling back: {why}");
+            crash.fallback = Some(why);
+            Some(VcpuEvent::Crash(crash))
+        }
+    }
+}
+
 
 fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext, id: u32) -> Flow {
     let dev = &ctx.devices;
@@ -263,6 +314,26 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Continue => Flow::Continue,
         HcAction::PowerOff(status) => Flow::Event(VcpuEvent::PowerOff(status)),
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
+        HcAction::ExtEvent(ev) => {
+            if let Some(res) = &ctx.resurrector {
+                crate::console::lock(res).on_ext_event(
+                    &ctx.devices.mem,
+                    ctx.devices.hypercalls.root_gpa(),
+                    ev,
+                );
+            }
+            Flow::Continue
+        }
+        HcAction::Recovered(count) => {
+            if let Some(res) = &ctx.resurrector
+                && let Some(line) = crate::console::lock(res).on_recovered(&ctx.devices.mem, count)
+            {
+                let msg = format!("[lazarus] {line}\n");
+                let mut serial = crate::console::lock(&ctx.devices.serial);
+                let _ = serial.write_console(msg.as_bytes());
+            }
+            Flow::Continue
+        }
         HcAction::Milestone(m) => {
             ctx.guest_ready.store(true, Ordering::Release);
             if m != 0 && ctx.stop_at_milestone.load(Ordering::Acquire) == m {
@@ -290,7 +361,10 @@ fn internal_error(vcpu: &mut Vcpu) -> CrashKind {
     kind
 }
 
-fn crash_event(vcpu: &Vcpu, kind: CrashKind) -> VcpuEvent {
+/// Captures a crash: the vCPU's registers and, when the kernel reported
+/// it, its own crash record (read now, before any repair changes it).
+fn crash_info(vcpu: &Vcpu, ctx: &VcpuContext, kind: CrashKind) -> CrashInfo {
+    let detected_at = std::time::Instant::now();
     let regs = vcpu
         .fd
         .get_regs()
@@ -301,12 +375,17 @@ fn crash_event(vcpu: &Vcpu, kind: CrashKind) -> VcpuEvent {
         .get_sregs()
         .inspect_err(|e| warn!(vcpu = vcpu.id, "reading sregs after a crash: {e}"))
         .ok();
-    VcpuEvent::Crash(Box::new(CrashInfo {
+    let guest_record = match (&kind, ctx.devices.hypercalls.root_gpa()) {
+        (CrashKind::GuestPanic { .. }, Some(gpa)) => crate::root::read_crash_record(&ctx.devices.mem, gpa),
+        _ => None,
+    };
+    CrashInfo {
         kind,
         vcpu: vcpu.id,
         regs,
         sregs,
-        guest_record: None,
-        detected_at: std::time::Instant::now(),
-    }))
+        guest_record,
+        detected_at,
+        fallback: None,
+    }
 }

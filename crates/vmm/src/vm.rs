@@ -31,10 +31,15 @@ use crate::serial::{SerialDevice, spawn_feeder};
 use crate::stats::{ExitCounts, ExitStats};
 use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, install_kick_handler, kick, spawn};
 use crate::watchdog::{Watchdog, thread_cpu_time};
+use crate::recovery::Resurrector;
+use lazarus_repair_image::ImageSize;
 
 /// KVM needs three pages for the TSS of real-mode emulation on Intel; put
 /// them just below the BIOS area, far above any RAM we allow.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// A repair running longer than this is kicked (it then checks its own
+/// budget and gives up).
+const REPAIR_KICK_AFTER: Duration = Duration::from_millis(50);
 /// How often the control loop checks that vCPU threads are still alive.
 const LIVENESS_POLL: Duration = Duration::from_millis(100);
 
@@ -88,7 +93,7 @@ impl StopHandle {
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM go before guest memory.
     vcpus: Vec<Vcpu>,
-    vm_fd: VmFd,
+    vm_fd: Arc<VmFd>,
     _kvm: Kvm,
     _serial_irq: EventFd,
     ctx: Arc<VcpuContext>,
@@ -190,6 +195,19 @@ impl Vm {
             vcpus.push(Vcpu { id, fd });
         }
 
+        let resurrector = match config.resurrect {
+            None => None,
+            Some(cfg) => Some(Mutex::new(
+                Resurrector::new(
+                    cfg,
+                    &config.kernel,
+                    (layout.kernel_phys_start, layout.kernel_phys_end),
+                    mem_size,
+                )
+                .map_err(|e| Error::Setup(format!("building the repair image: {e}")))?,
+            )),
+        };
+        let vm_fd = Arc::new(vm_fd);
         let ctx = Arc::new(VcpuContext {
             devices: Devices {
                 mem: mem.clone(),
@@ -200,6 +218,10 @@ impl Vm {
             stop: Arc::new(AtomicBool::new(false)),
             guest_ready: Arc::new(AtomicBool::new(false)),
             stop_at_milestone: std::sync::atomic::AtomicU64::new(config.stop_at_milestone.unwrap_or(0)),
+            resurrector,
+            vm_fd: vm_fd.clone(),
+            hang: Mutex::new(None),
+            repairing_since: Mutex::new(None),
         });
         let (events_tx, events_rx) = channel();
         info!(
@@ -351,11 +373,38 @@ impl Vm {
                         }
                         return Err(Error::VcpuPanicked(*id));
                     }
+                    // A repair in progress: the heartbeat is frozen on
+                    // purpose, but the repair has a time budget.
+                    let repairing = *crate::console::lock(&self.ctx.repairing_since);
+                    if let Some(since) = repairing {
+                        if let Some(w) = watchdog.as_mut() {
+                            w.reset();
+                        }
+                        if since.elapsed() > REPAIR_KICK_AFTER
+                            && let Some((_, h)) = handles.first()
+                        {
+                            kick(h);
+                        }
+                        continue;
+                    }
                     if let Some(w) = watchdog.as_mut() {
                         let cpu = boot_thread.and_then(thread_cpu_time);
                         if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
                             warn!(?stall, "watchdog: the kernel heartbeat stopped");
-                            return Ok(Some(VcpuEvent::Hang(stall)));
+                            if self.ctx.resurrector.is_none() {
+                                return Ok(Some(VcpuEvent::Hang(stall)));
+                            }
+                            let mut pending = crate::console::lock(&self.ctx.hang);
+                            if pending.is_some() {
+                                // The vCPU never picked the hang up.
+                                return Ok(Some(VcpuEvent::Hang(stall)));
+                            }
+                            *pending = Some(stall);
+                            drop(pending);
+                            w.reset();
+                            if let Some((_, h)) = handles.first() {
+                                kick(h);
+                            }
                         }
                     }
                 }
@@ -386,10 +435,11 @@ impl Vm {
                     sregs: fd.and_then(|f| f.get_sregs().ok()),
                     guest_record: None,
                     detected_at: std::time::Instant::now(),
+                    fallback: None,
                 }))
             }
             Some(VcpuEvent::Crash(mut info)) => {
-                if matches!(info.kind, CrashKind::GuestPanic { .. }) {
+                if matches!(info.kind, CrashKind::GuestPanic { .. }) && info.guest_record.is_none() {
                     match self.kernel_root() {
                         Ok(root) => info.guest_record = Some(root.crash),
                         Err(RootError::NotRegistered) => {}
@@ -407,6 +457,14 @@ impl Vm {
         self.ctx
             .stop_at_milestone
             .store(milestone.unwrap_or(0), Ordering::Release);
+    }
+
+    /// Size of the hidden repair image, when resurrection is on.
+    pub fn repair_image_size(&self) -> Option<ImageSize> {
+        self.ctx
+            .resurrector
+            .as_ref()
+            .map(|r| crate::console::lock(r).image_size())
     }
 
     /// A handle that stops [`Vm::run`] from another thread.

@@ -1,0 +1,188 @@
+//! A crash-time snapshot of the guest memory a dump needs, taken in the
+//! few hundred microseconds before the repair changes anything.
+//!
+//! Copying all of RAM would delay resumption by milliseconds (PLATFORM.md:
+//! ~13 GB/s at best), so, like makedumpfile's default filtering, the
+//! snapshot holds kernel memory only: boot structures and page tables, the
+//! kernel image (with its state root), the kernel heap, every page mapped
+//! in the kernel's own regions (kernel stacks, extensions), and the
+//! offending process's memory. Other processes' user pages are left out.
+//! The copy goes into a pre-faulted buffer so that it costs no page faults.
+
+use lazarus_abi::layout::{
+    BOOT_RESERVED_END, EXT_REGION, EXT_SLOT_SIZE, KSTACK_REGION, KSTACK_STRIDE, PAGE_SIZE,
+    PHYSMAP_BASE,
+};
+use lazarus_abi::root::{KernelRoot, MAX_EXTS, MAX_PROCS};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use crate::memory::GuestRam;
+
+/// Copied guest-physical ranges, sorted and disjoint.
+#[derive(Debug, Default)]
+pub struct MemSnapshot {
+    pub mem_size: u64,
+    /// (guest-physical address, offset in `data`, length)
+    pub ranges: Vec<(u64, usize, usize)>,
+    pub data: Vec<u8>,
+}
+
+impl MemSnapshot {
+    /// Bytes copied.
+    pub fn len(&self) -> usize {
+        self.ranges.iter().map(|r| r.2).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The snapshot spread over a full-size RAM image (zero elsewhere).
+    /// The zero pages of a fresh allocation cost nothing until written.
+    pub fn to_ram_image(&self) -> Vec<u8> {
+        let mut ram = vec![0u8; self.mem_size as usize];
+        for &(pa, off, len) in &self.ranges {
+            if let (Some(dst), Some(src)) = (
+                ram.get_mut(pa as usize..pa as usize + len),
+                self.data.get(off..off + len),
+            ) {
+                dst.copy_from_slice(src);
+            }
+        }
+        ram
+    }
+}
+
+/// Reuses pre-faulted buffers between crashes.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// A pool with `n` buffers of `size` bytes, every page touched.
+    pub fn prefaulted(n: usize, size: usize) -> Self {
+        Self {
+            free: (0..n).map(|_| vec![0x5a_u8; size]).collect(),
+        }
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let mut b = self.free.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// Returns a buffer for reuse.
+    pub fn give_back(&mut self, mut b: Vec<u8>) {
+        b.clear();
+        self.free.push(b);
+    }
+}
+
+fn table(ram: &[u8], pa: u64) -> Option<&[u8]> {
+    ram.get(pa as usize..pa as usize + 4096)
+}
+
+fn entry(t: &[u8], i: usize) -> u64 {
+    t.get(i * 8..i * 8 + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Adds the page tables and 4 KiB leaf frames mapping [va, va+len) under
+/// `pml4` (huge pages are skipped: they map the linear windows).
+fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>) {
+    const P: u64 = 1;
+    const PS: u64 = 0x80;
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    let Some(t4) = table(ram, pml4) else { return };
+    out.push((pml4, PAGE_SIZE));
+    let mut va = va_lo & !(PAGE_SIZE - 1);
+    let mut steps = 0;
+    while va < va_hi && steps < 1 << 20 {
+        steps += 1;
+        let e4 = entry(t4, ((va >> 39) & 0x1ff) as usize);
+        if e4 & P == 0 {
+            va = (va | ((1 << 39) - 1)).wrapping_add(1);
+            if va == 0 {
+                break;
+            }
+            continue;
+        }
+        let Some(t3) = table(ram, e4 & ADDR) else { break };
+        out.push((e4 & ADDR, PAGE_SIZE));
+        let e3 = entry(t3, ((va >> 30) & 0x1ff) as usize);
+        if e3 & P == 0 || e3 & PS != 0 {
+            va = (va | ((1 << 30) - 1)) + 1;
+            continue;
+        }
+        let Some(t2) = table(ram, e3 & ADDR) else { break };
+        out.push((e3 & ADDR, PAGE_SIZE));
+        let e2 = entry(t2, ((va >> 21) & 0x1ff) as usize);
+        if e2 & P == 0 || e2 & PS != 0 {
+            va = (va | ((1 << 21) - 1)) + 1;
+            continue;
+        }
+        let Some(t1) = table(ram, e2 & ADDR) else { break };
+        out.push((e2 & ADDR, PAGE_SIZE));
+        let e1 = entry(t1, ((va >> 12) & 0x1ff) as usize);
+        if e1 & P != 0 {
+            out.push((e1 & ADDR, PAGE_SIZE));
+        }
+        va += PAGE_SIZE;
+    }
+}
+
+/// Guest RAM as bytes (the VM is stopped while this runs).
+fn ram_bytes(mem: &GuestRam, size: u64) -> Option<&[u8]> {
+    let host = mem.get_host_address(GuestAddress(0)).ok()?;
+    mem.check_range(GuestAddress(0), size as usize).then_some(())?;
+    // SAFETY: [0, size) is one mapped region of `mem` (checked); the only
+    // writer, the guest, is stopped while the returned slice is used.
+    Some(unsafe { std::slice::from_raw_parts(host, size as usize) })
+}
+
+/// Takes the snapshot. `offender_cr3` is the faulting process's PML4.
+pub fn take(
+    mem: &GuestRam,
+    mem_size: u64,
+    root: &KernelRoot,
+    kernel_phys: (u64, u64),
+    offender_cr3: Option<u64>,
+    pool: &mut BufferPool,
+) -> MemSnapshot {
+    let Some(ram) = ram_bytes(mem, mem_size) else {
+        return MemSnapshot::default();
+    };
+    let mut want: Vec<(u64, u64)> = vec![(0, BOOT_RESERVED_END), (kernel_phys.0, kernel_phys.1 - kernel_phys.0)];
+    let heap = root.mem.heap_start.wrapping_sub(PHYSMAP_BASE);
+    if heap < mem_size && root.mem.heap_size <= mem_size - heap {
+        want.push((heap, root.mem.heap_size));
+    }
+    let pml4 = root.master_pml4;
+    walk(ram, pml4, KSTACK_REGION, KSTACK_REGION + MAX_PROCS as u64 * KSTACK_STRIDE, &mut want);
+    walk(ram, pml4, EXT_REGION, EXT_REGION + MAX_EXTS as u64 * EXT_SLOT_SIZE, &mut want);
+    if let Some(cr3) = offender_cr3.filter(|&c| c != pml4) {
+        walk(ram, cr3, 0, 0x0000_8000_0000_0000, &mut want);
+    }
+    // Sort, clip to RAM, merge.
+    want.retain(|&(pa, len)| len > 0 && pa < mem_size);
+    want.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (pa, len) in want {
+        let end = (pa + len).min(mem_size);
+        match merged.last_mut() {
+            Some((_, hi)) if pa <= *hi => *hi = (*hi).max(end),
+            _ => merged.push((pa, end)),
+        }
+    }
+    let mut data = pool.take();
+    let mut ranges = Vec::with_capacity(merged.len());
+    for (lo, hi) in merged {
+        let off = data.len();
+        data.extend_from_slice(&ram[lo as usize..hi as usize]);
+        ranges.push((lo, off, (hi - lo) as usize));
+    }
+    MemSnapshot { mem_size, ranges, data }
+}
