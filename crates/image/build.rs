@@ -51,7 +51,8 @@ fn main() {
     // Frame pointers and unwind tables make backtraces of a dump work (our
     // diagnoser walks frame pointers, gdb uses the tables); the build id
     // lets a dump name the exact binaries it needs for symbols.
-    let common = "-C force-frame-pointers=yes -C force-unwind-tables=yes -C link-arg=--build-id=sha1";
+    let common =
+        "-C force-frame-pointers=yes -C force-unwind-tables=yes -C link-arg=--build-id=sha1";
     let groups = [
         Group {
             name: "kernel",

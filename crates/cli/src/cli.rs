@@ -43,6 +43,10 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Bench(BenchCommand),
+    /// List recorded guest crashes grouped by signature; `show SIG` for one.
+    Crashes(crate::crashes_cmd::CrashesArgs),
+    /// Diagnose a crash dump offline: kind, backtrace, offender, signature.
+    Diagnose(crate::diagnose_cmd::DiagnoseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +88,7 @@ pub struct RunArgs {
     pub timeout: Option<f64>,
     /// What to do when the guest kernel crashes. Every crash first gets a
     /// dump, a diagnosis report and a crash-database entry.
-    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnCrash::Reboot)]
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnCrash::Resurrect)]
     pub on_crash: OnCrash,
     /// Declare the guest hung when the kernel's heartbeat stops for this
     /// many milliseconds (0 disables the watchdog).
@@ -100,6 +104,10 @@ pub struct RunArgs {
 /// Crash policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnCrash {
+    /// Repair the kernel with the hidden repair image and resume it: the
+    /// offender is quarantined, everything else carries on. Falls back to
+    /// a reboot when repair is not safe.
+    Resurrect,
     /// Stop with exit code 3 after saving the dump.
     Halt,
     /// Reboot the guest (all its state is lost) and report the downtime

@@ -17,18 +17,27 @@ use lazarus_dump::{CrashNote, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState};
 use lazarus_symbols::SymbolStore;
 use lazarus_vmm::kvm_bindings::{kvm_regs, kvm_sregs};
 use lazarus_vmm::memory::GuestRam;
-use lazarus_vmm::{CrashInfo, CrashKind, Vm};
+use lazarus_vmm::snapshot::MemSnapshot;
+use lazarus_vmm::{CrashInfo, CrashKind, Recovery, Vm};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
+use zerocopy::IntoBytes;
 
 use crate::image::BootImage;
 
-/// Everything needed to write a dump, taken while the guest is stopped.
-pub struct Captured {
-    pub note: CrashNote,
+/// Guest memory for a dump.
+pub enum RamSource {
     /// The crashed VM's RAM itself (not a copy): nothing runs in it any
     /// more, and holding it costs nothing while a new VM boots.
-    pub ram: Arc<GuestRam>,
-    pub ram_size: usize,
+    Shared(Arc<GuestRam>, usize),
+    /// A crash-time snapshot of kernel memory (the guest was resurrected
+    /// and runs on).
+    Snapshot(MemSnapshot),
+}
+
+/// Everything needed to write a dump.
+pub struct Captured {
+    pub note: CrashNote,
+    pub ram: RamSource,
     pub action: &'static str,
 }
 
@@ -59,9 +68,7 @@ pub struct Persisted {
 pub struct CrashHandler {
     data: DataDir,
     symbols: SymbolStore,
-    kernel_build_id: Option<String>,
-    /// Extension name -> build id, from the initramfs.
-    ext_build_ids: HashMap<String, String>,
+    ids: BuildIds,
     background: Vec<JoinHandle<()>>,
     results_tx: Sender<anyhow::Result<Persisted>>,
     results_rx: Receiver<anyhow::Result<Persisted>>,
@@ -85,8 +92,10 @@ impl CrashHandler {
         Ok(Self {
             data,
             symbols,
-            kernel_build_id,
-            ext_build_ids,
+            ids: BuildIds {
+                kernel: kernel_build_id,
+                exts: ext_build_ids,
+            },
             background: Vec::new(),
             results_tx,
             results_rx,
@@ -94,7 +103,13 @@ impl CrashHandler {
     }
 
     /// Takes the guest's memory and state. The VM must be stopped.
-    pub fn capture(&self, vm: &Vm, info: &CrashInfo, boot_id: &str, action: &'static str) -> Captured {
+    pub fn capture(
+        &self,
+        vm: &Vm,
+        info: &CrashInfo,
+        boot_id: &str,
+        action: &'static str,
+    ) -> Captured {
         let root = vm.kernel_root().ok();
         let mut vcpus = Vec::new();
         for id in 0..vm.layout().vcpus {
@@ -108,7 +123,10 @@ impl CrashHandler {
             } else {
                 (regs, sregs)
             };
-            vcpus.push(VcpuState { id, regs: to_regs(regs.as_ref(), sregs.as_ref()) });
+            vcpus.push(VcpuState {
+                id,
+                regs: to_regs(regs.as_ref(), sregs.as_ref()),
+            });
         }
         let note = CrashNote {
             format_version: 1,
@@ -119,37 +137,19 @@ impl CrashHandler {
             detail: info.summary(),
             crashed_vcpu: info.vcpu,
             root_gpa: vm.root_gpa(),
-            kernel_build_id: self.kernel_build_id.clone(),
-            extensions: root.as_deref().map(|r| self.extensions(r)).unwrap_or_default(),
+            kernel_build_id: self.ids.kernel.clone(),
+            extensions: root
+                .as_deref()
+                .map(|r| self.ids.extensions(r))
+                .unwrap_or_default(),
             guest_record: info.guest_record.as_ref().map(GuestRecord::from),
             vcpus,
         };
         Captured {
             note,
-            ram: vm.memory_arc(),
-            ram_size: vm.layout().mem_size as usize,
+            ram: RamSource::Shared(vm.memory_arc(), vm.layout().mem_size as usize),
             action,
         }
-    }
-
-    fn extensions(&self, root: &KernelRoot) -> Vec<ExtLoad> {
-        root.exts
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.state != EXT_FREE)
-            .map(|(slot, e)| {
-                let name = lazarus_abi::name_str(&e.name).to_string();
-                ExtLoad {
-                    slot: slot as u32,
-                    build_id: self.ext_build_ids.get(&name).cloned(),
-                    name,
-                    base: e.base,
-                    size: e.size,
-                    text_start: e.text_start,
-                    text_end: e.text_end,
-                }
-            })
-            .collect()
     }
 
     /// Writes the dump, diagnoses it and records it, now.
@@ -166,6 +166,14 @@ impl CrashHandler {
         self.background.push(std::thread::spawn(move || {
             let _ = tx.send(persist(&data, &symbols, c));
         }));
+    }
+
+    /// A handle that background threads use to save resurrected crashes.
+    pub fn background_handle(&self) -> Background {
+        Background {
+            data: self.data.clone(),
+            ids: self.ids.clone(),
+        }
     }
 
     /// Prints one line for every background dump finished so far.
@@ -202,37 +210,62 @@ fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result
         "{}-{}-{}",
         c.note.time_unix_ms,
         c.note.boot_id,
-        c.note.detector.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+        c.note
+            .detector
+            .replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
     );
     let dump = data.dumps_dir().join(format!("{stem}.core"));
-    let input = DumpInput {
-        ram: ram_bytes(&c.ram, c.ram_size)?,
-        note: c.note.clone(),
-    };
-    lazarus_dump::write_core(&dump, &input).with_context(|| format!("writing {}", dump.display()))?;
-    drop(input);
+    match &c.ram {
+        RamSource::Shared(ram, size) => {
+            let input = DumpInput {
+                ram: ram_bytes(ram, *size)?,
+                note: c.note.clone(),
+            };
+            lazarus_dump::write_core(&dump, &input)
+        }
+        RamSource::Snapshot(snap) => {
+            let image = snap.to_ram_image();
+            let input = DumpInput {
+                ram: &image,
+                note: c.note.clone(),
+            };
+            lazarus_dump::write_core(&dump, &input)
+        }
+    }
+    .with_context(|| format!("writing {}", dump.display()))?;
     drop(c.ram);
-    let parsed = lazarus_dump::Dump::open(&dump).with_context(|| format!("reading back {}", dump.display()))?;
+    let parsed = lazarus_dump::Dump::open(&dump)
+        .with_context(|| format!("reading back {}", dump.display()))?;
     let report = lazarus_diagnose::diagnose(&parsed, symbols).context("diagnosing the dump")?;
     let json = serde_json::to_string_pretty(&report)?;
     let report_json = data.reports_dir().join(format!("{stem}.json"));
-    std::fs::write(&report_json, &json).with_context(|| format!("writing {}", report_json.display()))?;
+    std::fs::write(&report_json, &json)
+        .with_context(|| format!("writing {}", report_json.display()))?;
     let text = report.render_text();
     let _ = std::fs::write(data.reports_dir().join(format!("{stem}.txt")), &text);
     let new = NewCrash {
         signature: report.signature.clone(),
-        kind: report.kind.clone(),
+        kind: report.kind.as_str().to_string(),
         title: report.title.clone(),
         time_unix_ms: c.note.time_unix_ms,
         boot_id: c.note.boot_id.clone(),
         extension: report.extension.as_ref().map(|e| e.name.clone()),
-        process: report.process.as_ref().map(|p| format!("pid {} ({})", p.pid, p.name)),
+        process: report
+            .process
+            .as_ref()
+            .map(|p| format!("pid {} ({})", p.pid, p.name)),
         action: c.action.to_string(),
         dump_path: Some(dump.clone()),
         report_json: json,
     };
     lazarus_crashdb::record_report(data, &new).context("recording the crash in the database")?;
-    Ok(Persisted { dump, report_json, signature: report.signature, title: report.title, text })
+    Ok(Persisted {
+        dump,
+        report_json,
+        signature: report.signature,
+        title: report.title,
+        text,
+    })
 }
 
 fn detector(kind: &CrashKind) -> &'static str {
@@ -302,4 +335,100 @@ pub fn new_boot_id() -> String {
         b = unix_ms().to_le_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The state root as the snapshot holds it.
+fn snapshot_root(s: &MemSnapshot, gpa: u64) -> Option<Box<KernelRoot>> {
+    let size = std::mem::size_of::<KernelRoot>();
+    let &(pa, off, len) = s
+        .ranges
+        .iter()
+        .find(|r| r.0 <= gpa && gpa + size as u64 <= r.0 + r.2 as u64)?;
+    let start = off + (gpa - pa) as usize;
+    let _ = len;
+    let bytes = s.data.get(start..start + size)?;
+    let mut root = <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().ok()?;
+    root.as_mut_bytes().copy_from_slice(bytes);
+    Some(root)
+}
+
+/// What a background thread needs to save crashes.
+#[derive(Clone)]
+pub struct Background {
+    data: DataDir,
+    ids: BuildIds,
+}
+
+/// Build ids of the boot image's kernel and extensions (symbol lookup).
+#[derive(Clone)]
+pub struct BuildIds {
+    kernel: Option<String>,
+    /// Extension name -> build id, from the initramfs.
+    exts: HashMap<String, String>,
+}
+
+impl BuildIds {
+    /// The dump material of a resurrected crash: its snapshot, which
+    /// holds the state root as it was at the crash.
+    pub fn capture_recovery(&self, rec: Recovery, boot_id: &str) -> Captured {
+        let info = &rec.crash;
+        let root = snapshot_root(&rec.snapshot, rec.root_gpa);
+        let mut detail = info.summary();
+        detail.push_str(&format!("; {}", rec.summary()));
+        let vcpus = vec![VcpuState {
+            id: info.vcpu,
+            regs: to_regs(info.regs.as_ref(), info.sregs.as_ref()),
+        }];
+        let note = CrashNote {
+            format_version: 1,
+            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
+            time_unix_ms: unix_ms(),
+            boot_id: boot_id.to_string(),
+            detector: detector(&info.kind).to_string(),
+            detail,
+            crashed_vcpu: info.vcpu,
+            root_gpa: Some(rec.root_gpa),
+            kernel_build_id: self.kernel.clone(),
+            extensions: root
+                .as_deref()
+                .map(|r| self.extensions(r))
+                .unwrap_or_default(),
+            guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+            vcpus,
+        };
+        Captured {
+            note,
+            ram: RamSource::Snapshot(rec.snapshot),
+            action: "resurrect",
+        }
+    }
+
+    fn extensions(&self, root: &KernelRoot) -> Vec<ExtLoad> {
+        root.exts
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.state != EXT_FREE)
+            .map(|(slot, e)| {
+                let name = lazarus_abi::name_str(&e.name).to_string();
+                ExtLoad {
+                    slot: slot as u32,
+                    build_id: self.exts.get(&name).cloned(),
+                    name,
+                    base: e.base,
+                    size: e.size,
+                    text_start: e.text_start,
+                    text_end: e.text_end,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Background {
+    /// Writes the dump, report and database entry of a resurrected crash.
+    pub fn persist_recovery(&self, rec: Recovery, boot_id: &str) {
+        let symbols = SymbolStore::new(self.data.symbols_dir());
+        let captured = self.ids.capture_recovery(rec, boot_id);
+        print_result(&persist(&self.data, &symbols, captured));
+    }
 }

@@ -9,7 +9,9 @@ pub fn extensions(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut rest: &[u8] = archive;
     loop {
-        let Ok(mut entry) = cpio::NewcReader::new(rest) else { break };
+        let Ok(mut entry) = cpio::NewcReader::new(rest) else {
+            break;
+        };
         if entry.entry().is_trailer() {
             break;
         }
@@ -18,7 +20,10 @@ pub fn extensions(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
         if entry.read_to_end(&mut data).is_err() {
             break;
         }
-        if let Some(ext) = name.strip_prefix("ext/").and_then(|n| n.strip_suffix(".ko")) {
+        if let Some(ext) = name
+            .strip_prefix("ext/")
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
             out.push((ext.to_string(), data));
         }
         match entry.finish() {

@@ -24,8 +24,12 @@
 
 mod bench;
 mod cli;
+mod crash_handler;
+mod crashes_cmd;
+mod diagnose_cmd;
 mod exit;
 mod image;
+mod initramfs;
 mod run;
 
 use std::process::ExitCode;
@@ -40,6 +44,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
+        Command::Crashes(args) => match crashes_cmd::run(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Diagnose(args) => match diagnose_cmd::run(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_crashdb::DataDir;
-use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
+use lazarus_vmm::{ConsoleInput, ConsoleOutput, Recovery, ResurrectConfig, Vm, VmOutcome};
 
 use crate::cli::{OnCrash, RunArgs};
 use crate::crash_handler::{CrashHandler, new_boot_id, print_result};
@@ -26,6 +26,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let data = DataDir::resolve(args.data_dir.as_deref())
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
     let mut crashes = CrashHandler::new(&image, data)?;
+    let crashes_bg = crashes.background_handle();
     // One input queue for the whole session, so that input not yet read
     // by the guest survives a reboot.
     let input = ConsoleInput::stdin();
@@ -40,8 +41,36 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         config.console_in = input.clone();
         config.timeout = timeout;
         config.watchdog = (args.watchdog_ms > 0).then(|| Duration::from_millis(args.watchdog_ms));
-        let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
         let boot_id = new_boot_id();
+        let listener = if args.on_crash == OnCrash::Resurrect {
+            let (tx, rx) = std::sync::mpsc::channel::<Recovery>();
+            let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+            rc.listener = Some(tx);
+            config.resurrect = Some(rc);
+            // Dumps of resurrected crashes are written off the guest's path.
+            let bg = crashes_bg.clone();
+            let boot = boot_id.clone();
+            Some(std::thread::spawn(move || {
+                for rec in rx {
+                    eprintln!("lazarus: {}", rec.summary());
+                    bg.persist_recovery(rec, &boot);
+                }
+            }))
+        } else {
+            None
+        };
+        let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
+        if boots == 1
+            && let Some(size) = vm.repair_image_size()
+        {
+            eprintln!(
+                "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, page tables {} KiB)",
+                size.total / 1024,
+                size.program / 1024,
+                size.pristine / 1024,
+                size.page_tables / 1024
+            );
+        }
         if crashed_at.is_some() {
             vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
         }
@@ -75,8 +104,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                     let action = match args.on_crash {
                         OnCrash::Halt => "halt",
                         OnCrash::Reboot => "reboot",
+                        OnCrash::Resurrect => "fallback-reboot",
                     };
                     eprintln!("lazarus: the guest crashed: {}", info.summary());
+                    if let Some(why) = &info.fallback {
+                        eprintln!("lazarus: cannot resurrect it safely ({why}); rebooting");
+                    }
                     let captured = crashes.capture(&vm, &info, &boot_id, action);
                     match args.on_crash {
                         OnCrash::Halt => {
@@ -90,7 +123,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                                 format!("the guest crashed: {}", info.summary()),
                             ));
                         }
-                        OnCrash::Reboot => {
+                        OnCrash::Reboot | OnCrash::Resurrect => {
                             // The dump is written while the guest reboots.
                             crashes.persist_in_background(captured);
                             crashed_at = Some(info.detected_at);
@@ -113,6 +146,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 }
             }
         };
+        drop(vm);
+        if let Some(l) = listener {
+            let _ = l.join();
+        }
         match next {
             Ok(None) => continue,
             Ok(Some(code)) => break Ok(code),

@@ -15,7 +15,11 @@ struct Expect {
 }
 
 const fn e(crash: &'static str, kind: &'static str, process: Option<&'static str>) -> Expect {
-    Expect { crash, kind, process }
+    Expect {
+        crash,
+        kind,
+        process,
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -42,14 +46,32 @@ fn check(x: &Expect) {
     let mut g = Guest::boot_with(&["--memory", "64", "--on-crash", "halt", "--data-dir", data]);
     g.send(&format!("crash {}", x.crash));
     let status = g.wait(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(3), "crash {} must end with exit code 3:\n{}", x.crash, g.transcript);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "crash {} must end with exit code 3:\n{}",
+        x.crash,
+        g.transcript
+    );
 
     let r = only_report(&dir);
     assert_eq!(r["kind"], x.kind, "crash {}: report {r:#}", x.crash);
-    assert_eq!(r["extension"]["name"], "crashtest", "crash {}: report {r:#}", x.crash);
+    assert_eq!(
+        r["extension"]["name"], "crashtest",
+        "crash {}: report {r:#}",
+        x.crash
+    );
     match x.process {
-        Some(name) => assert_eq!(r["process"]["name"], name, "crash {}: report {r:#}", x.crash),
-        None => assert!(r["process"].is_null(), "crash {}: no offender expected: {r:#}", x.crash),
+        Some(name) => assert_eq!(
+            r["process"]["name"], name,
+            "crash {}: report {r:#}",
+            x.crash
+        ),
+        None => assert!(
+            r["process"].is_null(),
+            "crash {}: no offender expected: {r:#}",
+            x.crash
+        ),
     }
     let sig = r["signature"].as_str().unwrap_or("");
     assert!(sig.len() >= 8, "crash {}: signature {sig:?}", x.crash);
@@ -61,7 +83,11 @@ fn check(x: &Expect) {
         .output()
         .expect("lazarus crashes");
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(sig), "crash {}: {sig} not in the database: {listing}", x.crash);
+    assert!(
+        listing.contains(sig),
+        "crash {}: {sig} not in the database: {listing}",
+        x.crash
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -102,8 +128,14 @@ fn reboot_policy_reports_downtime_and_loses_state() {
     g.cmd("kv put survivor yes");
     g.send("crash null-read");
     // The guest comes back with a fresh shell, and the downtime is told.
-    let line = g.wait_lines(&["lazarus: rebooted after the crash"], Duration::from_secs(60));
-    assert!(line[0].contains("ms from crash to shell prompt"), "{line:?}");
+    let line = g.wait_lines(
+        &["lazarus: rebooted after the crash"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        line[0].contains("ms from crash to shell prompt"),
+        "{line:?}"
+    );
     // Resynchronise with the new shell (its prompt and our stderr line
     // race): an echo marks where the next command's output starts.
     g.send("echo resync-marker");

@@ -32,7 +32,10 @@ impl SlotBuffer {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        let mut b = Self { ptr: ptr.cast(), len };
+        let mut b = Self {
+            ptr: ptr.cast(),
+            len,
+        };
         b.fill(0, len, 0);
         Ok(b)
     }
@@ -43,7 +46,10 @@ impl SlotBuffer {
 
     fn check(&self, off: u64, len: usize) -> usize {
         let off = usize::try_from(off).unwrap_or(usize::MAX);
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len), "slot buffer access out of range");
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= self.len),
+            "slot buffer access out of range"
+        );
         off
     }
 

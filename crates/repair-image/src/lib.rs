@@ -49,7 +49,12 @@ pub struct PristineSource {
 impl PristineSource {
     pub fn kernel(va: u64, bytes: Vec<u8>) -> Self {
         let code_len = bytes.len() as u64;
-        Self { ext_slot: NONE, va, code_len, bytes }
+        Self {
+            ext_slot: NONE,
+            va,
+            code_len,
+            bytes,
+        }
     }
 }
 
@@ -77,13 +82,18 @@ impl RepairImage {
     /// Lays out the program and the page tables for `mem_size` of RAM.
     pub fn new(program_elf: &[u8], mem_size: u64) -> Result<Self, ImageError> {
         let mut buf = SlotBuffer::new(SLOT_SIZE as usize).map_err(ImageError::Alloc)?;
-        let elf = object::File::parse(program_elf).map_err(|e| ImageError::BadProgram(e.to_string()))?;
+        let elf =
+            object::File::parse(program_elf).map_err(|e| ImageError::BadProgram(e.to_string()))?;
         let mut rw_template = Vec::new();
         let mut program_end = PROGRAM_OFFSET;
         for seg in elf.segments() {
             let (va, memsz) = (seg.address(), seg.size());
-            let data = seg.data().map_err(|e| ImageError::BadProgram(e.to_string()))?;
-            let end = va.checked_add(memsz).ok_or(ImageError::ProgramTooLarge(memsz))?;
+            let data = seg
+                .data()
+                .map_err(|e| ImageError::BadProgram(e.to_string()))?;
+            let end = va
+                .checked_add(memsz)
+                .ok_or(ImageError::ProgramTooLarge(memsz))?;
             if va < PROGRAM_VA || end > PROGRAM_VA + PROGRAM_MAX || (data.len() as u64) > memsz {
                 return Err(ImageError::ProgramTooLarge(end.saturating_sub(PROGRAM_VA)));
             }
@@ -100,7 +110,9 @@ impl RepairImage {
         }
         let entry = elf.entry();
         if !(PROGRAM_VA..PROGRAM_VA + PROGRAM_MAX).contains(&entry) {
-            return Err(ImageError::BadProgram(format!("entry {entry:#x} outside the program area")));
+            return Err(ImageError::BadProgram(format!(
+                "entry {entry:#x} outside the program area"
+            )));
         }
         pagetables::build(&mut buf, mem_size).ok_or(ImageError::BadRamSize(mem_size))?;
         let mut img = Self {
@@ -122,7 +134,10 @@ impl RepairImage {
         if sources.len() > MAX_PRISTINE {
             return Err(ImageError::TooManyCopies(sources.len()));
         }
-        let need: u64 = sources.iter().map(|s| (s.bytes.len() as u64).div_ceil(16) * 16).sum();
+        let need: u64 = sources
+            .iter()
+            .map(|s| (s.bytes.len() as u64).div_ceil(16) * 16)
+            .sum();
         let room = SLOT_SIZE - PRISTINE_OFFSET;
         if need > room {
             return Err(ImageError::NoRoom { need, room });
@@ -169,12 +184,15 @@ impl RepairImage {
         }
         input.pristine = self.pristine;
         self.buf.write(INPUT_OFFSET, input.as_bytes());
-        self.buf.fill(PLAN_OFFSET, core::mem::size_of::<ResumePlan>(), 0);
+        self.buf
+            .fill(PLAN_OFFSET, core::mem::size_of::<ResumePlan>(), 0);
     }
 
     /// The plan the program left in the mailbox.
     pub fn plan(&self) -> ResumePlan {
-        let bytes = self.buf.read(PLAN_OFFSET, core::mem::size_of::<ResumePlan>());
+        let bytes = self
+            .buf
+            .read(PLAN_OFFSET, core::mem::size_of::<ResumePlan>());
         // Every bit pattern is a valid ResumePlan; a short read cannot
         // happen (the offset is a constant inside the buffer).
         ResumePlan::read_from_bytes(bytes).unwrap_or_else(|_| ResumePlan::new_zeroed_plan())
@@ -193,7 +211,11 @@ impl RepairImage {
     pub fn size(&self) -> ImageSize {
         let pristine_end = PRISTINE_OFFSET + self.pristine_bytes;
         ImageSize {
-            total: if self.pristine_bytes > 0 { pristine_end } else { self.program_end },
+            total: if self.pristine_bytes > 0 {
+                pristine_end
+            } else {
+                self.program_end
+            },
             program: self.program_end - PROGRAM_OFFSET,
             pristine: self.pristine_bytes,
             page_tables: PAGE_TABLES_SIZE,

@@ -24,7 +24,10 @@ fn table_gpa(i: u64) -> u64 {
 }
 
 fn set(buf: &mut SlotBuffer, table: u64, index: u64, entry: u64) {
-    buf.write(PAGE_TABLES_OFFSET + table * PAGE_SIZE + index * 8, &entry.to_le_bytes());
+    buf.write(
+        PAGE_TABLES_OFFSET + table * PAGE_SIZE + index * 8,
+        &entry.to_le_bytes(),
+    );
 }
 
 fn idx(va: u64, level: u32) -> u64 {
@@ -45,7 +48,12 @@ pub fn build(buf: &mut SlotBuffer, mem_size: u64) -> Option<()> {
     }
     let mut off = 0;
     while off < SLOT_SIZE {
-        set(buf, PD_LOW, idx(IMAGE_VA + off, 1), (SLOT_GPA + off) | f | PS);
+        set(
+            buf,
+            PD_LOW,
+            idx(IMAGE_VA + off, 1),
+            (SLOT_GPA + off) | f | PS,
+        );
         off += LARGE_PAGE_SIZE;
     }
     set(buf, PD_LOW, idx(DOORBELL_VA, 1), table_gpa(PT_DOORBELL) | f);
@@ -56,7 +64,12 @@ pub fn build(buf: &mut SlotBuffer, mem_size: u64) -> Option<()> {
     while pa < mem_size {
         let gib = pa >> 30;
         if pa.is_multiple_of(1 << 30) {
-            set(buf, PDPT_RAM, idx(RAM_VA + pa, 2), table_gpa(PD_RAM + gib) | f);
+            set(
+                buf,
+                PDPT_RAM,
+                idx(RAM_VA + pa, 2),
+                table_gpa(PD_RAM + gib) | f,
+            );
         }
         set(buf, PD_RAM + gib, idx(RAM_VA + pa, 1), pa | f | PS);
         pa += LARGE_PAGE_SIZE;

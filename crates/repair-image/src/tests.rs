@@ -34,11 +34,21 @@ fn image() -> RepairImage {
 fn page_tables_map_image_doorbell_and_ram() {
     let img = image();
     assert_eq!(translate(&img, IMAGE_VA), Some(SLOT_GPA));
-    assert_eq!(translate(&img, IMAGE_VA + SLOT_SIZE - 1), Some(SLOT_GPA + SLOT_SIZE - 1));
+    assert_eq!(
+        translate(&img, IMAGE_VA + SLOT_SIZE - 1),
+        Some(SLOT_GPA + SLOT_SIZE - 1)
+    );
     assert_eq!(translate(&img, DOORBELL_VA), Some(DOORBELL_GPA));
     assert_eq!(translate(&img, RAM_VA), Some(0));
-    assert_eq!(translate(&img, RAM_VA + (128 << 20) - 8), Some((128 << 20) - 8));
-    assert_eq!(translate(&img, RAM_VA + (128 << 20)), None, "nothing past RAM");
+    assert_eq!(
+        translate(&img, RAM_VA + (128 << 20) - 8),
+        Some((128 << 20) - 8)
+    );
+    assert_eq!(
+        translate(&img, RAM_VA + (128 << 20)),
+        None,
+        "nothing past RAM"
+    );
     assert_eq!(translate(&img, 0), None, "no null page");
     let (entry, stack) = img.entry();
     assert!(translate(&img, entry).is_some() && translate(&img, stack - 8).is_some());
@@ -48,17 +58,27 @@ fn page_tables_map_image_doorbell_and_ram() {
 fn pristine_copies_are_laid_out_with_checksums() {
     let mut img = image();
     let kernel = PristineSource::kernel(0xffff_ffff_8010_0000, vec![0x90; 10_000]);
-    let ext = PristineSource { ext_slot: 2, va: 0xffff_ffff_c200_0000, code_len: 100, bytes: vec![7; 300] };
+    let ext = PristineSource {
+        ext_slot: 2,
+        va: 0xffff_ffff_c200_0000,
+        code_len: 100,
+        bytes: vec![7; 300],
+    };
     img.set_pristine(&[kernel, ext]).expect("fits");
     img.prepare(RepairInput::default());
-    let input = RepairInput::read_from_bytes(&img.bytes()[INPUT_OFFSET as usize..][..core::mem::size_of::<RepairInput>()])
-        .expect("input");
+    let input = RepairInput::read_from_bytes(
+        &img.bytes()[INPUT_OFFSET as usize..][..core::mem::size_of::<RepairInput>()],
+    )
+    .expect("input");
     let k = input.pristine[0];
     assert!(k.kernel() && k.len == 10_000 && k.code_len == 10_000);
     assert_eq!(k.checksum, fnv1a(&[0x90; 10_000]));
     assert_eq!(&img.bytes()[k.image_offset as usize..][..4], &[0x90; 4]);
     let e = input.pristine[1];
-    assert_eq!((e.ext_slot, e.code_len, e.checksum), (2, 100, fnv1a(&[7; 100])));
+    assert_eq!(
+        (e.ext_slot, e.code_len, e.checksum),
+        (2, 100, fnv1a(&[7; 100]))
+    );
     assert!(img.size().total <= 2 << 20, "{:?}", img.size());
     assert_eq!(img.generation(), 1);
 }
@@ -67,12 +87,18 @@ fn pristine_copies_are_laid_out_with_checksums() {
 fn too_much_pristine_code_is_an_error() {
     let mut img = image();
     let huge = PristineSource::kernel(0, vec![0; SLOT_SIZE as usize]);
-    assert!(matches!(img.set_pristine(&[huge]), Err(ImageError::NoRoom { .. })));
+    assert!(matches!(
+        img.set_pristine(&[huge]),
+        Err(ImageError::NoRoom { .. })
+    ));
 }
 
 #[test]
 fn bad_inputs_are_errors() {
     assert!(RepairImage::new(b"not an elf", 128 << 20).is_err());
-    assert!(RepairImage::new(PROGRAM, 3 << 20).is_err(), "not 2 MiB aligned");
+    assert!(
+        RepairImage::new(PROGRAM, 3 << 20).is_err(),
+        "not 2 MiB aligned"
+    );
     assert!(RepairImage::new(PROGRAM, 8 << 30).is_err(), "too big");
 }

@@ -91,7 +91,10 @@ impl Recovery {
         let who = if self.plan.quarantined != 0 {
             format!("quarantined pid {} ({name})", self.plan.quarantined)
         } else if self.plan.interrupted != 0 {
-            format!("no process to blame (interrupt context); pid {} continues", self.plan.interrupted)
+            format!(
+                "no process to blame (interrupt context); pid {} continues",
+                self.plan.interrupted
+            )
         } else {
             "no process to blame".to_string()
         };
@@ -140,30 +143,50 @@ pub type Fallback = String;
 impl Resurrector {
     /// Builds the image with a pristine copy of the kernel's read-only
     /// segments, taken from the kernel ELF itself.
-    pub fn new(cfg: ResurrectConfig, kernel_elf: &[u8], kernel_phys: (u64, u64), mem_size: u64) -> Result<Self, String> {
+    pub fn new(
+        cfg: ResurrectConfig,
+        kernel_elf: &[u8],
+        kernel_phys: (u64, u64),
+        mem_size: u64,
+    ) -> Result<Self, String> {
         let elf = object::File::parse(kernel_elf).map_err(|e| format!("kernel ELF: {e}"))?;
         let mut ro: Vec<(u64, &[u8])> = Vec::new();
         let mut text = (u64::MAX, 0);
         for seg in elf.segments() {
-            let SegmentFlags::Elf { p_flags } = seg.flags() else { continue };
+            let SegmentFlags::Elf { p_flags } = seg.flags() else {
+                continue;
+            };
             if p_flags & object::elf::PF_W != 0 || seg.size() == 0 {
                 continue;
             }
             let data = seg.data().map_err(|e| format!("kernel ELF: {e}"))?;
             ro.push((seg.address(), data));
             if p_flags & object::elf::PF_X != 0 {
-                text = (text.0.min(seg.address()), text.1.max(seg.address() + seg.size()));
+                text = (
+                    text.0.min(seg.address()),
+                    text.1.max(seg.address() + seg.size()),
+                );
             }
         }
-        let lo = ro.iter().map(|s| s.0).min().ok_or("kernel ELF has no read-only segment")?;
-        let hi = ro.iter().map(|s| s.0 + s.1.len() as u64).max().unwrap_or(lo);
+        let lo = ro
+            .iter()
+            .map(|s| s.0)
+            .min()
+            .ok_or("kernel ELF has no read-only segment")?;
+        let hi = ro
+            .iter()
+            .map(|s| s.0 + s.1.len() as u64)
+            .max()
+            .unwrap_or(lo);
         let mut bytes = vec![0u8; (hi - lo) as usize];
         for (va, data) in ro {
             bytes[(va - lo) as usize..][..data.len()].copy_from_slice(data);
         }
         let kernel = PristineSource::kernel(lo, bytes);
         let mut image = RepairImage::new(&cfg.program, mem_size).map_err(|e| e.to_string())?;
-        image.set_pristine(std::slice::from_ref(&kernel)).map_err(|e| e.to_string())?;
+        image
+            .set_pristine(std::slice::from_ref(&kernel))
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             cfg,
             image,
@@ -194,9 +217,15 @@ impl Resurrector {
         }
         self.exts[slot] = None;
         if ev.loaded {
-            match root_gpa.ok_or("no state root".to_string()).and_then(|g| capture_ext(mem, g, slot)) {
+            match root_gpa
+                .ok_or("no state root".to_string())
+                .and_then(|g| capture_ext(mem, g, slot))
+            {
                 Ok(p) => self.exts[slot] = Some(p),
-                Err(e) => warn!(slot, "cannot snapshot the extension for the repair image: {e}"),
+                Err(e) => warn!(
+                    slot,
+                    "cannot snapshot the extension for the repair image: {e}"
+                ),
             }
         }
         let mut all = vec![self.kernel.clone()];
@@ -241,19 +270,36 @@ impl Resurrector {
         };
         let detector = detector(&crash.kind);
         // Same place, same way, again and again: a crash loop.
-        let rip = crash.guest_record.as_ref().map_or(regs.rip, |r| r.frame.rip);
+        let rip = crash
+            .guest_record
+            .as_ref()
+            .map_or(regs.rip, |r| r.frame.rip);
         self.repeat = match self.last {
-            Some((r, d, at)) if r == rip && d == u64::from(detector) && at.elapsed() < LOOP_WINDOW => self.repeat + 1,
+            Some((r, d, at))
+                if r == rip && d == u64::from(detector) && at.elapsed() < LOOP_WINDOW =>
+            {
+                self.repeat + 1
+            }
             _ => 0,
         };
         self.last = Some((rip, u64::from(detector), Instant::now()));
 
         let offender_cr3 = {
-            let pid = crash.guest_record.as_ref().map_or(root.cpus[0].current, |r| r.pid);
+            let pid = crash
+                .guest_record
+                .as_ref()
+                .map_or(root.cpus[0].current, |r| r.pid);
             let p = &root.procs[KernelRoot::slot_of(pid)];
             (pid != 0 && p.pid == pid).then_some(p.cr3)
         };
-        let snapshot = crate::snapshot::take(mem, self.mem_size, &root, self.kernel_phys, offender_cr3, &mut self.pool);
+        let snapshot = crate::snapshot::take(
+            mem,
+            self.mem_size,
+            &root,
+            self.kernel_phys,
+            offender_cr3,
+            &mut self.pool,
+        );
 
         let input = RepairInput {
             detector,
@@ -309,7 +355,12 @@ impl Resurrector {
     }
 
     /// Maps the image, runs the program to its doorbell, unmaps the image.
-    fn run_repair(&mut self, vcpu: &mut Vcpu, vm_fd: &VmFd, crash_sregs: &kvm_sregs) -> Result<(), String> {
+    fn run_repair(
+        &mut self,
+        vcpu: &mut Vcpu,
+        vm_fd: &VmFd,
+        crash_sregs: &kvm_sregs,
+    ) -> Result<(), String> {
         let (host, size) = self.image.host_region();
         let region = kvm_userspace_memory_region {
             slot: REPAIR_SLOT,
@@ -321,9 +372,13 @@ impl Resurrector {
         // SAFETY: `host` is the start of the image's own page-aligned
         // mapping of `size` bytes, which outlives the slot: the slot is
         // removed below before this function returns.
-        unsafe { vm_fd.set_user_memory_region(region) }.map_err(|e| format!("mapping the repair image: {e}"))?;
+        unsafe { vm_fd.set_user_memory_region(region) }
+            .map_err(|e| format!("mapping the repair image: {e}"))?;
         let result = self.enter_and_wait(vcpu, crash_sregs);
-        let remove = kvm_userspace_memory_region { memory_size: 0, ..region };
+        let remove = kvm_userspace_memory_region {
+            memory_size: 0,
+            ..region
+        };
         // SAFETY: deleting the slot created above.
         if let Err(e) = unsafe { vm_fd.set_user_memory_region(remove) } {
             // The guest must never keep the image: nothing can be resumed.
@@ -349,19 +404,33 @@ impl Resurrector {
         s.cr4 = base.cr4;
         s.efer = base.efer;
         let (rip, rsp) = self.image.entry();
-        let regs = kvm_regs { rip, rsp, rflags: 0x2, ..Default::default() };
-        vcpu.fd.set_sregs(&s).map_err(|e| format!("KVM_SET_SREGS for repair: {e}"))?;
-        vcpu.fd.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS for repair: {e}"))?;
+        let regs = kvm_regs {
+            rip,
+            rsp,
+            rflags: 0x2,
+            ..Default::default()
+        };
+        vcpu.fd
+            .set_sregs(&s)
+            .map_err(|e| format!("KVM_SET_SREGS for repair: {e}"))?;
+        vcpu.fd
+            .set_regs(&regs)
+            .map_err(|e| format!("KVM_SET_REGS for repair: {e}"))?;
         let deadline = Instant::now() + self.cfg.budget;
         loop {
             match vcpu.fd.run() {
                 Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => return Ok(()),
-                Ok(VcpuExit::Shutdown) => return Err("the repair program faulted (triple fault)".into()),
+                Ok(VcpuExit::Shutdown) => {
+                    return Err("the repair program faulted (triple fault)".into());
+                }
                 Ok(other) => return Err(format!("unexpected exit while repairing: {other:?}")),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     vcpu.fd.set_kvm_immediate_exit(0);
                     if Instant::now() >= deadline {
-                        return Err(format!("the repair program ran past its {:?} budget", self.cfg.budget));
+                        return Err(format!(
+                            "the repair program ran past its {:?} budget",
+                            self.cfg.budget
+                        ));
                     }
                 }
                 Err(e) => return Err(format!("KVM_RUN while repairing: {e}")),
@@ -373,14 +442,23 @@ impl Resurrector {
     fn check_plan(&self, plan: &ResumePlan) -> Result<(), String> {
         let (lo, hi) = self.kernel_text;
         if !(lo..hi).contains(&plan.entry) {
-            return Err(format!("resume plan: entry {:#x} is not kernel code", plan.entry));
+            return Err(format!(
+                "resume plan: entry {:#x} is not kernel code",
+                plan.entry
+            ));
         }
         let stack = plan.stack_top.wrapping_sub(KERNEL_VIRT_BASE);
         if !(self.kernel_phys.0..=self.kernel_phys.1).contains(&stack) || plan.stack_top % 16 != 0 {
-            return Err(format!("resume plan: stack {:#x} is not in the kernel image", plan.stack_top));
+            return Err(format!(
+                "resume plan: stack {:#x} is not in the kernel image",
+                plan.stack_top
+            ));
         }
         if plan.cr3 != BOOT_PML4_GPA {
-            return Err(format!("resume plan: page table {:#x} is not the kernel's", plan.cr3));
+            return Err(format!(
+                "resume plan: page table {:#x} is not the kernel's",
+                plan.cr3
+            ));
         }
         if plan.ext != NONE && plan.ext as usize >= MAX_EXTS {
             return Err("resume plan: bad extension slot".into());
@@ -444,7 +522,12 @@ fn detector(kind: &CrashKind) -> u32 {
 }
 
 /// Sets the vCPU to enter the kernel's recovery entry in ring 0.
-fn enter_kernel(vcpu: &mut Vcpu, crash_sregs: &kvm_sregs, plan: &ResumePlan, idt: u64) -> Result<(), String> {
+fn enter_kernel(
+    vcpu: &mut Vcpu,
+    crash_sregs: &kvm_sregs,
+    plan: &ResumePlan,
+    idt: u64,
+) -> Result<(), String> {
     let mut s = long_mode_sregs(*crash_sregs);
     s.cr3 = plan.cr3;
     s.idt.base = idt;
@@ -464,7 +547,11 @@ fn enter_kernel(vcpu: &mut Vcpu, crash_sregs: &kvm_sregs, plan: &ResumePlan, idt
 fn capture_ext(mem: &GuestRam, root_gpa: u64, slot: usize) -> Result<PristineSource, String> {
     let root = read_root(mem, root_gpa).map_err(|e| e.to_string())?;
     let e = root.exts[slot];
-    if e.state == EXT_FREE || e.base < EXT_REGION || e.size == 0 || e.size > lazarus_abi::layout::EXT_SLOT_SIZE {
+    if e.state == EXT_FREE
+        || e.base < EXT_REGION
+        || e.size == 0
+        || e.size > lazarus_abi::layout::EXT_SLOT_SIZE
+    {
         return Err(format!("slot {slot} does not hold a loaded extension"));
     }
     if e.text_end <= e.base || e.text_end > e.base + e.size {
@@ -473,9 +560,13 @@ fn capture_ext(mem: &GuestRam, root_gpa: u64, slot: usize) -> Result<PristineSou
     let mut bytes = vec![0u8; e.size as usize];
     let mut off = 0u64;
     while off < e.size {
-        let pa = translate(mem, root.master_pml4, e.base + off).ok_or("extension page not mapped")?;
-        mem.read_slice(&mut bytes[off as usize..(off + 4096) as usize], GuestAddress(pa))
-            .map_err(|e| e.to_string())?;
+        let pa =
+            translate(mem, root.master_pml4, e.base + off).ok_or("extension page not mapped")?;
+        mem.read_slice(
+            &mut bytes[off as usize..(off + 4096) as usize],
+            GuestAddress(pa),
+        )
+        .map_err(|e| e.to_string())?;
         off += 4096;
     }
     Ok(PristineSource {

@@ -110,21 +110,27 @@ fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>
             }
             continue;
         }
-        let Some(t3) = table(ram, e4 & ADDR) else { break };
+        let Some(t3) = table(ram, e4 & ADDR) else {
+            break;
+        };
         out.push((e4 & ADDR, PAGE_SIZE));
         let e3 = entry(t3, ((va >> 30) & 0x1ff) as usize);
         if e3 & P == 0 || e3 & PS != 0 {
             va = (va | ((1 << 30) - 1)) + 1;
             continue;
         }
-        let Some(t2) = table(ram, e3 & ADDR) else { break };
+        let Some(t2) = table(ram, e3 & ADDR) else {
+            break;
+        };
         out.push((e3 & ADDR, PAGE_SIZE));
         let e2 = entry(t2, ((va >> 21) & 0x1ff) as usize);
         if e2 & P == 0 || e2 & PS != 0 {
             va = (va | ((1 << 21) - 1)) + 1;
             continue;
         }
-        let Some(t1) = table(ram, e2 & ADDR) else { break };
+        let Some(t1) = table(ram, e2 & ADDR) else {
+            break;
+        };
         out.push((e2 & ADDR, PAGE_SIZE));
         let e1 = entry(t1, ((va >> 12) & 0x1ff) as usize);
         if e1 & P != 0 {
@@ -137,7 +143,8 @@ fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>
 /// Guest RAM as bytes (the VM is stopped while this runs).
 fn ram_bytes(mem: &GuestRam, size: u64) -> Option<&[u8]> {
     let host = mem.get_host_address(GuestAddress(0)).ok()?;
-    mem.check_range(GuestAddress(0), size as usize).then_some(())?;
+    mem.check_range(GuestAddress(0), size as usize)
+        .then_some(())?;
     // SAFETY: [0, size) is one mapped region of `mem` (checked); the only
     // writer, the guest, is stopped while the returned slice is used.
     Some(unsafe { std::slice::from_raw_parts(host, size as usize) })
@@ -155,14 +162,29 @@ pub fn take(
     let Some(ram) = ram_bytes(mem, mem_size) else {
         return MemSnapshot::default();
     };
-    let mut want: Vec<(u64, u64)> = vec![(0, BOOT_RESERVED_END), (kernel_phys.0, kernel_phys.1 - kernel_phys.0)];
+    let mut want: Vec<(u64, u64)> = vec![
+        (0, BOOT_RESERVED_END),
+        (kernel_phys.0, kernel_phys.1 - kernel_phys.0),
+    ];
     let heap = root.mem.heap_start.wrapping_sub(PHYSMAP_BASE);
     if heap < mem_size && root.mem.heap_size <= mem_size - heap {
         want.push((heap, root.mem.heap_size));
     }
     let pml4 = root.master_pml4;
-    walk(ram, pml4, KSTACK_REGION, KSTACK_REGION + MAX_PROCS as u64 * KSTACK_STRIDE, &mut want);
-    walk(ram, pml4, EXT_REGION, EXT_REGION + MAX_EXTS as u64 * EXT_SLOT_SIZE, &mut want);
+    walk(
+        ram,
+        pml4,
+        KSTACK_REGION,
+        KSTACK_REGION + MAX_PROCS as u64 * KSTACK_STRIDE,
+        &mut want,
+    );
+    walk(
+        ram,
+        pml4,
+        EXT_REGION,
+        EXT_REGION + MAX_EXTS as u64 * EXT_SLOT_SIZE,
+        &mut want,
+    );
     if let Some(cr3) = offender_cr3.filter(|&c| c != pml4) {
         walk(ram, cr3, 0, 0x0000_8000_0000_0000, &mut want);
     }
@@ -184,5 +206,9 @@ pub fn take(
         data.extend_from_slice(&ram[lo as usize..hi as usize]);
         ranges.push((lo, off, (hi - lo) as usize));
     }
-    MemSnapshot { mem_size, ranges, data }
+    MemSnapshot {
+        mem_size,
+        ranges,
+        data,
+    }
 }

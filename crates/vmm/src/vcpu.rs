@@ -234,13 +234,15 @@ fn try_resurrect(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option
     match result {
         Ok(()) => None,
         Err((mut crash, why)) => {
-            warn!(vcpu = vcpu.id, "resurrection not possible, falling back: {why}");
+            warn!(
+                vcpu = vcpu.id,
+                "resurrection not possible, falling back: {why}"
+            );
             crash.fallback = Some(why);
             Some(VcpuEvent::Crash(crash))
         }
     }
 }
-
 
 fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext, id: u32) -> Flow {
     let dev = &ctx.devices;
@@ -376,7 +378,9 @@ fn crash_info(vcpu: &Vcpu, ctx: &VcpuContext, kind: CrashKind) -> CrashInfo {
         .inspect_err(|e| warn!(vcpu = vcpu.id, "reading sregs after a crash: {e}"))
         .ok();
     let guest_record = match (&kind, ctx.devices.hypercalls.root_gpa()) {
-        (CrashKind::GuestPanic { .. }, Some(gpa)) => crate::root::read_crash_record(&ctx.devices.mem, gpa),
+        (CrashKind::GuestPanic { .. }, Some(gpa)) => {
+            crate::root::read_crash_record(&ctx.devices.mem, gpa)
+        }
         _ => None,
     };
     CrashInfo {

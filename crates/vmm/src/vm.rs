@@ -26,12 +26,12 @@ use crate::hypercall::{ExtEvent, Hypercalls, Milestone};
 use crate::kvm::open_kvm;
 use crate::loader::{KernelImage, initramfs_placement, load_initramfs};
 use crate::memory::{GuestRam, create_guest_ram, validate_mem_size};
+use crate::recovery::Resurrector;
 use crate::root::{RootError, read_root};
 use crate::serial::{SerialDevice, spawn_feeder};
 use crate::stats::{ExitCounts, ExitStats};
 use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, install_kick_handler, kick, spawn};
 use crate::watchdog::{Watchdog, thread_cpu_time};
-use crate::recovery::Resurrector;
 use lazarus_repair_image::ImageSize;
 
 /// KVM needs three pages for the TSS of real-mode emulation on Intel; put
@@ -217,7 +217,9 @@ impl Vm {
             },
             stop: Arc::new(AtomicBool::new(false)),
             guest_ready: Arc::new(AtomicBool::new(false)),
-            stop_at_milestone: std::sync::atomic::AtomicU64::new(config.stop_at_milestone.unwrap_or(0)),
+            stop_at_milestone: std::sync::atomic::AtomicU64::new(
+                config.stop_at_milestone.unwrap_or(0),
+            ),
             resurrector,
             vm_fd: vm_fd.clone(),
             hang: Mutex::new(None),
@@ -439,7 +441,8 @@ impl Vm {
                 }))
             }
             Some(VcpuEvent::Crash(mut info)) => {
-                if matches!(info.kind, CrashKind::GuestPanic { .. }) && info.guest_record.is_none() {
+                if matches!(info.kind, CrashKind::GuestPanic { .. }) && info.guest_record.is_none()
+                {
                     match self.kernel_root() {
                         Ok(root) => info.guest_record = Some(root.crash),
                         Err(RootError::NotRegistered) => {}

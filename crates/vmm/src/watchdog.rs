@@ -37,7 +37,10 @@ pub fn thread_cpu_time(thread: libc::pthread_t) -> Option<Duration> {
     if unsafe { libc::pthread_getcpuclockid(thread, &mut clock) } != 0 {
         return None;
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; an invalid clock only errors.
     if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return None;
@@ -52,7 +55,10 @@ pub struct Watchdog {
 
 impl Watchdog {
     pub fn new(timeout: Duration) -> Self {
-        Self { timeout, last: None }
+        Self {
+            timeout,
+            last: None,
+        }
     }
 
     /// How often to check.
@@ -68,7 +74,12 @@ impl Watchdog {
 
     /// Reads the heartbeat and decides. `vcpu_cpu` is the CPU time of the
     /// boot vCPU's thread now.
-    pub fn check(&mut self, mem: &GuestRam, root_gpa: Option<u64>, vcpu_cpu: Option<Duration>) -> Option<Stall> {
+    pub fn check(
+        &mut self,
+        mem: &GuestRam,
+        root_gpa: Option<u64>,
+        vcpu_cpu: Option<Duration>,
+    ) -> Option<Stall> {
         let gpa = root_gpa?;
         let beat: u64 = mem
             .read_obj(GuestAddress(gpa + offset_of!(KernelRoot, heartbeat) as u64))
@@ -84,7 +95,11 @@ impl Watchdog {
                 let spun = cpu.is_some_and(|c| c >= self.timeout);
                 // Without a CPU clock, fall back to wall time alone.
                 let waited = wall >= self.timeout * if cpu.is_some() { 10 } else { 1 };
-                (spun || waited).then_some(Stall { heartbeat: beat, wall, cpu })
+                (spun || waited).then_some(Stall {
+                    heartbeat: beat,
+                    wall,
+                    cpu,
+                })
             }
             _ => {
                 self.last = Some((beat, now, vcpu_cpu));
@@ -112,7 +127,10 @@ mod tests {
         for beat in 2..5u64 {
             std::thread::sleep(Duration::from_millis(10));
             mem.write_obj(beat, hb).expect("write");
-            assert_eq!(wd.check(&mem, Some(root), Some(Duration::from_millis(100))), None);
+            assert_eq!(
+                wd.check(&mem, Some(root), Some(Duration::from_millis(100))),
+                None
+            );
         }
         // Stalled while the vCPU burns CPU: fires.
         std::thread::sleep(Duration::from_millis(5));

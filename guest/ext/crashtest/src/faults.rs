@@ -184,6 +184,11 @@ pub fn triple_fault() -> ! {
 /// `movq xmm0, rbx` as raw bytes: the kernel is built without SSE.
 pub fn emulation_failure() -> ! {
     // SAFETY: deliberately executes an instruction the kernel never enables.
-    unsafe { asm!(".byte 0x66, 0x48, 0x0f, 0x6e, 0xc3", options(nostack, nomem)) };
+    unsafe {
+        asm!(
+            ".byte 0x66, 0x48, 0x0f, 0x6e, 0xc3",
+            options(nostack, nomem)
+        )
+    };
     panic("crashtest: SSE instruction ran in ring 0")
 }

@@ -12,8 +12,8 @@ use core::fmt::Write;
 use lazarus_ulib::abi::dev::crashtest::{
     DEV, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PING, KINDS, PING_REPLY, kind_by_name,
 };
-use lazarus_ulib::process;
 use lazarus_ulib::io::{ioctl, open};
+use lazarus_ulib::process;
 use lazarus_ulib::{Args, Errno, entry, ext, print, println};
 
 entry!(main);

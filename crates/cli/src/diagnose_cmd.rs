@@ -1,0 +1,156 @@
+//! `lazarus diagnose DUMP`: the offline diagnosis of one crash dump, as
+//! text or JSON, or the gdb command line that opens it with every symbol.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use lazarus_dump::Dump;
+use lazarus_symbols::{SymbolStore, build_id_of_loaded};
+
+use crate::exit::{BAD_INPUT, failure};
+
+const DIAGNOSE_HELP: &str = "\
+Symbols are looked up by build id in the symbol store, which `lazarus run`
+fills with the kernel and extensions it boots. Missing symbols make the
+report less precise (raw addresses), never fail it.
+
+Exit codes:
+  0  success
+  1  internal error
+  2  usage error
+  4  the dump is missing, malformed or truncated";
+
+/// What to diagnose, and how to print it.
+#[derive(Debug, Args)]
+#[command(after_help = DIAGNOSE_HELP)]
+pub struct DiagnoseArgs {
+    /// The ELF core dump of a crashed guest.
+    #[arg(value_name = "DUMP")]
+    pub dump: PathBuf,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Symbol store [default: $LAZARUS_DATA_DIR/symbols, else
+    /// $XDG_DATA_HOME/lazarus/symbols, else ~/.local/share/lazarus/symbols].
+    #[arg(long, value_name = "DIR")]
+    pub symbols: Option<PathBuf>,
+    /// Print the gdb command line that opens the dump with the kernel and
+    /// every extension's symbols, instead of the report.
+    #[arg(long, conflicts_with = "json")]
+    pub gdb: bool,
+}
+
+/// The symbol store inside the data directory, resolved exactly as the
+/// crash database resolves it (so `lazarus run` and this agree).
+pub fn default_symbols_dir() -> anyhow::Result<PathBuf> {
+    let data = lazarus_crashdb::DataDir::resolve(None)
+        .map_err(|e| failure(crate::exit::INTERNAL, e.to_string()))?;
+    Ok(data.symbols_dir())
+}
+
+/// Runs `lazarus diagnose`.
+pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    let dump = Dump::open(&args.dump)
+        .map_err(|e| failure(BAD_INPUT, format!("{}: {e}", args.dump.display())))?;
+    let dir = match &args.symbols {
+        Some(d) => d.clone(),
+        None => default_symbols_dir()?,
+    };
+    let store = SymbolStore::new(dir);
+    let out = if args.gdb {
+        gdb_command(&dump, &store) + "\n"
+    } else {
+        let report = lazarus_diagnose::diagnose(&dump, &store)
+            .map_err(|e| failure(BAD_INPUT, format!("{}: {e}", args.dump.display())))?;
+        if args.json {
+            serde_json::to_string_pretty(&report)? + "\n"
+        } else {
+            format!("{}:\n{}", args.dump.display(), report.render_text())
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head`) is not an error worth reporting.
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn path_arg(p: &Path) -> String {
+    shell_quote(&p.to_string_lossy())
+}
+
+/// `gdb -nx [-ex 'add-symbol-file EXT -o BASE']... KERNEL DUMP`. What the
+/// store lacks is said on stderr; the command still opens the dump.
+fn gdb_command(dump: &Dump, store: &SymbolStore) -> String {
+    let note = dump.note();
+    let mut cmd = vec!["gdb".to_string(), "-nx".to_string()];
+    cmd.push("-ex".into());
+    cmd.push(shell_quote("set confirm off"));
+    for e in &note.extensions {
+        let id = e.build_id.clone().or_else(|| {
+            build_id_of_loaded(|off, buf| off < e.size && dump.read_virt(e.base + off, buf).is_ok())
+        });
+        match id.as_deref().and_then(|id| store.find(id)) {
+            Some(path) => {
+                cmd.push("-ex".into());
+                cmd.push(shell_quote(&format!(
+                    "add-symbol-file {} -o {:#x}",
+                    path_arg(&path),
+                    e.base
+                )));
+            }
+            None => eprintln!(
+                "lazarus: warning: no symbols for extension {} (build id {})",
+                e.name,
+                id.as_deref().unwrap_or("unknown")
+            ),
+        }
+    }
+    match note
+        .kernel_build_id
+        .as_deref()
+        .and_then(|id| store.find(id))
+    {
+        Some(kernel) => {
+            cmd.push(path_arg(&kernel));
+            cmd.push(path_arg(dump.path()));
+        }
+        None => {
+            eprintln!(
+                "lazarus: warning: no kernel symbols (build id {}) in {}",
+                note.kernel_build_id.as_deref().unwrap_or("unknown"),
+                store.dir().display()
+            );
+            cmd.push("-c".into());
+            cmd.push(path_arg(dump.path()));
+        }
+    }
+    cmd.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/a/b.elf"), "/a/b.elf");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,122 @@
+//! Where lazarus keeps its crash database, dumps, reports and symbols.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::DbError;
+
+/// Environment variable that overrides the data directory.
+pub const DATA_DIR_ENV: &str = "LAZARUS_DATA_DIR";
+
+/// The project's data directory and the fixed layout inside it.
+///
+/// One place decides the layout so the hypervisor (which writes) and the
+/// CLI (which reads) always agree on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at exactly `root`.
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// Resolves the data directory from the process environment:
+    /// `explicit` (the CLI's `--data-dir`) > `LAZARUS_DATA_DIR` >
+    /// `$XDG_DATA_HOME/lazarus` > `$HOME/.local/share/lazarus`.
+    pub fn resolve(explicit: Option<&Path>) -> Result<DataDir, DbError> {
+        DataDir::resolve_with(explicit, |name| std::env::var_os(name))
+    }
+
+    /// [`DataDir::resolve`] with the environment supplied by `env`, so the
+    /// precedence can be tested without touching the process environment.
+    pub fn resolve_with(
+        explicit: Option<&Path>,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<DataDir, DbError> {
+        if let Some(dir) = explicit {
+            return Ok(DataDir::new(dir));
+        }
+        // Empty variables count as unset, as the XDG spec asks.
+        let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(dir) = var(DATA_DIR_ENV) {
+            return Ok(DataDir::new(dir));
+        }
+        // The XDG spec says to ignore relative paths.
+        if let Some(xdg) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+            return Ok(DataDir::new(xdg.join("lazarus")));
+        }
+        match var("HOME") {
+            Some(home) => Ok(DataDir::new(home.join(".local/share/lazarus"))),
+            None => Err(DbError::NoDataDir),
+        }
+    }
+
+    /// The data directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite crash database.
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("crashes.sqlite")
+    }
+
+    /// ELF core dumps, one per crash.
+    pub fn dumps_dir(&self) -> PathBuf {
+        self.root.join("dumps")
+    }
+
+    /// Diagnosis reports (JSON and text), one per crash.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+
+    /// Kernel and extension symbol files that dumps are read against.
+    pub fn symbols_dir(&self) -> PathBuf {
+        self.root.join("symbols")
+    }
+
+    /// The report written beside `dump`: a crash's files share one stem,
+    /// `dumps/STEM.core`, `reports/STEM.json` and `reports/STEM.txt`. The
+    /// JSON report if it exists, else the text one, else `None`.
+    pub fn report_for_dump(&self, dump: &Path) -> Option<PathBuf> {
+        let stem = dump.file_stem()?;
+        [".json", ".txt"]
+            .into_iter()
+            .map(|ext| {
+                // Not `with_extension`: a stem may itself contain dots.
+                let mut name = stem.to_os_string();
+                name.push(ext);
+                self.reports_dir().join(name)
+            })
+            .find(|p| p.is_file())
+    }
+
+    /// Creates the directory and its subdirectories. A newly created root
+    /// gets mode 0700: dumps hold the guest's whole memory. An existing
+    /// root keeps the mode its owner gave it.
+    pub fn ensure(&self) -> Result<(), DbError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DbError::Io { path, source }
+        };
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&self.root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.root.is_dir() => {}
+            Err(e) => return Err(io(&self.root)(e)),
+        }
+        for dir in [self.dumps_dir(), self.reports_dir(), self.symbols_dir()] {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type of the crash database.
+
+use std::path::PathBuf;
+
+/// Why a crash-database operation failed.
+///
+/// Callers branch on the variant: the CLI turns "not found" and "not our
+/// database" into bad-input exit codes and everything else into internal
+/// errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// None of `--data-dir`, `LAZARUS_DATA_DIR`, `XDG_DATA_HOME` or `HOME`
+    /// gave a usable directory.
+    #[error(
+        "cannot find the lazarus data directory: set LAZARUS_DATA_DIR or HOME, or pass --data-dir"
+    )]
+    NoDataDir,
+
+    /// A file-system operation on the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is not a SQLite database, or is a damaged one. Never
+    /// "repaired" by recreating it: it may hold someone's data.
+    #[error("{path} is not a lazarus crash database (corrupt or not SQLite): {source}")]
+    NotADatabase {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A healthy SQLite database that belongs to some other program.
+    #[error("{path} is a SQLite database of another program, not a lazarus crash database")]
+    Foreign { path: PathBuf },
+
+    /// Written by a newer lazarus; reading it could misinterpret it.
+    #[error(
+        "{path} has crash-database schema version {found}, newer than this lazarus supports ({supported})"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+
+    /// Any other SQLite failure (locked past the busy timeout, disk full, ...).
+    #[error("crash database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// No bucket's signature starts with this.
+    #[error("no crash with signature '{0}'")]
+    UnknownSignature(String),
+
+    /// More than one signature starts with this prefix.
+    #[error("signature prefix '{prefix}' is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousSignature {
+        prefix: String,
+        candidates: Vec<String>,
+    },
+
+    /// An empty prefix would match everything.
+    #[error("empty crash signature")]
+    EmptySignature,
+
+    /// No crash has this id.
+    #[error("no crash with id {0}")]
+    UnknownCrash(i64),
+
+    /// Crash times are stored as SQLite integers (i64 milliseconds).
+    #[error("crash time {0} ms is out of range")]
+    TimeOutOfRange(u64),
+}
+
+impl DbError {
+    /// True when the error is about what the user asked for or pointed at
+    /// (unknown signature, not a crash database), not about this program.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            DbError::NotADatabase { .. }
+                | DbError::Foreign { .. }
+                | DbError::NewerSchema { .. }
+                | DbError::UnknownSignature(_)
+                | DbError::AmbiguousSignature { .. }
+                | DbError::EmptySignature
+                | DbError::UnknownCrash(_)
+        )
+    }
+}
