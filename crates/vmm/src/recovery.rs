@@ -73,8 +73,12 @@ pub struct Recovery {
     pub plan: ResumePlan,
     /// Crash exit to the kernel's return to a user process.
     pub latency: Duration,
-    /// Of which: the repair program's run (slot mapped to doorbell).
+    /// Of which: taking the kernel-memory snapshot for the dump,
+    pub snapshot_time: Duration,
+    /// the repair program's run (slot mapped to slot removed),
     pub repair_time: Duration,
+    /// and the kernel's recovery entry up to its return to user mode.
+    pub resume_time: Duration,
     /// Kernel memory at the crash, for the dump.
     pub snapshot: MemSnapshot,
     pub root_gpa: u64,
@@ -118,6 +122,7 @@ impl Recovery {
 
 struct Pending {
     t0: Instant,
+    resumed: Instant,
     recovery: Recovery,
 }
 
@@ -292,6 +297,7 @@ impl Resurrector {
             let p = &root.procs[KernelRoot::slot_of(pid)];
             (pid != 0 && p.pid == pid).then_some(p.cr3)
         };
+        let snap_start = Instant::now();
         let snapshot = crate::snapshot::take(
             mem,
             self.mem_size,
@@ -300,6 +306,7 @@ impl Resurrector {
             offender_cr3,
             &mut self.pool,
         );
+        let snapshot_time = snap_start.elapsed();
 
         let input = RepairInput {
             detector,
@@ -341,12 +348,15 @@ impl Resurrector {
         }
         self.pending = Some(Pending {
             t0,
+            resumed: Instant::now(),
             recovery: Recovery {
                 seq: self.count,
                 crash,
                 plan,
                 latency: Duration::ZERO,
+                snapshot_time,
                 repair_time,
+                resume_time: Duration::ZERO,
                 snapshot,
                 root_gpa,
             },
@@ -478,6 +488,7 @@ impl Resurrector {
         let latency = p.t0.elapsed();
         let mut recovery = p.recovery;
         recovery.latency = latency;
+        recovery.resume_time = p.resumed.elapsed();
         self.count += 1;
         if count > 0 {
             let idx = ((count - 1) % lazarus_abi::root::MAX_RECOVERIES as u64) as usize;
@@ -493,7 +504,10 @@ impl Resurrector {
             kind = recovery.kind(),
             pid = recovery.plan.quarantined,
             latency_us = latency.as_micros() as u64,
+            snapshot_us = recovery.snapshot_time.as_micros() as u64,
+            snapshot_kib = recovery.snapshot.len() / 1024,
             repair_us = recovery.repair_time.as_micros() as u64,
+            resume_us = recovery.resume_time.as_micros() as u64,
             "{line}"
         );
         match &self.cfg.listener {

@@ -166,6 +166,8 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         e.text_start = base + text_lo;
         e.text_end = base + text_hi;
         e.load_count += 1;
+        // A fresh load by the user starts a fresh crash count.
+        e.crash_count = 0;
         let n = name.len().min(16);
         e.name = [0; 16];
         e.name[..n].copy_from_slice(&name[..n]);

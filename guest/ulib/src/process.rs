@@ -147,3 +147,23 @@ pub fn ps() -> Result<Vec<ProcInfo>> {
     rows.truncate(n);
     Ok(rows)
 }
+
+/// The kernel's log of resurrections (most recent last, up to 16).
+pub fn recoveries() -> Result<Vec<lazarus_abi::root::RecoveryRecord>> {
+    let mut rows =
+        alloc::vec![lazarus_abi::root::RecoveryRecord::default(); lazarus_abi::root::MAX_RECOVERIES];
+    // SAFETY: the kernel writes at most `rows.len()` records into `rows`.
+    let r = unsafe {
+        syscall5(
+            lazarus_abi::syscall::SYS_RECOVERIES,
+            rows.as_mut_ptr() as u64,
+            rows.len() as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    let n = check(r)? as usize;
+    rows.truncate(n.min(rows.len()));
+    Ok(rows)
+}

@@ -46,6 +46,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("rmmod", "rmmod NAME", "unload a kernel extension"),
     ("lsmod", "lsmod", "list kernel extensions"),
     (
+        "recoveries",
+        "recoveries",
+        "list the kernel's resurrections",
+    ),
+    (
         "kv",
         "kv put KEY VALUE | get KEY | del KEY",
         "use the key-value store",
@@ -137,6 +142,7 @@ impl Shell {
             "help" => help(),
             "ps" => tables::ps(),
             "lsmod" => tables::lsmod(),
+            "recoveries" => tables::recoveries(),
             "run" => self.jobs.run(args),
             "wait" => self.jobs.wait_command(args),
             "kill" => kill(args),

@@ -59,3 +59,40 @@ pub fn lsmod() {
     }
     print!("{out}");
 }
+
+/// `recoveries`: the kernel's log of resurrections.
+pub fn recoveries() {
+    let rows = match process::recoveries() {
+        Ok(rows) => rows,
+        Err(e) => return println!("recoveries: {e}"),
+    };
+    if rows.is_empty() {
+        return println!("no recoveries");
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10}",
+        "SEQ", "TICK", "KIND", "EXTENSION", "PID", "PROCESS", "LATENCY"
+    );
+    for r in rows {
+        let latency = if r.latency_ns == 0 {
+            String::from("-")
+        } else {
+            alloc::format!("{}.{:03}ms", r.latency_ns / 1_000_000, (r.latency_ns / 1000) % 1000)
+        };
+        let pid = if r.pid == 0 { String::from("-") } else { alloc::format!("{}", r.pid) };
+        let _ = writeln!(
+            out,
+            "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10}",
+            r.seq,
+            r.tick,
+            lazarus_ulib::abi::repair::kind_name(r.kind),
+            name_str(&r.ext_name),
+            pid,
+            name_str(&r.name),
+            latency
+        );
+    }
+    print!("{out}");
+}
