@@ -118,6 +118,11 @@ pub struct RepairInput {
     pub repeat: u32,
     /// Disable an extension after this many crashes.
     pub ext_crash_limit: u32,
+    /// Nonzero: the hypervisor already compared all code with the pristine
+    /// copies (a native-speed memcmp) and found it intact, so the program
+    /// skips that pass. Zero: the program compares and restores.
+    pub code_verified: u32,
+    pub _pad: u32,
     pub pristine: [Pristine; MAX_PRISTINE],
 }
 

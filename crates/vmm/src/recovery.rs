@@ -304,7 +304,7 @@ impl Resurrector {
             &root,
             self.kernel_phys,
             offender_cr3,
-            &mut self.pool,
+            &self.pool,
         );
         let snapshot_time = snap_start.elapsed();
 
@@ -322,6 +322,8 @@ impl Resurrector {
             cs: u64::from(sregs.cs.selector),
             repeat: self.repeat,
             ext_crash_limit: self.cfg.ext_crash_limit,
+            code_verified: u32::from(self.code_intact(mem, &root)),
+            _pad: 0,
             pristine: [Pristine::default(); MAX_PRISTINE],
         };
         self.image.prepare(input);
@@ -330,20 +332,20 @@ impl Resurrector {
         let repair_time = started.elapsed();
         let plan = self.image.plan();
         if let Err(why) = run {
-            self.pool.give_back(snapshot.data);
+            drop(snapshot);
             return fail(crash, why);
         }
         if plan.action != PLAN_RESUME {
-            self.pool.give_back(snapshot.data);
+            drop(snapshot);
             let why = lazarus_abi::name_str(&plan.reason).to_string();
             return fail(crash, format!("the repair program refused: {why}"));
         }
         if let Err(why) = self.check_plan(&plan) {
-            self.pool.give_back(snapshot.data);
+            drop(snapshot);
             return fail(crash, why);
         }
         if let Err(e) = enter_kernel(vcpu, &sregs, &plan, root.idt) {
-            self.pool.give_back(snapshot.data);
+            drop(snapshot);
             return fail(crash, format!("cannot resume the vCPU: {e}"));
         }
         self.pending = Some(Pending {
@@ -362,6 +364,37 @@ impl Resurrector {
             },
         });
         Ok(())
+    }
+
+    /// Compares kernel and extension code with the pristine copies at
+    /// native speed on the host, so that the repair program (whose every
+    /// first touch of a page costs a shadow-page fault) can skip that pass
+    /// when nothing differs.
+    fn code_intact(&self, mem: &GuestRam, root: &KernelRoot) -> bool {
+        let kernel_ok = {
+            let p = &self.kernel;
+            let pa = p.va.wrapping_sub(KERNEL_VIRT_BASE);
+            let mut live = vec![0u8; p.code_len as usize];
+            mem.read_slice(&mut live, GuestAddress(pa)).is_ok() && live == p.bytes[..p.code_len as usize]
+        };
+        kernel_ok
+            && self.exts.iter().flatten().all(|p| {
+                let e = &root.exts[p.ext_slot as usize];
+                if e.state == EXT_FREE || e.base != p.va {
+                    return true;
+                }
+                let mut off = 0u64;
+                while off < p.code_len {
+                    let Some(pa) = translate(mem, root.master_pml4, p.va + off) else { return false };
+                    let n = (4096 - (off % 4096)).min(p.code_len - off) as usize;
+                    let mut live = vec![0u8; n];
+                    if mem.read_slice(&mut live, GuestAddress(pa)).is_err() || live != p.bytes[off as usize..off as usize + n] {
+                        return false;
+                    }
+                    off += n as u64;
+                }
+                true
+            })
     }
 
     /// Maps the image, runs the program to its doorbell, unmaps the image.
@@ -514,15 +547,11 @@ impl Resurrector {
             Some(tx) => {
                 let _ = tx.send(recovery);
             }
-            None => self.pool.give_back(recovery.snapshot.data),
+            None => drop(recovery),
         }
         Some(line)
     }
 
-    /// Returns a snapshot buffer for reuse.
-    pub fn give_back(&mut self, buf: Vec<u8>) {
-        self.pool.give_back(buf);
-    }
 }
 
 fn detector(kind: &CrashKind) -> u32 {

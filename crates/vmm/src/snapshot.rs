@@ -25,6 +25,16 @@ pub struct MemSnapshot {
     /// (guest-physical address, offset in `data`, length)
     pub ranges: Vec<(u64, usize, usize)>,
     pub data: Vec<u8>,
+    /// Where `data` goes back when the snapshot is dropped.
+    pool: Option<BufferPool>,
+}
+
+impl Drop for MemSnapshot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 impl MemSnapshot {
@@ -53,30 +63,37 @@ impl MemSnapshot {
     }
 }
 
-/// Reuses pre-faulted buffers between crashes.
-#[derive(Default)]
+/// Pre-faulted buffers, reused between crashes: a snapshot returns its
+/// buffer when dropped, wherever that happens (e.g. after a background
+/// thread wrote the dump).
+#[derive(Clone, Default, Debug)]
 pub struct BufferPool {
-    free: Vec<Vec<u8>>,
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 impl BufferPool {
     /// A pool with `n` buffers of `size` bytes, every page touched.
     pub fn prefaulted(n: usize, size: usize) -> Self {
-        Self {
-            free: (0..n).map(|_| vec![0x5a_u8; size]).collect(),
+        let pool = Self::default();
+        for _ in 0..n {
+            pool.give_back(vec![0x5a_u8; size]);
         }
+        pool
     }
 
-    fn take(&mut self) -> Vec<u8> {
-        let mut b = self.free.pop().unwrap_or_default();
+    fn take(&self) -> Vec<u8> {
+        let mut b = crate::console::lock(&self.free).pop().unwrap_or_default();
         b.clear();
         b
     }
 
     /// Returns a buffer for reuse.
-    pub fn give_back(&mut self, mut b: Vec<u8>) {
+    pub fn give_back(&self, mut b: Vec<u8>) {
+        if b.capacity() == 0 {
+            return;
+        }
         b.clear();
-        self.free.push(b);
+        crate::console::lock(&self.free).push(b);
     }
 }
 
@@ -157,7 +174,7 @@ pub fn take(
     root: &KernelRoot,
     kernel_phys: (u64, u64),
     offender_cr3: Option<u64>,
-    pool: &mut BufferPool,
+    pool: &BufferPool,
 ) -> MemSnapshot {
     let Some(ram) = ram_bytes(mem, mem_size) else {
         return MemSnapshot::default();
@@ -168,7 +185,9 @@ pub fn take(
     ];
     let heap = root.mem.heap_start.wrapping_sub(PHYSMAP_BASE);
     if heap < mem_size && root.mem.heap_size <= mem_size - heap {
-        want.push((heap, root.mem.heap_size));
+        // Only heap pages the guest ever touched: the rest are zero, and
+        // reading them would fault them in on the host.
+        resident_pages(ram, heap, root.mem.heap_size, &mut want);
     }
     let pml4 = root.master_pml4;
     walk(
@@ -210,5 +229,27 @@ pub fn take(
         mem_size,
         ranges,
         data,
+        pool: Some(pool.clone()),
+    }
+}
+
+/// Adds the pages of [pa, pa+len) that are resident in host memory.
+fn resident_pages(ram: &[u8], pa: u64, len: u64, out: &mut Vec<(u64, u64)>) {
+    let page = PAGE_SIZE as usize;
+    let start = pa as usize & !(page - 1);
+    let pages = (len as usize).div_ceil(page);
+    let Some(base) = ram.get(start..start + pages * page) else { return };
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `base` is a page-aligned part of our own mapping (guest RAM
+    // mappings are page aligned) and `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(base.as_ptr() as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+    if rc != 0 {
+        out.push((pa, len));
+        return;
+    }
+    for (i, v) in vec.iter().enumerate() {
+        if v & 1 != 0 {
+            out.push((start as u64 + (i * page) as u64, PAGE_SIZE));
+        }
     }
 }

@@ -120,7 +120,9 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
 
     // Code first: a corrupted instruction stream would make everything
     // below pointless, and the diagnosis reads code addresses.
-    plan.code_bytes_restored = fix::restore_code(&m, r, inp)? as u32;
+    if inp.code_verified == 0 {
+        plan.code_bytes_restored = fix::restore_code(&m, r, inp)? as u32;
+    }
 
     let d = diagnose::diagnose(&m, r, inp);
     plan.kind = d.kind;
