@@ -136,7 +136,7 @@ pub struct Resurrector {
     kernel_phys: (u64, u64),
     mem_size: u64,
     pool: BufferPool,
-    last: Option<(u64, u64, Instant)>,
+    last: Option<((u64, u64, u32), Instant)>,
     repeat: u32,
     pending: Option<Pending>,
     count: u64,
@@ -274,20 +274,23 @@ impl Resurrector {
             Err(e) => return fail(crash, format!("the kernel state root is unreadable: {e}")),
         };
         let detector = detector(&crash.kind);
-        // Same place, same way, again and again: a crash loop.
+        // Same place, same way, same process, again and again: a crash
+        // loop (the repair did not stop it). Different processes crashing
+        // in the same place are separate crashes: each was quarantined.
         let rip = crash
             .guest_record
             .as_ref()
             .map_or(regs.rip, |r| r.frame.rip);
+        let pid = crash
+            .guest_record
+            .as_ref()
+            .map_or(root.cpus[0].current, |r| r.pid);
+        let key = (rip, u64::from(detector), pid);
         self.repeat = match self.last {
-            Some((r, d, at))
-                if r == rip && d == u64::from(detector) && at.elapsed() < LOOP_WINDOW =>
-            {
-                self.repeat + 1
-            }
+            Some((k, at)) if k == key && at.elapsed() < LOOP_WINDOW => self.repeat + 1,
             _ => 0,
         };
-        self.last = Some((rip, u64::from(detector), Instant::now()));
+        self.last = Some((key, Instant::now()));
 
         let offender_cr3 = {
             let pid = crash
@@ -375,7 +378,8 @@ impl Resurrector {
             let p = &self.kernel;
             let pa = p.va.wrapping_sub(KERNEL_VIRT_BASE);
             let mut live = vec![0u8; p.code_len as usize];
-            mem.read_slice(&mut live, GuestAddress(pa)).is_ok() && live == p.bytes[..p.code_len as usize]
+            mem.read_slice(&mut live, GuestAddress(pa)).is_ok()
+                && live == p.bytes[..p.code_len as usize]
         };
         kernel_ok
             && self.exts.iter().flatten().all(|p| {
@@ -385,10 +389,14 @@ impl Resurrector {
                 }
                 let mut off = 0u64;
                 while off < p.code_len {
-                    let Some(pa) = translate(mem, root.master_pml4, p.va + off) else { return false };
+                    let Some(pa) = translate(mem, root.master_pml4, p.va + off) else {
+                        return false;
+                    };
                     let n = (4096 - (off % 4096)).min(p.code_len - off) as usize;
                     let mut live = vec![0u8; n];
-                    if mem.read_slice(&mut live, GuestAddress(pa)).is_err() || live != p.bytes[off as usize..off as usize + n] {
+                    if mem.read_slice(&mut live, GuestAddress(pa)).is_err()
+                        || live != p.bytes[off as usize..off as usize + n]
+                    {
                         return false;
                     }
                     off += n as u64;
@@ -551,7 +559,6 @@ impl Resurrector {
         }
         Some(line)
     }
-
 }
 
 fn detector(kind: &CrashKind) -> u32 {

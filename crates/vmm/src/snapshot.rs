@@ -238,11 +238,19 @@ fn resident_pages(ram: &[u8], pa: u64, len: u64, out: &mut Vec<(u64, u64)>) {
     let page = PAGE_SIZE as usize;
     let start = pa as usize & !(page - 1);
     let pages = (len as usize).div_ceil(page);
-    let Some(base) = ram.get(start..start + pages * page) else { return };
+    let Some(base) = ram.get(start..start + pages * page) else {
+        return;
+    };
     let mut vec = vec![0u8; pages];
     // SAFETY: `base` is a page-aligned part of our own mapping (guest RAM
     // mappings are page aligned) and `vec` has one byte per page.
-    let rc = unsafe { libc::mincore(base.as_ptr() as *mut libc::c_void, pages * page, vec.as_mut_ptr()) };
+    let rc = unsafe {
+        libc::mincore(
+            base.as_ptr() as *mut libc::c_void,
+            pages * page,
+            vec.as_mut_ptr(),
+        )
+    };
     if rc != 0 {
         out.push((pa, len));
         return;

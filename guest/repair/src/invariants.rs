@@ -194,21 +194,32 @@ fn run_queue(fx: &mut Fixer) {
     let mut new = [0u32; MAX_PROCS];
     let mut n = 0;
     let mut seen = [false; MAX_PROCS];
-    let (head, len) = (fx.r.runq_head as usize % MAX_PROCS, (fx.r.runq_len as usize).min(MAX_PROCS));
+    let (head, len) = (
+        fx.r.runq_head as usize % MAX_PROCS,
+        (fx.r.runq_len as usize).min(MAX_PROCS),
+    );
     for pass in 0..2 {
-        let order = (0..len).map(|i| fx.r.runq[(head + i) % MAX_PROCS]).chain(fx.r.procs.iter().map(|p| p.pid));
+        let order = (0..len)
+            .map(|i| fx.r.runq[(head + i) % MAX_PROCS])
+            .chain(fx.r.procs.iter().map(|p| p.pid));
         for pid in order {
             let slot = KernelRoot::slot_of(pid);
             let p = &fx.r.procs[slot];
             let in_user = p.user_frame == 0;
-            if pid != 0 && p.pid == pid && p.state == PS_RUNNABLE && !seen[slot] && (pass == 1 || in_user) {
+            if pid != 0
+                && p.pid == pid
+                && p.state == PS_RUNNABLE
+                && !seen[slot]
+                && (pass == 1 || in_user)
+            {
                 seen[slot] = true;
                 new[n] = pid;
                 n += 1;
             }
         }
     }
-    let changed = fx.r.runq_len as usize != n || (0..n).any(|i| fx.r.runq[(head + i) % MAX_PROCS] != new[i]);
+    let changed =
+        fx.r.runq_len as usize != n || (0..n).any(|i| fx.r.runq[(head + i) % MAX_PROCS] != new[i]);
     if changed {
         fx.plan.invariant_fixes += 1;
     }

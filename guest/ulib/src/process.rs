@@ -150,8 +150,7 @@ pub fn ps() -> Result<Vec<ProcInfo>> {
 
 /// The kernel's log of resurrections (most recent last, up to 16).
 pub fn recoveries() -> Result<Vec<lazarus_abi::root::RecoveryRecord>> {
-    let mut rows =
-        alloc::vec![lazarus_abi::root::RecoveryRecord::default(); lazarus_abi::root::MAX_RECOVERIES];
+    let mut rows = alloc::vec![lazarus_abi::root::RecoveryRecord::default(); lazarus_abi::root::MAX_RECOVERIES];
     // SAFETY: the kernel writes at most `rows.len()` records into `rows`.
     let r = unsafe {
         syscall5(

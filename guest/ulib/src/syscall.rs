@@ -22,6 +22,9 @@ impl Errno {
     pub const ENOMEM: Errno = Errno(errno::ENOMEM);
     pub const EIO: Errno = Errno(errno::EIO);
     pub const ENODEV: Errno = Errno(errno::ENODEV);
+    pub const EEXIST: Errno = Errno(errno::EEXIST);
+    pub const EBUSY: Errno = Errno(errno::EBUSY);
+    pub const EINTR: Errno = Errno(errno::EINTR);
     pub const EINVAL: Errno = Errno(errno::EINVAL);
     pub const ENOSPC: Errno = Errno(errno::ENOSPC);
     pub const EPIPE: Errno = Errno(errno::EPIPE);

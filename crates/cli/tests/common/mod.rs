@@ -33,6 +33,7 @@ pub struct Guest {
     pub transcript: String,
     /// Read position in `transcript` for `cmd`/`expect`.
     pos: usize,
+    sync_seq: u64,
 }
 
 impl Guest {
@@ -78,6 +79,7 @@ impl Guest {
             rx,
             transcript: String::new(),
             pos: 0,
+            sync_seq: 0,
         };
         g.expect(PROMPT, Duration::from_secs(60));
         g
@@ -153,6 +155,16 @@ impl Guest {
         stdin.write_all(line.as_bytes()).expect("write console");
         stdin.write_all(b"\n").expect("write console");
         stdin.flush().expect("flush console");
+    }
+
+    /// Re-synchronises with the shell after asynchronous output (a crash,
+    /// a background job): everything before the echoed marker is skipped.
+    pub fn resync(&mut self) {
+        self.sync_seq += 1;
+        let marker = format!("resync-{}", self.sync_seq);
+        self.send(&format!("echo {marker}"));
+        self.expect(&format!("{marker}\n"), Duration::from_secs(60));
+        self.expect(PROMPT, Duration::from_secs(60));
     }
 
     /// Runs one shell command and returns its output (without the prompt).

@@ -45,7 +45,13 @@ fn main(args: Args) -> i32 {
     };
     let path = "/dev/crashtest";
     let fd = match open(path) {
-        Err(Errno::ENOENT | Errno::ENODEV) => ext::load(DEV).and_then(|_| open(path)),
+        // Not loaded yet, or disabled after repeated crashes: (re)load it.
+        Err(Errno::ENOENT | Errno::ENODEV) => match ext::load(DEV) {
+            Err(Errno::EEXIST) => ext::unload(DEV)
+                .and_then(|_| ext::load(DEV))
+                .and_then(|_| open(path)),
+            r => r.and_then(|_| open(path)),
+        },
         r => r,
     };
     let fd = match fd {

@@ -79,9 +79,17 @@ pub fn recoveries() {
         let latency = if r.latency_ns == 0 {
             String::from("-")
         } else {
-            alloc::format!("{}.{:03}ms", r.latency_ns / 1_000_000, (r.latency_ns / 1000) % 1000)
+            alloc::format!(
+                "{}.{:03}ms",
+                r.latency_ns / 1_000_000,
+                (r.latency_ns / 1000) % 1000
+            )
         };
-        let pid = if r.pid == 0 { String::from("-") } else { alloc::format!("{}", r.pid) };
+        let pid = if r.pid == 0 {
+            String::from("-")
+        } else {
+            alloc::format!("{}", r.pid)
+        };
         let _ = writeln!(
             out,
             "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10}",

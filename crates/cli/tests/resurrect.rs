@@ -1,0 +1,174 @@
+//! Resurrection: for every crash kind, the kernel is repaired and resumed
+//! while the kv store holds data and workers run. The OS keeps running,
+//! the offender is quarantined, no kv key is lost, workers progress.
+
+mod common;
+use common::{Guest, kv_check};
+use std::time::Duration;
+
+fn temp_dir(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("lazarus-res-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d.to_str().expect("utf-8").to_string()
+}
+
+/// Boots with the default policy (resurrect), data and two workers.
+fn boot_loaded(name: &str) -> (Guest, String) {
+    let dir = temp_dir(name);
+    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    g.cmd("kv fill 60");
+    g.cmd("run worker alpha 600 &");
+    g.cmd("run worker beta 600 &");
+    g.wait_lines(
+        &["worker alpha: round", "worker beta: round"],
+        Duration::from_secs(30),
+    );
+    g.resync();
+    (g, dir)
+}
+
+/// Runs `crash KIND` and returns the hypervisor's resurrection line.
+fn crash_and_resurrect(g: &mut Guest, kind: &str) -> String {
+    g.send(&format!("crash {kind}"));
+    let line = g.expect("[lazarus] resurrected after ", Duration::from_secs(30));
+    let rest = g.expect("\n", Duration::from_secs(5));
+    assert!(!line.contains("cannot resurrect"), "{}", g.transcript);
+    format!("resurrected after {rest}")
+}
+
+/// The worker printed a new round after the current read position.
+fn worker_progresses(g: &mut Guest, name: &str) {
+    g.expect(&format!("worker {name}: round"), Duration::from_secs(30));
+}
+
+fn check_kind(kind: &str, expect_kind: &str, blames_process: bool) {
+    let (mut g, dir) = boot_loaded(kind);
+    let line = crash_and_resurrect(&mut g, kind);
+    assert!(
+        line.starts_with(&format!("resurrected after {expect_kind} ")),
+        "{line}"
+    );
+    if blames_process {
+        assert!(
+            line.contains("quarantined pid") && line.contains("(crash)"),
+            "{line}"
+        );
+        // The parent (the shell) sees the distinct quarantine status.
+        g.expect("crash: quarantined", Duration::from_secs(30));
+    } else {
+        assert!(line.contains("no process to blame"), "{line}");
+    }
+    g.resync();
+    // The OS keeps running: new processes, the kv data, the workers.
+    let out = g.cmd("run echo still alive");
+    assert!(out.contains("still alive"), "{out}\n{}", g.transcript);
+    let (intact, lost) = kv_check(&g.cmd("kv check"));
+    assert_eq!((intact, lost), (60, 0), "{}", g.transcript);
+    worker_progresses(&mut g, "alpha");
+    worker_progresses(&mut g, "beta");
+    let ps = g.cmd("ps");
+    assert!(ps.contains("kvstore") && ps.contains("worker"), "{ps}");
+    let rec = g.cmd("recoveries");
+    assert!(rec.contains(expect_kind), "{rec}");
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+macro_rules! resurrect_tests {
+    ($($name:ident: $crash:literal => $kind:literal, $blame:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check_kind($crash, $kind, $blame);
+            }
+        )*
+    };
+}
+
+resurrect_tests! {
+    panic: "panic" => "panic", true;
+    null_pointer_read: "null-read" => "null-deref", true;
+    wild_write: "wild-write" => "wild-write", true;
+    general_protection: "gp" => "general-protection", true;
+    invalid_opcode: "ud2" => "invalid-opcode", true;
+    divide_by_zero: "divide" => "divide-error", true;
+    kernel_stack_overflow: "stack-overflow" => "stack-overflow", true;
+    hard_lockup: "hard-lockup" => "hard-lockup", true;
+    soft_lockup: "soft-lockup" => "soft-lockup", true;
+    deadlock: "deadlock" => "deadlock", true;
+    double_fault: "double-fault" => "double-fault", true;
+    list_corruption: "list-corruption" => "list-corruption", true;
+    fault_in_interrupt_context: "timer-fault" => "irq-fault", false;
+    triple_fault: "triple-fault" => "triple-fault", true;
+    kvm_internal_error: "emulation-failure" => "kvm-internal-error", true;
+}
+
+#[test]
+fn survives_fifty_consecutive_crashes_in_one_boot() {
+    let (mut g, dir) = boot_loaded("fifty");
+    let kinds = [
+        "null-read",
+        "gp",
+        "panic",
+        "ud2",
+        "divide",
+        "wild-write",
+        "list-corruption",
+        "double-fault",
+        "stack-overflow",
+        "soft-lockup",
+        "hard-lockup",
+        "deadlock",
+        "timer-fault",
+        "triple-fault",
+        "emulation-failure",
+    ];
+    for i in 0..50 {
+        let kind = kinds[i % kinds.len()];
+        crash_and_resurrect(&mut g, kind);
+        g.resync();
+        if i % 10 == 9 {
+            let (intact, lost) = kv_check(&g.cmd("kv check"));
+            assert_eq!(
+                (intact, lost),
+                (60, 0),
+                "after {} crashes:\n{}",
+                i + 1,
+                g.transcript
+            );
+        }
+    }
+    assert!(
+        !g.transcript.contains("cannot resurrect"),
+        "{}",
+        g.transcript
+    );
+    assert!(!g.transcript.contains("rebooting"), "{}", g.transcript);
+    worker_progresses(&mut g, "alpha");
+    worker_progresses(&mut g, "beta");
+    let out = g.cmd("run echo fifty crashes later");
+    assert!(out.contains("fifty crashes later"), "{out}");
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn repair_image_is_reported_and_fits_in_two_mib() {
+    let dir = temp_dir("image-size");
+    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    let t = g.transcript.clone();
+    let line = t
+        .lines()
+        .find(|l| l.contains("repair image:"))
+        .unwrap_or_else(|| panic!("{t}"));
+    let kib: u64 = line
+        .split("repair image: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(kib <= 2048, "repair image is {kib} KiB (> 2 MiB): {line}");
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
