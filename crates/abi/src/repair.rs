@@ -230,9 +230,11 @@ mod tests {
             PLAN_OFFSET as usize + core::mem::size_of::<ResumePlan>()
                 <= PAGE_TABLES_OFFSET as usize
         );
-        assert!(STACK_OFFSET >= PAGE_TABLES_OFFSET + PAGE_TABLES_SIZE);
-        assert!(PROGRAM_OFFSET >= STACK_OFFSET + STACK_SIZE);
-        assert!(PRISTINE_OFFSET >= PROGRAM_OFFSET + PROGRAM_MAX);
+        const {
+            assert!(STACK_OFFSET >= PAGE_TABLES_OFFSET + PAGE_TABLES_SIZE);
+            assert!(PROGRAM_OFFSET >= STACK_OFFSET + STACK_SIZE);
+            assert!(PRISTINE_OFFSET >= PROGRAM_OFFSET + PROGRAM_MAX);
+        }
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }

@@ -40,6 +40,10 @@ pub enum Command {
     /// Boot the guest with its console on stdin/stdout.
     #[command(after_help = format!("{RUN_HELP}\n\n{EXIT_CODES_HELP}"))]
     Run(RunArgs),
+    /// Boot, crash the kernel in several ways, resurrect it each time, and
+    /// verify that every other process and all data survived.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Demo(DemoArgs),
     /// Benchmarks.
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Bench(BenchCommand),
@@ -114,6 +118,15 @@ pub enum OnCrash {
     /// from the crash to the shell prompt: the baseline resurrection is
     /// measured against.
     Reboot,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// How many of the demo's crash kinds to show (up to 7).
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub crashes: usize,
 }
 
 #[derive(Debug, Args)]

@@ -83,9 +83,11 @@ impl CrashHandler {
         let symbols = SymbolStore::new(data.symbols_dir());
         let kernel_build_id = symbols.add(&image.kernel, "kernel").ok();
         let mut ext_build_ids = HashMap::new();
-        for (name, bytes) in crate::initramfs::extensions(&image.initramfs) {
-            if let Ok(id) = symbols.add(&bytes, &name) {
-                ext_build_ids.insert(name, id);
+        // A malformed initramfs is the guest's problem (it will fail to
+        // load modules); dumps then just lack those symbols.
+        for m in lazarus_symbols::initramfs_modules(&image.initramfs).unwrap_or_default() {
+            if let Ok(id) = symbols.add(&m.elf, &m.name) {
+                ext_build_ids.insert(m.name, id);
             }
         }
         let (results_tx, results_rx) = channel();

@@ -26,10 +26,11 @@ mod bench;
 mod cli;
 mod crash_handler;
 mod crashes_cmd;
+mod demo;
 mod diagnose_cmd;
+mod driver;
 mod exit;
 mod image;
-mod initramfs;
 mod run;
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
         Command::Crashes(args) => match crashes_cmd::run(&args) {
             Ok(code) => return code,

@@ -156,7 +156,7 @@ fn survives_fifty_consecutive_crashes_in_one_boot() {
 #[test]
 fn repair_image_is_reported_and_fits_in_two_mib() {
     let dir = temp_dir("image-size");
-    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    let g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
     let t = g.transcript.clone();
     let line = t
         .lines()

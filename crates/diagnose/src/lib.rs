@@ -44,6 +44,8 @@ pub enum DiagnoseError {
 /// naming and fingerprinting the crash.
 const MACHINERY: &[&str] = &[
     "lazarus_kernel::crash::",
+    // The list-integrity checker's BUG().
+    "lazarus_kernel::klist::corrupted",
     "core::panicking::",
     "core::panic::",
     "core::result::unwrap_failed",
@@ -74,6 +76,16 @@ fn readable<T>(r: Result<T, DumpError>) -> Result<Option<T>, DiagnoseError> {
 /// kernel or extension code, or [`MAX_FRAMES`].
 fn backtrace(dump: &Dump, regs: &Regs, modules: &Modules) -> Result<Vec<Frame>, DiagnoseError> {
     let mut pcs = vec![regs.rip];
+    // Stopped where the function has no frame of its own yet (or any
+    // more), rbp is still the caller's: take the return address from the
+    // stack, or the caller would be missing. Lockups are sampled anywhere,
+    // prologues included.
+    if let Some(slot) = frameless_return_slot(dump, regs, modules)?
+        && let Some(ret) = readable(dump.read_u64_virt(slot))?
+        && modules.is_code(ret)
+    {
+        pcs.push(ret);
+    }
     let mut rbp = regs.rbp;
     while pcs.len() < MAX_FRAMES {
         if rbp == 0 || !rbp.is_multiple_of(8) {
@@ -104,6 +116,42 @@ fn backtrace(dump: &Dump, regs: &Regs, modules: &Modules) -> Result<Vec<Frame>, 
         .enumerate()
         .map(|(i, &pc)| modules.frame(i, pc, i > 0))
         .collect())
+}
+
+const PUSH_RBP: u8 = 0x55;
+const MOV_RBP_RSP: [u8; 3] = [0x48, 0x89, 0xe5];
+const RET: u8 = 0xc3;
+
+/// Where the return address is when `regs` stopped outside the
+/// function's frame: at a function's first instruction (`push rbp` not yet
+/// run: `[rsp]`), its second (`mov rbp, rsp` not yet run: `[rsp + 8]`) or
+/// at a `ret` (`[rsp]`). `None` inside the frame, where `[rbp + 8]` holds
+/// it.
+fn frameless_return_slot(
+    dump: &Dump,
+    regs: &Regs,
+    modules: &Modules,
+) -> Result<Option<u64>, DiagnoseError> {
+    let mut code = [0u8; 3];
+    if readable(dump.read_virt(regs.rip, &mut code))?.is_none() {
+        return Ok(None);
+    }
+    if code[0] == RET {
+        return Ok(Some(regs.rsp));
+    }
+    let offset = modules.frame(0, regs.rip, false).offset;
+    let mut prev = [0u8; 1];
+    Ok(match offset {
+        Some(0) if code[0] == PUSH_RBP => Some(regs.rsp),
+        Some(1)
+            if code == MOV_RBP_RSP
+                && readable(dump.read_virt(regs.rip - 1, &mut prev))?.is_some()
+                && prev[0] == PUSH_RBP =>
+        {
+            Some(regs.rsp.wrapping_add(8))
+        }
+        _ => None,
+    })
 }
 
 /// Reads and disassembles the instruction at `rip`.
@@ -289,7 +337,16 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
         extension.as_ref().map(|e| e.name.as_str()),
     );
     let signature = signature(kind, top);
-    let title = match top.first() {
+    // Extensions are where crashes come from: name the offending
+    // extension's innermost frame when it is on the stack.
+    let culprit = extension
+        .as_ref()
+        .and_then(|e| {
+            top.iter()
+                .find(|f| f.module.as_deref() == Some(e.name.as_str()))
+        })
+        .or(top.first());
+    let title = match culprit {
         Some(f) if f.module.is_some() => format!("{kind} in {}", f.location()),
         Some(f) => format!("{kind} at {:#x}", f.address),
         None => kind.to_string(),
@@ -331,6 +388,3 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
         notes,
     })
 }
-
-#[cfg(test)]
-mod tests;

@@ -140,8 +140,22 @@ impl Modules {
         } else {
             probe
         };
-        if let Some(sym) = m.symbols.as_ref().and_then(|s| s.lookup(lookup)) {
-            f.offset = Some(sym.offset + u64::from(is_return));
+        // A faulting RIP that is really a return address (the extension
+        // API's panic reports its caller that way) may lie just past the
+        // end of a function whose last instruction was a call that never
+        // returns: look just before it too.
+        let symbols = m.symbols.as_ref();
+        let hit = symbols
+            .and_then(|s| s.lookup(lookup))
+            .map(|s| (s, is_return));
+        let hit = hit.or_else(|| {
+            (!is_return)
+                .then(|| symbols.and_then(|s| s.lookup(probe.wrapping_sub(1))))
+                .flatten()
+                .map(|s| (s, true))
+        });
+        if let Some((sym, after_call)) = hit {
+            f.offset = Some(sym.offset + u64::from(after_call));
             f.function = Some(sym.function);
             f.file = sym.file;
             f.line = sym.line;

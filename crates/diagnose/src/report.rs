@@ -223,10 +223,6 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-fn hex(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:#x}"))
-}
-
 fn process_line(p: &ProcessInfo) -> String {
     let mut s = format!("pid {} \"{}\" ({})", p.pid, p.name, p.state);
     if let Some(nr) = p.syscall {
@@ -367,7 +363,7 @@ impl Report {
             for row in regs.chunks(4) {
                 let cells: Vec<String> = row
                     .iter()
-                    .map(|(n, v)| format!("{n:>6} {}", hex(Some(*v))))
+                    .map(|(n, v)| format!("{n:>6} {v:#018x}"))
                     .collect();
                 let _ = writeln!(s, " {}", cells.join(" "));
             }

@@ -68,9 +68,21 @@ impl Symbolizer {
 
     pub fn from_bytes(data: &[u8]) -> Result<Self, SymbolError> {
         let file = object::File::parse(data).map_err(|e| SymbolError::NotElf(e.to_string()))?;
+        let text_sections: Vec<object::SectionIndex> = file
+            .sections()
+            .filter(|s| s.kind() == SectionKind::Text)
+            .map(|s| s.index())
+            .collect();
+        // Functions, plus untyped labels in code (assembly entry stubs).
         let mut funcs: Vec<Func> = file
             .symbols()
-            .filter(|s| s.kind() == SymbolKind::Text && s.is_definition())
+            .filter(|s| match s.kind() {
+                SymbolKind::Text => s.is_definition(),
+                SymbolKind::Unknown => s
+                    .section_index()
+                    .is_some_and(|i| text_sections.contains(&i)),
+                _ => false,
+            })
             .filter_map(|s| {
                 Some(Func {
                     start: s.address(),
@@ -78,7 +90,7 @@ impl Symbolizer {
                     name: demangle(s.name().ok()?),
                 })
             })
-            .filter(|f| !f.name.is_empty())
+            .filter(|f| !f.name.is_empty() && !f.name.starts_with(".L"))
             .collect();
         // Larger first at equal addresses, so an alias with a size wins.
         funcs.sort_by(|a, b| a.start.cmp(&b.start).then(b.size.cmp(&a.size)));
@@ -212,6 +224,15 @@ mod tests {
         );
         assert!(hit.line.is_some());
         assert!(s.lookup(0x10).is_none());
+        // Assembly labels (untyped symbols in code) count as functions.
+        let stub = file
+            .symbols()
+            .find(|s| s.name() == Ok("trap_common"))
+            .expect("trap_common in the kernel");
+        assert_eq!(
+            s.lookup(stub.address() + 2).unwrap().function,
+            "trap_common"
+        );
     }
 
     #[test]

@@ -499,7 +499,9 @@ impl Resurrector {
             ));
         }
         let stack = plan.stack_top.wrapping_sub(KERNEL_VIRT_BASE);
-        if !(self.kernel_phys.0..=self.kernel_phys.1).contains(&stack) || plan.stack_top % 16 != 0 {
+        if !(self.kernel_phys.0..=self.kernel_phys.1).contains(&stack)
+            || !plan.stack_top.is_multiple_of(16)
+        {
             return Err(format!(
                 "resume plan: stack {:#x} is not in the kernel image",
                 plan.stack_top

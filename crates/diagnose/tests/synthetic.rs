@@ -1,5 +1,5 @@
 //! Diagnosis of synthetic dumps: a RAM image holding the real kernel and
-//! crashtest images, a hand-built stack and kernel root.
+//! crashtest images, a hand-built stack and kernel root. No KVM needed.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +9,11 @@ use lazarus_abi::layout::{
 };
 use lazarus_abi::root::*;
 use lazarus_abi::set_name;
-use lazarus_dump::{CrashNote, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState, write_core};
+use lazarus_diagnose::{CrashKind, Frame, Report, diagnose};
+use lazarus_dump::{CrashNote, Dump, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState, write_core};
+use lazarus_symbols::SymbolStore;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use zerocopy::{FromZeros, IntoBytes};
-
-use super::*;
 
 const RAM: usize = 8 << 20;
 const ROOT_GPA: u64 = 0x40_0000;
@@ -34,14 +34,19 @@ fn crashtest_elf() -> Vec<u8> {
 
 /// Link address of the first symbol whose demangled name is `name`.
 fn sym(elf: &[u8], name: &str) -> u64 {
+    sym_range(elf, name).start
+}
+
+fn sym_range(elf: &[u8], name: &str) -> std::ops::Range<u64> {
     let file = object::File::parse(elf).unwrap();
-    file.symbols()
+    let s = file
+        .symbols()
         .find(|s| {
             s.name()
                 .is_ok_and(|n| format!("{:#}", rustc_demangle::demangle(n)) == name)
         })
-        .unwrap_or_else(|| panic!("{name} not found"))
-        .address()
+        .unwrap_or_else(|| panic!("{name} not found"));
+    s.address()..s.address() + s.size()
 }
 
 struct Setup {
@@ -52,6 +57,11 @@ struct Setup {
     /// Builds the root.
     root: Box<dyn Fn(&mut KernelRoot)>,
     exit_regs: Option<Regs>,
+    /// Where the crash happened: the start of this crashtest function, or
+    /// (with `fault_at_end`) just past its end, where a noreturn call's
+    /// return address lies.
+    fault_fn: &'static str,
+    fault_at_end: bool,
 }
 
 struct Built {
@@ -126,6 +136,13 @@ fn build(s: &Setup) -> Built {
         STACK_PA + 0x88,
         base + sym(&ext, "crashtest::faults::null_read") + 5,
     );
+    // A return address into soft_lockup where a function's prologue
+    // would find it.
+    put(
+        &mut ram,
+        STACK_PA + 0x40,
+        base + sym(&ext, "crashtest::faults::soft_lockup") + 5,
+    );
     put(&mut ram, STACK_PA + 0x100, rbp1);
     put(&mut ram, STACK_PA + 0x108, ioctl);
     put(&mut ram, STACK_PA + 0x200, rbp2);
@@ -182,7 +199,8 @@ fn build(s: &Setup) -> Built {
         .map(|x| x.address() + x.size())
         .max()
         .unwrap();
-    let fault_rip = base + sym(&ext, "crashtest::faults::null_read");
+    let f = sym_range(&ext, s.fault_fn);
+    let fault_rip = base + if s.fault_at_end { f.end } else { f.start };
     let mut record = s.record.clone();
     if let Some(r) = &mut record
         && r.frame.rip == 0
@@ -256,6 +274,8 @@ fn setup(record: Option<GuestRecord>) -> Setup {
         detector: "pvpanic",
         root: Box::new(|_| {}),
         exit_regs: None,
+        fault_fn: "crashtest::faults::null_read",
+        fault_at_end: false,
     }
 }
 
@@ -557,4 +577,84 @@ fn garbage_registers_give_a_short_report() {
     assert_eq!(r.backtrace[0].location(), "?");
     assert!(r.faulting_instruction.is_none());
     assert_eq!(r.title, "triple-fault at 0xdeadbeef");
+}
+
+#[test]
+fn extension_panics_name_the_caller_of_the_panic_api() {
+    // The extension API reports the return address into its caller, which
+    // lies just past the end of the (noreturn) caller.
+    let mut rec = oops(0, 0, 0);
+    rec.as_mut().unwrap().kind = CRASH_PANIC;
+    let mut s = setup(rec);
+    s.fault_fn = "crashtest::faults::panic";
+    s.fault_at_end = true;
+    let r = run(s);
+    assert_eq!(r.kind, CrashKind::Panic);
+    assert_eq!(
+        r.backtrace[0].location(),
+        "crashtest!crashtest::faults::panic",
+        "{}",
+        r.render_text()
+    );
+    assert_eq!(r.title, "panic in crashtest!crashtest::faults::panic");
+    assert!(r.exception.is_none());
+}
+
+#[test]
+fn titles_blame_the_extension_frame_when_the_kernel_reports() {
+    // A crash detected in the kernel on behalf of an extension call.
+    let mut rec = oops(0, 0, 0);
+    rec.as_mut().unwrap().kind = CRASH_LIST_CORRUPTION;
+    let mut s = setup(rec);
+    s.record.as_mut().unwrap().frame = Regs {
+        rip: kernel_fn("trap_dispatch") + 3,
+        rbp: STACK_VA + 0x80,
+        ..Regs::default()
+    };
+    let r = run(s);
+    assert_eq!(r.kind, CrashKind::ListCorruption);
+    assert_eq!(r.backtrace[0].module.as_deref(), Some("kernel"));
+    assert_eq!(
+        r.title,
+        "list-corruption in crashtest!crashtest::faults::null_read"
+    );
+}
+
+#[test]
+fn lockups_sampled_in_a_prologue_keep_the_caller() {
+    let mut s = setup(soft_lockup());
+    s.fault_fn = "crashtest::faults::soft_lockup";
+    let in_ext = run(s);
+    let names: Vec<String> = in_ext.backtrace.iter().map(Frame::location).collect();
+    assert_eq!(
+        names,
+        [
+            "crashtest!crashtest::faults::soft_lockup",
+            "crashtest!crashtest::ioctl",
+            "kernel!trap_dispatch"
+        ]
+    );
+    // Sampled at the first and second instruction of a kernel function
+    // the extension called: rbp is still the extension's.
+    for (offset, rsp) in [(0, STACK_VA + 0x40), (1, STACK_VA + 0x38)] {
+        let mut s = setup(soft_lockup());
+        let mut rec = soft_lockup().unwrap();
+        rec.frame.rip = kernel_fn("trap_dispatch") + offset;
+        rec.frame.rsp = rsp;
+        rec.frame.rbp = STACK_VA + 0x100;
+        s.record = Some(rec);
+        let r = run(s);
+        let names: Vec<String> = r.backtrace.iter().map(Frame::location).collect();
+        assert_eq!(
+            names,
+            [
+                "kernel!trap_dispatch",
+                "crashtest!crashtest::faults::soft_lockup",
+                "crashtest!crashtest::ioctl",
+                "kernel!trap_dispatch"
+            ],
+            "offset {offset}"
+        );
+        assert_eq!(r.signature, in_ext.signature, "offset {offset}");
+    }
 }

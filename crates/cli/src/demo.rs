@@ -1,0 +1,90 @@
+//! `lazarus demo`: the whole story in one command. Boot the default image,
+//! load the workloads, crash the kernel in several different ways, show
+//! each resurrection, and verify the survivors at the end.
+
+use std::time::Duration;
+
+use lazarus_vmm::{ConsoleOutput, ResurrectConfig, Vm, VmOutcome};
+
+use crate::cli::DemoArgs;
+use crate::driver::{Driver, kv_check};
+use crate::exit::{BAD_INPUT, INTERNAL, failure};
+use crate::image::BootImage;
+
+const KINDS: &[(&str, &str)] = &[
+    ("null-read", "a null-pointer read in a driver"),
+    (
+        "deadlock",
+        "a deadlock on a kernel lock held by another process",
+    ),
+    (
+        "timer-fault",
+        "a fault in interrupt context (a driver's timer callback)",
+    ),
+    (
+        "list-corruption",
+        "a use-after-free that corrupts a kernel list",
+    ),
+    ("hard-lockup", "an infinite loop with interrupts off"),
+    ("stack-overflow", "a kernel stack overflow"),
+    ("triple-fault", "a triple fault"),
+];
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
+    let image = BootImage::load(&args.image)?;
+    let (mut d, input, tee) = Driver::new(Some(Box::new(std::io::stdout())));
+    let mut config = image.config(&args.image);
+    config.console_in = input;
+    config.console_out = ConsoleOutput::Writer(Box::new(tee));
+    config.resurrect = Some(ResurrectConfig::new(lazarus_image::REPAIR_ELF));
+    let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
+    let stop = vm.stop_handle();
+    let runner = std::thread::spawn(move || {
+        let r = vm.run();
+        (vm, r)
+    });
+    let t = Duration::from_secs(60);
+    let say = |s: &str| eprintln!("\n\x1b[1m== {s}\x1b[0m");
+    let result = (|| -> anyhow::Result<()> {
+        d.expect(crate::driver::PROMPT, t)?;
+        say("the workloads: 300 verified keys in the kv store, two CPU-bound workers");
+        d.cmd("kv fill 300", t)?;
+        d.cmd("run worker alpha 3600 &", t)?;
+        d.cmd("run worker beta 3600 &", t)?;
+        d.cmd("ps", t)?;
+        for (kind, what) in KINDS.iter().take(args.crashes.max(1)) {
+            say(&format!("crash: {what} (crash {kind})"));
+            d.send(&format!("crash {kind}"));
+            d.expect("[lazarus] resurrected after", t)?;
+            d.expect("\n", t)?;
+            d.resync()?;
+        }
+        say("after the crashes: the survivors");
+        d.cmd("recoveries", t)?;
+        d.cmd("ps", t)?;
+        let out = d.cmd("kv check", t)?;
+        match kv_check(&out) {
+            Some((300, 0)) => {}
+            other => anyhow::bail!("kv check did not pass: {other:?}"),
+        }
+        d.expect("worker alpha: round", t)?;
+        d.expect("worker beta: round", t)?;
+        say("every key intact, both workers still progressing, no reboot");
+        d.send("poweroff");
+        Ok(())
+    })();
+    if result.is_err() {
+        stop.stop();
+    }
+    let (_vm, outcome) = runner
+        .join()
+        .map_err(|_| failure(INTERNAL, "the VM thread panicked"))?;
+    result.map_err(|e| failure(INTERNAL, format!("demo failed: {e:#}")))?;
+    match outcome? {
+        VmOutcome::PowerOff(0) => Ok(0),
+        other => Err(failure(
+            BAD_INPUT,
+            format!("the guest ended unexpectedly: {other:?}"),
+        )),
+    }
+}

@@ -1,0 +1,136 @@
+//! Drives a guest's shell from the host: commands go into the console
+//! input queue, output is teed to a sink and kept for matching. Used by
+//! `lazarus demo` and `lazarus bench recovery`.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use lazarus_vmm::ConsoleInput;
+
+pub const PROMPT: &str = "lazarus> ";
+
+#[derive(Default)]
+struct Shared {
+    text: Mutex<String>,
+    grew: Condvar,
+}
+
+/// The console's output side: echoes to `sink` (if any) and records.
+pub struct Tee {
+    shared: Arc<Shared>,
+    sink: Option<Box<dyn Write + Send>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(s) = self.sink.as_mut() {
+            s.write_all(buf)?;
+        }
+        if let Ok(mut t) = self.shared.text.lock() {
+            t.push_str(&String::from_utf8_lossy(buf));
+        }
+        self.shared.grew.notify_all();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+}
+
+pub struct Driver {
+    input: ConsoleInput,
+    shared: Arc<Shared>,
+    pos: usize,
+    seq: u64,
+}
+
+impl Driver {
+    /// A driver and the console output writer to give the VM.
+    pub fn new(sink: Option<Box<dyn Write + Send>>) -> (Driver, ConsoleInput, Tee) {
+        let shared = Arc::new(Shared::default());
+        let input = ConsoleInput::manual();
+        let tee = Tee {
+            shared: shared.clone(),
+            sink,
+        };
+        (
+            Driver {
+                input: input.clone(),
+                shared,
+                pos: 0,
+                seq: 0,
+            },
+            input,
+            tee,
+        )
+    }
+
+    /// Waits until `pat` appears after the read position; returns the text
+    /// up to it and moves past it.
+    pub fn expect(&mut self, pat: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut text = self
+            .shared
+            .text
+            .lock()
+            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        loop {
+            if let Some(i) = text[self.pos..].find(pat) {
+                let end = self.pos + i + pat.len();
+                let out = text[self.pos..end].to_string();
+                self.pos = end;
+                return Ok(out);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                anyhow::bail!("the guest did not print {pat:?} within {timeout:?}");
+            }
+            text = self
+                .shared
+                .grew
+                .wait_timeout(text, deadline - now)
+                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
+                .0;
+        }
+    }
+
+    pub fn send(&self, line: &str) {
+        self.input.push(format!("{line}\n").as_bytes());
+    }
+
+    /// Runs a shell command; returns its output.
+    pub fn cmd(&mut self, line: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.send(line);
+        Ok(self
+            .expect(PROMPT, timeout)?
+            .trim_end_matches(PROMPT)
+            .to_string())
+    }
+
+    /// Skips asynchronous output (crash messages, background jobs).
+    pub fn resync(&mut self) -> anyhow::Result<()> {
+        self.seq += 1;
+        let marker = format!("sync-{}", self.seq);
+        self.send(&format!("echo {marker}"));
+        self.expect(&format!("{marker}\n"), Duration::from_secs(60))?;
+        self.expect(PROMPT, Duration::from_secs(60))?;
+        Ok(())
+    }
+}
+
+/// Parses `kv check: N intact, M lost`.
+pub fn kv_check(out: &str) -> Option<(u64, u64)> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("kv check:") && l.contains("intact"))?;
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    match nums[..] {
+        [a, b] => Some((a, b)),
+        _ => None,
+    }
+}
