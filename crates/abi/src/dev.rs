@@ -72,6 +72,11 @@ pub mod crashtest {
     pub const IOC_LIST_CORRUPTION: u64 = 111;
     /// Registers a timer whose callback reads address 0 (oops in irq).
     pub const IOC_TIMER_FAULT: u64 = 112;
+    /// Not a crash: `arg` points at `[gpa, out]`; reads the u64 at
+    /// guest-physical `gpa` through `ExtApi::ioremap` into `out`.
+    pub const IOC_PEEK_PHYS: u64 = 60;
+    /// Not a crash: `arg` points at `[gpa, value]`; writes `value` there.
+    pub const IOC_POKE_PHYS: u64 = 61;
     /// Not a crash: takes the extension's lock and sleeps in the kernel
     /// holding it, forever. The other half of [`IOC_DEADLOCK`].
     pub const IOC_HOLD_LOCK: u64 = 50;

@@ -56,6 +56,10 @@ pub struct ExtApi {
     pub list_add: extern "C" fn(node: *mut crate::root::ListNode) -> i32,
     /// Removes a node from that list, checking its neighbours first.
     pub list_del: extern "C" fn(node: *mut crate::root::ListNode) -> i32,
+    /// Maps `len` bytes of guest-physical address space (device memory)
+    /// uncached into the kernel, like Linux's `ioremap`; returns the
+    /// virtual address or 0.
+    pub ioremap: extern "C" fn(phys: u64, len: u64) -> u64,
 }
 
 /// Device operations; any may be absent (null).

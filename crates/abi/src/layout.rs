@@ -41,6 +41,10 @@ pub const EXT_REGION: u64 = 0xFFFF_FFFF_C000_0000;
 /// Address space reserved per extension slot.
 pub const EXT_SLOT_SIZE: u64 = 16 * 1024 * 1024;
 
+/// `ExtApi::ioremap` mappings (4 KiB pages, uncached).
+pub const IOREMAP_REGION: u64 = EXT_REGION + 512 * 1024 * 1024;
+pub const IOREMAP_SIZE: u64 = 64 * 1024 * 1024;
+
 /// Where user programs are linked.
 pub const USER_IMAGE_BASE: u64 = 0x40_0000;
 /// Top of the user stack.

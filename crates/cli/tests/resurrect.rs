@@ -172,3 +172,43 @@ fn repair_image_is_reported_and_fits_in_two_mib() {
     assert!(g.poweroff().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The repair image is not in the guest's physical address space while the
+/// guest runs: a ring-0 driver that maps the image's slot address (and the
+/// doorbell) reads nothing back and cannot write it, while the same probe
+/// does read real RAM. Resurrection still works after the attempted writes.
+#[test]
+fn guest_cannot_read_or_write_the_repair_image() {
+    use lazarus_abi::repair::{DOORBELL_GPA, HEADER_MAGIC, SLOT_GPA, SLOT_SIZE};
+    let dir = temp_dir("hidden");
+    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    // The probe works: BootInfo's magic sits at guest-physical 0x1000.
+    let boot = g.cmd("crash peek 0x1000");
+    let magic = u64::from_le_bytes(*b"LZRSBOOT");
+    assert!(boot.contains(&format!("= {magic:#x}")), "{boot}");
+    for gpa in [
+        SLOT_GPA,
+        SLOT_GPA + SLOT_SIZE / 2,
+        SLOT_GPA + SLOT_SIZE - 8,
+        DOORBELL_GPA,
+    ] {
+        let out = g.cmd(&format!("crash peek {gpa:#x}"));
+        assert!(
+            out.contains(&format!("peek {gpa:#x} = 0xffffffffffffffff")),
+            "{out}"
+        );
+        assert!(!out.contains(&format!("{HEADER_MAGIC:#x}")), "{out}");
+        let out = g.cmd(&format!("crash poke {gpa:#x} 0"));
+        assert!(out.contains("done"), "{out}");
+        let out = g.cmd(&format!("crash peek {gpa:#x}"));
+        assert!(
+            out.contains("= 0xffffffffffffffff"),
+            "write went somewhere: {out}"
+        );
+    }
+    let line = crash_and_resurrect(&mut g, "null-read");
+    assert!(line.starts_with("resurrected after null-deref"), "{line}");
+    g.resync();
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

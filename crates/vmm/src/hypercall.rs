@@ -386,9 +386,13 @@ mod tests {
             HcAction::PowerOff(-1)
         );
         assert_eq!(f.call(HC_REBOOT, [0; 5]), (0, HcAction::Reboot));
-        for nr in [0, 7, 999, u64::MAX] {
+        for nr in [0, 8, 999, u64::MAX] {
             assert_eq!(f.call(nr, [0; 5]), (-errno::ENOSYS, HcAction::Continue));
         }
+        assert_eq!(
+            f.call(HC_RECOVERED, [3, 0, 0, 0, 0]),
+            (0, HcAction::Recovered(3))
+        );
     }
 
     #[test]
@@ -512,7 +516,13 @@ mod tests {
 
         assert_eq!(
             f.call(HC_EXT_EVENT, [EXT_EVENT_LOADED, 2, 0, 0, 0]),
-            (0, HcAction::Continue)
+            (
+                0,
+                HcAction::ExtEvent(ExtEvent {
+                    loaded: true,
+                    slot: 2
+                })
+            )
         );
         f.call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, 2, 0, 0, 0]);
         assert_eq!(

@@ -492,6 +492,40 @@ extern "C" fn api_list_del(node: *mut ListNode) -> i32 {
     crate::klist::del(node)
 }
 
+static mut IOREMAP_NEXT: u64 = lazarus_abi::layout::IOREMAP_REGION;
+
+extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
+    use lazarus_abi::layout::{IOREMAP_REGION, IOREMAP_SIZE};
+    let first = phys & !(PAGE_SIZE - 1);
+    let Some(end) = phys.checked_add(len.max(1)) else {
+        return 0;
+    };
+    let pages = (end - first).div_ceil(PAGE_SIZE);
+    // SAFETY: one CPU, interrupts off.
+    let va = unsafe { IOREMAP_NEXT };
+    if pages == 0 || end > 1 << 46 || va + pages * PAGE_SIZE > IOREMAP_REGION + IOREMAP_SIZE {
+        return 0;
+    }
+    let master = k().master_pml4;
+    const PWT: u64 = 1 << 3;
+    const PCD: u64 = 1 << 4;
+    for i in 0..pages {
+        if paging::map(
+            master,
+            va + i * PAGE_SIZE,
+            first + i * PAGE_SIZE,
+            W | PCD | PWT,
+        )
+        .is_err()
+        {
+            return 0;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { IOREMAP_NEXT = va + pages * PAGE_SIZE };
+    va + (phys - first)
+}
+
 static API: ExtApi = ExtApi {
     version: EXT_API_VERSION,
     log: api_log,
@@ -514,4 +548,5 @@ static API: ExtApi = ExtApi {
     lock_try_acquire: api_lock_try_acquire,
     list_add: api_list_add,
     list_del: api_list_del,
+    ioremap: api_ioremap,
 };

@@ -12,8 +12,9 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 use lazarus_extsdk::abi::dev::crashtest::{
     IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT, IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP,
-    IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_NULL_READ, IOC_PANIC, IOC_PING, IOC_SOFT_LOCKUP,
-    IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
+    IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING,
+    IOC_POKE_PHYS, IOC_SOFT_LOCKUP, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_UD2,
+    IOC_WILD_WRITE, PING_REPLY,
 };
 use lazarus_extsdk::errno::{EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
@@ -42,7 +43,7 @@ extern "C" fn timer_fault(_arg: u64) {
     faults::null_read();
 }
 
-extern "C" fn ioctl(_aux: u64, cmd: u64, _arg: u64) -> i64 {
+extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
     if cmd >= IOC_PANIC {
         klog!("crashtest: crash kind {} requested", cmd);
     }
@@ -59,6 +60,7 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, _arg: u64) -> i64 {
         IOC_SOFT_LOCKUP => faults::soft_lockup(),
         IOC_DEADLOCK => faults::deadlock(&LOCK),
         IOC_HOLD_LOCK => faults::hold_lock(&LOCK),
+        IOC_PEEK_PHYS | IOC_POKE_PHYS => phys_access(cmd, arg),
         IOC_TRIPLE_FAULT => faults::triple_fault(),
         IOC_EMULATION_FAILURE => faults::emulation_failure(),
         IOC_DOUBLE_FAULT => faults::double_fault(),
@@ -76,6 +78,36 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, _arg: u64) -> i64 {
             }
         }
         _ => -EINVAL,
+    }
+}
+
+/// Reads or writes one u64 of guest-physical memory through ioremap, as a
+/// driver touching device memory would. The repair image's address is a
+/// good target: it must not be there.
+fn phys_access(cmd: u64, arg: u64) -> i64 {
+    let mut req = [0u8; 16];
+    if let Err(e) = lazarus_extsdk::user::copy_from_user(&mut req, arg) {
+        return e;
+    }
+    let gpa = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+    let va = (lazarus_extsdk::api().ioremap)(gpa, 8);
+    if va == 0 {
+        return -EINVAL;
+    }
+    let p = va as *mut u64;
+    if cmd == IOC_PEEK_PHYS {
+        // SAFETY: `va` maps 8 bytes at `gpa` (just created by ioremap).
+        let v = unsafe { p.read_volatile() };
+        req[8..].copy_from_slice(&v.to_le_bytes());
+        match lazarus_extsdk::user::copy_to_user(arg, &req) {
+            Ok(()) => 0,
+            Err(e) => e,
+        }
+    } else {
+        let v = u64::from_le_bytes(req[8..].try_into().unwrap_or_default());
+        // SAFETY: as above.
+        unsafe { p.write_volatile(v) };
+        0
     }
 }
 

@@ -10,7 +10,8 @@ use alloc::string::String;
 use core::fmt::Write;
 
 use lazarus_ulib::abi::dev::crashtest::{
-    DEV, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PING, KINDS, PING_REPLY, kind_by_name,
+    DEV, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, KINDS, PING_REPLY,
+    kind_by_name,
 };
 use lazarus_ulib::io::{ioctl, open};
 use lazarus_ulib::process;
@@ -33,6 +34,7 @@ fn main(args: Args) -> i32 {
             return 0;
         }
         "ping" => IOC_PING,
+        "peek" | "poke" => return phys(&args),
         // The lock holder of the deadlock kind (started by it, below).
         "hold-lock" => IOC_HOLD_LOCK,
         _ => match kind_by_name(kind) {
@@ -92,4 +94,51 @@ fn main(args: Args) -> i32 {
             1
         }
     }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// `crash peek GPA` / `crash poke GPA VALUE`: one u64 of guest-physical
+/// memory, through the crashtest driver's ioremap.
+fn phys(args: &Args) -> i32 {
+    let poke = args.get(1) == Some("poke");
+    let (Some(gpa), value) = (
+        args.get(2).and_then(parse_u64),
+        args.get(3).and_then(parse_u64),
+    ) else {
+        println!("usage: crash peek GPA | crash poke GPA VALUE");
+        return 2;
+    };
+    if poke && value.is_none() {
+        println!("usage: crash poke GPA VALUE");
+        return 2;
+    }
+    let path = "/dev/crashtest";
+    let fd = match open(path) {
+        Err(Errno::ENOENT | Errno::ENODEV) => ext::load(DEV).and_then(|_| open(path)),
+        r => r,
+    };
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("crash: {e}");
+            return 1;
+        }
+    };
+    let mut req = [gpa, value.unwrap_or(0)];
+    let cmd = if poke { IOC_POKE_PHYS } else { IOC_PEEK_PHYS };
+    match ioctl(fd, cmd, req.as_mut_ptr() as u64) {
+        Ok(_) if poke => println!("poke {gpa:#x} = {:#x}: done", req[1]),
+        Ok(_) => println!("peek {gpa:#x} = {:#x}", req[1]),
+        Err(e) => {
+            println!("crash: {e}");
+            return 1;
+        }
+    }
+    0
 }
