@@ -159,6 +159,10 @@ pub struct ResumePlan {
     pub invariant_fixes: u32,
     pub _pad: u32,
     pub ext_actions: [u32; crate::root::MAX_EXTS],
+    /// TSC when the program started and finished (profiling: the rest of
+    /// the run is entry, exits and page-table warm-up).
+    pub tsc_start: u64,
+    pub tsc_end: u64,
     /// Why, in words (NUL-padded).
     pub reason: [u8; 96],
     pub name: [u8; 16],

@@ -331,9 +331,21 @@ impl Resurrector {
         };
         self.image.prepare(input);
         let started = Instant::now();
+        let tsc0 = rdtsc();
         let run = self.run_repair(vcpu, vm_fd, &sregs);
+        let tsc1 = rdtsc();
         let repair_time = started.elapsed();
         let plan = self.image.plan();
+        if plan.tsc_end > plan.tsc_start && tsc1 > tsc0 {
+            let total = (tsc1 - tsc0) as f64;
+            let program = (plan.tsc_end - plan.tsc_start) as f64;
+            let to_start = plan.tsc_start.saturating_sub(tsc0) as f64;
+            tracing::debug!(
+                program_us = repair_time.as_secs_f64() * 1e6 * program / total,
+                before_start_us = repair_time.as_secs_f64() * 1e6 * to_start / total,
+                "repair run profile"
+            );
+        }
         if let Err(why) = run {
             drop(snapshot);
             return fail(crash, why);
@@ -642,4 +654,9 @@ fn translate(mem: &GuestRam, pml4: u64, va: u64) -> Option<u64> {
         table = e & 0x000f_ffff_ffff_f000;
     }
     Some(table)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

@@ -107,53 +107,55 @@ fn entry(t: &[u8], i: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Adds the page tables and 4 KiB leaf frames mapping [va, va+len) under
-/// `pml4` (huge pages are skipped: they map the linear windows).
+/// Adds the page tables and 4 KiB leaf frames mapping [va_lo, va_hi)
+/// under `pml4` (huge pages are skipped: they map the linear windows).
+/// Each table is visited once; a crashed guest's tables are untrusted, so
+/// addresses are bounds-checked and the number of tables is capped.
 fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>) {
+    let mut budget = 4096usize;
+    out.push((pml4, PAGE_SIZE));
+    walk_level(ram, pml4, 3, 0, va_lo, va_hi, out, &mut budget);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_level(
+    ram: &[u8],
+    table_pa: u64,
+    level: u32,
+    base: u64,
+    lo: u64,
+    hi: u64,
+    out: &mut Vec<(u64, u64)>,
+    budget: &mut usize,
+) {
     const P: u64 = 1;
     const PS: u64 = 0x80;
     const ADDR: u64 = 0x000f_ffff_ffff_f000;
-    let Some(t4) = table(ram, pml4) else { return };
-    out.push((pml4, PAGE_SIZE));
-    let mut va = va_lo & !(PAGE_SIZE - 1);
-    let mut steps = 0;
-    while va < va_hi && steps < 1 << 20 {
-        steps += 1;
-        let e4 = entry(t4, ((va >> 39) & 0x1ff) as usize);
-        if e4 & P == 0 {
-            va = (va | ((1 << 39) - 1)).wrapping_add(1);
-            if va == 0 {
-                break;
-            }
+    let Some(t) = table(ram, table_pa) else {
+        return;
+    };
+    let span = 1u64 << (12 + 9 * level);
+    for i in 0..512u64 {
+        let start = base.wrapping_add(i * span);
+        let end = start.wrapping_add(span);
+        if end <= lo || start >= hi {
             continue;
         }
-        let Some(t3) = table(ram, e4 & ADDR) else {
-            break;
-        };
-        out.push((e4 & ADDR, PAGE_SIZE));
-        let e3 = entry(t3, ((va >> 30) & 0x1ff) as usize);
-        if e3 & P == 0 || e3 & PS != 0 {
-            va = (va | ((1 << 30) - 1)) + 1;
+        let e = entry(t, i as usize);
+        if e & P == 0 || (level > 0 && e & PS != 0) {
             continue;
         }
-        let Some(t2) = table(ram, e3 & ADDR) else {
-            break;
-        };
-        out.push((e3 & ADDR, PAGE_SIZE));
-        let e2 = entry(t2, ((va >> 21) & 0x1ff) as usize);
-        if e2 & P == 0 || e2 & PS != 0 {
-            va = (va | ((1 << 21) - 1)) + 1;
+        let pa = e & ADDR;
+        if level == 0 {
+            out.push((pa, PAGE_SIZE));
             continue;
         }
-        let Some(t1) = table(ram, e2 & ADDR) else {
-            break;
-        };
-        out.push((e2 & ADDR, PAGE_SIZE));
-        let e1 = entry(t1, ((va >> 12) & 0x1ff) as usize);
-        if e1 & P != 0 {
-            out.push((e1 & ADDR, PAGE_SIZE));
+        if *budget == 0 {
+            return;
         }
-        va += PAGE_SIZE;
+        *budget -= 1;
+        out.push((pa, PAGE_SIZE));
+        walk_level(ram, pa, level - 1, start, lo, hi, out, budget);
     }
 }
 
@@ -176,6 +178,7 @@ pub fn take(
     offender_cr3: Option<u64>,
     pool: &BufferPool,
 ) -> MemSnapshot {
+    let t_start = std::time::Instant::now();
     let Some(ram) = ram_bytes(mem, mem_size) else {
         return MemSnapshot::default();
     };
@@ -218,6 +221,7 @@ pub fn take(
             _ => merged.push((pa, end)),
         }
     }
+    let t_copy = std::time::Instant::now();
     let mut data = pool.take();
     let mut ranges = Vec::with_capacity(merged.len());
     for (lo, hi) in merged {
@@ -225,6 +229,13 @@ pub fn take(
         data.extend_from_slice(&ram[lo as usize..hi as usize]);
         ranges.push((lo, off, (hi - lo) as usize));
     }
+    tracing::debug!(
+        plan_us = t_copy.duration_since(t_start).as_micros() as u64,
+        copy_us = t_copy.elapsed().as_micros() as u64,
+        ranges = ranges.len(),
+        capacity = data.capacity(),
+        "snapshot profile"
+    );
     MemSnapshot {
         mem_size,
         ranges,

@@ -33,6 +33,14 @@ _start:
 "#
 );
 
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc is allowed in ring 3 (CR4.TSD is clear) and has no
+    // side effects.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    ((hi as u64) << 32) | lo as u64
+}
+
 fn input() -> &'static RepairInput {
     // SAFETY: the hypervisor wrote the input at this fixed place in the
     // image before starting us; the image is mapped at IMAGE_VA.
@@ -88,9 +96,11 @@ fn root(m: &mem::Mem, gpa: u64) -> Option<&'static mut KernelRoot> {
 
 #[unsafe(no_mangle)]
 extern "C" fn repair_main() -> ! {
+    let start = rdtsc();
     let p = plan();
     // SAFETY: all-zero is a valid ResumePlan.
     *p = unsafe { core::mem::zeroed() };
+    p.tsc_start = start;
     match run(input(), p) {
         Ok(()) => p.action = PLAN_RESUME,
         Err(why) => {
@@ -98,6 +108,7 @@ extern "C" fn repair_main() -> ! {
             set_reason(p, why);
         }
     }
+    p.tsc_end = rdtsc();
     ring_doorbell()
 }
 
