@@ -1,0 +1,97 @@
+//! The honest fallback: when the repair program finds kernel invariants
+//! broken beyond repair, the hypervisor must not resume the kernel. Here
+//! the kernel's process table is corrupted from the host (as a wild write
+//! into a kernel structure would), then a crash is triggered: the result
+//! must be a crash outcome carrying the reason, never a resumed kernel.
+
+use std::mem::offset_of;
+use std::time::Duration;
+
+use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
+use lazarus_abi::root::{KernelRoot, Proc};
+use lazarus_vmm::{
+    CaptureBuffer, ConsoleInput, ConsoleOutput, ErrorKind, ResurrectConfig, Vm, VmConfig, VmOutcome,
+};
+use vm_memory::{Bytes, GuestAddress};
+
+fn boot(input: &ConsoleInput, console: &CaptureBuffer) -> Vm {
+    let mut config = VmConfig::new(lazarus_image::KERNEL_ELF, lazarus_image::INITRAMFS);
+    config.mem_size = 64 << 20;
+    config.console_in = input.clone();
+    config.console_out = ConsoleOutput::Capture(console.clone());
+    config.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT);
+    config.timeout = Some(Duration::from_secs(60));
+    config.resurrect = Some(ResurrectConfig::new(lazarus_image::REPAIR_ELF));
+    match Vm::new(config) {
+        Ok(vm) => vm,
+        Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
+            panic!("/dev/kvm is required for this test and is not usable: {e}")
+        }
+        Err(e) => panic!("Vm::new: {e}"),
+    }
+}
+
+#[test]
+fn corrupted_process_table_falls_back_instead_of_resuming() {
+    let input = ConsoleInput::manual();
+    let console = CaptureBuffer::new();
+    let mut vm = boot(&input, &console);
+    assert!(
+        matches!(vm.run().expect("run"), VmOutcome::MilestoneReached(_)),
+        "{}",
+        console.text()
+    );
+    vm.set_stop_milestone(None);
+
+    // A wild write into the process table: slot 5 claims to hold pid 3.
+    let gpa = vm.root_gpa().expect("root registered");
+    let at = gpa + (offset_of!(KernelRoot, procs) + 5 * std::mem::size_of::<Proc>()) as u64;
+    vm.memory()
+        .write_obj(3u32, GuestAddress(at + offset_of!(Proc, pid) as u64))
+        .expect("write");
+    vm.memory()
+        .write_obj(1u32, GuestAddress(at + offset_of!(Proc, state) as u64))
+        .expect("write");
+
+    input.push(b"crash null-read\n");
+    match vm.run().expect("run") {
+        VmOutcome::Crash(info) => {
+            let why = info.fallback.expect("a fallback reason");
+            assert!(why.contains("process table is corrupt"), "{why}");
+        }
+        other => panic!(
+            "expected a fallback crash, got {other:?}:\n{}",
+            console.text()
+        ),
+    }
+    assert!(
+        !console.text().contains("[lazarus] resurrected"),
+        "{}",
+        console.text()
+    );
+}
+
+#[test]
+fn a_healthy_kernel_is_resurrected_in_the_same_setup() {
+    let input = ConsoleInput::manual();
+    let console = CaptureBuffer::new();
+    let mut vm = boot(&input, &console);
+    assert!(matches!(
+        vm.run().expect("run"),
+        VmOutcome::MilestoneReached(_)
+    ));
+    vm.set_stop_milestone(None);
+    input.push(b"crash null-read\nrecoveries\npoweroff\n");
+    let outcome = vm.run().expect("run");
+    assert!(
+        matches!(outcome, VmOutcome::PowerOff(0)),
+        "{outcome:?}\n{}",
+        console.text()
+    );
+    let text = console.text();
+    assert!(
+        text.contains("[lazarus] resurrected after null-deref"),
+        "{text}"
+    );
+    assert!(text.contains("null-deref"), "{text}");
+}
