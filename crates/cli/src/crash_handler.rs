@@ -130,23 +130,14 @@ impl CrashHandler {
                 regs: to_regs(regs.as_ref(), sregs.as_ref()),
             });
         }
-        let note = CrashNote {
-            format_version: 1,
-            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
-            time_unix_ms: unix_ms(),
-            boot_id: boot_id.to_string(),
-            detector: detector(&info.kind).to_string(),
-            detail: info.summary(),
-            crashed_vcpu: info.vcpu,
-            root_gpa: vm.root_gpa(),
-            kernel_build_id: self.ids.kernel.clone(),
-            extensions: root
-                .as_deref()
-                .map(|r| self.ids.extensions(r))
-                .unwrap_or_default(),
-            guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+        let note = self.ids.note(
+            info,
+            boot_id,
+            info.summary(),
+            vm.root_gpa(),
+            root.as_deref(),
             vcpus,
-        };
+        );
         Captured {
             note,
             ram: RamSource::Shared(vm.memory_arc(), vm.layout().mem_size as usize),
@@ -370,6 +361,32 @@ pub struct BuildIds {
 }
 
 impl BuildIds {
+    /// The dump's crash note.
+    fn note(
+        &self,
+        info: &CrashInfo,
+        boot_id: &str,
+        detail: String,
+        root_gpa: Option<u64>,
+        root: Option<&KernelRoot>,
+        vcpus: Vec<VcpuState>,
+    ) -> CrashNote {
+        CrashNote {
+            format_version: 1,
+            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
+            time_unix_ms: unix_ms(),
+            boot_id: boot_id.to_string(),
+            detector: detector(&info.kind).to_string(),
+            detail,
+            crashed_vcpu: info.vcpu,
+            root_gpa,
+            kernel_build_id: self.kernel.clone(),
+            extensions: root.map(|r| self.extensions(r)).unwrap_or_default(),
+            guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+            vcpus,
+        }
+    }
+
     /// The dump material of a resurrected crash: its snapshot, which
     /// holds the state root as it was at the crash.
     pub fn capture_recovery(&self, rec: Recovery, boot_id: &str) -> Captured {
@@ -381,23 +398,14 @@ impl BuildIds {
             id: info.vcpu,
             regs: to_regs(info.regs.as_ref(), info.sregs.as_ref()),
         }];
-        let note = CrashNote {
-            format_version: 1,
-            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
-            time_unix_ms: unix_ms(),
-            boot_id: boot_id.to_string(),
-            detector: detector(&info.kind).to_string(),
+        let note = self.note(
+            info,
+            boot_id,
             detail,
-            crashed_vcpu: info.vcpu,
-            root_gpa: Some(rec.root_gpa),
-            kernel_build_id: self.kernel.clone(),
-            extensions: root
-                .as_deref()
-                .map(|r| self.extensions(r))
-                .unwrap_or_default(),
-            guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+            Some(rec.root_gpa),
+            root.as_deref(),
             vcpus,
-        };
+        );
         Captured {
             note,
             ram: RamSource::Snapshot(rec.snapshot),

@@ -37,15 +37,20 @@ fn get(id: i32) -> Result<&'static mut KLock, i64> {
     }
 }
 
+/// Takes a free lock for `me`.
+fn take(l: &mut KLock, me: u32) {
+    l.state = LOCK_HELD;
+    l.owner = me;
+    l.acquired_tick = k().heartbeat;
+    l.acquisitions += 1;
+}
+
 pub fn acquire(id: i32) -> Result<(), i64> {
     let me = current_pid();
     loop {
         let l = get(id)?;
         if l.state == LOCK_FREE {
-            l.state = LOCK_HELD;
-            l.owner = me;
-            l.acquired_tick = k().heartbeat;
-            l.acquisitions += 1;
+            take(l, me);
             return Ok(());
         }
         if l.owner == me {
@@ -64,10 +69,7 @@ pub fn try_acquire(id: i32) -> Result<(), i64> {
     let me = current_pid();
     let l = get(id)?;
     if l.state == LOCK_FREE {
-        l.state = LOCK_HELD;
-        l.owner = me;
-        l.acquired_tick = k().heartbeat;
-        l.acquisitions += 1;
+        take(l, me);
         if let Some(p) = crate::state::current() {
             p.spinning_on = NONE;
         }

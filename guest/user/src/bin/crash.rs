@@ -45,18 +45,7 @@ fn main(args: Args) -> i32 {
             }
         },
     };
-    let path = "/dev/crashtest";
-    let fd = match open(path) {
-        // Not loaded yet, or disabled after repeated crashes: (re)load it.
-        Err(Errno::ENOENT | Errno::ENODEV) => match ext::load(DEV) {
-            Err(Errno::EEXIST) => ext::unload(DEV)
-                .and_then(|_| ext::load(DEV))
-                .and_then(|_| open(path)),
-            r => r.and_then(|_| open(path)),
-        },
-        r => r,
-    };
-    let fd = match fd {
+    let fd = match open_device() {
         Ok(fd) => fd,
         Err(e) => {
             println!("crash: {e}");
@@ -96,6 +85,21 @@ fn main(args: Args) -> i32 {
     }
 }
 
+/// Opens /dev/crashtest, loading the extension if it is not loaded yet
+/// and reloading it if it was disabled after repeated crashes.
+fn open_device() -> Result<i32, Errno> {
+    let path = "/dev/crashtest";
+    match open(path) {
+        Err(Errno::ENOENT | Errno::ENODEV) => match ext::load(DEV) {
+            Err(Errno::EEXIST) => ext::unload(DEV)
+                .and_then(|_| ext::load(DEV))
+                .and_then(|_| open(path)),
+            r => r.and_then(|_| open(path)),
+        },
+        r => r,
+    }
+}
+
 fn parse_u64(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -118,12 +122,7 @@ fn phys(args: &Args) -> i32 {
         println!("usage: crash poke GPA VALUE");
         return 2;
     }
-    let path = "/dev/crashtest";
-    let fd = match open(path) {
-        Err(Errno::ENOENT | Errno::ENODEV) => ext::load(DEV).and_then(|_| open(path)),
-        r => r,
-    };
-    let fd = match fd {
+    let fd = match open_device() {
         Ok(fd) => fd,
         Err(e) => {
             println!("crash: {e}");
