@@ -23,11 +23,11 @@ struct Sample {
 }
 
 #[derive(Debug, Serialize)]
-struct Stats {
-    median: f64,
-    p99: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) p99: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,7 +53,7 @@ struct Report {
 }
 
 /// Nearest-rank percentile of sorted data.
-fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -61,7 +61,7 @@ fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-fn stats(values: &[f64]) -> Stats {
+pub(crate) fn stats(values: &[f64]) -> Stats {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     Stats {
@@ -77,7 +77,7 @@ fn median_u64(mut values: Vec<u64>) -> u64 {
     percentile(&values, 50.0).unwrap_or(0)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

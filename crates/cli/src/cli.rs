@@ -58,6 +58,10 @@ pub enum BenchCommand {
     /// Boot repeatedly and report the time to the shell prompt.
     #[command(after_help = EXIT_CODES_HELP)]
     Boot(BenchBootArgs),
+    /// Compare three ways back from the same crashes: resurrection, a
+    /// reboot, and restoring a periodic whole-VM snapshot.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Recovery(BenchRecoveryArgs),
 }
 
 /// What to boot.
@@ -127,6 +131,38 @@ pub struct DemoArgs {
     /// How many of the demo's crash kinds to show (up to 7).
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub crashes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRecoveryArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Crashes to resurrect (one boot).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub crashes: usize,
+    /// Crash kinds to cycle through (see `crash list` in the guest).
+    /// Lockups add the watchdog's detection time, which is not counted.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "null-read,gp,panic,ud2,divide,wild-write,list-corruption,double-fault,stack-overflow,triple-fault"
+    )]
+    pub kinds: String,
+    /// kv keys written before the crashes.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub keys: u64,
+    /// Reboots to time (each is a full boot).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub reboot_samples: usize,
+    /// Snapshot restores to time.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub snapshot_samples: usize,
+    /// Seconds between whole-VM snapshots in the snapshot baseline.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub snapshot_interval: f64,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

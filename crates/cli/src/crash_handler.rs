@@ -157,6 +157,7 @@ impl CrashHandler {
         let symbols = SymbolStore::new(self.data.symbols_dir());
         let tx = self.results_tx.clone();
         self.background.push(std::thread::spawn(move || {
+            lower_priority();
             let _ = tx.send(persist(&data, &symbols, c));
         }));
     }
@@ -436,9 +437,22 @@ impl BuildIds {
 
 impl Background {
     /// Writes the dump, report and database entry of a resurrected crash.
+    /// Runs at low priority: it must not slow the resumed guest.
     pub fn persist_recovery(&self, rec: Recovery, boot_id: &str) {
+        lower_priority();
         let symbols = SymbolStore::new(self.data.symbols_dir());
         let captured = self.ids.capture_recovery(rec, boot_id);
         print_result(&persist(&self.data, &symbols, captured));
+    }
+}
+
+/// Makes the calling thread yield the CPU to the guest's vCPU threads: dump
+/// writing is background work.
+pub fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread
+    // id only changes this thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }

@@ -23,6 +23,7 @@
 //! lazarus run` runs the commands and exits when the guest powers off.
 
 mod bench;
+mod bench_recovery;
 mod cli;
 mod crash_handler;
 mod crashes_cmd;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
+        Command::Bench(BenchCommand::Recovery(args)) => bench_recovery::run(&args),
         Command::Crashes(args) => match crashes_cmd::run(&args) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -82,6 +82,9 @@ pub enum Error {
     /// Every vCPU stopped without reporting why.
     #[error("all vCPUs stopped without an outcome")]
     NoOutcome,
+    /// A whole-VM snapshot does not fit the VM it is restored into.
+    #[error("the snapshot does not fit this VM: {0}")]
+    SnapshotMismatch(String),
 }
 
 impl Error {
@@ -101,7 +104,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Setup(_)
             | Error::VcpuPanicked(_)
-            | Error::NoOutcome => ErrorKind::Internal,
+            | Error::NoOutcome
+            | Error::SnapshotMismatch(_) => ErrorKind::Internal,
         }
     }
 

@@ -300,6 +300,37 @@ impl Hypercalls {
         let st = lock(&self.state);
         (st.hypercalls, st.rejected)
     }
+
+    /// The bookkeeping that follows the guest's state (registered root,
+    /// milestones, extension events), for whole-VM snapshots. The call
+    /// counters are host statistics and are not part of it.
+    pub fn save_state(&self) -> HypercallState {
+        let st = lock(&self.state);
+        HypercallState {
+            root_gpa: st.root_gpa,
+            milestones: st.milestones.clone(),
+            ext_events: st.ext_events,
+            last_ext_event: st.last_ext_event,
+        }
+    }
+
+    /// Puts back what [`Hypercalls::save_state`] captured.
+    pub fn restore_state(&self, saved: &HypercallState) {
+        let mut st = lock(&self.state);
+        st.root_gpa = saved.root_gpa;
+        st.milestones.clone_from(&saved.milestones);
+        st.ext_events = saved.ext_events;
+        st.last_ext_event = saved.last_ext_event;
+    }
+}
+
+/// Hypercall bookkeeping captured by [`Hypercalls::save_state`].
+#[derive(Clone, Debug, Default)]
+pub struct HypercallState {
+    pub root_gpa: Option<u64>,
+    pub milestones: BTreeMap<u64, Milestone>,
+    pub ext_events: u64,
+    pub last_ext_event: Option<ExtEvent>,
 }
 
 /// Human name of a hypercall number.

@@ -26,8 +26,8 @@
 //! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
 //! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
 //! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
-//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`crash`], [`stats`],
-//! [`error`].
+//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`vmsnapshot`] (whole-VM
+//! snapshots), [`crash`], [`stats`], [`error`].
 
 pub mod boot;
 pub mod config;
@@ -47,6 +47,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
+pub mod vmsnapshot;
 pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
@@ -61,6 +62,7 @@ pub use recovery::{Recovery, ResurrectConfig};
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
 pub use vm::{GuestLayout, StopHandle, Vm, VmOutcome};
+pub use vmsnapshot::VmSnapshot;
 
 /// Re-exported so callers can name register types in [`CrashInfo`].
 pub use kvm_bindings;

@@ -432,12 +432,15 @@ impl Resurrector {
             memory_size: size,
             userspace_addr: host as u64,
         };
+        let t0 = Instant::now();
         // SAFETY: `host` is the start of the image's own page-aligned
         // mapping of `size` bytes, which outlives the slot: the slot is
         // removed below before this function returns.
         unsafe { vm_fd.set_user_memory_region(region) }
             .map_err(|e| format!("mapping the repair image: {e}"))?;
+        let t1 = Instant::now();
         let result = self.enter_and_wait(vcpu, crash_sregs);
+        let t2 = Instant::now();
         let remove = kvm_userspace_memory_region {
             memory_size: 0,
             ..region
@@ -447,6 +450,12 @@ impl Resurrector {
             // The guest must never keep the image: nothing can be resumed.
             return Err(format!("removing the repair image slot: {e}"));
         }
+        tracing::debug!(
+            add_us = (t1 - t0).as_micros() as u64,
+            run_us = (t2 - t1).as_micros() as u64,
+            remove_us = t2.elapsed().as_micros() as u64,
+            "repair slot profile"
+        );
         result
     }
 

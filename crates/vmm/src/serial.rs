@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{trace, warn};
-use vm_superio::serial::SerialEvents;
+use vm_superio::serial::{SerialEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -120,6 +120,40 @@ impl SerialDevice {
     /// Whether the guest driver is ready for input (RX interrupt enabled).
     pub fn rx_enabled(&self) -> bool {
         self.uart.state().interrupt_enable & IER_RDA != 0
+    }
+
+    /// The UART's registers and receive FIFO, for whole-VM snapshots.
+    pub fn save_state(&self) -> SerialState {
+        self.uart.state()
+    }
+
+    /// Puts the UART back into `state`, keeping the console sink and the
+    /// interrupt line. An interrupt that is pending and enabled in `state`
+    /// is raised again, as a real UART's level-triggered line would be.
+    pub fn restore_state(&mut self, state: &SerialState) -> Result<()> {
+        let irq = self
+            .uart
+            .interrupt_evt()
+            .0
+            .try_clone()
+            .map_err(Error::io("eventfd clone"))?;
+        let events = self.uart.events().clone();
+        // Built with a placeholder sink first, so that a failure leaves the
+        // device (and its sink) untouched.
+        let mut uart = Serial::from_state(
+            state,
+            IrqTrigger(irq),
+            events,
+            ConsoleSink::new(crate::console::ConsoleOutput::Null),
+        )
+        .map_err(|e| Error::SnapshotMismatch(format!("serial state: {e}")))?;
+        std::mem::swap(uart.writer_mut(), self.uart.writer_mut());
+        self.uart = uart;
+        // The feeder may be waiting for the FIFO to drain.
+        if state.in_buffer.is_empty() {
+            self.uart.events().in_buffer_empty();
+        }
+        Ok(())
     }
 
     /// Moves as many bytes as fit into the receive FIFO; returns how many.

@@ -223,6 +223,13 @@ pub fn take(
     }
     let t_copy = std::time::Instant::now();
     let mut data = pool.take();
+    // Copies into a page-aligned destination run many times faster on
+    // these hosts than into glibc's 16-byte-offset large allocations.
+    let pad = data
+        .as_ptr()
+        .align_offset(PAGE_SIZE as usize)
+        .min(data.capacity());
+    data.resize(pad, 0);
     let mut ranges = Vec::with_capacity(merged.len());
     for (lo, hi) in merged {
         let off = data.len();

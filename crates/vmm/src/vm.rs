@@ -319,6 +319,8 @@ impl Vm {
             }
         }
         self.vcpus.sort_by_key(|v| v.id);
+        // Between runs the vCPU state must be complete (snapshots read it).
+        crate::vmsnapshot::complete_pending_io(&mut self.vcpus, &self.ctx.devices);
         if let Some(f) = feeder
             && f.join().is_err()
         {
@@ -542,6 +544,21 @@ impl Vm {
     /// The KVM VM handle (memory slots, interrupts) for later extensions.
     pub fn vm_fd(&self) -> &VmFd {
         &self.vm_fd
+    }
+}
+
+/// What whole-VM snapshots (`crate::vmsnapshot`) read and write.
+impl Vm {
+    pub(crate) fn vcpus(&self) -> &[Vcpu] {
+        &self.vcpus
+    }
+
+    pub(crate) fn kvm(&self) -> &Kvm {
+        &self._kvm
+    }
+
+    pub(crate) fn context(&self) -> &VcpuContext {
+        &self.ctx
     }
 }
 

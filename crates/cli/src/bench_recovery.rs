@@ -1,0 +1,378 @@
+//! `lazarus bench recovery`: three ways back from the same crashes, on the
+//! same image, in one run.
+//!
+//! - **resurrect**: one boot with the kv store full and two workers
+//!   running; the kernel is crashed again and again and resurrected each
+//!   time. Latency: crash exit to the kernel's return to a user process.
+//! - **reboot**: crash, then boot a new VM. Downtime: crash exit to the
+//!   new shell prompt. Every key is lost with the guest's memory.
+//! - **snapshot**: whole-VM snapshots every `--snapshot-interval` seconds
+//!   while keys are being written; at a crash the latest snapshot is
+//!   restored. Time: crash exit to the VM running again. Lost: the keys
+//!   acknowledged after that snapshot.
+//!
+//! kv keys lost are counted against what the benchmark itself wrote.
+
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
+use lazarus_vmm::{
+    ConsoleOutput, Recovery, ResurrectConfig, StopHandle, Vm, VmOutcome, VmSnapshot,
+};
+use serde::Serialize;
+
+use crate::bench::{Stats, ms, stats};
+use crate::cli::BenchRecoveryArgs;
+use crate::driver::{Driver, PROMPT, kv_check};
+use crate::exit::{BAD_INPUT, INTERNAL, failure};
+use crate::image::BootImage;
+
+const T: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Serialize)]
+struct Mode {
+    samples: usize,
+    median_ms: f64,
+    p99_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    /// kv keys lost over the whole mode (see the module doc).
+    kv_keys_lost: u64,
+    /// kv keys the benchmark wrote in this mode.
+    kv_keys_written: u64,
+    samples_ms: Vec<f64>,
+}
+
+fn mode(samples: Vec<f64>, lost: u64, written: u64) -> Mode {
+    let Stats {
+        median,
+        p99,
+        min,
+        max,
+    } = stats(&samples);
+    Mode {
+        samples: samples.len(),
+        median_ms: median,
+        p99_ms: p99,
+        min_ms: min,
+        max_ms: max,
+        kv_keys_lost: lost,
+        kv_keys_written: written,
+        samples_ms: samples,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    memory_mib: u64,
+    crashes: usize,
+    kinds: Vec<String>,
+    keys: u64,
+    snapshot_interval_s: f64,
+    resurrect: Mode,
+    reboot: Mode,
+    snapshot: Mode,
+    /// resurrect median vs the others'.
+    speedup_vs_reboot: f64,
+    speedup_vs_snapshot: f64,
+    /// The published system's bound, for scale.
+    paper_bound_ms: f64,
+}
+
+/// A VM running on its own thread, driven through its console.
+struct Session {
+    d: Driver,
+    stop: StopHandle,
+    thread: JoinHandle<(Vm, anyhow::Result<VmOutcome>)>,
+}
+
+impl Session {
+    fn start(mut vm: Vm, d: Driver) -> Session {
+        let stop = vm.stop_handle();
+        let thread = std::thread::spawn(move || {
+            let r = vm.run().map_err(anyhow::Error::from);
+            (vm, r)
+        });
+        Session { d, stop, thread }
+    }
+
+    fn join(self) -> anyhow::Result<(Vm, VmOutcome, Driver)> {
+        let (vm, r) = self
+            .thread
+            .join()
+            .map_err(|_| failure(INTERNAL, "a VM thread panicked"))?;
+        Ok((vm, r?, self.d))
+    }
+}
+
+fn new_vm(
+    image: &BootImage,
+    args: &BenchRecoveryArgs,
+    resurrect: Option<ResurrectConfig>,
+) -> anyhow::Result<(Vm, Driver)> {
+    let (d, input, tee) = Driver::new(None);
+    let mut config = image.config(&args.image);
+    config.console_in = input;
+    config.console_out = ConsoleOutput::Writer(Box::new(tee));
+    config.resurrect = resurrect;
+    let vm = Vm::new(config).map_err(|e| image.explain(e))?;
+    Ok((vm, d))
+}
+
+fn progress(args: &BenchRecoveryArgs, what: &str) {
+    if !args.json {
+        eprintln!("bench recovery: {what}");
+    }
+}
+
+pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
+    let image = BootImage::load(&args.image)?;
+    let kinds: Vec<String> = args
+        .kinds
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect();
+    if kinds.is_empty() || args.crashes == 0 {
+        return Err(failure(
+            BAD_INPUT,
+            "need at least one crash kind and one crash",
+        ));
+    }
+    if !(0.05..=60.0).contains(&args.snapshot_interval) {
+        return Err(failure(
+            BAD_INPUT,
+            "--snapshot-interval must be between 0.05 and 60 seconds",
+        ));
+    }
+
+    progress(args, "resurrection");
+    let resurrect = bench_resurrect(&image, args, &kinds)?;
+    progress(args, "reboot baseline");
+    let reboot = bench_reboot(&image, args, &kinds)?;
+    progress(args, "snapshot-restore baseline");
+    let snapshot = bench_snapshot(&image, args, &kinds)?;
+
+    let report = Report {
+        memory_mib: image.memory_mib,
+        crashes: args.crashes,
+        kinds,
+        keys: args.keys,
+        snapshot_interval_s: args.snapshot_interval,
+        speedup_vs_reboot: reboot.median_ms / resurrect.median_ms,
+        speedup_vs_snapshot: snapshot.median_ms / resurrect.median_ms,
+        paper_bound_ms: 3000.0,
+        resurrect,
+        reboot,
+        snapshot,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(0)
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "recovery from {} crashes ({}), {} MiB guest, {} kv keys",
+        r.crashes,
+        r.kinds.join(", "),
+        r.memory_mib,
+        r.keys
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "way back", "median ms", "p99 ms", "min ms", "max ms", "kv keys lost"
+    );
+    for (name, m) in [
+        ("resurrect", &r.resurrect),
+        ("reboot", &r.reboot),
+        ("snapshot-restore", &r.snapshot),
+    ] {
+        println!(
+            "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>8}/{:<5}",
+            name, m.median_ms, m.p99_ms, m.min_ms, m.max_ms, m.kv_keys_lost, m.kv_keys_written
+        );
+    }
+    println!(
+        "resurrection median is {:.0}x faster than reboot, {:.1}x faster than snapshot restore; the published system: < {:.0} ms ({:.0}x)",
+        r.speedup_vs_reboot,
+        r.speedup_vs_snapshot,
+        r.paper_bound_ms,
+        r.paper_bound_ms / r.resurrect.median_ms
+    );
+}
+
+fn bench_resurrect(
+    image: &BootImage,
+    args: &BenchRecoveryArgs,
+    kinds: &[String],
+) -> anyhow::Result<Mode> {
+    let (tx, rx) = channel::<Recovery>();
+    let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+    rc.listener = Some(tx);
+    let (vm, d) = new_vm(image, args, Some(rc))?;
+    let mut s = Session::start(vm, d);
+    let result = (|| -> anyhow::Result<(Vec<f64>, u64)> {
+        s.d.expect(PROMPT, T)?;
+        s.d.cmd(&format!("kv fill {}", args.keys), T)?;
+        s.d.cmd("run worker alpha 3600 &", T)?;
+        s.d.cmd("run worker beta 3600 &", T)?;
+        let mut samples = Vec::new();
+        for i in 0..args.crashes {
+            let kind = &kinds[i % kinds.len()];
+            s.d.send(&format!("crash {kind}"));
+            let rec = recv_recovery(&rx)?;
+            samples.push(ms(rec.latency));
+            drop(rec);
+            s.d.resync()?;
+        }
+        let out = s.d.cmd("kv check", T)?;
+        let (_, lost) =
+            kv_check(&out).ok_or_else(|| anyhow::anyhow!("no kv check result in {out:?}"))?;
+        s.d.send("poweroff");
+        Ok((samples, lost))
+    })();
+    if result.is_err() {
+        s.stop.stop();
+    }
+    let _ = s.join();
+    let (samples, lost) = result?;
+    Ok(mode(samples, lost, args.keys))
+}
+
+fn recv_recovery(rx: &Receiver<Recovery>) -> anyhow::Result<Recovery> {
+    rx.recv_timeout(T)
+        .map_err(|_| anyhow::anyhow!("no resurrection within {T:?} (did the repair fall back?)"))
+}
+
+fn bench_reboot(
+    image: &BootImage,
+    args: &BenchRecoveryArgs,
+    kinds: &[String],
+) -> anyhow::Result<Mode> {
+    let runs = args.crashes.min(args.reboot_samples).max(1);
+    let mut samples = Vec::new();
+    let mut lost = 0;
+    for i in 0..runs {
+        let kind = &kinds[i % kinds.len()];
+        let (vm, d) = new_vm(image, args, None)?;
+        let mut s = Session::start(vm, d);
+        let step = (|| -> anyhow::Result<()> {
+            s.d.expect(PROMPT, T)?;
+            s.d.cmd(&format!("kv fill {}", args.keys), T)?;
+            s.d.send(&format!("crash {kind}"));
+            Ok(())
+        })();
+        if step.is_err() {
+            s.stop.stop();
+        }
+        let (_old, outcome, _) = s.join()?;
+        step?;
+        let VmOutcome::Crash(info) = outcome else {
+            anyhow::bail!("reboot baseline: expected a crash, got {outcome:?}");
+        };
+        let t0 = info.detected_at;
+        // The reboot: a new VM from the boot image.
+        let (vm, d) = new_vm(image, args, None)?;
+        vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
+        let s = Session::start(vm, d);
+        let (vm, outcome, d) = s.join()?;
+        let VmOutcome::MilestoneReached(_) = outcome else {
+            anyhow::bail!("reboot baseline: the new guest did not reach its prompt: {outcome:?}");
+        };
+        let prompt = vm
+            .milestone(MILESTONE_SHELL_PROMPT)
+            .ok_or_else(|| anyhow::anyhow!("no prompt milestone"))?;
+        samples.push(ms(prompt.at.saturating_duration_since(t0)));
+        // What survived: count the keys the new guest's store holds.
+        vm.set_stop_milestone(None);
+        let mut s = Session::start(vm, d);
+        let counted = (|| -> anyhow::Result<u64> {
+            s.d.expect(PROMPT, T)?;
+            let out = s.d.cmd("kv count", T)?;
+            s.d.send("poweroff");
+            Ok(first_number(&out).unwrap_or(0))
+        })();
+        if counted.is_err() {
+            s.stop.stop();
+        }
+        let _ = s.join();
+        lost += args.keys.saturating_sub(counted?);
+    }
+    Ok(mode(samples, lost, args.keys * runs as u64))
+}
+
+fn first_number(s: &str) -> Option<u64> {
+    s.split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())?
+        .parse()
+        .ok()
+}
+
+/// Snapshots every interval while writing keys one by one; after the
+/// crash, restores the latest snapshot.
+fn bench_snapshot(
+    image: &BootImage,
+    args: &BenchRecoveryArgs,
+    kinds: &[String],
+) -> anyhow::Result<Mode> {
+    let runs = args.crashes.min(args.snapshot_samples).max(1);
+    let interval = Duration::from_secs_f64(args.snapshot_interval);
+    let mut samples = Vec::new();
+    let (mut lost, mut written) = (0u64, 0u64);
+    let (vm, d) = new_vm(image, args, None)?;
+    vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
+    let (mut vm, _, mut d) = Session::start(vm, d).join()?;
+    vm.set_stop_milestone(None);
+    let mut snap: Option<VmSnapshot> = None;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..runs {
+        let kind = &kinds[i % kinds.len()];
+        // Crash somewhere inside the interval after the last snapshot.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let crash_after = interval.mul_f64((seed % 1000) as f64 / 1000.0);
+        snap = Some(vm.snapshot(snap.take())?);
+        let since_snapshot = Instant::now();
+        let mut s = Session::start(vm, d);
+        let mut acked = 0u64;
+        let step = (|| -> anyhow::Result<()> {
+            s.d.resync()?;
+            while since_snapshot.elapsed() < crash_after {
+                s.d.cmd(&format!("kv put bench{i}-{acked} v{acked}"), T)?;
+                acked += 1;
+            }
+            s.d.send(&format!("crash {kind}"));
+            Ok(())
+        })();
+        if step.is_err() {
+            s.stop.stop();
+        }
+        let (v, outcome, dd) = s.join()?;
+        step?;
+        let VmOutcome::Crash(info) = outcome else {
+            anyhow::bail!("snapshot baseline: expected a crash, got {outcome:?}");
+        };
+        vm = v;
+        d = dd;
+        let snapshot = snap
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no snapshot"))?;
+        vm.restore(snapshot)?;
+        samples.push(ms(info.detected_at.elapsed()));
+        lost += acked;
+        written += acked;
+    }
+    let mut s = Session::start(vm, d);
+    let _ = s.d.resync();
+    s.d.send("poweroff");
+    let _ = s.join();
+    Ok(mode(samples, lost, written))
+}
