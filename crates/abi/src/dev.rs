@@ -87,6 +87,10 @@ pub mod crashtest {
     /// #UD on hardware, an emulation failure (KVM internal error) under
     /// the emulated ring 0 of PLATFORM.md.
     pub const IOC_EMULATION_FAILURE: u64 = 114;
+    /// Overwrites the first instruction of a kernel function (the one
+    /// behind `ExtApi::log`) with `ud2` and calls it: corrupted kernel code,
+    /// which the repair must restore from its pristine copy.
+    pub const IOC_CORRUPT_CODE: u64 = 115;
 
     /// Every crash kind: (name for tools, ioctl, description).
     pub const KINDS: &[(&str, u64, &str)] = &[
@@ -124,6 +128,11 @@ pub mod crashtest {
             "emulation-failure",
             IOC_EMULATION_FAILURE,
             "SSE in ring 0 (KVM internal error here)",
+        ),
+        (
+            "corrupt-code",
+            IOC_CORRUPT_CODE,
+            "overwrite kernel code, then run it",
         ),
     ];
 

@@ -212,3 +212,32 @@ fn guest_cannot_read_or_write_the_repair_image() {
     assert!(g.poweroff().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Corrupted kernel code is restored from the repair image's pristine copy:
+/// the corrupted function is the one every later extension log call runs,
+/// so the following crash (which logs) proves the code is whole again.
+#[test]
+fn corrupted_kernel_code_is_restored() {
+    let (mut g, dir) = boot_loaded("code");
+    let line = crash_and_resurrect(&mut g, "corrupt-code");
+    assert!(
+        line.starts_with("resurrected after invalid-opcode"),
+        "{line}"
+    );
+    assert!(
+        line.contains("restored 2 bytes of corrupted code"),
+        "{line}"
+    );
+    g.resync();
+    let line = crash_and_resurrect(&mut g, "null-read");
+    assert!(line.starts_with("resurrected after null-deref"), "{line}");
+    assert!(
+        !line.contains("restored"),
+        "the code stayed repaired: {line}"
+    );
+    g.resync();
+    let (intact, lost) = kv_check(&g.cmd("kv check"));
+    assert_eq!((intact, lost), (60, 0));
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -112,8 +112,12 @@ impl Recovery {
         } else {
             String::new()
         };
+        let code = match self.plan.code_bytes_restored {
+            0 => String::new(),
+            n => format!("; restored {n} bytes of corrupted code"),
+        };
         format!(
-            "resurrected after {}{ext}: {who}; {:.3} ms",
+            "resurrected after {}{ext}: {who}{code}; {:.3} ms",
             self.kind(),
             self.latency.as_secs_f64() * 1e3
         )

@@ -192,3 +192,18 @@ pub fn emulation_failure() -> ! {
     };
     panic("crashtest: SSE instruction ran in ring 0")
 }
+
+/// A stray write into kernel code: the first instruction of the kernel
+/// function behind `ExtApi::log` becomes `ud2`, and then it runs. Every
+/// later log call would fault too unless the repair restores the code.
+pub fn corrupt_code() -> ! {
+    let target = api().log as usize as *mut u8;
+    // SAFETY: deliberately corrupts kernel code (mapped writable in the
+    // kernel window); that is this crash kind's purpose.
+    unsafe {
+        target.write_volatile(0x0f);
+        target.add(1).write_volatile(0x0b);
+    }
+    (api().log)(b"!".as_ptr(), 1);
+    panic("crashtest: corrupted kernel code ran without faulting")
+}

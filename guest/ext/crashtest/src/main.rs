@@ -11,10 +11,10 @@ mod faults;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use lazarus_extsdk::abi::dev::crashtest::{
-    IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT, IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP,
-    IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING,
-    IOC_POKE_PHYS, IOC_SOFT_LOCKUP, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_UD2,
-    IOC_WILD_WRITE, PING_REPLY,
+    IOC_CORRUPT_CODE, IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT, IOC_EMULATION_FAILURE, IOC_GP,
+    IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS,
+    IOC_PING, IOC_POKE_PHYS, IOC_SOFT_LOCKUP, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT,
+    IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
 };
 use lazarus_extsdk::errno::{EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
@@ -63,6 +63,7 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_PEEK_PHYS | IOC_POKE_PHYS => phys_access(cmd, arg),
         IOC_TRIPLE_FAULT => faults::triple_fault(),
         IOC_EMULATION_FAILURE => faults::emulation_failure(),
+        IOC_CORRUPT_CODE => faults::corrupt_code(),
         IOC_DOUBLE_FAULT => faults::double_fault(),
         IOC_LIST_CORRUPTION => faults::list_corruption(),
         IOC_TIMER_FAULT => {
