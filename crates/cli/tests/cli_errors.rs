@@ -10,6 +10,10 @@ fn lazarus(args: &[&str]) -> Output {
         .args(args)
         .stdin(Stdio::null())
         .env_remove("RUST_LOG")
+        .env(
+            "LAZARUS_DATA_DIR",
+            std::env::temp_dir().join(format!("lazarus-cli-data-{}", std::process::id())),
+        )
         .output()
         .expect("run lazarus")
 }

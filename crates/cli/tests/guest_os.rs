@@ -8,8 +8,10 @@ use std::time::Duration;
 #[test]
 fn piped_console_runs_commands_and_powers_off() {
     common::require_kvm();
+    let data = std::env::temp_dir().join(format!("lazarus-test-data-{}", std::process::id()));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazarus"))
         .arg("run")
+        .env("LAZARUS_DATA_DIR", &data)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

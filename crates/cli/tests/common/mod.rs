@@ -43,9 +43,13 @@ impl Guest {
 
     pub fn boot_with(extra: &[&str]) -> Guest {
         require_kvm();
+        // Dumps, reports and symbols of test runs never land in the
+        // user's real data directory.
+        let data = std::env::temp_dir().join(format!("lazarus-test-data-{}", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_lazarus"))
             .arg("run")
             .args(extra)
+            .env("LAZARUS_DATA_DIR", &data)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
