@@ -64,7 +64,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             && let Some(size) = vm.repair_image_size()
         {
             eprintln!(
-                "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, page tables {} KiB)",
+                "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, page tables {} KiB, stack and mailbox)",
                 size.total / 1024,
                 size.program / 1024,
                 size.pristine / 1024,

@@ -208,15 +208,17 @@ impl RepairImage {
         SLOT_GPA + PAGE_TABLES_OFFSET
     }
 
+    /// Bytes the image really uses: mailbox, page tables, stack, program
+    /// and pristine copies (the slot's unused gaps are not counted).
     pub fn size(&self) -> ImageSize {
-        let pristine_end = PRISTINE_OFFSET + self.pristine_bytes;
+        let program = self.program_end - PROGRAM_OFFSET;
         ImageSize {
-            total: if self.pristine_bytes > 0 {
-                pristine_end
-            } else {
-                self.program_end
-            },
-            program: self.program_end - PROGRAM_OFFSET,
+            total: PAGE_TABLES_OFFSET
+                + PAGE_TABLES_SIZE
+                + STACK_SIZE
+                + program
+                + self.pristine_bytes,
+            program,
             pristine: self.pristine_bytes,
             page_tables: PAGE_TABLES_SIZE,
         }
