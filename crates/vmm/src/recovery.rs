@@ -625,6 +625,7 @@ fn capture_ext(mem: &GuestRam, root_gpa: u64, slot: usize) -> Result<PristineSou
     let root = read_root(mem, root_gpa).map_err(|e| e.to_string())?;
     let e = root.exts[slot];
     if e.state == EXT_FREE
+        || !e.size.is_multiple_of(4096)
         || e.base < EXT_REGION
         || e.size == 0
         || e.size > lazarus_abi::layout::EXT_SLOT_SIZE
@@ -672,4 +673,44 @@ fn translate(mem: &GuestRam, pml4: u64, va: u64) -> Option<u64> {
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::create_guest_ram;
+    use lazarus_abi::root::{EXT_LIVE, ExtSlot};
+
+    /// A guest can put anything in its extension table; snapshotting an
+    /// extension for the repair image must reject it, never panic.
+    #[test]
+    fn hostile_extension_slots_are_rejected() {
+        let mem = create_guest_ram(16 << 20).expect("ram");
+        let gpa = 0x10_0000;
+        crate::root::tests::plant_root(&mem, gpa);
+        let slot_at = gpa + offset_of!(KernelRoot, exts) as u64;
+        let cases = [
+            (5000, EXT_REGION, EXT_REGION + 10),
+            (u64::MAX, EXT_REGION, EXT_REGION + 10),
+            (4096, 0, 0),
+            (8192, EXT_REGION, EXT_REGION + 4096),
+            (8192, EXT_REGION, EXT_REGION + 100_000),
+        ];
+        for (size, base, text_end) in cases {
+            let e = ExtSlot {
+                state: EXT_LIVE,
+                base,
+                size,
+                text_start: base,
+                text_end,
+                ..ExtSlot::default()
+            };
+            mem.write_slice(zerocopy::IntoBytes::as_bytes(&e), GuestAddress(slot_at))
+                .expect("write slot");
+            assert!(
+                capture_ext(&mem, gpa, 0).is_err(),
+                "{size} {base:#x} {text_end:#x}"
+            );
+        }
+    }
 }
