@@ -23,6 +23,11 @@ pub const MAX_TIMERS: usize = 16;
 pub const MAX_SERVICES: usize = 8;
 pub const MAX_MSGS: usize = 64;
 pub const PIPE_BUF: usize = 1024;
+/// Kernel heap: blocks of this size, tracked out of band (see [`HeapMap`]).
+pub const HEAP_BLOCK: usize = 256;
+pub const HEAP_BLOCKS: usize = 8192;
+/// `HeapMap::owner` of a kernel allocation (extensions are slot + 1).
+pub const HEAP_OWNER_KERNEL: u8 = 0xff;
 pub const CONSOLE_BUF: usize = 1024;
 
 /// "No process / no extension" in u32 id fields.
@@ -356,8 +361,24 @@ pub struct KernelRoot {
     /// Kernel list extensions register nodes on (ExtApi::list_add).
     pub ext_list: ListNode,
     pub mem: MemStats,
+    pub heap: HeapMap,
     pub crash: CrashRecord,
     pub recovery: RecoveryLog,
+}
+
+/// The kernel heap's allocation map, kept out of the heap itself: a stray
+/// write or use-after-free in an extension can corrupt heap *data* but not
+/// the allocator, and the repair can check the map and reclaim everything a
+/// reset extension owned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct HeapMap {
+    /// One bit per block, 1 = allocated.
+    pub used: [u64; HEAP_BLOCKS / 64],
+    /// Per block: 0 free, extension slot + 1, or [`HEAP_OWNER_KERNEL`].
+    pub owner: [u8; HEAP_BLOCKS],
+    /// Per block: 1 on the first block of an allocation.
+    pub start: [u8; HEAP_BLOCKS],
 }
 
 pub const MAX_RECOVERIES: usize = 16;

@@ -241,3 +241,28 @@ fn corrupted_kernel_code_is_restored() {
     assert!(g.poweroff().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A use-after-free in an extension writes into freed kernel heap memory.
+/// The heap's allocation map lives outside the heap, so the allocator
+/// survives any number of them, and the repair reclaims the extension's
+/// blocks on every reset.
+#[test]
+fn repeated_use_after_free_never_corrupts_the_allocator() {
+    let (mut g, dir) = boot_loaded("uaf");
+    for _ in 0..6 {
+        let line = crash_and_resurrect(&mut g, "list-corruption");
+        assert!(
+            line.starts_with("resurrected after list-corruption"),
+            "{line}"
+        );
+        g.resync();
+    }
+    g.cmd("insmod rand");
+    g.cmd("insmod ramdisk");
+    let out = g.cmd("run devtest");
+    assert!(out.contains("devtest: ok"), "{out}\n{}", g.transcript);
+    let (intact, lost) = kv_check(&g.cmd("kv check"));
+    assert_eq!((intact, lost), (60, 0));
+    assert!(g.poweroff().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -356,26 +356,18 @@ extern "C" fn api_log(msg: *const u8, len: usize) {
 }
 
 extern "C" fn api_alloc(size: usize, align: usize) -> *mut u8 {
-    match core::alloc::Layout::from_size_align(size, align) {
-        Ok(l) if size > 0 => {
-            // SAFETY: the layout is valid and non-zero-sized.
-            let p = unsafe { alloc::alloc::alloc(l) };
-            crate::mm::heap::update_stats();
-            p
-        }
-        _ => core::ptr::null_mut(),
-    }
+    let ext = caller_ext();
+    let owner = if (ext as usize) < MAX_EXTS {
+        ext as u8 + 1
+    } else {
+        HEAP_OWNER_KERNEL
+    };
+    crate::mm::heap::alloc(size, align, owner)
 }
 
-extern "C" fn api_free(ptr: *mut u8, size: usize, align: usize) {
-    if let (false, Ok(l)) = (
-        ptr.is_null(),
-        core::alloc::Layout::from_size_align(size, align),
-    ) {
-        // SAFETY: the extension returns a block it got from api_alloc with
-        // the same layout.
-        unsafe { alloc::alloc::dealloc(ptr, l) }
-        crate::mm::heap::update_stats();
+extern "C" fn api_free(ptr: *mut u8, size: usize, _align: usize) {
+    if !ptr.is_null() {
+        crate::mm::heap::free(ptr, size);
     }
 }
 

@@ -249,6 +249,16 @@ impl Fixer<'_> {
                 self.restart_from_user(pid, true);
             }
         }
+        // Everything it allocated goes back: its data is being replaced
+        // (reset) or will never be used again (disabled).
+        let tag = slot as u8 + 1;
+        for b in 0..HEAP_BLOCKS {
+            if self.r.heap.owner[b] == tag {
+                self.r.heap.owner[b] = 0;
+                self.r.heap.start[b] = 0;
+                self.r.heap.used[b / 64] &= !(1 << (b % 64));
+            }
+        }
         if disable {
             self.r.exts[slot].state = EXT_DISABLED;
             self.plan.ext_actions[slot] = EXT_ACTION_DISABLED;

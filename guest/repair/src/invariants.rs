@@ -16,6 +16,7 @@ pub fn check_and_repair(fx: &mut Fixer) -> Result<(), &'static str> {
     lost_wakeups(fx);
     run_queue(fx);
     frames(fx)?;
+    heap(fx);
     ext_list(fx);
     let ci = &mut fx.r.console_in;
     if ci.len > CONSOLE_BUF as u64 || ci.head >= CONSOLE_BUF as u64 {
@@ -253,6 +254,46 @@ fn frames(fx: &mut Fixer) -> Result<(), &'static str> {
         fx.plan.invariant_fixes += 1;
     }
     Ok(())
+}
+
+/// The heap map: a block is used exactly when it has an owner, owners are
+/// the kernel or a loaded extension, and the usage count matches.
+fn heap(fx: &mut Fixer) {
+    let h = &mut fx.r.heap;
+    let mut used = 0u64;
+    let mut fixed = false;
+    for b in 0..HEAP_BLOCKS {
+        let owner = h.owner[b];
+        let ext_ok = owner == HEAP_OWNER_KERNEL
+            || (owner as usize)
+                .checked_sub(1)
+                .is_some_and(|s| s < MAX_EXTS && fx.r.exts[s].state != EXT_FREE);
+        let bit = h.used[b / 64] & (1 << (b % 64)) != 0;
+        if owner != 0 && !ext_ok {
+            h.owner[b] = 0;
+            h.start[b] = 0;
+            fixed = true;
+        }
+        let should = h.owner[b] != 0;
+        if bit != should {
+            if should {
+                h.used[b / 64] |= 1 << (b % 64);
+            } else {
+                h.used[b / 64] &= !(1 << (b % 64));
+            }
+            fixed = true;
+        }
+        if should {
+            used += HEAP_BLOCK as u64;
+        }
+    }
+    if fx.r.mem.heap_used != used {
+        fx.r.mem.heap_used = used;
+        fixed = true;
+    }
+    if fixed {
+        fx.plan.invariant_fixes += 1;
+    }
 }
 
 /// Walks the kernel's extension list with every pointer checked; a broken
