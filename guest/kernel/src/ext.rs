@@ -21,6 +21,23 @@ fn descriptor(slot: usize) -> Option<&'static ExtDescriptor> {
     if s.state != EXT_LIVE && s.state != EXT_LOADING {
         return None;
     }
+    descriptor_unchecked(s)
+}
+
+/// Device operations need a live extension: not one being loaded, reset
+/// (waiting for its init to run again) or disabled.
+fn live_descriptor(slot: usize) -> Option<&'static ExtDescriptor> {
+    let s = &k().exts[slot];
+    if s.state != EXT_LIVE {
+        return None;
+    }
+    descriptor_unchecked(s)
+}
+
+fn descriptor_unchecked(s: &ExtSlot) -> Option<&'static ExtDescriptor> {
+    if s.descriptor == 0 {
+        return None;
+    }
     // SAFETY: the loader validated that the descriptor lies inside the
     // module image and carries the right magic; the image stays mapped
     // while the slot is in use.
@@ -309,7 +326,7 @@ pub fn dev_open(dev: &[u8], pid: u32) -> KResult<(usize, u64)> {
 }
 
 pub fn dev_close(slot: usize, aux: u64) {
-    if let Some(d) = descriptor(slot)
+    if let Some(d) = live_descriptor(slot)
         && let Some(close) = d.close
     {
         in_ext(slot, || close(aux));
@@ -323,19 +340,19 @@ fn result(r: i64) -> KResult<u64> {
 }
 
 pub fn dev_read(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
-    let d = descriptor(slot).ok_or(ENODEV)?;
+    let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.read.ok_or(ENOTSUP)?;
     result(in_ext(slot, || f(aux, buf, len as usize)))
 }
 
 pub fn dev_write(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
-    let d = descriptor(slot).ok_or(ENODEV)?;
+    let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.write.ok_or(ENOTSUP)?;
     result(in_ext(slot, || f(aux, buf, len as usize)))
 }
 
 pub fn dev_ioctl(slot: usize, aux: u64, cmd: u64, arg: u64) -> KResult<u64> {
-    let d = descriptor(slot).ok_or(ENODEV)?;
+    let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.ioctl.ok_or(ENOTSUP)?;
     result(in_ext(slot, || f(aux, cmd, arg)))
 }

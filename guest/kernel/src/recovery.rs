@@ -39,13 +39,27 @@ extern "C" fn kernel_recover() -> ! {
     cpu.in_irq = 0;
     cpu.irq_ext = NONE;
     crate::timer::recount();
+    // Reset extensions are initialised again at the next timer tick, not
+    // here: surviving processes need nothing from the faulty extension to
+    // resume, and ring 0 is the slow path on these hosts.
+    crate::sched::idle_loop()
+}
+
+/// Runs the init of extensions the repair reset, in interrupt context on
+/// behalf of the extension (a crash in there blames no process).
+pub fn deferred_reinit() {
     let pending = core::mem::take(&mut k().recovery.pending_reinit);
     for slot in 0..lazarus_abi::root::MAX_EXTS {
         if pending & (1 << slot) != 0 {
+            let cpu = &mut k().cpus[0];
+            cpu.in_irq += 1;
+            cpu.irq_ext = slot as u32;
             crate::ext::reinit(slot);
+            let cpu = &mut k().cpus[0];
+            cpu.in_irq -= 1;
+            cpu.irq_ext = NONE;
         }
     }
-    crate::sched::idle_loop()
 }
 
 /// Called on the way back to a user process: the first time after a

@@ -253,6 +253,9 @@ pub fn tick(frame: &TrapFrame) {
         wake_sleepers(now);
     }
     crate::timer::run_due(now);
+    if k().recovery.pending_reinit != 0 {
+        crate::recovery::deferred_reinit();
+    }
 
     if frame.from_user() {
         if k().runq_len > 0 && pid != 0 {
