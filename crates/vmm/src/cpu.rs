@@ -30,17 +30,17 @@ const CPUID1_ECX_X2APIC: u32 = 1 << 21;
 const CPUID1_ECX_HYPERVISOR: u32 = 1 << 31;
 
 // MSR numbers (Intel SDM vol. 4).
-const MSR_IA32_TSC: u32 = 0x10;
-const MSR_IA32_SYSENTER_CS: u32 = 0x174;
-const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
-const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
-const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
-const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+pub(crate) const MSR_IA32_TSC: u32 = 0x10;
+pub(crate) const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+pub(crate) const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+pub(crate) const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+pub(crate) const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+pub(crate) const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+pub(crate) const MSR_STAR: u32 = 0xc000_0081;
+pub(crate) const MSR_LSTAR: u32 = 0xc000_0082;
+pub(crate) const MSR_CSTAR: u32 = 0xc000_0083;
+pub(crate) const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+pub(crate) const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 const MISC_ENABLE_FAST_STRING: u64 = 1;
 /// MTRRs enabled, default memory type write-back.

@@ -77,21 +77,15 @@ const PM_SWAPPED: u64 = 1 << 62;
 const MAX_COMPLETION_ROUNDS: usize = 64;
 
 // MSRs that must be saved even if KVM's index list left them out: the boot
-// MSRs of `cpu.rs` and the page attribute table.
-const MSR_IA32_TSC: u32 = 0x10;
+// MSRs of `cpu.rs` (defined there) and these.
+use crate::cpu::{
+    MSR_CSTAR, MSR_IA32_MISC_ENABLE, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP, MSR_IA32_TSC, MSR_KERNEL_GS_BASE, MSR_LSTAR, MSR_MTRR_DEF_TYPE,
+    MSR_STAR, MSR_SYSCALL_MASK,
+};
 const MSR_IA32_APICBASE: u32 = 0x1b;
-const MSR_IA32_SYSENTER_CS: u32 = 0x174;
-const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
-const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
-const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MSR_IA32_CR_PAT: u32 = 0x277;
-const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
 const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
-const MSR_STAR: u32 = 0xc000_0081;
-const MSR_LSTAR: u32 = 0xc000_0082;
-const MSR_CSTAR: u32 = 0xc000_0083;
-const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 const MSR_TSC_AUX: u32 = 0xc000_0103;
 /// The x2APIC register MSRs: the local APIC state covers them.
 const X2APIC_MSRS: std::ops::RangeInclusive<u32> = 0x800..=0x8ff;
