@@ -128,7 +128,7 @@ fn reboot_policy_reports_downtime_and_loses_state() {
     g.cmd("kv put survivor yes");
     g.send("crash null-read");
     // The guest comes back with a fresh shell, and the downtime is told.
-    let line = g.wait_lines(
+    let line = g.wait_host_lines(
         &["lazarus: rebooted after the crash"],
         Duration::from_secs(60),
     );

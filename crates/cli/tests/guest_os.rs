@@ -125,7 +125,7 @@ fn timer_preempts_cpu_bound_processes() {
     );
     // They ran at the same time: each reported progress before either
     // finished. Neither yields, so only timer preemption allows that.
-    let t = &g.transcript;
+    let t = &g.console;
     let first_done = t
         .find("worker alpha: done")
         .min(t.find("worker beta: done"))

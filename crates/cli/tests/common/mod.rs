@@ -25,13 +25,24 @@ pub fn require_kvm() {
     );
 }
 
+#[derive(Clone, Copy)]
+enum Stream {
+    Console,
+    Host,
+}
+
 pub struct Guest {
     child: Child,
     stdin: Option<ChildStdin>,
-    rx: Receiver<Vec<u8>>,
-    /// Everything the console printed so far.
+    rx: Receiver<(Stream, Vec<u8>)>,
+    /// Everything the guest console (stdout) printed so far.
+    pub console: String,
+    /// Everything the hypervisor itself (stderr) printed so far.
+    pub host: String,
+    /// Both streams in arrival order, for failure messages only: the
+    /// hypervisor's lines can land in the middle of a console line.
     pub transcript: String,
-    /// Read position in `transcript` for `cmd`/`expect`.
+    /// Read position in `console` for `cmd`/`expect`.
     pos: usize,
     sync_seq: u64,
 }
@@ -55,12 +66,12 @@ impl Guest {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lazarus run");
-        // The hypervisor's own messages (stderr) join the console output
-        // in one transcript.
+        // Console and hypervisor output are kept apart: matching on a
+        // merged stream fails whenever a host line splits a console line.
         let (tx, rx) = channel();
         let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
         let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
-        for mut stream in [stdout, stderr] {
+        for (which, mut stream) in [(Stream::Console, stdout), (Stream::Host, stderr)] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
@@ -68,7 +79,7 @@ impl Guest {
                     match stream.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if tx.send(buf[..n].to_vec()).is_err() {
+                            if tx.send((which, buf[..n].to_vec())).is_err() {
                                 break;
                             }
                         }
@@ -81,6 +92,8 @@ impl Guest {
             child,
             stdin,
             rx,
+            console: String::new(),
+            host: String::new(),
             transcript: String::new(),
             pos: 0,
             sync_seq: 0,
@@ -95,8 +108,13 @@ impl Guest {
             return false;
         }
         match self.rx.recv_timeout(deadline - now) {
-            Ok(chunk) => {
-                self.transcript.push_str(&String::from_utf8_lossy(&chunk));
+            Ok((which, chunk)) => {
+                let text = String::from_utf8_lossy(&chunk);
+                self.transcript.push_str(&text);
+                match which {
+                    Stream::Console => self.console.push_str(&text),
+                    Stream::Host => self.host.push_str(&text),
+                }
                 true
             }
             Err(RecvTimeoutError::Timeout) => false,
@@ -112,9 +130,9 @@ impl Guest {
     pub fn expect(&mut self, pat: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(i) = self.transcript[self.pos..].find(pat) {
+            if let Some(i) = self.console[self.pos..].find(pat) {
                 let end = self.pos + i + pat.len();
-                let out = self.transcript[self.pos..end].to_string();
+                let out = self.console[self.pos..end].to_string();
                 self.pos = end;
                 return out;
             }
@@ -127,15 +145,33 @@ impl Guest {
         }
     }
 
-    /// Waits until every line in `lines` has been printed in full
-    /// (anywhere after the read position), without consuming anything.
+    /// Waits until every line in `lines` has been printed in full on the
+    /// console (anywhere after the read position), without consuming
+    /// anything.
     pub fn wait_lines(&mut self, prefixes: &[&str], timeout: Duration) -> Vec<String> {
+        self.wait_lines_in(Stream::Console, prefixes, timeout)
+    }
+
+    /// Like `wait_lines`, for the hypervisor's own output (stderr).
+    pub fn wait_host_lines(&mut self, prefixes: &[&str], timeout: Duration) -> Vec<String> {
+        self.wait_lines_in(Stream::Host, prefixes, timeout)
+    }
+
+    fn wait_lines_in(
+        &mut self,
+        which: Stream,
+        prefixes: &[&str],
+        timeout: Duration,
+    ) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let found: Vec<Option<String>> = prefixes
                 .iter()
                 .map(|p| {
-                    let t = &self.transcript[self.pos..];
+                    let t = match which {
+                        Stream::Console => &self.console[self.pos..],
+                        Stream::Host => &self.host[..],
+                    };
                     let i = t.find(p)?;
                     let rest = &t[i..];
                     let end = rest.find('\n')?;
