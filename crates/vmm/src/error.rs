@@ -76,6 +76,10 @@ pub enum Error {
     /// Building a VM structure failed in a way that is not the caller's fault.
     #[error("VM setup: {0}")]
     Setup(String),
+
+    /// The repair image could not be taken out of the guest again.
+    #[error("repair image: {0}")]
+    Repair(String),
     /// A vCPU thread panicked (a VMM bug; reported, not propagated).
     #[error("vCPU {0} thread panicked")]
     VcpuPanicked(u32),
@@ -103,6 +107,7 @@ impl Error {
             | Error::Kvm { .. }
             | Error::Io { .. }
             | Error::Setup(_)
+            | Error::Repair(_)
             | Error::VcpuPanicked(_)
             | Error::NoOutcome
             | Error::SnapshotMismatch(_) => ErrorKind::Internal,

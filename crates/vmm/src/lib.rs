@@ -40,6 +40,7 @@ pub mod hypercall;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
+pub mod reaper;
 pub mod recovery;
 pub mod root;
 pub mod serial;

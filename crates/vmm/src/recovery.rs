@@ -7,12 +7,14 @@
 //! for the dump; map the image as a fresh memory slot; enter the repair
 //! program directly in ring 3 with the image's page tables, its stack and
 //! an empty IDT (a fault in it is a triple fault, i.e. "repair failed");
-//! wait for its doorbell; remove the slot; check the plan; enter the
-//! kernel's recovery entry. The latency ends when the kernel reports it is
-//! returning to a user process (`HC_RECOVERED`).
+//! wait for its doorbell; start removing the slot (on the reaper thread,
+//! see reaper.rs); check the plan; enter the kernel's recovery entry. The
+//! latency ends when the kernel reports it is returning to a user process
+//! (`HC_RECOVERED`) and the slot is gone: no user code runs before that.
 
 use std::borrow::Cow;
 use std::mem::offset_of;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,7 @@ use crate::cpu::{long_mode_sregs, segment_from_gdt};
 use crate::crash::{CrashInfo, CrashKind};
 use crate::hypercall::ExtEvent;
 use crate::memory::GuestRam;
+use crate::reaper::{PendingRemoval, SlotReaper};
 use crate::root::read_root;
 use crate::snapshot::{BufferPool, MemSnapshot};
 use crate::vcpu::Vcpu;
@@ -75,8 +78,10 @@ pub struct Recovery {
     pub latency: Duration,
     /// Of which: taking the kernel-memory snapshot for the dump,
     pub snapshot_time: Duration,
-    /// the repair program's run (slot mapped to slot removed),
+    /// the repair program's run (slot mapped to doorbell),
     pub repair_time: Duration,
+    /// removing the slot (overlaps the resume),
+    pub unmap_time: Duration,
     /// and the kernel's recovery entry up to its return to user mode.
     pub resume_time: Duration,
     /// Kernel memory at the crash, for the dump.
@@ -127,6 +132,7 @@ impl Recovery {
 struct Pending {
     t0: Instant,
     resumed: Instant,
+    removal: PendingRemoval,
     recovery: Recovery,
 }
 
@@ -143,6 +149,7 @@ pub struct Resurrector {
     last: Option<((u64, u64, u32), Instant)>,
     repeat: u32,
     pending: Option<Pending>,
+    reaper: SlotReaper,
     count: u64,
 }
 
@@ -208,6 +215,7 @@ impl Resurrector {
             last: None,
             repeat: 0,
             pending: None,
+            reaper: SlotReaper::new(),
             count: 0,
         })
     }
@@ -254,7 +262,7 @@ impl Resurrector {
     pub fn recover(
         &mut self,
         vcpu: &mut Vcpu,
-        vm_fd: &VmFd,
+        vm_fd: &Arc<VmFd>,
         mem: &GuestRam,
         root_gpa: Option<u64>,
         crash: CrashInfo,
@@ -264,10 +272,10 @@ impl Resurrector {
         let Some(root_gpa) = root_gpa else {
             return fail(crash, "the kernel never registered its state root".into());
         };
-        if self.pending.is_some() {
+        if let Some(p) = self.pending.take() {
             // Crashed again before getting back to user mode: the
             // recovery itself failed.
-            self.pending = None;
+            let _ = p.removal.wait();
             return fail(crash, "the kernel crashed again while recovering".into());
         }
         let (Some(regs), Some(sregs)) = (crash.regs, crash.sregs) else {
@@ -350,26 +358,32 @@ impl Resurrector {
                 "repair run profile"
             );
         }
-        if let Err(why) = run {
-            drop(snapshot);
-            return fail(crash, why);
-        }
+        let removal = match run {
+            Ok(removal) => removal,
+            Err(why) => return fail(crash, why),
+        };
+        // Every refusal below waits for the slot to be gone first.
+        let refuse = |crash: CrashInfo, removal: PendingRemoval, why: String| {
+            let why = match removal.wait() {
+                Ok(_) => why,
+                Err(e) => format!("{why}; {e}"),
+            };
+            fail(crash, why)
+        };
         if plan.action != PLAN_RESUME {
-            drop(snapshot);
             let why = lazarus_abi::name_str(&plan.reason).to_string();
-            return fail(crash, format!("the repair program refused: {why}"));
+            return refuse(crash, removal, format!("the repair program refused: {why}"));
         }
         if let Err(why) = self.check_plan(&plan) {
-            drop(snapshot);
-            return fail(crash, why);
+            return refuse(crash, removal, why);
         }
         if let Err(e) = enter_kernel(vcpu, &sregs, &plan, root.idt) {
-            drop(snapshot);
-            return fail(crash, format!("cannot resume the vCPU: {e}"));
+            return refuse(crash, removal, format!("cannot resume the vCPU: {e}"));
         }
         self.pending = Some(Pending {
             t0,
             resumed: Instant::now(),
+            removal,
             recovery: Recovery {
                 seq: self.count,
                 crash,
@@ -377,6 +391,7 @@ impl Resurrector {
                 latency: Duration::ZERO,
                 snapshot_time,
                 repair_time,
+                unmap_time: Duration::ZERO,
                 resume_time: Duration::ZERO,
                 snapshot,
                 root_gpa,
@@ -421,13 +436,14 @@ impl Resurrector {
             })
     }
 
-    /// Maps the image, runs the program to its doorbell, unmaps the image.
+    /// Maps the image, runs the program to its doorbell and starts
+    /// unmapping the image. On an error the slot is already gone.
     fn run_repair(
         &mut self,
         vcpu: &mut Vcpu,
-        vm_fd: &VmFd,
+        vm_fd: &Arc<VmFd>,
         crash_sregs: &kvm_sregs,
-    ) -> Result<(), String> {
+    ) -> Result<PendingRemoval, String> {
         let (host, size) = self.image.host_region();
         let region = kvm_userspace_memory_region {
             slot: REPAIR_SLOT,
@@ -439,28 +455,28 @@ impl Resurrector {
         let t0 = Instant::now();
         // SAFETY: `host` is the start of the image's own page-aligned
         // mapping of `size` bytes, which outlives the slot: the slot is
-        // removed below before this function returns.
+        // removed before the image is touched again (the next repair waits
+        // for the removal, see `Pending`).
         unsafe { vm_fd.set_user_memory_region(region) }
             .map_err(|e| format!("mapping the repair image: {e}"))?;
         let t1 = Instant::now();
         let result = self.enter_and_wait(vcpu, crash_sregs);
         let t2 = Instant::now();
-        let remove = kvm_userspace_memory_region {
-            memory_size: 0,
-            ..region
-        };
-        // SAFETY: deleting the slot created above.
-        if let Err(e) = unsafe { vm_fd.set_user_memory_region(remove) } {
-            // The guest must never keep the image: nothing can be resumed.
-            return Err(format!("removing the repair image slot: {e}"));
-        }
+        let removal = self.reaper.remove(vm_fd, region);
         tracing::debug!(
             add_us = (t1 - t0).as_micros() as u64,
             run_us = (t2 - t1).as_micros() as u64,
-            remove_us = t2.elapsed().as_micros() as u64,
             "repair slot profile"
         );
-        result
+        match result {
+            Ok(()) => Ok(removal),
+            Err(why) => match removal.wait() {
+                Ok(_) => Err(why),
+                // The guest must never keep the image: nothing can be
+                // resumed.
+                Err(e) => Err(format!("{why}; {e}")),
+            },
+        }
     }
 
     fn enter_and_wait(&mut self, vcpu: &mut Vcpu, crash_sregs: &kvm_sregs) -> Result<(), String> {
@@ -550,12 +566,18 @@ impl Resurrector {
     }
 
     /// The kernel is returning to a user process: the resurrection is
-    /// complete. Records the latency in the kernel's log and reports.
-    pub fn on_recovered(&mut self, mem: &GuestRam, count: u64) -> Option<String> {
-        let p = self.pending.take()?;
+    /// complete once the image's slot is gone. Records the latency in the
+    /// kernel's log and reports. An error means the slot could not be
+    /// removed and the guest must not run on.
+    pub fn on_recovered(&mut self, mem: &GuestRam, count: u64) -> Result<Option<String>, String> {
+        let Some(p) = self.pending.take() else {
+            return Ok(None);
+        };
+        let unmap_time = p.removal.wait()?;
         let latency = p.t0.elapsed();
         let mut recovery = p.recovery;
         recovery.latency = latency;
+        recovery.unmap_time = unmap_time;
         recovery.resume_time = p.resumed.elapsed();
         self.count += 1;
         if count > 0 {
@@ -575,6 +597,7 @@ impl Resurrector {
             snapshot_us = recovery.snapshot_time.as_micros() as u64,
             snapshot_kib = recovery.snapshot.len() / 1024,
             repair_us = recovery.repair_time.as_micros() as u64,
+            unmap_us = recovery.unmap_time.as_micros() as u64,
             resume_us = recovery.resume_time.as_micros() as u64,
             "{line}"
         );
@@ -584,7 +607,7 @@ impl Resurrector {
             }
             None => drop(recovery),
         }
-        Some(line)
+        Ok(Some(line))
     }
 }
 

@@ -327,14 +327,21 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
             Flow::Continue
         }
         HcAction::Recovered(count) => {
-            if let Some(res) = &ctx.resurrector
-                && let Some(line) = crate::console::lock(res).on_recovered(&ctx.devices.mem, count)
-            {
-                let msg = format!("[lazarus] {line}\n");
-                let mut serial = crate::console::lock(&ctx.devices.serial);
-                let _ = serial.write_console(msg.as_bytes());
+            let Some(res) = &ctx.resurrector else {
+                return Flow::Continue;
+            };
+            let done = crate::console::lock(res).on_recovered(&ctx.devices.mem, count);
+            match done {
+                Ok(Some(line)) => {
+                    let msg = format!("[lazarus] {line}\n");
+                    let mut serial = crate::console::lock(&ctx.devices.serial);
+                    let _ = serial.write_console(msg.as_bytes());
+                    Flow::Continue
+                }
+                Ok(None) => Flow::Continue,
+                // The image may still be mapped: the guest must not run on.
+                Err(why) => Flow::Event(VcpuEvent::Failed(Error::Repair(why))),
             }
-            Flow::Continue
         }
         HcAction::Milestone(m) => {
             ctx.guest_ready.store(true, Ordering::Release);
