@@ -49,7 +49,7 @@ pub const PROGRAM_MAX: u64 = 0x60000;
 pub const PRISTINE_OFFSET: u64 = 0x80000;
 
 pub const HEADER_MAGIC: u64 = u64::from_le_bytes(*b"LZRSREPR");
-pub const REPAIR_VERSION: u32 = 1;
+pub const REPAIR_VERSION: u32 = 2;
 pub const MAX_PRISTINE: usize = 1 + crate::root::MAX_EXTS;
 
 #[repr(C)]
@@ -62,6 +62,28 @@ pub struct RepairHeader {
     pub image_size: u64,
     /// Incremented every time the image is rebuilt (code changed).
     pub generation: u64,
+    /// The symbol table: `symbol_count` [`ImageSymbol`]s sorted by address
+    /// at `symbols_offset`, their names (NUL-free, not terminated) in
+    /// `names_len` bytes at `names_offset`. Offsets are in the image.
+    pub symbols_offset: u64,
+    pub names_offset: u64,
+    pub symbol_count: u32,
+    pub names_len: u32,
+}
+
+/// One function of the kernel or of a loaded extension, at the address it
+/// runs at, so the repair program can name the code that crashed without
+/// the ELF files (which are not in the guest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ImageSymbol {
+    pub addr: u64,
+    pub size: u32,
+    /// Offset of the name in the names area; the name runs to the next
+    /// symbol's name (or `name_len` bytes): see `name_len`.
+    pub name_off: u32,
+    pub name_len: u32,
+    pub _pad: u32,
 }
 
 /// A pristine copy of code the kernel runs: the kernel's text and
@@ -165,7 +187,13 @@ pub struct ResumePlan {
     pub tsc_end: u64,
     /// Why, in words (NUL-padded).
     pub reason: [u8; 96],
+    /// The quarantined process's name.
     pub name: [u8; 16],
+    /// The faulty extension's name.
+    pub ext_name: [u8; 16],
+    /// The function that crashed, from the image's symbol table, as
+    /// `path::to::function+0x1a` (NUL-padded; empty when unknown).
+    pub symbol: [u8; 96],
 }
 
 // Diagnosis kinds (names as in the offline diagnosis reports).

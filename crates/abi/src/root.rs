@@ -41,6 +41,11 @@ pub const PS_BLOCKED: u32 = 3;
 pub const PS_ZOMBIE: u32 = 4;
 /// Crashed the kernel; never runs again, memory kept until reaped.
 pub const PS_QUARANTINED: u32 = 5;
+/// A quarantined process whose status its parent has collected: its
+/// memory is freed when the CPU is next idle (freeing a whole address
+/// space in emulated ring 0 takes milliseconds, which a surviving process
+/// resuming from `wait` should not wait for).
+pub const PS_RECLAIM: u32 = 6;
 
 pub const fn proc_state_name(s: u32) -> &'static str {
     match s {
@@ -50,6 +55,7 @@ pub const fn proc_state_name(s: u32) -> &'static str {
         PS_BLOCKED => "blocked",
         PS_ZOMBIE => "zombie",
         PS_QUARANTINED => "quarantined",
+        PS_RECLAIM => "reclaim",
         _ => "?",
     }
 }

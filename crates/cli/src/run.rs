@@ -64,10 +64,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             && let Some(size) = vm.repair_image_size()
         {
             eprintln!(
-                "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, page tables {} KiB, stack and mailbox)",
+                "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, symbols {} KiB for {} functions, page tables {} KiB, stack and mailbox)",
                 size.total / 1024,
                 size.program / 1024,
                 size.pristine / 1024,
+                size.symbols / 1024,
+                size.symbol_count,
                 size.page_tables / 1024
             );
         }

@@ -37,6 +37,18 @@ fn crash_and_resurrect(g: &mut Guest, kind: &str) -> String {
     format!("resurrected after {rest}")
 }
 
+/// Where some crash kinds happen, as the repair image's symbols name it.
+fn crashing_function(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "null-read" => "crashtest::faults::read_at",
+        "wild-write" => "crashtest::faults::wild_write",
+        "divide" => "crashtest::faults::divide_by_zero",
+        "stack-overflow" => "crashtest::faults::recurse",
+        "list-corruption" => "lazarus_kernel::klist::corrupted",
+        _ => return None,
+    })
+}
+
 /// The worker printed a new round after the current read position.
 fn worker_progresses(g: &mut Guest, name: &str) {
     g.expect(&format!("worker {name}: round"), Duration::from_secs(30));
@@ -49,6 +61,12 @@ fn check_kind(kind: &str, expect_kind: &str, blames_process: bool) {
         line.starts_with(&format!("resurrected after {expect_kind} ")),
         "{line}"
     );
+    // The line names the extension and, from the repair image's symbol
+    // table, the function that crashed.
+    assert!(line.contains(" in extension crashtest (slot "), "{line}");
+    if let Some(f) = crashing_function(kind) {
+        assert!(line.contains(&format!(" at {f}+0x")), "{line}");
+    }
     if blames_process {
         assert!(
             line.contains("quarantined pid") && line.contains("(crash)"),

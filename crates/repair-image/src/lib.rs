@@ -6,7 +6,8 @@
 //! as the kernel), page tables that map the image and all guest RAM for
 //! it, a mailbox, and pristine copies (with checksums) of the kernel's
 //! code and read-only data and of every loaded extension as it was before
-//! its init ran. The layout is `lazarus_abi::repair`'s.
+//! its init ran, and a table of their functions (symbols) at the addresses
+//! they run at. The layout is `lazarus_abi::repair`'s.
 
 mod buffer;
 mod pagetables;
@@ -44,7 +45,20 @@ pub struct PristineSource {
     /// The leading part of `bytes` that is code and read-only data.
     pub code_len: u64,
     pub bytes: Vec<u8>,
+    /// Functions in this code, at the addresses they run at.
+    pub symbols: Vec<SymbolSource>,
 }
+
+/// A function for the image's symbol table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolSource {
+    pub addr: u64,
+    pub size: u64,
+    pub name: String,
+}
+
+/// Longest name kept; longer (generic-heavy) names are cut.
+pub const SYMBOL_NAME_MAX: usize = 88;
 
 impl PristineSource {
     pub fn kernel(va: u64, bytes: Vec<u8>) -> Self {
@@ -54,6 +68,7 @@ impl PristineSource {
             va,
             code_len,
             bytes,
+            symbols: Vec::new(),
         }
     }
 }
@@ -64,6 +79,9 @@ pub struct ImageSize {
     pub total: u64,
     pub program: u64,
     pub pristine: u64,
+    /// The symbol table and its names.
+    pub symbols: u64,
+    pub symbol_count: u32,
     pub page_tables: u64,
 }
 
@@ -75,7 +93,18 @@ pub struct RepairImage {
     program_end: u64,
     pristine: [Pristine; MAX_PRISTINE],
     pristine_bytes: u64,
+    /// Where the symbol table is and how big (see `RepairHeader`).
+    symbols: SymbolArea,
     generation: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SymbolArea {
+    offset: u64,
+    count: u32,
+    names_offset: u64,
+    names_len: u32,
+    bytes: u64,
 }
 
 impl RepairImage {
@@ -122,22 +151,25 @@ impl RepairImage {
             program_end,
             pristine: [Pristine::default(); MAX_PRISTINE],
             pristine_bytes: 0,
+            symbols: SymbolArea::default(),
             generation: 0,
         };
         img.write_header();
         Ok(img)
     }
 
-    /// Replaces the pristine copies (the kernel's code changed: an
-    /// extension was loaded or unloaded).
+    /// Replaces the pristine copies and the symbol table (the kernel's
+    /// code changed: an extension was loaded or unloaded).
     pub fn set_pristine(&mut self, sources: &[PristineSource]) -> Result<(), ImageError> {
         if sources.len() > MAX_PRISTINE {
             return Err(ImageError::TooManyCopies(sources.len()));
         }
-        let need: u64 = sources
+        let (table_bytes, names) = symbol_table(sources);
+        let copies: u64 = sources
             .iter()
             .map(|s| (s.bytes.len() as u64).div_ceil(16) * 16)
             .sum();
+        let need = copies + table_bytes.len() as u64 + (names.len() as u64).div_ceil(16) * 16;
         let room = SLOT_SIZE - PRISTINE_OFFSET;
         if need > room {
             return Err(ImageError::NoRoom { need, room });
@@ -158,8 +190,19 @@ impl RepairImage {
             };
             off += (s.bytes.len() as u64).div_ceil(16) * 16;
         }
+        let symbols_offset = off;
+        self.buf.write(symbols_offset, &table_bytes);
+        let names_offset = symbols_offset + table_bytes.len() as u64;
+        self.buf.write(names_offset, &names);
+        self.symbols = SymbolArea {
+            offset: symbols_offset,
+            count: (table_bytes.len() / size_of::<ImageSymbol>()) as u32,
+            names_offset,
+            names_len: names.len() as u32,
+            bytes: need - copies,
+        };
         self.pristine = table;
-        self.pristine_bytes = need;
+        self.pristine_bytes = copies;
         self.generation += 1;
         self.write_header();
         Ok(())
@@ -172,6 +215,10 @@ impl RepairImage {
             pristine_count: self.pristine.iter().filter(|p| p.len != 0).count() as u32,
             image_size: self.size().total,
             generation: self.generation,
+            symbols_offset: self.symbols.offset,
+            names_offset: self.symbols.names_offset,
+            symbol_count: self.symbols.count,
+            names_len: self.symbols.names_len,
         };
         self.buf.write(MAILBOX_OFFSET, h.as_bytes());
     }
@@ -217,9 +264,12 @@ impl RepairImage {
                 + PAGE_TABLES_SIZE
                 + STACK_SIZE
                 + program
-                + self.pristine_bytes,
+                + self.pristine_bytes
+                + self.symbols.bytes,
             program,
             pristine: self.pristine_bytes,
+            symbols: self.symbols.bytes,
+            symbol_count: self.symbols.count,
             page_tables: PAGE_TABLES_SIZE,
         }
     }
@@ -237,6 +287,41 @@ impl RepairImage {
     pub fn bytes(&self) -> &[u8] {
         self.buf.read(0, SLOT_SIZE as usize)
     }
+}
+
+/// The sorted [`ImageSymbol`] array of all sources (as bytes) and the
+/// names it points into. Symbols outside their source's code are dropped:
+/// the program trusts the table to name only code it has a copy of.
+fn symbol_table(sources: &[PristineSource]) -> (Vec<u8>, Vec<u8>) {
+    let mut all: Vec<&SymbolSource> = sources
+        .iter()
+        .flat_map(|s| {
+            let end = s.va.saturating_add(s.code_len);
+            s.symbols
+                .iter()
+                .filter(move |f| f.addr >= s.va && f.addr < end)
+        })
+        .collect();
+    all.sort_by_key(|f| f.addr);
+    all.dedup_by_key(|f| f.addr);
+    let mut names = Vec::new();
+    let mut table = Vec::with_capacity(all.len() * size_of::<ImageSymbol>());
+    for f in all {
+        let mut n = f.name.len().min(SYMBOL_NAME_MAX);
+        while !f.name.is_char_boundary(n) {
+            n -= 1;
+        }
+        let sym = ImageSymbol {
+            addr: f.addr,
+            size: u32::try_from(f.size).unwrap_or(u32::MAX),
+            name_off: names.len() as u32,
+            name_len: n as u32,
+            _pad: 0,
+        };
+        names.extend_from_slice(&f.name.as_bytes()[..n]);
+        table.extend_from_slice(sym.as_bytes());
+    }
+    (table, names)
 }
 
 trait ZeroedPlan {

@@ -63,6 +63,7 @@ fn pristine_copies_are_laid_out_with_checksums() {
         va: 0xffff_ffff_c200_0000,
         code_len: 100,
         bytes: vec![7; 300],
+        symbols: Vec::new(),
     };
     img.set_pristine(&[kernel, ext]).expect("fits");
     img.prepare(RepairInput::default());
@@ -101,4 +102,63 @@ fn bad_inputs_are_errors() {
         "not 2 MiB aligned"
     );
     assert!(RepairImage::new(PROGRAM, 8 << 30).is_err(), "too big");
+}
+
+#[test]
+fn symbols_are_sorted_bounded_and_named() {
+    let mut img = image();
+    let mut kernel = PristineSource::kernel(0xffff_ffff_8010_0000, vec![0x90; 0x1000]);
+    kernel.symbols = vec![
+        SymbolSource {
+            addr: 0xffff_ffff_8010_0200,
+            size: 0x40,
+            name: "lazarus_kernel::b".into(),
+        },
+        SymbolSource {
+            addr: 0xffff_ffff_8010_0100,
+            size: 0x80,
+            name: "lazarus_kernel::a".into(),
+        },
+        // Outside the copy's code: dropped.
+        SymbolSource {
+            addr: 0xffff_ffff_8020_0000,
+            size: 8,
+            name: "elsewhere".into(),
+        },
+    ];
+    let ext = PristineSource {
+        ext_slot: 0,
+        va: 0xffff_ffff_c000_0000,
+        code_len: 0x100,
+        bytes: vec![0xcc; 0x1000],
+        symbols: vec![SymbolSource {
+            addr: 0xffff_ffff_c000_0010,
+            size: 0x20,
+            name: format!("crashtest::{}", "x".repeat(200)),
+        }],
+    };
+    img.set_pristine(&[kernel, ext]).expect("fits");
+    let h = RepairHeader::read_from_bytes(
+        &img.bytes()[MAILBOX_OFFSET as usize..][..core::mem::size_of::<RepairHeader>()],
+    )
+    .expect("header");
+    assert_eq!(h.symbol_count, 3);
+    assert_eq!(img.size().symbol_count, 3);
+    let syms: Vec<ImageSymbol> = (0..3)
+        .map(|i| {
+            let off = h.symbols_offset as usize + i * core::mem::size_of::<ImageSymbol>();
+            ImageSymbol::read_from_bytes(&img.bytes()[off..][..core::mem::size_of::<ImageSymbol>()])
+                .expect("symbol")
+        })
+        .collect();
+    let name = |s: &ImageSymbol| {
+        let off = h.names_offset as usize + s.name_off as usize;
+        String::from_utf8(img.bytes()[off..][..s.name_len as usize].to_vec()).expect("utf-8")
+    };
+    assert!(syms.windows(2).all(|w| w[0].addr < w[1].addr), "{syms:?}");
+    assert_eq!(name(&syms[0]), "lazarus_kernel::a");
+    assert_eq!(name(&syms[1]), "lazarus_kernel::b");
+    assert_eq!(syms[2].addr, 0xffff_ffff_c000_0010);
+    assert_eq!(name(&syms[2]).len(), SYMBOL_NAME_MAX);
+    assert!(h.names_offset + u64::from(h.names_len) <= SLOT_SIZE);
 }

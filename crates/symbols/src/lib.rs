@@ -13,4 +13,4 @@ pub use error::SymbolError;
 pub use store::{
     Module, SymbolStore, build_id_of, build_id_of_loaded, initramfs_modules, is_build_id,
 };
-pub use symbolizer::{Symbol, Symbolizer};
+pub use symbolizer::{FunctionSymbol, Symbol, Symbolizer, function_symbols};

@@ -60,6 +60,69 @@ pub(crate) fn demangle(name: &str) -> String {
     format!("{:#}", rustc_demangle::demangle(name))
 }
 
+/// A function and where it is (link-time address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    pub start: u64,
+    /// Size from the symbol table, or up to the next function when the
+    /// symbol has none (assembly labels).
+    pub size: u64,
+    /// Demangled, without the hash suffix.
+    pub name: String,
+}
+
+/// The functions of an ELF file, sorted by address, without loading its
+/// DWARF: what the repair image carries to name crashing code.
+pub fn function_symbols(elf: &[u8]) -> Result<Vec<FunctionSymbol>, SymbolError> {
+    let file = object::File::parse(elf).map_err(|e| SymbolError::NotElf(e.to_string()))?;
+    let funcs = function_table(&file);
+    Ok(funcs
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FunctionSymbol {
+            start: f.start,
+            size: if f.size > 0 {
+                f.size
+            } else {
+                funcs.get(i + 1).map_or(0, |n| n.start - f.start)
+            },
+            name: f.name.clone(),
+        })
+        .collect())
+}
+
+/// Functions, plus untyped labels in code (assembly entry stubs), sorted
+/// by address with one entry per address.
+fn function_table(file: &object::File<'_>) -> Vec<Func> {
+    let text_sections: Vec<object::SectionIndex> = file
+        .sections()
+        .filter(|s| s.kind() == SectionKind::Text)
+        .map(|s| s.index())
+        .collect();
+    let mut funcs: Vec<Func> = file
+        .symbols()
+        .filter(|s| match s.kind() {
+            SymbolKind::Text => s.is_definition(),
+            SymbolKind::Unknown => s
+                .section_index()
+                .is_some_and(|i| text_sections.contains(&i)),
+            _ => false,
+        })
+        .filter_map(|s| {
+            Some(Func {
+                start: s.address(),
+                size: s.size(),
+                name: demangle(s.name().ok()?),
+            })
+        })
+        .filter(|f| !f.name.is_empty() && !f.name.starts_with(".L"))
+        .collect();
+    // Larger first at equal addresses, so an alias with a size wins.
+    funcs.sort_by(|a, b| a.start.cmp(&b.start).then(b.size.cmp(&a.size)));
+    funcs.dedup_by_key(|f| f.start);
+    funcs
+}
+
 impl Symbolizer {
     pub fn open(path: &Path) -> Result<Self, SymbolError> {
         let data = std::fs::read(path).map_err(SymbolError::io(path))?;
@@ -68,33 +131,7 @@ impl Symbolizer {
 
     pub fn from_bytes(data: &[u8]) -> Result<Self, SymbolError> {
         let file = object::File::parse(data).map_err(|e| SymbolError::NotElf(e.to_string()))?;
-        let text_sections: Vec<object::SectionIndex> = file
-            .sections()
-            .filter(|s| s.kind() == SectionKind::Text)
-            .map(|s| s.index())
-            .collect();
-        // Functions, plus untyped labels in code (assembly entry stubs).
-        let mut funcs: Vec<Func> = file
-            .symbols()
-            .filter(|s| match s.kind() {
-                SymbolKind::Text => s.is_definition(),
-                SymbolKind::Unknown => s
-                    .section_index()
-                    .is_some_and(|i| text_sections.contains(&i)),
-                _ => false,
-            })
-            .filter_map(|s| {
-                Some(Func {
-                    start: s.address(),
-                    size: s.size(),
-                    name: demangle(s.name().ok()?),
-                })
-            })
-            .filter(|f| !f.name.is_empty() && !f.name.starts_with(".L"))
-            .collect();
-        // Larger first at equal addresses, so an alias with a size wins.
-        funcs.sort_by(|a, b| a.start.cmp(&b.start).then(b.size.cmp(&a.size)));
-        funcs.dedup_by_key(|f| f.start);
+        let funcs = function_table(&file);
         let text = file
             .sections()
             .filter(|s| s.kind() == SectionKind::Text && s.size() > 0)

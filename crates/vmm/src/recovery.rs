@@ -23,7 +23,7 @@ use kvm_ioctls::{VcpuExit, VmFd};
 use lazarus_abi::layout::{BOOT_PML4_GPA, EXT_REGION, KERNEL_VIRT_BASE, SEL_USER_CS, SEL_USER_DS};
 use lazarus_abi::repair::*;
 use lazarus_abi::root::{EXT_FREE, KernelRoot, MAX_EXTS, NONE, RecoveryLog, RecoveryRecord};
-use lazarus_repair_image::{ImageSize, PristineSource, RepairImage};
+use lazarus_repair_image::{ImageSize, PristineSource, RepairImage, SymbolSource};
 use object::{Object, ObjectSegment, SegmentFlags};
 use tracing::{info, warn};
 use vm_memory::{Bytes, GuestAddress};
@@ -113,16 +113,24 @@ impl Recovery {
                 Some(&EXT_ACTION_RESET) => ", reset",
                 _ => "",
             };
-            format!(" in extension slot {}{action}", self.plan.ext)
+            let ext_name = match lazarus_abi::name_str(&self.plan.ext_name) {
+                "" => "an extension".to_string(),
+                n => format!("extension {n}"),
+            };
+            format!(" in {ext_name} (slot {}{action})", self.plan.ext)
         } else {
             String::new()
+        };
+        let at = match lazarus_abi::name_str(&self.plan.symbol) {
+            "" => String::new(),
+            f => format!(" at {f}"),
         };
         let code = match self.plan.code_bytes_restored {
             0 => String::new(),
             n => format!("; restored {n} bytes of corrupted code"),
         };
         format!(
-            "resurrected after {}{ext}: {who}{code}; {:.3} ms",
+            "resurrected after {}{ext}{at}: {who}{code}; {:.3} ms",
             self.kind(),
             self.latency.as_secs_f64() * 1e3
         )
@@ -142,6 +150,9 @@ pub struct Resurrector {
     image: RepairImage,
     kernel: PristineSource,
     exts: [Option<PristineSource>; MAX_EXTS],
+    /// Functions of every extension in the initramfs, by build id, at
+    /// link-time (load-base-relative) addresses.
+    ext_symbols: Vec<(String, Vec<SymbolSource>)>,
     kernel_text: (u64, u64),
     kernel_phys: (u64, u64),
     mem_size: u64,
@@ -158,10 +169,12 @@ pub type Fallback = String;
 
 impl Resurrector {
     /// Builds the image with a pristine copy of the kernel's read-only
-    /// segments, taken from the kernel ELF itself.
+    /// segments, taken from the kernel ELF itself, and the kernel's
+    /// symbols; extension symbols come from the initramfs.
     pub fn new(
         cfg: ResurrectConfig,
         kernel_elf: &[u8],
+        initramfs: &[u8],
         kernel_phys: (u64, u64),
         mem_size: u64,
     ) -> Result<Self, String> {
@@ -198,7 +211,20 @@ impl Resurrector {
         for (va, data) in ro {
             bytes[(va - lo) as usize..][..data.len()].copy_from_slice(data);
         }
-        let kernel = PristineSource::kernel(lo, bytes);
+        let mut kernel = PristineSource::kernel(lo, bytes);
+        kernel.symbols = elf_symbols(kernel_elf)?;
+        // An initramfs without (readable) extensions just means extension
+        // crashes are not named in the console line.
+        let ext_symbols = match lazarus_symbols::initramfs_modules(initramfs) {
+            Ok(mods) => mods
+                .into_iter()
+                .filter_map(|m| Some((m.build_id?, elf_symbols(&m.elf).ok()?)))
+                .collect(),
+            Err(e) => {
+                warn!("no extension symbols for the repair image: {e}");
+                Vec::new()
+            }
+        };
         let mut image = RepairImage::new(&cfg.program, mem_size).map_err(|e| e.to_string())?;
         image
             .set_pristine(std::slice::from_ref(&kernel))
@@ -208,6 +234,7 @@ impl Resurrector {
             image,
             kernel,
             exts: Default::default(),
+            ext_symbols,
             kernel_text: text,
             kernel_phys,
             mem_size,
@@ -238,7 +265,32 @@ impl Resurrector {
                 .ok_or("no state root".to_string())
                 .and_then(|g| capture_ext(mem, g, slot))
             {
-                Ok(p) => self.exts[slot] = Some(p),
+                Ok(mut p) => {
+                    let id = lazarus_symbols::build_id_of_loaded(|off, buf| {
+                        let Some(src) = usize::try_from(off)
+                            .ok()
+                            .and_then(|o| p.bytes.get(o..o.checked_add(buf.len())?))
+                        else {
+                            return false;
+                        };
+                        buf.copy_from_slice(src);
+                        true
+                    });
+                    if let Some((_, syms)) = self
+                        .ext_symbols
+                        .iter()
+                        .find(|(b, _)| Some(b) == id.as_ref())
+                    {
+                        p.symbols = syms
+                            .iter()
+                            .map(|f| SymbolSource {
+                                addr: f.addr.wrapping_add(p.va),
+                                ..f.clone()
+                            })
+                            .collect();
+                    }
+                    self.exts[slot] = Some(p);
+                }
                 Err(e) => warn!(
                     slot,
                     "cannot snapshot the extension for the repair image: {e}"
@@ -675,7 +727,21 @@ fn capture_ext(mem: &GuestRam, root_gpa: u64, slot: usize) -> Result<PristineSou
         va: e.base,
         code_len: e.text_end - e.base,
         bytes,
+        symbols: Vec::new(),
     })
+}
+
+/// An ELF's functions for the image, at link-time addresses.
+fn elf_symbols(elf: &[u8]) -> Result<Vec<SymbolSource>, String> {
+    let funcs = lazarus_symbols::function_symbols(elf).map_err(|e| format!("symbols: {e}"))?;
+    Ok(funcs
+        .into_iter()
+        .map(|f| SymbolSource {
+            addr: f.start,
+            size: f.size,
+            name: f.name,
+        })
+        .collect())
 }
 
 /// Walks the guest's page tables on the host (4 KiB leaves only).

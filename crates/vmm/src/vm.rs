@@ -201,6 +201,7 @@ impl Vm {
                 Resurrector::new(
                     cfg,
                     &config.kernel,
+                    &config.initramfs,
                     (layout.kernel_phys_start, layout.kernel_phys_end),
                     mem_size,
                 )

@@ -8,7 +8,7 @@ use lazarus_abi::syscall::IPC_MSG_MAX;
 use lazarus_abi::syscall::errno::*;
 
 fn alive(pid: u32) -> bool {
-    proc_by_pid(pid).is_some_and(|p| p.state != PS_ZOMBIE && p.state != PS_QUARANTINED)
+    proc_by_pid(pid).is_some_and(|p| !matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM))
 }
 
 pub fn send(dst: u32, buf: u64, len: u64) -> KResult<u64> {

@@ -35,15 +35,34 @@ fn ensure_kstack(slot: usize) -> KResult<u64> {
 }
 
 fn alloc_pid() -> Option<u32> {
-    let r = k();
-    for _ in 0..MAX_PROCS * 4 {
-        let pid = r.next_pid.max(1);
-        r.next_pid = pid.wrapping_add(1).max(1);
-        if r.procs[KernelRoot::slot_of(pid)].state == PS_FREE {
-            return Some(pid);
+    for attempt in 0..2 {
+        let r = k();
+        for _ in 0..MAX_PROCS * 4 {
+            let pid = r.next_pid.max(1);
+            r.next_pid = pid.wrapping_add(1).max(1);
+            if r.procs[KernelRoot::slot_of(pid)].state == PS_FREE {
+                return Some(pid);
+            }
+        }
+        // The table is full: free reaped processes now rather than later.
+        if attempt == 0 {
+            while reclaim_one() {}
         }
     }
     None
+}
+
+/// Frees the memory of one reaped quarantined process (`PS_RECLAIM`), if
+/// there is one. Called when the CPU has nothing else to do.
+pub fn reclaim_one() -> bool {
+    let Some(i) = k().procs.iter().position(|p| p.state == PS_RECLAIM) else {
+        return false;
+    };
+    let cr3 = k().procs[i].cr3;
+    paging::free_user_half(cr3);
+    frame::free(cr3);
+    k().procs[i] = Proc::default();
+    true
 }
 
 /// Loads one ELF segment's pages into `pml4`.
@@ -294,7 +313,7 @@ fn release(pid: u32) {
 /// Ends `pid` with `status`. If it is the current process, never returns.
 pub fn exit(pid: u32, status: i32) {
     let Some(p) = proc_by_pid(pid) else { return };
-    if p.state == PS_ZOMBIE || p.state == PS_QUARANTINED {
+    if matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM) {
         return;
     }
     let parent = p.parent;
@@ -324,14 +343,18 @@ pub fn wait(pid: i64) -> KResult<(u32, i32)> {
                 continue;
             }
             have_child = true;
-            if c.state == PS_ZOMBIE || c.state == PS_QUARANTINED {
+            if c.state == PS_QUARANTINED {
+                // Its memory was kept for inspection until now; it is
+                // freed when the CPU is idle (see `reclaim_one`).
                 let (cpid, status) = (c.pid, c.exit_status);
-                if c.state == PS_QUARANTINED {
-                    // Its memory was kept for inspection until now.
-                    let cr3 = c.cr3;
-                    paging::free_user_half(cr3);
-                }
-                let cr3 = k().procs[i].cr3;
+                let c = &mut k().procs[i];
+                c.state = PS_RECLAIM;
+                c.parent = 0;
+                return Ok((cpid, status));
+            }
+            if c.state == PS_ZOMBIE {
+                let (cpid, status) = (c.pid, c.exit_status);
+                let cr3 = c.cr3;
                 frame::free(cr3);
                 k().procs[i] = Proc::default();
                 return Ok((cpid, status));
@@ -346,7 +369,7 @@ pub fn wait(pid: i64) -> KResult<(u32, i32)> {
 
 pub fn kill(pid: u32) -> KResult<()> {
     let p = proc_by_pid(pid).ok_or(ESRCH)?;
-    if p.state == PS_ZOMBIE || p.state == PS_QUARANTINED {
+    if matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM) {
         return Err(ESRCH);
     }
     if pid == 1 {

@@ -213,8 +213,10 @@ pub fn idle_loop() -> ! {
         match runq_pop() {
             Some(pid) => switch_to(Some(pid)),
             None => {
-                cpu::sti_hlt();
-                cpu::cli();
+                if !crate::proc::reclaim_one() {
+                    cpu::sti_hlt();
+                    cpu::cli();
+                }
             }
         }
     }

@@ -14,6 +14,9 @@ pub struct Diagnosis {
     pub interrupted: u32,
     /// Faulty extension slot or NONE.
     pub ext: u32,
+    /// Where the crash happened (the faulting instruction when the kernel
+    /// recorded one, else where the vCPU stopped).
+    pub rip: u64,
 }
 
 fn ext_at(r: &KernelRoot, rip: u64) -> Option<u32> {
@@ -101,5 +104,6 @@ pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
         offender,
         interrupted,
         ext,
+        rip: faulting_rip,
     }
 }

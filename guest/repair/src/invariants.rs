@@ -34,7 +34,7 @@ fn processes(fx: &mut Fixer) -> Result<(), &'static str> {
         if p.state == PS_FREE {
             continue;
         }
-        if KernelRoot::slot_of(p.pid) != i || p.pid == 0 || p.state > PS_QUARANTINED {
+        if KernelRoot::slot_of(p.pid) != i || p.pid == 0 || p.state > PS_RECLAIM {
             return Err("the process table is corrupt");
         }
         if p.kstack_top != KSTACK_REGION + i as u64 * KSTACK_STRIDE + KSTACK_STRIDE {

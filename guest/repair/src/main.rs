@@ -16,6 +16,7 @@ mod diagnose;
 mod fix;
 mod invariants;
 mod mem;
+mod symbols;
 
 use core::arch::global_asm;
 use lazarus_abi::repair::*;
@@ -136,6 +137,10 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     }
 
     let d = diagnose::diagnose(&m, r, inp);
+    symbols::describe(d.rip, &mut plan.symbol);
+    if let Some(e) = r.exts.get(d.ext as usize) {
+        plan.ext_name = e.name;
+    }
     plan.kind = d.kind;
     plan.ext = d.ext;
     plan.quarantined = d.offender;
