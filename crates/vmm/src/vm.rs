@@ -136,6 +136,9 @@ impl Vm {
         install_kick_handler()?;
         let kvm = open_kvm(&config.kvm_device)?;
         let vm_fd = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        if !crate::kvm::zap_only_deleted_slots(&vm_fd) {
+            tracing::debug!("KVM zaps all shadow pages when a slot is deleted");
+        }
         vm_fd
             .set_tss_address(KVM_TSS_ADDRESS)
             .map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
