@@ -14,7 +14,16 @@ const TARGET: &str = "x86_64-unknown-none";
 
 /// User programs placed in the initramfs as /bin/NAME (init as /init).
 const USER_BINS: &[&str] = &[
-    "init", "shell", "kvstore", "worker", "echo", "upper", "pipetest", "devtest", "crash",
+    "init",
+    "shell",
+    "kvstore",
+    "worker",
+    "echo",
+    "upper",
+    "pipetest",
+    "devtest",
+    "extclient",
+    "crash",
 ];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
 const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest"];

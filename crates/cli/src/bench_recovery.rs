@@ -67,6 +67,8 @@ fn mode(samples: Vec<f64>, lost: u64, written: u64) -> Mode {
 #[derive(Debug, Serialize)]
 struct Report {
     memory_mib: u64,
+    /// How the repair image was mapped (`--repair-slot`).
+    repair_slot: String,
     crashes: usize,
     kinds: Vec<String>,
     keys: u64,
@@ -158,6 +160,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
 
     let report = Report {
         memory_mib: image.memory_mib,
+        repair_slot: format!("{:?}", args.repair_slot).to_lowercase(),
         crashes: args.crashes,
         kinds,
         keys: args.keys,
@@ -179,11 +182,12 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
 
 fn print_table(r: &Report) {
     println!(
-        "recovery from {} crashes ({}), {} MiB guest, {} kv keys",
+        "recovery from {} crashes ({}), {} MiB guest, {} kv keys, {} repair slot",
         r.crashes,
         r.kinds.join(", "),
         r.memory_mib,
-        r.keys
+        r.keys,
+        r.repair_slot
     );
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>10} {:>14}",
@@ -215,6 +219,7 @@ fn bench_resurrect(
 ) -> anyhow::Result<Mode> {
     let (tx, rx) = channel::<Recovery>();
     let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+    rc.slot = args.repair_slot.into();
     rc.listener = Some(tx);
     let (vm, d) = new_vm(image, args, Some(rc))?;
     let mut s = Session::start(vm, d);

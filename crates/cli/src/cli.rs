@@ -51,6 +51,14 @@ pub enum Command {
     Crashes(crate::crashes_cmd::CrashesArgs),
     /// Diagnose a crash dump offline: kind, backtrace, offender, signature.
     Diagnose(crate::diagnose_cmd::DiagnoseArgs),
+    /// Talk to a running `lazarus run --api-sock PATH`: status, pause,
+    /// resume, dump, inject, metrics.
+    Ctl(crate::ctl::CtlArgs),
+    /// Inject faults one after another into a running workload (or for a
+    /// --soak duration), classify every outcome and report the recovery
+    /// rate, latency and memory.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Campaign(crate::campaign::CampaignArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +106,10 @@ pub struct RunArgs {
     /// dump, a diagnosis report and a crash-database entry.
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnCrash::Resurrect)]
     pub on_crash: OnCrash,
+    /// How the hidden repair image enters the guest's physical address
+    /// space during a repair.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = SlotArg::Resident)]
+    pub repair_slot: SlotArg,
     /// Declare the guest hung when the kernel's heartbeat stops for this
     /// many milliseconds (0 disables the watchdog).
     #[arg(long, value_name = "MS", default_value_t = 100)]
@@ -107,6 +119,31 @@ pub struct RunArgs {
     /// ~/.local/share/lazarus].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve the control API (JSON over HTTP on a Unix socket, mode 0600)
+    /// at PATH; `lazarus ctl --api-sock PATH` is its client. PATH must not
+    /// exist, or be a stale socket; it is removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+}
+
+/// `--repair-slot` (see `lazarus_vmm::RepairSlot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlotArg {
+    /// A slot registered at boot; its host memory is swapped between the
+    /// image (during a repair) and a zeroed decoy (otherwise). Fastest.
+    Resident,
+    /// A fresh slot added for each repair and deleted after it: no memory
+    /// at all at the image's address between repairs.
+    Fresh,
+}
+
+impl From<SlotArg> for lazarus_vmm::RepairSlot {
+    fn from(s: SlotArg) -> Self {
+        match s {
+            SlotArg::Resident => lazarus_vmm::RepairSlot::Resident,
+            SlotArg::Fresh => lazarus_vmm::RepairSlot::Fresh,
+        }
+    }
 }
 
 /// Crash policies.
@@ -137,6 +174,9 @@ pub struct DemoArgs {
 pub struct BenchRecoveryArgs {
     #[command(flatten)]
     pub image: ImageArgs,
+    /// How the repair image enters the guest during a repair (see `run`).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = SlotArg::Resident)]
+    pub repair_slot: SlotArg,
     /// Crashes to resurrect (one boot).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub crashes: usize,

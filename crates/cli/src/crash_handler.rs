@@ -32,6 +32,9 @@ pub enum RamSource {
     /// A crash-time snapshot of kernel memory (the guest was resurrected
     /// and runs on).
     Snapshot(MemSnapshot),
+    /// A copy of all guest RAM taken while the guest was paused (an
+    /// on-demand dump; the guest runs on).
+    Copy(Vec<u8>),
 }
 
 /// Everything needed to write a dump.
@@ -200,6 +203,18 @@ pub fn print_result(r: &anyhow::Result<Persisted>) {
 }
 
 fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result<Persisted> {
+    let (persisted, new) = write_report(data, symbols, c)?;
+    lazarus_crashdb::record_report(data, &new).context("recording the crash in the database")?;
+    Ok(persisted)
+}
+
+/// Writes the dump, diagnoses it and writes the report (JSON and text);
+/// returns where, and the crash-database entry to record.
+fn write_report(
+    data: &DataDir,
+    symbols: &SymbolStore,
+    c: Captured,
+) -> anyhow::Result<(Persisted, NewCrash)> {
     let stem = format!(
         "{}-{}-{}",
         c.note.time_unix_ms,
@@ -221,6 +236,13 @@ fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result
             let image = snap.to_ram_image();
             let input = DumpInput {
                 ram: &image,
+                note: c.note.clone(),
+            };
+            lazarus_dump::write_core(&dump, &input)
+        }
+        RamSource::Copy(ram) => {
+            let input = DumpInput {
+                ram,
                 note: c.note.clone(),
             };
             lazarus_dump::write_core(&dump, &input)
@@ -252,14 +274,14 @@ fn persist(data: &DataDir, symbols: &SymbolStore, c: Captured) -> anyhow::Result
         dump_path: Some(dump.clone()),
         report_json: json,
     };
-    lazarus_crashdb::record_report(data, &new).context("recording the crash in the database")?;
-    Ok(Persisted {
+    let persisted = Persisted {
         dump,
         report_json,
         signature: report.signature,
         title: report.title,
         text,
-    })
+    };
+    Ok((persisted, new))
 }
 
 fn detector(kind: &CrashKind) -> &'static str {
@@ -435,7 +457,67 @@ impl BuildIds {
     }
 }
 
+/// What an on-demand dump is made of: all guest RAM and every vCPU's
+/// registers, copied while the guest was paused.
+pub struct OnDemand {
+    pub ram: Vec<u8>,
+    pub vcpus: Vec<(u32, Option<kvm_regs>, Option<kvm_sregs>)>,
+    pub root_gpa: Option<u64>,
+    pub reason: Option<String>,
+}
+
+/// The state root inside a copy of guest RAM.
+fn root_in_ram(ram: &[u8], gpa: u64) -> Option<Box<KernelRoot>> {
+    let start = usize::try_from(gpa).ok()?;
+    let bytes = ram.get(start..start.checked_add(std::mem::size_of::<KernelRoot>())?)?;
+    let mut root = <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().ok()?;
+    root.as_mut_bytes().copy_from_slice(bytes);
+    Some(root)
+}
+
 impl Background {
+    /// Writes an on-demand dump and its diagnosis report (kind
+    /// "on-demand"), as crash dumps are written. It is not a crash, so it
+    /// does not go into the crash database.
+    pub fn write_on_demand(&self, d: OnDemand, boot_id: &str) -> anyhow::Result<Persisted> {
+        let root = d.root_gpa.and_then(|gpa| root_in_ram(&d.ram, gpa));
+        let detail = match &d.reason {
+            Some(r) => format!("on-demand dump through the control API, not a crash: {r}"),
+            None => "on-demand dump through the control API, not a crash".to_string(),
+        };
+        let note = CrashNote {
+            format_version: 1,
+            lazarus_version: env!("CARGO_PKG_VERSION").to_string(),
+            time_unix_ms: unix_ms(),
+            boot_id: boot_id.to_string(),
+            detector: "on-demand".to_string(),
+            detail,
+            crashed_vcpu: d.vcpus.first().map_or(0, |v| v.0),
+            root_gpa: d.root_gpa,
+            kernel_build_id: self.ids.kernel.clone(),
+            extensions: root
+                .as_deref()
+                .map(|r| self.ids.extensions(r))
+                .unwrap_or_default(),
+            guest_record: None,
+            vcpus: d
+                .vcpus
+                .iter()
+                .map(|(id, r, s)| VcpuState {
+                    id: *id,
+                    regs: to_regs(r.as_ref(), s.as_ref()),
+                })
+                .collect(),
+        };
+        let symbols = SymbolStore::new(self.data.symbols_dir());
+        let captured = Captured {
+            note,
+            ram: RamSource::Copy(d.ram),
+            action: "on-demand",
+        };
+        write_report(&self.data, &symbols, captured).map(|(p, _)| p)
+    }
+
     /// Writes the dump, report and database entry of a resurrected crash.
     /// Runs at low priority: it must not slow the resumed guest.
     pub fn persist_recovery(&self, rec: Recovery, boot_id: &str) {

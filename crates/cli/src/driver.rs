@@ -44,6 +44,8 @@ pub struct Driver {
     shared: Arc<Shared>,
     pos: usize,
     seq: u64,
+    /// Start of the text `take_since_mark` returns.
+    mark: usize,
 }
 
 impl Driver {
@@ -61,6 +63,7 @@ impl Driver {
                 shared,
                 pos: 0,
                 seq: 0,
+                mark: 0,
             },
             input,
             tee,
@@ -94,6 +97,23 @@ impl Driver {
                 .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
                 .0;
         }
+    }
+
+    /// Remembers the current end of the console text.
+    pub fn mark(&mut self) {
+        if let Ok(text) = self.shared.text.lock() {
+            self.mark = text.len();
+        }
+    }
+
+    /// Everything printed since the last `mark` (all of it, not only
+    /// what `expect` has consumed).
+    pub fn take_since_mark(&self) -> String {
+        self.shared
+            .text
+            .lock()
+            .map(|t| t.get(self.mark..).unwrap_or_default().to_string())
+            .unwrap_or_default()
     }
 
     pub fn send(&self, line: &str) {

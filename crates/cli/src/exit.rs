@@ -6,6 +6,13 @@ pub const INTERNAL: u8 = 1;
 pub const CRASHED: u8 = 3;
 pub const BAD_INPUT: u8 = 4;
 pub const KVM_UNAVAILABLE: u8 = 5;
+/// `lazarus ctl`: no answer from the API socket (nobody listens, or the
+/// connection failed or timed out).
+pub const API_UNREACHABLE: u8 = 6;
+/// `lazarus ctl`: the server refused the request (4xx).
+pub const API_REJECTED: u8 = 7;
+/// `lazarus ctl`: the server failed (5xx).
+pub const API_FAILED: u8 = 8;
 
 /// An error that already knows its exit code and message.
 #[derive(Debug)]

@@ -22,11 +22,15 @@
 //! lazarus itself. Input may also be piped: `printf 'ps\npoweroff\n' |
 //! lazarus run` runs the commands and exits when the guest powers off.
 
+mod api_backend;
 mod bench;
 mod bench_recovery;
+mod campaign;
+mod campaign_plot;
 mod cli;
 mod crash_handler;
 mod crashes_cmd;
+mod ctl;
 mod demo;
 mod diagnose_cmd;
 mod driver;
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Ctl(args) => ctl::run(&args),
+        Command::Campaign(args) => campaign::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

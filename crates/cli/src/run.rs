@@ -8,6 +8,7 @@ use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_crashdb::DataDir;
 use lazarus_vmm::{ConsoleInput, ConsoleOutput, Recovery, ResurrectConfig, Vm, VmOutcome};
 
+use crate::api_backend::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
 use crate::crash_handler::{CrashHandler, new_boot_id, print_result};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
@@ -25,11 +26,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     };
     let data = DataDir::resolve(args.data_dir.as_deref())
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
-    let mut crashes = CrashHandler::new(&image, data)?;
+    let mut crashes = CrashHandler::new(&image, data.clone())?;
     let crashes_bg = crashes.background_handle();
     // One input queue for the whole session, so that input not yet read
     // by the guest survives a reboot.
     let input = ConsoleInput::stdin();
+    // The control API serves the whole session, across reboots.
+    let api = match &args.api_sock {
+        Some(path) => {
+            let policy = match args.on_crash {
+                OnCrash::Resurrect => "resurrect",
+                OnCrash::Halt => "halt",
+                OnCrash::Reboot => "reboot",
+            };
+            let session = ApiSession::new(
+                policy,
+                args.vcpus,
+                args.image.memory,
+                data,
+                crashes_bg.clone(),
+                input.clone(),
+            );
+            Some(Api::start(path, session)?)
+        }
+        None => None,
+    };
     let mut boots = 0u64;
     // Set while rebooting after a crash: when the crash was detected.
     let mut crashed_at: Option<Instant> = None;
@@ -45,14 +66,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         let listener = if args.on_crash == OnCrash::Resurrect {
             let (tx, rx) = std::sync::mpsc::channel::<Recovery>();
             let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+            rc.slot = args.repair_slot.into();
             rc.listener = Some(tx);
             config.resurrect = Some(rc);
             // Dumps of resurrected crashes are written off the guest's path.
             let bg = crashes_bg.clone();
             let boot = boot_id.clone();
+            let api_session = api.as_ref().map(|a| a.session().clone());
+            let boot_nr = boots;
             Some(std::thread::spawn(move || {
                 for rec in rx {
                     eprintln!("lazarus: {}", rec.summary());
+                    if let Some(s) = &api_session {
+                        s.record_recovery(&rec, boot_nr);
+                    }
                     bg.persist_recovery(rec, &boot);
                 }
             }))
@@ -60,6 +87,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             None
         };
         let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
+        if let Some(a) = &api {
+            a.session().attach(vm.control(), &boot_id, boots);
+        }
         if boots == 1
             && let Some(size) = vm.repair_image_size()
         {
@@ -109,6 +139,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         OnCrash::Resurrect => "fallback-reboot",
                     };
                     eprintln!("lazarus: the guest crashed: {}", info.summary());
+                    if let Some(a) = &api {
+                        a.session().crash_detected();
+                    }
                     if let Some(why) = &info.fallback {
                         eprintln!("lazarus: cannot resurrect it safely ({why}); rebooting");
                     }
@@ -148,6 +181,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 }
             }
         };
+        if let Some(a) = &api {
+            a.session().detach();
+        }
         drop(vm);
         if let Some(l) = listener {
             let _ = l.join();
@@ -159,6 +195,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     crashes.finish();
+    // Removes the API socket.
+    drop(api);
     result
 }
 

@@ -38,6 +38,8 @@ pub fn kind(
     match note.detector.as_str() {
         "triple-fault" => return CrashKind::TripleFault,
         "kvm-internal-error" => return CrashKind::KvmInternalError,
+        // The dump writer's detector for a dump nobody's crash caused.
+        "on-demand" => return CrashKind::OnDemand,
         "watchdog" => {
             return if deadlock {
                 CrashKind::Deadlock

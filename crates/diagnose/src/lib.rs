@@ -347,6 +347,12 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
         })
         .or(top.first());
     let title = match culprit {
+        _ if kind == CrashKind::OnDemand => match top.first() {
+            Some(f) if f.module.is_some() => {
+                format!("on-demand dump (not a crash); vCPU at {}", f.location())
+            }
+            _ => "on-demand dump (not a crash)".to_string(),
+        },
         Some(f) if f.module.is_some() => format!("{kind} in {}", f.location()),
         Some(f) => format!("{kind} at {:#x}", f.address),
         None => kind.to_string(),

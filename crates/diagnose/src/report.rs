@@ -28,6 +28,9 @@ pub enum CrashKind {
     IrqFault,
     TripleFault,
     KvmInternalError,
+    /// Not a crash: a dump taken on request (the control API's
+    /// `PUT /dump`) of a healthy, paused guest.
+    OnDemand,
     Unknown,
 }
 
@@ -50,6 +53,7 @@ impl CrashKind {
             CrashKind::IrqFault => "irq-fault",
             CrashKind::TripleFault => "triple-fault",
             CrashKind::KvmInternalError => "kvm-internal-error",
+            CrashKind::OnDemand => "on-demand",
             CrashKind::Unknown => "unknown",
         }
     }

@@ -108,7 +108,8 @@ pub struct CrashNote {
     /// Random per VM boot.
     pub boot_id: String,
     /// "pvpanic" | "triple-fault" | "watchdog" | "kvm-internal-error" |
-    /// "entry-failure" | "other".
+    /// "entry-failure" | "other", or "on-demand" for a dump taken on
+    /// request (the control API) that is not a crash.
     pub detector: String,
     /// One-line human summary from the hypervisor.
     pub detail: String,

@@ -17,7 +17,7 @@ use lazarus_abi::root::NONE;
 use object::{Object, ObjectSegment, SegmentFlags};
 use zerocopy::{FromBytes, IntoBytes};
 
-pub use buffer::SlotBuffer;
+pub use buffer::{SlotBuffer, SlotWindow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -281,6 +281,11 @@ impl RepairImage {
     /// Host address and length of the slot memory, for KVM.
     pub fn host_region(&self) -> (*mut u8, u64) {
         (self.buf.as_ptr(), SLOT_SIZE)
+    }
+
+    /// The image's memory, to show it in a [`SlotWindow`].
+    pub fn buffer(&self) -> &SlotBuffer {
+        &self.buf
     }
 
     /// The image bytes (for tests and inspection).

@@ -26,12 +26,14 @@
 //! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
 //! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
 //! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
-//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`vmsnapshot`] (whole-VM
+//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`control`] (pause, resume
+//! and metrics for the control API), [`vmsnapshot`] (whole-VM
 //! snapshots), [`crash`], [`stats`], [`error`].
 
 pub mod boot;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod cpu;
 pub mod crash;
 pub mod devices;
@@ -53,13 +55,14 @@ pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
+pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VmControl};
 pub use crash::{CrashInfo, CrashKind};
 pub use error::{Error, ErrorKind, Result};
 pub use hypercall::{ExtEvent, Milestone};
 pub use kvm::DEFAULT_KVM_DEVICE;
 pub use lazarus_repair_image::ImageSize;
 pub use loader::LoaderError;
-pub use recovery::{Recovery, ResurrectConfig};
+pub use recovery::{Recovery, RepairSlot, ResurrectConfig};
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
 pub use vm::{GuestLayout, StopHandle, Vm, VmOutcome};

@@ -23,7 +23,7 @@ use kvm_ioctls::{VcpuExit, VmFd};
 use lazarus_abi::layout::{BOOT_PML4_GPA, EXT_REGION, KERNEL_VIRT_BASE, SEL_USER_CS, SEL_USER_DS};
 use lazarus_abi::repair::*;
 use lazarus_abi::root::{EXT_FREE, KernelRoot, MAX_EXTS, NONE, RecoveryLog, RecoveryRecord};
-use lazarus_repair_image::{ImageSize, PristineSource, RepairImage, SymbolSource};
+use lazarus_repair_image::{ImageSize, PristineSource, RepairImage, SlotWindow, SymbolSource};
 use object::{Object, ObjectSegment, SegmentFlags};
 use tracing::{info, warn};
 use vm_memory::{Bytes, GuestAddress};
@@ -43,6 +43,22 @@ const REPAIR_SLOT: u32 = 1;
 /// Crashes of one signature closer together than this count as a loop.
 const LOOP_WINDOW: Duration = Duration::from_secs(2);
 
+/// How the repair image enters the guest's physical address space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RepairSlot {
+    /// A memory slot registered at boot whose host memory is swapped: the
+    /// image during a repair, a decoy of fresh zeroed memory otherwise
+    /// (see `lazarus_repair_image::SlotWindow`). No memory-slot changes on
+    /// the repair path.
+    #[default]
+    Resident,
+    /// A fresh memory slot added for each repair and deleted after it: no
+    /// guest-physical memory at all at the image's address between
+    /// repairs, at the price of two slot updates per repair (hundreds of
+    /// microseconds on nested KVM).
+    Fresh,
+}
+
 /// How to resurrect.
 #[derive(Clone, Debug)]
 pub struct ResurrectConfig {
@@ -54,6 +70,7 @@ pub struct ResurrectConfig {
     pub budget: Duration,
     /// Receives one report per successful resurrection.
     pub listener: Option<Sender<Recovery>>,
+    pub slot: RepairSlot,
 }
 
 impl ResurrectConfig {
@@ -63,6 +80,7 @@ impl ResurrectConfig {
             ext_crash_limit: 3,
             budget: Duration::from_millis(200),
             listener: None,
+            slot: RepairSlot::default(),
         }
     }
 }
@@ -160,6 +178,8 @@ pub struct Resurrector {
     last: Option<((u64, u64, u32), Instant)>,
     repeat: u32,
     pending: Option<Pending>,
+    /// The resident slot's host memory ([`RepairSlot::Resident`]).
+    window: Option<SlotWindow>,
     reaper: SlotReaper,
     count: u64,
 }
@@ -177,6 +197,7 @@ impl Resurrector {
         initramfs: &[u8],
         kernel_phys: (u64, u64),
         mem_size: u64,
+        vm_fd: &VmFd,
     ) -> Result<Self, String> {
         let elf = object::File::parse(kernel_elf).map_err(|e| format!("kernel ELF: {e}"))?;
         let mut ro: Vec<(u64, &[u8])> = Vec::new();
@@ -229,6 +250,25 @@ impl Resurrector {
         image
             .set_pristine(std::slice::from_ref(&kernel))
             .map_err(|e| e.to_string())?;
+        let window = match cfg.slot {
+            RepairSlot::Fresh => None,
+            RepairSlot::Resident => {
+                let w = SlotWindow::new(SLOT_SIZE as usize)
+                    .map_err(|e| format!("reserving the repair slot: {e}"))?;
+                let region = kvm_userspace_memory_region {
+                    slot: REPAIR_SLOT,
+                    flags: 0,
+                    guest_phys_addr: SLOT_GPA,
+                    memory_size: SLOT_SIZE,
+                    userspace_addr: w.as_ptr() as u64,
+                };
+                // SAFETY: the window is a mapping of SLOT_SIZE bytes owned by
+                // the resurrector, which lives as long as the VM's vCPUs.
+                unsafe { vm_fd.set_user_memory_region(region) }
+                    .map_err(|e| format!("registering the repair slot: {e}"))?;
+                Some(w)
+            }
+        };
         Ok(Self {
             cfg,
             image,
@@ -242,6 +282,7 @@ impl Resurrector {
             last: None,
             repeat: 0,
             pending: None,
+            window,
             reaper: SlotReaper::new(),
             count: 0,
         })
@@ -496,6 +537,26 @@ impl Resurrector {
         vm_fd: &Arc<VmFd>,
         crash_sregs: &kvm_sregs,
     ) -> Result<PendingRemoval, String> {
+        if let Some(w) = self.window.as_mut() {
+            let t0 = Instant::now();
+            w.show(self.image.buffer())
+                .map_err(|e| format!("showing the repair image: {e}"))?;
+            let t1 = Instant::now();
+            let result = self.enter_and_wait(vcpu, crash_sregs);
+            let t2 = Instant::now();
+            let hidden = self.window.as_mut().map(SlotWindow::hide);
+            tracing::debug!(
+                show_us = (t1 - t0).as_micros() as u64,
+                run_us = (t2 - t1).as_micros() as u64,
+                hide_us = t2.elapsed().as_micros() as u64,
+                "repair window profile"
+            );
+            return match (result, hidden) {
+                (_, Some(Err(e))) => Err(format!("hiding the repair image: {e}")),
+                (Ok(()), _) => Ok(PendingRemoval::done(t2.elapsed())),
+                (Err(why), _) => Err(why),
+            };
+        }
         let (host, size) = self.image.host_region();
         let region = kvm_userspace_memory_region {
             slot: REPAIR_SLOT,

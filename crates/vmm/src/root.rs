@@ -61,7 +61,7 @@ pub fn validate_root(mem: &GuestRam, gpa: u64, size: u64, version: u64) -> Resul
     check_header(mem, gpa)
 }
 
-fn check_header(mem: &GuestRam, gpa: u64) -> Result<(), RootError> {
+pub(crate) fn check_header(mem: &GuestRam, gpa: u64) -> Result<(), RootError> {
     if !gpa.is_multiple_of(8) {
         return Err(RootError::Unaligned(gpa));
     }

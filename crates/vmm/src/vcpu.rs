@@ -76,8 +76,11 @@ pub struct VcpuContext {
     /// Set by the watchdog (which then kicks vCPU 0): the guest is hung.
     pub hang: std::sync::Mutex<Option<crate::watchdog::Stall>>,
     /// When the running repair started (the control thread enforces its
-    /// time budget and keeps the watchdog quiet meanwhile).
-    pub repairing_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// time budget and keeps the watchdog quiet meanwhile). Shared with
+    /// [`crate::control::VmControl`], which reports it.
+    pub repairing_since: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Pause and resume from the control API (see `crate::control`).
+    pub control: Arc<crate::control::ControlShared>,
 }
 
 thread_local! {
@@ -145,7 +148,10 @@ fn thread_main(mut vcpu: Vcpu, ctx: &VcpuContext, events: &Sender<Report>) -> Vc
     }
     let run: *mut kvm_run = vcpu.fd.get_kvm_run();
     KVM_RUN_PTR.with(|cell| cell.set(run));
+    // Registered only while the kick handler can find this kvm_run.
+    ctx.control.register_thread(vcpu.id);
     let event = run_loop(&mut vcpu, ctx);
+    ctx.control.unregister_thread(vcpu.id);
     KVM_RUN_PTR.with(|cell| cell.set(std::ptr::null_mut()));
     vcpu.fd.set_kvm_immediate_exit(0);
     if let Some(event) = event {
@@ -172,6 +178,11 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
     loop {
         if ctx.stop.load(Ordering::Acquire) {
             return None;
+        }
+        // Paused from the control API: no guest code runs until resumed.
+        if ctx.control.pause_requested() {
+            ctx.control.park(vcpu, &ctx.stop);
+            continue;
         }
         let flow = match vcpu.fd.run() {
             Ok(exit) => handle_exit(exit, ctx, vcpu.id),

@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{BootParams, validate_cmdline, write_boot_structures};
 use crate::config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 use crate::console::{ConsoleInput, ConsoleSink};
+use crate::control::{ControlShared, VmControl};
 use crate::cpu::{set_boot_msrs, setup_boot_cpu, supported_cpuid, vcpu_cpuid};
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::Devices;
@@ -207,6 +208,7 @@ impl Vm {
                     &config.initramfs,
                     (layout.kernel_phys_start, layout.kernel_phys_end),
                     mem_size,
+                    &vm_fd,
                 )
                 .map_err(|e| Error::Setup(format!("building the repair image: {e}")))?,
             )),
@@ -227,7 +229,8 @@ impl Vm {
             resurrector,
             vm_fd: vm_fd.clone(),
             hang: Mutex::new(None),
-            repairing_since: Mutex::new(None),
+            repairing_since: Arc::new(Mutex::new(None)),
+            control: Arc::new(ControlShared::default()),
         });
         let (events_tx, events_rx) = channel();
         info!(
@@ -286,6 +289,7 @@ impl Vm {
             }
         }
         self.vcpus.extend(idle);
+        self.ctx.control.run_started(handles.len());
         let feeder_stop = Arc::new(AtomicBool::new(false));
         let feeder = match spawn_error {
             Some(_) => None,
@@ -308,8 +312,9 @@ impl Vm {
             None => self.wait_for_event(&handles, deadline),
         };
 
-        // Stop everything, whatever happened.
+        // Stop everything, whatever happened (paused vCPUs too).
         self.ctx.stop.store(true, Ordering::Release);
+        self.ctx.control.wake_all();
         feeder_stop.store(true, Ordering::Release);
         let mut join_error = None;
         for (id, handle) in handles {
@@ -322,6 +327,7 @@ impl Vm {
                 Err(_) => join_error = Some(Error::VcpuPanicked(id)),
             }
         }
+        self.ctx.control.run_ended();
         self.vcpus.sort_by_key(|v| v.id);
         // Between runs the vCPU state must be complete (snapshots read it).
         crate::vmsnapshot::complete_pending_io(&mut self.vcpus, &self.ctx.devices);
@@ -380,6 +386,14 @@ impl Vm {
                             return Ok(Some(report.event));
                         }
                         return Err(Error::VcpuPanicked(*id));
+                    }
+                    // Paused from the control API: the heartbeat is frozen
+                    // on purpose; stalls before the resume do not count.
+                    if self.ctx.control.pause_requested() {
+                        if let Some(w) = watchdog.as_mut() {
+                            w.reset();
+                        }
+                        continue;
                     }
                     // A repair in progress: the heartbeat is frozen on
                     // purpose, but the repair has a time budget.
@@ -476,6 +490,20 @@ impl Vm {
             .map(|r| crate::console::lock(r).image_size())
     }
 
+    /// A cloneable handle for other threads (the control API): pause and
+    /// resume, state, memory and counters, without owning the VM.
+    pub fn control(&self) -> VmControl {
+        VmControl {
+            shared: self.ctx.control.clone(),
+            mem: self.mem.clone(),
+            hypercalls: self.ctx.devices.hypercalls.clone(),
+            stats: self.ctx.devices.stats.clone(),
+            repairing: self.ctx.repairing_since.clone(),
+            layout: self.layout.clone(),
+            created: self.created,
+        }
+    }
+
     /// A handle that stops [`Vm::run`] from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
@@ -522,6 +550,12 @@ impl Vm {
     /// Guest RAM.
     pub fn memory(&self) -> &GuestRam {
         &self.mem
+    }
+
+    /// Guest kernel memory in use and the hypervisor's RSS, now (see
+    /// [`crate::control::MemoryUsage`]).
+    pub fn memory_usage(&self) -> crate::control::MemoryUsage {
+        crate::control::MemoryUsage::sample(&self.mem, self.root_gpa())
     }
 
     /// A shared handle on guest RAM that outlives the VM: after a crash,

@@ -190,6 +190,15 @@ impl Guest {
         }
     }
 
+    /// Collects whatever both streams print during `d`, without consuming
+    /// anything (e.g. to check that nothing is printed).
+    pub fn settle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while Instant::now() < deadline {
+            self.pump(deadline);
+        }
+    }
+
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(line.as_bytes()).expect("write console");

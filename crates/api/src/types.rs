@@ -1,0 +1,237 @@
+//! The JSON bodies of the control API, one type per request and response.
+//!
+//! Requests are parsed strictly (`deny_unknown_fields`): a typo in a field
+//! name is a 400 that names the field, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a response changes incompatibly.
+pub const API_VERSION: u32 = 1;
+
+/// What the VM is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// Guest code runs.
+    Running,
+    /// Every vCPU is stopped (`PATCH /vm {"state":"Paused"}`).
+    Paused,
+    /// The hidden repair image is repairing a crash.
+    Repairing,
+    /// No VM is running right now (booting, rebooting after a crash, or
+    /// shutting down).
+    Stopped,
+}
+
+/// `GET /` and `GET /vm`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub api_version: u32,
+    pub state: VmState,
+    /// Since `lazarus run` started (all boots).
+    pub uptime_ms: u64,
+    /// Since the current VM was created; `None` while there is none.
+    pub vm_uptime_ms: Option<u64>,
+    /// VMs booted this session (1 + reboots).
+    pub boots: u64,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// The `--on-crash` policy: "resurrect", "halt" or "reboot".
+    pub on_crash: String,
+    /// Resurrections this session.
+    pub recoveries: u64,
+    pub last_recovery: Option<RecoveryInfo>,
+}
+
+/// One resurrection (`GET /recoveries`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryInfo {
+    /// 0-based over the whole session.
+    pub seq: u64,
+    /// Which boot (1-based) and the 0-based count within it.
+    pub boot: u64,
+    pub boot_seq: u64,
+    pub time_unix_ms: u64,
+    /// The repair program's diagnosis, e.g. "null-deref".
+    pub kind: String,
+    /// How the crash was detected, e.g. "guest panic (pvpanic code 1)".
+    pub crash: String,
+    /// The faulty extension, and what was done to it ("reset",
+    /// "disabled").
+    pub extension: Option<String>,
+    pub extension_action: Option<String>,
+    pub quarantined_pid: Option<u32>,
+    pub quarantined_name: Option<String>,
+    /// The function that crashed, when the repair image could name it.
+    pub symbol: Option<String>,
+    pub code_bytes_restored: u32,
+    /// Crash exit to the kernel's return to a user process, and its parts.
+    pub latency_us: u64,
+    pub snapshot_us: u64,
+    pub repair_us: u64,
+    pub unmap_us: u64,
+    pub resume_us: u64,
+    /// The console's `[lazarus] resurrected ...` line.
+    pub summary: String,
+}
+
+/// `GET /recoveries`: the most recent resurrections, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryList {
+    /// All resurrections this session; `recoveries` holds the latest
+    /// (the list is bounded) when this is larger.
+    pub total: u64,
+    pub recoveries: Vec<RecoveryInfo>,
+}
+
+/// `GET /crashes`: the crash database, as `lazarus crashes --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashList {
+    pub buckets: Vec<CrashBucket>,
+}
+
+/// Every recorded crash with one signature (same fields as the crash
+/// database's bucket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashBucket {
+    pub signature: String,
+    pub kind: String,
+    pub title: String,
+    pub count: u64,
+    pub first_seen_unix_ms: u64,
+    pub last_seen_unix_ms: u64,
+    pub example_dump: Option<PathBuf>,
+    pub extensions: Vec<String>,
+}
+
+/// `PUT /inject`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectRequest {
+    /// A fault type of the host-side injector (e.g. "bit-flip"), or
+    /// "crash-test" to run one of the guest's crash-test kinds.
+    pub fault: String,
+    /// Target extension of a code fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<String>,
+    /// Target kernel table of "wild-write-struct".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<String>,
+    /// Makes the injection reproducible; without it the session's own
+    /// injector (seeded at start) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The crash-test kind (as in the guest's `crash list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `PUT /dump` (the body is optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpRequest {
+    /// Why, for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to `PUT /dump`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpResponse {
+    /// The ELF core dump, readable by `lazarus diagnose` and gdb.
+    pub dump: PathBuf,
+    /// The diagnosis report (JSON; a .txt lies beside it).
+    pub report: PathBuf,
+    /// Always "on-demand": this is not a crash, and it is not recorded in
+    /// the crash database.
+    pub kind: String,
+    pub title: String,
+    /// How long the guest was paused to copy its memory and registers.
+    pub paused_us: u64,
+    pub ram_bytes: u64,
+    pub vcpus: u32,
+}
+
+/// `PATCH /vm`, as Firecracker: `{"state": "Paused"}` or
+/// `{"state": "Resumed"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStateRequest {
+    pub state: RequestedState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestedState {
+    Paused,
+    Resumed,
+}
+
+/// `GET /metrics`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub uptime_ms: u64,
+    pub boots: u64,
+    pub state: VmState,
+    /// Time the guest spent paused (current VM).
+    pub paused_ms: u64,
+    pub exits: ExitMetrics,
+    pub recoveries: RecoveryMetrics,
+    pub crashes: CrashMetrics,
+    pub memory: MemoryMetrics,
+}
+
+/// Guest exits of the current VM.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitMetrics {
+    /// Guest exits (signal kicks excluded).
+    pub total: u64,
+    /// Nonzero counters by kind, e.g. "pio-serial"; "interrupted" counts
+    /// kicks, which are not guest exits.
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryMetrics {
+    pub count: u64,
+    pub latency_us: LatencyStats,
+}
+
+/// Over the most recent recoveries (a bounded window).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub samples: u64,
+    pub median: Option<u64>,
+    pub p99: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashMetrics {
+    /// Crashes detected this session (resurrected or not).
+    pub session: u64,
+    /// Crashes in the crash database (all sessions); `None` if it could
+    /// not be read.
+    pub recorded: Option<u64>,
+}
+
+/// Memory of the hypervisor and of the guest kernel. Guest figures are
+/// `None` before the kernel registers its state root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryMetrics {
+    pub host_rss_bytes: Option<u64>,
+    pub guest_ram_bytes: u64,
+    pub guest_frames_total: Option<u64>,
+    pub guest_frames_used: Option<u64>,
+    pub guest_heap_size_bytes: Option<u64>,
+    pub guest_heap_used_bytes: Option<u64>,
+    pub guest_heap_blocks_used: Option<u64>,
+}
+
+/// Every error response, as Firecracker's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub fault_message: String,
+}

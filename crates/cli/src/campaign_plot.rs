@@ -1,0 +1,182 @@
+//! The campaign's SVG: the recovery-latency distribution, the outcomes per
+//! fault type, and (for a soak) memory over time.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+pub struct PlotData {
+    pub latencies_ms: Vec<f64>,
+    /// Per fault type: (outcome name, count) in a fixed outcome order.
+    pub by_type: Vec<(String, Vec<(&'static str, u64)>)>,
+    /// (seconds, hypervisor RSS KiB, guest kernel frames used).
+    pub memory: Vec<(f64, Option<u64>, Option<u64>)>,
+}
+
+const COLORS: [RGBColor; 5] = [
+    RGBColor(160, 160, 160),
+    RGBColor(46, 139, 87),
+    RGBColor(70, 130, 180),
+    RGBColor(218, 165, 32),
+    RGBColor(205, 55, 55),
+];
+
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub fn draw(path: &Path, d: &PlotData) -> DrawResult<()> {
+    let panels = if d.memory.len() > 1 { 3 } else { 2 };
+    let root = SVGBackend::new(path, (1000, 380 * panels)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((panels as usize, 1));
+    latency(&areas[0], &d.latencies_ms)?;
+    outcomes(&areas[1], &d.by_type)?;
+    if panels == 3 {
+        memory(&areas[2], &d.memory)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn latency<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    v: &[f64],
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let max = v.iter().copied().fold(0.0f64, f64::max).max(0.1);
+    let bins = 40usize;
+    let width = max / bins as f64;
+    let mut counts = vec![0u32; bins];
+    for &x in v {
+        let i = ((x / width) as usize).min(bins - 1);
+        counts[i] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(0).max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("Recovery latency ({} resurrections)", v.len()),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..max * 1.02, 0u32..top + top / 10 + 1)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (ms)")
+        .y_desc("recoveries")
+        .draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        let x0 = i as f64 * width;
+        Rectangle::new([(x0, 0), (x0 + width, c)], COLORS[1].filled())
+    }))?;
+    Ok(())
+}
+
+fn outcomes<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    by_type: &[(String, Vec<(&'static str, u64)>)],
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let top = by_type
+        .iter()
+        .map(|(_, c)| c.iter().map(|x| x.1).sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let n = by_type.len().max(1) as u32;
+    let names: Vec<String> = by_type.iter().map(|(t, _)| t.clone()).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption("Outcomes per fault type", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((0u32..n).into_segmented(), 0u64..top + top / 10 + 1)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n as usize)
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc("faults")
+        .draw()?;
+    let outcome_names: Vec<&'static str> = by_type
+        .first()
+        .map(|(_, c)| c.iter().map(|x| x.0).collect())
+        .unwrap_or_default();
+    for (k, name) in outcome_names.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let bars = by_type.iter().enumerate().map(move |(i, (_, c))| {
+            let below: u64 = c[..k].iter().map(|x| x.1).sum();
+            let h = c[k].1;
+            let i = i as u32;
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), below),
+                    (SegmentValue::Exact(i + 1), below + h),
+                ],
+                color.filled(),
+            )
+        });
+        chart
+            .draw_series(bars)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn memory<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    m: &[(f64, Option<u64>, Option<u64>)],
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let t_max = m.iter().map(|x| x.0).fold(1.0f64, f64::max);
+    // Both series in MiB: RSS from KiB, guest frames are 4 KiB each.
+    let rss: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|x| Some((x.0, x.1? as f64 / 1024.0)))
+        .collect();
+    let guest: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|x| Some((x.0, x.2? as f64 * 4.0 / 1024.0)))
+        .collect();
+    let top = rss.iter().chain(&guest).map(|x| x.1).fold(1.0f64, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption("Memory over time", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..t_max, 0.0..top * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(rss, COLORS[2].stroke_width(2)))?
+        .label("hypervisor RSS")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], COLORS[2]));
+    chart
+        .draw_series(LineSeries::new(guest, COLORS[4].stroke_width(2)))?
+        .label("guest kernel frames in use")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], COLORS[4]));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! Controlling a running VM from other threads (the control API): pause
+//! and resume, and read-only views of its state and memory use.
+//!
+//! Pausing is a hold count shared with the vCPU threads. While any hold
+//! exists, each vCPU thread, at the top of its loop (never in the middle of
+//! an exit or a repair), records its registers and parks on a condition
+//! variable; it runs no guest code until the last hold is released. The
+//! pausing thread kicks the vCPU threads out of KVM_RUN with the same
+//! signal as [`crate::vcpu::kick`] and waits until every vCPU of the run is
+//! parked. The watchdog ignores the frozen heartbeat while a hold exists.
+//!
+//! A [`VmControl`] is cloneable and does not keep the VM alive: it shares
+//! guest RAM and the counters, never the vCPU or VM file descriptors.
+
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use lazarus_abi::root::{HEAP_BLOCK, HEAP_BLOCKS, HeapMap, KernelRoot, MemStats};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::console::lock;
+use crate::hypercall::Hypercalls;
+use crate::memory::GuestRam;
+use crate::root::{RootError, read_root};
+use crate::stats::{ExitCounts, ExitStats};
+use crate::vcpu::{Vcpu, kick_signal};
+use crate::vm::GuestLayout;
+
+/// How often a parked vCPU re-checks the VM's stop flag on its own (the
+/// VM also wakes it when it stops).
+const PARK_POLL: Duration = Duration::from_millis(50);
+/// How often a pause in progress re-kicks vCPUs that have not parked yet.
+const REKICK: Duration = Duration::from_millis(10);
+
+/// Why a control operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error("the VM is not running (it is stopped, booting or rebooting)")]
+    NotRunning,
+    #[error("only {parked} of {running} vCPUs stopped within {waited:?}")]
+    PauseTimeout {
+        parked: usize,
+        running: usize,
+        waited: Duration,
+    },
+}
+
+/// Registers of a vCPU, as it recorded them when it parked.
+#[derive(Clone, Debug)]
+pub struct VcpuRegs {
+    pub id: u32,
+    pub regs: Option<kvm_regs>,
+    pub sregs: Option<kvm_sregs>,
+}
+
+/// What the VM is doing, as the control API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Guest code runs (a pause may be in progress).
+    Running,
+    /// Every vCPU is parked.
+    Paused,
+    /// The repair image is running on a crashed vCPU.
+    Repairing,
+    /// No vCPU thread is running (before, between or after runs).
+    Stopped,
+}
+
+impl RunState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Repairing => "repairing",
+            RunState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PauseState {
+    /// Outstanding [`PauseGuard`]s.
+    holds: u32,
+    /// Live vCPU threads, for kicks. A thread removes itself (under the
+    /// lock) before it ends, so every entry names a live thread.
+    threads: Vec<(u32, libc::pthread_t)>,
+    /// vCPUs the current run started (0 between runs).
+    running: usize,
+    /// vCPUs parked now.
+    parked: Vec<VcpuRegs>,
+    /// When the current hold period started, and all earlier ones' total.
+    paused_since: Option<Instant>,
+    paused_total: Duration,
+}
+
+/// Pause state shared by the VM, its vCPU threads and [`VmControl`]s.
+#[derive(Debug, Default)]
+pub struct ControlShared {
+    /// Mirrors `holds > 0`, so the vCPU loop checks it without a lock.
+    requested: AtomicBool,
+    state: Mutex<PauseState>,
+    changed: Condvar,
+}
+
+impl ControlShared {
+    /// Whether a pause is held or being taken (vCPUs must park; the
+    /// watchdog must not count the frozen heartbeat).
+    pub(crate) fn pause_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Called by a vCPU thread before its first KVM_RUN.
+    pub(crate) fn register_thread(&self, id: u32) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        lock(&self.state).threads.push((id, me));
+    }
+
+    /// Called by a vCPU thread before it ends.
+    pub(crate) fn unregister_thread(&self, id: u32) {
+        let mut st = lock(&self.state);
+        st.threads.retain(|&(i, _)| i != id);
+        st.parked.retain(|p| p.id != id);
+        self.changed.notify_all();
+    }
+
+    /// A run of the VM starts `n` vCPU threads.
+    pub(crate) fn run_started(&self, n: usize) {
+        lock(&self.state).running = n;
+        self.changed.notify_all();
+    }
+
+    /// The run is over (its threads are joined).
+    pub(crate) fn run_ended(&self) {
+        let mut st = lock(&self.state);
+        st.running = 0;
+        st.parked.clear();
+        self.changed.notify_all();
+    }
+
+    /// Wakes parked vCPUs so that they see the VM's stop flag at once.
+    pub(crate) fn wake_all(&self) {
+        let _st = lock(&self.state);
+        self.changed.notify_all();
+    }
+
+    /// Parks the calling vCPU thread while a pause is held or until `stop`.
+    /// Never panics: a failed register read is recorded as missing.
+    pub(crate) fn park(&self, vcpu: &Vcpu, stop: &AtomicBool) {
+        let regs = vcpu.fd.get_regs().ok();
+        let sregs = vcpu.fd.get_sregs().ok();
+        let mut st = lock(&self.state);
+        if st.holds == 0 {
+            return;
+        }
+        st.parked.retain(|p| p.id != vcpu.id);
+        st.parked.push(VcpuRegs {
+            id: vcpu.id,
+            regs,
+            sregs,
+        });
+        self.changed.notify_all();
+        while st.holds > 0 && !stop.load(Ordering::Acquire) {
+            st = self
+                .changed
+                .wait_timeout(st, PARK_POLL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        st.parked.retain(|p| p.id != vcpu.id);
+        self.changed.notify_all();
+    }
+
+    fn release(&self) {
+        let mut st = lock(&self.state);
+        st.holds = st.holds.saturating_sub(1);
+        if st.holds == 0 {
+            self.requested.store(false, Ordering::Release);
+            if let Some(t) = st.paused_since.take() {
+                st.paused_total += t.elapsed();
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn pause(self: &Arc<Self>, timeout: Duration) -> Result<PauseGuard, ControlError> {
+        let start = Instant::now();
+        let mut st = lock(&self.state);
+        if st.running == 0 {
+            return Err(ControlError::NotRunning);
+        }
+        st.holds += 1;
+        if st.holds == 1 {
+            st.paused_since = Some(start);
+        }
+        // Set before the kicks: a vCPU that misses the flag at its loop top
+        // is then kicked out of (or before) KVM_RUN and sees it next time.
+        self.requested.store(true, Ordering::Release);
+        let guard = PauseGuard {
+            shared: self.clone(),
+        };
+        let mut last_kick: Option<Instant> = None;
+        loop {
+            let (parked, running) = (st.parked.len(), st.running);
+            if running == 0 {
+                drop(st);
+                drop(guard);
+                return Err(ControlError::NotRunning);
+            }
+            if parked >= running {
+                return Ok(guard);
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                drop(st);
+                drop(guard);
+                return Err(ControlError::PauseTimeout {
+                    parked,
+                    running,
+                    waited,
+                });
+            }
+            if last_kick.is_none_or(|t| t.elapsed() >= REKICK) {
+                for &(id, thread) in &st.threads {
+                    if st.parked.iter().all(|p| p.id != id) {
+                        // SAFETY: `thread` is a live vCPU thread: threads
+                        // remove themselves under this lock before ending.
+                        // The kick handler only sets `immediate_exit`.
+                        unsafe { libc::pthread_kill(thread, kick_signal()) };
+                    }
+                }
+                last_kick = Some(Instant::now());
+            }
+            let wait = REKICK.min(timeout - waited);
+            st = self
+                .changed
+                .wait_timeout(st, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// Keeps the VM paused while it lives; dropping it releases the hold (the
+/// VM resumes when no other hold remains).
+#[derive(Debug)]
+pub struct PauseGuard {
+    shared: Arc<ControlShared>,
+}
+
+impl PauseGuard {
+    /// The registers every parked vCPU recorded, by vCPU id.
+    pub fn vcpus(&self) -> Vec<VcpuRegs> {
+        let mut v = lock(&self.shared.state).parked.clone();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+/// A cloneable handle on a VM for other threads: pause/resume, state,
+/// guest memory and counters. Obtained from [`crate::Vm::control`].
+#[derive(Clone)]
+pub struct VmControl {
+    pub(crate) shared: Arc<ControlShared>,
+    pub(crate) mem: Arc<GuestRam>,
+    pub(crate) hypercalls: Arc<Hypercalls>,
+    pub(crate) stats: Arc<ExitStats>,
+    pub(crate) repairing: Arc<Mutex<Option<Instant>>>,
+    pub(crate) layout: GuestLayout,
+    pub(crate) created: Instant,
+}
+
+impl std::fmt::Debug for VmControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmControl")
+            .field("layout", &self.layout)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl VmControl {
+    /// Stops every vCPU from running guest code and returns once all are
+    /// parked (or fails after `timeout`, resuming those that parked). A
+    /// vCPU in the middle of a repair parks when the repair is over.
+    pub fn pause(&self, timeout: Duration) -> Result<PauseGuard, ControlError> {
+        self.shared.pause(timeout)
+    }
+
+    /// Whether a pause is held (or being taken).
+    pub fn pause_held(&self) -> bool {
+        self.shared.pause_requested()
+    }
+
+    /// Total time the guest spent paused, including a pause going on now.
+    pub fn paused_total(&self) -> Duration {
+        let st = lock(&self.shared.state);
+        st.paused_total + st.paused_since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    pub fn state(&self) -> RunState {
+        let st = lock(&self.shared.state);
+        if st.running == 0 {
+            RunState::Stopped
+        } else if st.holds > 0 && st.parked.len() >= st.running {
+            RunState::Paused
+        } else if lock(&self.repairing).is_some() {
+            RunState::Repairing
+        } else {
+            RunState::Running
+        }
+    }
+
+    /// Guest RAM.
+    pub fn memory(&self) -> &GuestRam {
+        &self.mem
+    }
+
+    /// Guest-physical address of the kernel's state root, once registered.
+    pub fn root_gpa(&self) -> Option<u64> {
+        self.hypercalls.root_gpa()
+    }
+
+    /// A copy of the kernel's state root, read now.
+    pub fn kernel_root(&self) -> Result<Box<KernelRoot>, RootError> {
+        read_root(&self.mem, self.root_gpa().ok_or(RootError::NotRegistered)?)
+    }
+
+    /// Guest exits so far.
+    pub fn exit_counts(&self) -> ExitCounts {
+        self.stats.snapshot()
+    }
+
+    pub fn layout(&self) -> &GuestLayout {
+        &self.layout
+    }
+
+    /// When the VM was created.
+    pub fn created_at(&self) -> Instant {
+        self.created
+    }
+
+    /// Guest kernel memory in use and the hypervisor's RSS, now.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        MemoryUsage::sample(&self.mem, self.root_gpa())
+    }
+}
+
+/// Memory in use, for metrics and soak tests: the hypervisor process's
+/// resident set and the guest kernel's own accounting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Resident set of this process in bytes (it includes the guest RAM
+    /// the guest has touched); `None` where /proc is unreadable.
+    pub host_rss_bytes: Option<u64>,
+    /// `None` before the kernel registers its state root, or when the
+    /// root is unreadable.
+    pub guest: Option<GuestKernelMemory>,
+}
+
+/// The guest kernel's memory accounting, from its state root
+/// ([`KernelRoot::mem`] and [`KernelRoot::heap`]). Guest-controlled data:
+/// plausible at best, never trusted for anything but reporting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestKernelMemory {
+    /// Physical frames (4 KiB) managed by the kernel, and those in use.
+    pub frames_total: u64,
+    pub frames_used: u64,
+    /// Kernel heap size and the bytes its allocator counts as in use.
+    pub heap_size_bytes: u64,
+    pub heap_used_bytes: u64,
+    /// Heap blocks marked allocated in the allocation map.
+    pub heap_blocks_used: u64,
+    /// The size of one heap block (a constant, not a usage figure):
+    /// `heap_blocks_used * heap_block_bytes` is the heap in use by the map.
+    pub heap_block_bytes: u64,
+}
+
+impl MemoryUsage {
+    /// Samples both now. Cheap (two small guest reads and one /proc read),
+    /// so a soak can call it often while the guest runs.
+    pub fn sample(mem: &GuestRam, root_gpa: Option<u64>) -> MemoryUsage {
+        MemoryUsage {
+            host_rss_bytes: host_rss_bytes(),
+            guest: root_gpa.and_then(|gpa| guest_kernel_memory(mem, gpa).ok()),
+        }
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub fn host_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).ok().filter(|&p| p > 0)?;
+    pages.checked_mul(page)
+}
+
+/// The kernel's memory accounting, read from its state root at `root_gpa`
+/// (the root header is checked first).
+pub fn guest_kernel_memory(mem: &GuestRam, root_gpa: u64) -> Result<GuestKernelMemory, RootError> {
+    // Checks the header (magic, version, size, bounds) of the whole root.
+    crate::root::check_header(mem, root_gpa)?;
+    let stats: MemStats =
+        crate::memory::read_obj(mem, root_gpa + offset_of!(KernelRoot, mem) as u64)
+            .ok_or(RootError::Read)?;
+    let mut used = [0u64; HEAP_BLOCKS / 64];
+    let used_at = root_gpa + (offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used)) as u64;
+    mem.read_slice(
+        zerocopy::IntoBytes::as_mut_bytes(&mut used[..]),
+        GuestAddress(used_at),
+    )
+    .map_err(|_| RootError::Read)?;
+    let blocks: u64 = used.iter().map(|w| u64::from(w.count_ones())).sum();
+    Ok(GuestKernelMemory {
+        frames_total: stats.frames_total,
+        frames_used: stats.frames_total.saturating_sub(stats.frames_free),
+        heap_size_bytes: stats.heap_size,
+        heap_used_bytes: stats.heap_used,
+        heap_blocks_used: blocks,
+        heap_block_bytes: HEAP_BLOCK as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{create_guest_ram, write_obj};
+
+    #[test]
+    fn host_rss_is_plausible() {
+        let rss = host_rss_bytes().expect("statm");
+        assert!(rss > 1 << 20, "{rss}");
+    }
+
+    #[test]
+    fn guest_memory_from_the_root() {
+        let mem = create_guest_ram(16 << 20).expect("ram");
+        let gpa = 0x10_0000;
+        assert_eq!(MemoryUsage::sample(&mem, Some(gpa)).guest, None, "no root");
+        crate::root::tests::plant_root(&mem, gpa);
+        let stats = MemStats {
+            frames_total: 100,
+            frames_free: 30,
+            heap_size: 1 << 20,
+            heap_used: 3 * HEAP_BLOCK as u64,
+            ..Default::default()
+        };
+        write_obj(&mem, gpa + offset_of!(KernelRoot, mem) as u64, &stats).expect("write");
+        let used_at = gpa + (offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used)) as u64;
+        write_obj(&mem, used_at, &0b1011u64).expect("write");
+        let g = MemoryUsage::sample(&mem, Some(gpa)).guest.expect("guest");
+        assert_eq!(g.frames_used, 70);
+        assert_eq!(g.heap_used_bytes, 768);
+        assert_eq!(g.heap_blocks_used, 3);
+        // A root near the end of RAM is rejected, not read out of bounds.
+        assert!(guest_kernel_memory(&mem, (16 << 20) - 64).is_err());
+    }
+
+    #[test]
+    fn pause_needs_a_running_vm() {
+        let shared = Arc::new(ControlShared::default());
+        assert_eq!(
+            shared.pause(Duration::from_millis(10)).err(),
+            Some(ControlError::NotRunning)
+        );
+        assert!(!shared.pause_requested());
+        // A run with a vCPU that never parks: the pause times out and the
+        // hold is released.
+        shared.run_started(1);
+        let err = shared.pause(Duration::from_millis(30)).err();
+        assert!(
+            matches!(
+                err,
+                Some(ControlError::PauseTimeout {
+                    parked: 0,
+                    running: 1,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(!shared.pause_requested());
+    }
+}
