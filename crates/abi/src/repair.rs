@@ -2,7 +2,8 @@
 //! the hypervisor and the repair program talk.
 //!
 //! The image lives in host memory. Only while a crash is being repaired is
-//! it mapped into the VM, as a fresh memory slot at [`SLOT_GPA`]; the
+//! it mapped into the VM, at [`SLOT_GPA`] (a slot whose host memory is
+//! swapped from a zeroed decoy to the image, or a fresh slot); the
 //! repair program then runs on the crashed vCPU in ring 3 (native speed on
 //! the emulated-ring-0 hosts of PLATFORM.md) with the image's own page
 //! tables, which map the image and all of guest RAM. It diagnoses and

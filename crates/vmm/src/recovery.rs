@@ -4,13 +4,16 @@
 //!
 //! Sequence, all on the crashed vCPU's thread (no hand-off on the
 //! critical path): capture the vCPU state and a snapshot of kernel memory
-//! for the dump; map the image as a fresh memory slot; enter the repair
-//! program directly in ring 3 with the image's page tables, its stack and
-//! an empty IDT (a fault in it is a triple fault, i.e. "repair failed");
-//! wait for its doorbell; start removing the slot (on the reaper thread,
-//! see reaper.rs); check the plan; enter the kernel's recovery entry. The
-//! latency ends when the kernel reports it is returning to a user process
-//! (`HC_RECOVERED`) and the slot is gone: no user code runs before that.
+//! for the dump; map the image into the repair slot (see [`RepairSlot`]:
+//! by default swap the resident slot's host memory from a decoy to the
+//! image, else add a fresh slot); enter the repair program directly in
+//! ring 3 with the image's page tables, its stack and an empty IDT (a
+//! fault in it is a triple fault, i.e. "repair failed"); wait for its
+//! doorbell; take the image out again (swap the decoy back, or start
+//! deleting the fresh slot on the reaper thread, see reaper.rs); check the
+//! plan; enter the kernel's recovery entry. The latency ends when the
+//! kernel reports it is returning to a user process (`HC_RECOVERED`) and
+//! the image is out of the guest: no user code runs before that.
 
 use std::borrow::Cow;
 use std::mem::offset_of;
