@@ -529,6 +529,13 @@ fn one_fault(
         rec.note = r.summary();
         rec.outcome = Outcome::Recovered;
         restart_offender(s, r.plan.quarantined)?;
+        // The kv data lives in kvstore and the record of what was written
+        // in the shell: when either was the offender (init restarts both),
+        // that state was the offender's own and is written anew.
+        if matches!(lazarus_abi::name_str(&r.plan.name), "shell" | "kvstore") {
+            s.d.resync()?;
+            s.d.cmd(&format!("kv fill {}", s.keys), SHELL_TIMEOUT)?;
+        }
     }
     let v = verify(s, &console);
     if !v.responsive {

@@ -52,10 +52,21 @@ fn alloc_pid() -> Option<u32> {
     None
 }
 
+/// Set when a process entered `PS_RECLAIM`, so that the timer tick does
+/// not scan the process table for nothing.
+static RECLAIM_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Frees the memory of one reaped quarantined process (`PS_RECLAIM`), if
-/// there is one. Called when the CPU has nothing else to do.
+/// there is one. Called when the CPU is idle and from the timer tick when
+/// it interrupted user mode (with CPU-bound processes the CPU is never
+/// idle, and memory must not wait for that).
 pub fn reclaim_one() -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    if !RECLAIM_PENDING.load(Relaxed) {
+        return false;
+    }
     let Some(i) = k().procs.iter().position(|p| p.state == PS_RECLAIM) else {
+        RECLAIM_PENDING.store(false, Relaxed);
         return false;
     };
     let cr3 = k().procs[i].cr3;
@@ -350,6 +361,7 @@ pub fn wait(pid: i64) -> KResult<(u32, i32)> {
                 let c = &mut k().procs[i];
                 c.state = PS_RECLAIM;
                 c.parent = 0;
+                RECLAIM_PENDING.store(true, core::sync::atomic::Ordering::Relaxed);
                 return Ok((cpid, status));
             }
             if c.state == PS_ZOMBIE {

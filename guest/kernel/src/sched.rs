@@ -260,6 +260,9 @@ pub fn tick(frame: &TrapFrame) {
     }
 
     if frame.from_user() {
+        // The kernel was not in the middle of anything: a good time to
+        // free one reaped process's memory.
+        crate::proc::reclaim_one();
         if k().runq_len > 0 && pid != 0 {
             yield_now();
         }
