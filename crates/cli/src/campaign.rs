@@ -116,15 +116,20 @@ pub enum Outcome {
     RecoveredByReboot,
     Hung,
     SilentCorruption,
+    /// Activated without crashing the kernel: the extension returned
+    /// errors or stopped serving its client (a fail-silent driver).
+    /// Survivors' data intact; the campaign removes the fault.
+    ExtensionFailed,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 6] = [
         Outcome::NotActivated,
         Outcome::Recovered,
         Outcome::RecoveredByReboot,
         Outcome::Hung,
         Outcome::SilentCorruption,
+        Outcome::ExtensionFailed,
     ];
 
     fn name(self) -> &'static str {
@@ -134,6 +139,7 @@ impl Outcome {
             Outcome::RecoveredByReboot => "recovered-by-reboot",
             Outcome::Hung => "hung",
             Outcome::SilentCorruption => "silent-corruption",
+            Outcome::ExtensionFailed => "extension-failed",
         }
     }
 }
@@ -196,6 +202,10 @@ struct Session {
     /// Pids of the workload, by the command that restarts it.
     roles: BTreeMap<u32, &'static str>,
     keys: u64,
+    /// extclient's last report before the current fault.
+    ext_progress: ExtProgress,
+    /// A fault left the guest unusable for the next one: start over.
+    broken: bool,
 }
 
 const WORKLOAD: &[&str] = &[
@@ -226,6 +236,8 @@ impl Session {
             thread: Some(thread),
             roles: BTreeMap::new(),
             keys: args.keys,
+            ext_progress: ExtProgress::default(),
+            broken: false,
         };
         s.d.expect(crate::driver::PROMPT, Duration::from_secs(60))
             .context("the guest did not reach its shell")?;
@@ -235,6 +247,10 @@ impl Session {
             s.start(w)?;
         }
         s.d.resync()?;
+        // extclient's counters before the first fault.
+        std::thread::sleep(Duration::from_millis(500));
+        s.ext_progress = last_ext_report(&s.d.take_since_mark()).unwrap_or_default();
+        s.d.mark();
         Ok(s)
     }
 
@@ -388,8 +404,9 @@ pub fn run(args: &CampaignArgs) -> anyhow::Result<u8> {
                 note: format!("{e:#}"),
             },
         };
-        let reboot =
-            matches!(rec.outcome, Outcome::Hung | Outcome::RecoveredByReboot) || session.finished();
+        let reboot = matches!(rec.outcome, Outcome::Hung | Outcome::RecoveredByReboot)
+            || session.finished()
+            || session.broken;
         bar.set_message(format!("last: {} {}", rec.fault, rec.outcome.name()));
         bar.inc(1);
         let silent = rec.outcome == Outcome::SilentCorruption;
@@ -503,10 +520,35 @@ fn one_fault(
     if s.finished() {
         return Ok(fell_back(s, rec));
     }
+    // No crash: did the extension stop working for its client instead
+    // (errors, or no progress)? extclient reports every 200 ms.
+    let mut ext_failed = None;
+    if recovery.is_none() && injection.is_some() {
+        let until = Instant::now() + EXT_REPORT_WAIT;
+        let before = s.ext_progress;
+        let mut after = None;
+        while Instant::now() < until && recovery.is_none() {
+            after = last_ext_report(&s.d.take_since_mark()).filter(|a| a.seq >= 2);
+            if after.is_some() {
+                break;
+            }
+            recovery = s.recoveries.recv_timeout(Duration::from_millis(50)).ok();
+        }
+        if recovery.is_none() {
+            ext_failed = match after {
+                Some(a) if a.errors > before.errors || a.ok <= before.ok => Some(format!(
+                    "the extension failed its client without crashing: extclient ok {} -> {}, errors {} -> {}",
+                    before.ok, a.ok, before.errors, a.errors
+                )),
+                Some(_) => None,
+                None => Some("extclient stopped reporting".to_string()),
+            };
+        }
+    }
     if recovery.is_none()
         && let Some(inj) = &injection
     {
-        // Not activated (yet): put the bytes back while they are ours.
+        // Not activated as a crash: put the bytes back while they are ours.
         if inj.is_present(s.control.memory()) {
             let _ = inj.revert(s.control.memory());
         }
@@ -538,6 +580,20 @@ fn one_fault(
         }
     }
     let v = verify(s, &console);
+    if let Some(why) = ext_failed
+        && v.responsive
+        && v.corrupt.is_none()
+    {
+        rec.outcome = Outcome::ExtensionFailed;
+        rec.note = why;
+        // With the bytes back, the extension must serve its client again;
+        // if the fault left its state broken, start over on a fresh VM.
+        if !ext_serves_again(s) {
+            rec.note
+                .push_str("; still failing after the fault was removed");
+            s.broken = true;
+        }
+    }
     if !v.responsive {
         if s.finished() {
             return Ok(fell_back(s, rec));
@@ -552,8 +608,60 @@ fn one_fault(
             format!("{}; {why}", rec.note)
         };
     }
+    s.ext_progress = last_ext_report(&s.d.take_since_mark()).unwrap_or(s.ext_progress);
     s.d.mark();
     Ok(rec)
+}
+
+/// How long to wait for extclient's reports after a fault that did not
+/// crash the kernel (it reports every 200 ms).
+const EXT_REPORT_WAIT: Duration = Duration::from_millis(1500);
+
+/// extclient's counters from one report line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ExtProgress {
+    /// Counts reports: a restarted extclient starts again from zero, so
+    /// this is the campaign's own count, not extclient's round.
+    seq: u64,
+    ok: u64,
+    errors: u64,
+}
+
+/// The last `extclient: round R ok O errors E mismatches M` line in
+/// `text`; `seq` is the number of such lines.
+fn last_ext_report(text: &str) -> Option<ExtProgress> {
+    let mut last = None;
+    let mut seq = 0;
+    for line in text.lines().filter(|l| l.starts_with("extclient: round ")) {
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if let [_, ok, errors, _] = nums[..] {
+            seq += 1;
+            last = Some(ExtProgress { seq, ok, errors });
+        }
+    }
+    last
+}
+
+/// Waits for extclient to make progress without new errors.
+fn ext_serves_again(s: &mut Session) -> bool {
+    s.d.mark();
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut first: Option<ExtProgress> = None;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(now) = last_ext_report(&s.d.take_since_mark()) else {
+            continue;
+        };
+        match first {
+            None => first = Some(now),
+            Some(f) if now.seq > f.seq => return now.ok > f.ok && now.errors == f.errors,
+            Some(_) => {}
+        }
+    }
+    false
 }
 
 /// The VM thread ended during a fault: the hypervisor fell back to dump

@@ -99,9 +99,14 @@ impl Driver {
         }
     }
 
-    /// Remembers the current end of the console text.
+    /// Remembers the current end of the console text, and forgets what
+    /// was already read: a campaign runs for hours, and the workload's
+    /// output would otherwise pile up in memory.
     pub fn mark(&mut self) {
-        if let Ok(text) = self.shared.text.lock() {
+        if let Ok(mut text) = self.shared.text.lock() {
+            let read = self.pos.min(text.len());
+            text.drain(..read);
+            self.pos -= read;
             self.mark = text.len();
         }
     }

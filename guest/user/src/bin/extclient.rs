@@ -1,7 +1,7 @@
 //! `extclient [SECONDS]`: keeps using the ramdisk extension, the target of
 //! fault-injection campaigns, so that injected faults in its code are
 //! activated. Each round writes a pattern that depends on the round and
-//! reads it back; it reports about every 500 ms. A wrong read-back is
+//! reads it back; it reports about every 200 ms. A wrong read-back is
 //! data corruption (`MISMATCH`); an error (the extension is being reset or
 //! was disabled) makes it reopen the device, reloading the extension if it
 //! was disabled, and go on.
@@ -15,7 +15,7 @@ use lazarus_ulib::{Args, Errno, entry, ext, println};
 
 entry!(main);
 
-const REPORT_MS: u64 = 500;
+const REPORT_MS: u64 = 200;
 const LEN: usize = 512;
 
 fn main(args: Args) -> i32 {
