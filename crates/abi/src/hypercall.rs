@@ -30,7 +30,8 @@ pub const HC_CONSOLE_WRITE: u64 = 5;
 pub const HC_MILESTONE: u64 = 6;
 
 /// args: [recovery count]. The kernel is about to return to a user
-/// process for the first time since a repair: resurrection latency ends.
+/// process for the first time since a repair (or goes idle with nothing
+/// runnable): resurrection latency ends.
 pub const HC_RECOVERED: u64 = 7;
 
 /// Largest single [`HC_CONSOLE_WRITE`].

@@ -12,7 +12,8 @@
 //! doorbell; take the image out again (swap the decoy back, or start
 //! deleting the fresh slot on the reaper thread, see reaper.rs); check the
 //! plan; enter the kernel's recovery entry. The latency ends when the
-//! kernel reports it is returning to a user process (`HC_RECOVERED`) and
+//! kernel reports it is returning to a user process, or idle with nothing
+//! runnable (`HC_RECOVERED`), and
 //! the image is out of the guest: no user code runs before that.
 
 use std::borrow::Cow;

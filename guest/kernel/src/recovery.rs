@@ -62,8 +62,9 @@ pub fn deferred_reinit() {
     }
 }
 
-/// Called on the way back to a user process: the first time after a
-/// repair, tells the hypervisor (resurrection latency ends here).
+/// Called on the way back to a user process, or when the CPU goes idle
+/// with nothing to run: the first time after a repair, tells the
+/// hypervisor (resurrection latency ends here).
 #[inline(always)]
 pub fn note_user_return() {
     let r = &mut k().recovery;

@@ -213,6 +213,10 @@ pub fn idle_loop() -> ! {
         match runq_pop() {
             Some(pid) => switch_to(Some(pid)),
             None => {
+                // Nothing to run: the kernel is back in service all the
+                // same (a repair's latency must not include idle time
+                // waiting for, say, console input).
+                crate::recovery::note_user_return();
                 if !crate::proc::reclaim_one() {
                     cpu::sti_hlt();
                     cpu::cli();
