@@ -28,8 +28,8 @@
 //!
 //! After RAM is rewritten, KVM's shadow page tables no longer match the
 //! guest's page tables, and this KVM keeps using them for ring-3 code
-//! (PLATFORM.md). Removing a memory slot discards them, so a restore adds
-//! and removes a one-page scratch slot.
+//! (PLATFORM.md). Removing a memory slot discards the shadow pages of
+//! that slot, so a restore deletes and re-registers the RAM slot.
 //!
 //! Not captured: the host-side statistics (exit counts, hypercall counts),
 //! console input that is queued on the host but not yet in the UART, and
@@ -64,12 +64,6 @@ use crate::vm::Vm;
 
 /// Host page size (guest RAM is mapped with 4 KiB pages).
 const PAGE: usize = 4096;
-/// KVM memory slot added and removed to discard the shadow page tables
-/// (slot 0 is RAM, slot 1 the repair image).
-const FLUSH_SLOT: u32 = 100;
-/// Where that slot goes: far above RAM, the MMIO window and the repair
-/// image slot.
-const FLUSH_GPA: u64 = 0x2_0000_0000;
 /// `/proc/self/pagemap` entry bits: page present in RAM, page swapped out.
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
@@ -399,7 +393,7 @@ impl Vm {
         let caps = Caps::of(self.vm_fd());
 
         copy_ram_in(self.memory(), mem_size, &snap.ram)?;
-        drop_shadow_page_tables(self.vm_fd())?;
+        drop_shadow_page_tables(self.vm_fd(), self.memory(), mem_size as u64)?;
         let t_ram = t0.elapsed();
 
         for chip in &snap.irqchips {
@@ -989,36 +983,32 @@ fn copy_ram_in(mem: &GuestRam, len: usize, ram: &RamImage) -> Result<()> {
 }
 
 /// Makes KVM discard its shadow page tables, built from the guest page
-/// tables that the restore just rewrote behind its back.
-fn drop_shadow_page_tables(vm_fd: &VmFd) -> Result<()> {
-    let scratch = create_guest_ram_page()?;
-    let host = scratch
+/// tables that the restore just rewrote behind its back: the RAM slot is
+/// deleted and registered again (the vCPUs are stopped). Deleting the RAM
+/// slot itself works whether or not KVM zaps every shadow page on any
+/// slot deletion (the VM turns that quirk off, see `kvm.rs`).
+fn drop_shadow_page_tables(vm_fd: &VmFd, mem: &GuestRam, mem_size: u64) -> Result<()> {
+    let host = mem
         .get_host_address(GuestAddress(0))
-        .map_err(|e| Error::GuestMemory(format!("scratch page: {e}")))?;
+        .map_err(|e| Error::GuestMemory(format!("no host mapping for RAM: {e}")))?;
     let region = kvm_userspace_memory_region {
-        slot: FLUSH_SLOT,
+        slot: 0,
         flags: 0,
-        guest_phys_addr: FLUSH_GPA,
-        memory_size: PAGE as u64,
+        guest_phys_addr: 0,
+        memory_size: mem_size,
         userspace_addr: host as u64,
     };
-    // SAFETY: `host` is a page-aligned anonymous mapping of PAGE bytes
-    // owned by `scratch`, which outlives the slot (removed right below).
-    unsafe { vm_fd.set_user_memory_region(region) }
-        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION (scratch slot)"))?;
     let remove = kvm_userspace_memory_region {
         memory_size: 0,
         ..region
     };
-    // SAFETY: deletes the slot created above.
-    unsafe { vm_fd.set_user_memory_region(remove) }.map_err(Error::kvm(
-        "KVM_SET_USER_MEMORY_REGION (scratch slot removal)",
-    ))
-}
-
-fn create_guest_ram_page() -> Result<GuestRam> {
-    GuestRam::from_ranges(&[(GuestAddress(0), PAGE)])
-        .map_err(|e| Error::GuestMemory(format!("cannot allocate a scratch page: {e}")))
+    // SAFETY: deletes the RAM slot; no vCPU runs during a restore.
+    unsafe { vm_fd.set_user_memory_region(remove) }
+        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION (RAM slot removal)"))?;
+    // SAFETY: the same mapping of `mem_size` bytes as registered at boot,
+    // owned by `mem`, which outlives the VM.
+    unsafe { vm_fd.set_user_memory_region(region) }
+        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION (RAM slot)"))
 }
 
 fn diff_ram(a: &RamImage, b: &RamImage, out: &mut Vec<String>) {
