@@ -20,6 +20,21 @@ pub fn unload(name: &str) -> Result<()> {
     check(r).map(drop)
 }
 
+/// Opens /dev/NAME of the extension NAME, loading the extension if it is
+/// not loaded and reloading it if it was disabled after repeated crashes.
+pub fn open_device(name: &str) -> Result<i32> {
+    let path = alloc::format!("/dev/{name}");
+    match crate::io::open(&path) {
+        Err(crate::Errno::ENOENT | crate::Errno::ENODEV) => match load(name) {
+            Err(crate::Errno::EEXIST) => unload(name)
+                .and_then(|_| load(name))
+                .and_then(|_| crate::io::open(&path)),
+            r => r.and_then(|_| crate::io::open(&path)),
+        },
+        r => r,
+    }
+}
+
 /// Every extension slot in use.
 pub fn list() -> Result<Vec<ExtInfo>> {
     let mut rows = alloc::vec![ExtInfo::default(); MAX_EXTS];

@@ -13,9 +13,9 @@ use lazarus_ulib::abi::dev::crashtest::{
     DEV, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, KINDS, PING_REPLY,
     kind_by_name,
 };
-use lazarus_ulib::io::{ioctl, open};
+use lazarus_ulib::io::ioctl;
 use lazarus_ulib::process;
-use lazarus_ulib::{Args, Errno, entry, ext, print, println};
+use lazarus_ulib::{Args, entry, ext, print, println};
 
 entry!(main);
 
@@ -45,7 +45,7 @@ fn main(args: Args) -> i32 {
             }
         },
     };
-    let fd = match open_device() {
+    let fd = match ext::open_device(DEV) {
         Ok(fd) => fd,
         Err(e) => {
             println!("crash: {e}");
@@ -85,21 +85,6 @@ fn main(args: Args) -> i32 {
     }
 }
 
-/// Opens /dev/crashtest, loading the extension if it is not loaded yet
-/// and reloading it if it was disabled after repeated crashes.
-fn open_device() -> Result<i32, Errno> {
-    let path = "/dev/crashtest";
-    match open(path) {
-        Err(Errno::ENOENT | Errno::ENODEV) => match ext::load(DEV) {
-            Err(Errno::EEXIST) => ext::unload(DEV)
-                .and_then(|_| ext::load(DEV))
-                .and_then(|_| open(path)),
-            r => r.and_then(|_| open(path)),
-        },
-        r => r,
-    }
-}
-
 fn parse_u64(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16).ok(),
@@ -122,7 +107,7 @@ fn phys(args: &Args) -> i32 {
         println!("usage: crash poke GPA VALUE");
         return 2;
     }
-    let fd = match open_device() {
+    let fd = match ext::open_device(DEV) {
         Ok(fd) => fd,
         Err(e) => {
             println!("crash: {e}");

@@ -9,9 +9,9 @@
 #![no_main]
 
 use lazarus_ulib::abi::dev::ramdisk;
-use lazarus_ulib::io::{close, ioctl, open, read, write};
+use lazarus_ulib::io::{close, ioctl, read, write};
 use lazarus_ulib::process::{sleep_ms, uptime_ms};
-use lazarus_ulib::{Args, Errno, entry, ext, println};
+use lazarus_ulib::{Args, entry, ext, println};
 
 entry!(main);
 
@@ -41,7 +41,7 @@ fn main(args: Args) -> i32 {
         round += 1;
         let dev = match fd {
             Some(d) => d,
-            None => match open_device() {
+            None => match ext::open_device(ramdisk::DEV) {
                 Ok(d) => {
                     fd = Some(d);
                     d
@@ -88,19 +88,4 @@ fn round_trip(fd: i32, round: u64) -> Result<bool, ()> {
         return Err(());
     }
     Ok(back == pattern)
-}
-
-/// Opens /dev/ramdisk, loading the extension if it is missing and
-/// reloading it if it was disabled after repeated crashes.
-fn open_device() -> Result<i32, Errno> {
-    let path = "/dev/ramdisk";
-    match open(path) {
-        Err(Errno::ENOENT | Errno::ENODEV) => match ext::load(ramdisk::DEV) {
-            Err(Errno::EEXIST) => ext::unload(ramdisk::DEV)
-                .and_then(|_| ext::load(ramdisk::DEV))
-                .and_then(|_| open(path)),
-            r => r.and_then(|_| open(path)),
-        },
-        r => r,
-    }
 }
