@@ -184,7 +184,9 @@ pub struct Resurrector {
     pending: Option<Pending>,
     /// The resident slot's host memory ([`RepairSlot::Resident`]).
     window: Option<SlotWindow>,
-    reaper: SlotReaper,
+    /// Deletes fresh slots ([`RepairSlot::Fresh`] only; its thread is
+    /// started at the first repair that needs it).
+    reaper: Option<SlotReaper>,
     count: u64,
 }
 
@@ -287,7 +289,7 @@ impl Resurrector {
             repeat: 0,
             pending: None,
             window,
-            reaper: SlotReaper::new(),
+            reaper: None,
             count: 0,
         })
     }
@@ -579,7 +581,10 @@ impl Resurrector {
         let t1 = Instant::now();
         let result = self.enter_and_wait(vcpu, crash_sregs);
         let t2 = Instant::now();
-        let removal = self.reaper.remove(vm_fd, region);
+        let removal = self
+            .reaper
+            .get_or_insert_with(SlotReaper::new)
+            .remove(vm_fd, region);
         tracing::debug!(
             add_us = (t1 - t0).as_micros() as u64,
             run_us = (t2 - t1).as_micros() as u64,
