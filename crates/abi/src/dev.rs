@@ -92,6 +92,28 @@ pub mod crashtest {
     /// which the repair must restore from its pristine copy.
     pub const IOC_CORRUPT_CODE: u64 = 115;
 
+    /// Not a crash: from now on [`IOC_PING`] returns a wrong reply, a
+    /// fail-silent extension its client must report (`SYS_EXT_COMPLAIN`).
+    pub const IOC_BREAK_PING: u64 = 51;
+    /// Not a crash: from now on `read` claims more bytes than asked for,
+    /// a broken contract the kernel catches.
+    pub const IOC_BREAK_READ: u64 = 52;
+
+    /// Failures that are not crashes: the extension keeps running but
+    /// fails its callers (name for tools, ioctl, description).
+    pub const FAILURES: &[(&str, u64, &str)] = &[
+        (
+            "fail-silent",
+            IOC_BREAK_PING,
+            "answer pings wrongly; the client reports it",
+        ),
+        (
+            "overlong-read",
+            IOC_BREAK_READ,
+            "read claims more bytes than asked; the kernel catches it",
+        ),
+    ];
+
     /// Every crash kind: (name for tools, ioctl, description).
     pub const KINDS: &[(&str, u64, &str)] = &[
         ("panic", IOC_PANIC, "explicit panic via the extension API"),

@@ -215,6 +215,9 @@ pub const KIND_LIST_CORRUPTION: u32 = 13;
 pub const KIND_IRQ_FAULT: u32 = 14;
 pub const KIND_TRIPLE_FAULT: u32 = 15;
 pub const KIND_KVM_INTERNAL: u32 = 16;
+/// A fail-silent extension: no crash, but it broke its contract or a
+/// client reported it (`CRASH_EXT_FAILED`). Nobody is quarantined.
+pub const KIND_EXT_FAILED: u32 = 17;
 
 pub const fn kind_name(k: u32) -> &'static str {
     match k {
@@ -234,6 +237,7 @@ pub const fn kind_name(k: u32) -> &'static str {
         KIND_IRQ_FAULT => "irq-fault",
         KIND_TRIPLE_FAULT => "triple-fault",
         KIND_KVM_INTERNAL => "kvm-internal-error",
+        KIND_EXT_FAILED => "extension-failure",
         _ => "unknown",
     }
 }

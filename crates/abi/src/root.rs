@@ -11,7 +11,7 @@ use crate::trap::TrapFrame;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSROOT");
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const MAX_CPUS: usize = 4;
 pub const MAX_PROCS: usize = 64;
@@ -186,6 +186,10 @@ pub struct ExtSlot {
     pub descriptor: u64,
     /// Entry point (returns the descriptor), run again after a reset.
     pub entry: u64,
+    /// Heartbeat of the last accepted complaint about this extension:
+    /// complaints are rate-limited so that a client cannot keep it in
+    /// reset.
+    pub last_complaint_tick: u64,
 }
 
 #[repr(C)]
@@ -282,6 +286,12 @@ pub const CRASH_SOFT_LOCKUP: u32 = 3;
 /// A kernel list failed its integrity checks (like Linux's
 /// CONFIG_DEBUG_LIST), typically after a use-after-free.
 pub const CRASH_LIST_CORRUPTION: u32 = 4;
+/// An extension failed without crashing: it broke its contract with the
+/// kernel (found by the kernel) or a client reported it failed
+/// (`SYS_EXT_COMPLAIN`, like a complaint to MINIX 3's reincarnation
+/// server). `CrashRecord::ext` names it; `pid` is its victim, not the
+/// offender.
+pub const CRASH_EXT_FAILED: u32 = 5;
 
 pub const fn crash_kind_name(k: u32) -> &'static str {
     match k {
@@ -289,6 +299,7 @@ pub const fn crash_kind_name(k: u32) -> &'static str {
         CRASH_OOPS => "oops",
         CRASH_SOFT_LOCKUP => "soft-lockup",
         CRASH_LIST_CORRUPTION => "list-corruption",
+        CRASH_EXT_FAILED => "extension-failure",
         _ => "unknown",
     }
 }

@@ -67,6 +67,34 @@ pub const SYS_KILL: u64 = 23;
 pub const SYS_DUP: u64 = 24;
 /// (*mut RecoveryRecord, max) -> count, most recent last.
 pub const SYS_RECOVERIES: u64 = 25;
+/// (device fd, reason) -> 0 once the extension behind the fd was reset.
+/// A client reports that the extension failed it without crashing (bad
+/// data, an error it should not return); the kernel hands the extension
+/// to the repair as a `CRASH_EXT_FAILED`. `EAGAIN` if the extension was
+/// reported less than [`COMPLAINT_INTERVAL_TICKS`] ago, `ENODEV` if it is
+/// not live, `ENOTTY` if the fd is not a device.
+pub const SYS_EXT_COMPLAIN: u64 = 26;
+
+/// Reasons for [`SYS_EXT_COMPLAIN`].
+pub mod complaint {
+    /// It returned an error it has no business returning.
+    pub const ERROR: u64 = 1;
+    /// It returned wrong data (a read-back differs from what was written).
+    pub const BAD_DATA: u64 = 2;
+    /// It returned a wrong reply to a request with a known answer.
+    pub const BAD_REPLY: u64 = 3;
+
+    pub const fn name(r: u64) -> Option<&'static str> {
+        match r {
+            ERROR => Some("returned an unexpected error"),
+            BAD_DATA => Some("returned wrong data"),
+            BAD_REPLY => Some("returned a wrong reply"),
+            _ => None,
+        }
+    }
+}
+/// At most one accepted complaint per extension in this many ticks.
+pub const COMPLAINT_INTERVAL_TICKS: u64 = 50;
 
 pub const IPC_MSG_MAX: usize = 240;
 pub const PATH_MAX: usize = 64;
@@ -94,6 +122,7 @@ pub mod errno {
     pub const EMFILE: i64 = 24;
     pub const ENOSPC: i64 = 28;
     pub const EPIPE: i64 = 32;
+    pub const ENOTTY: i64 = 25;
     pub const ENOSYS: i64 = 38;
     pub const ENOTSUP: i64 = 95;
 
@@ -103,6 +132,7 @@ pub mod errno {
             ENOENT => "no such file",
             ESRCH => "no such process",
             EINTR => "interrupted by a kernel repair",
+            ENOTTY => "not a device",
             EIO => "I/O error",
             E2BIG => "argument too long",
             ENOEXEC => "not an executable",

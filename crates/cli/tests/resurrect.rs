@@ -77,8 +77,13 @@ fn check_kind(kind: &str, expect_kind: &str, blames_process: bool) {
     } else {
         assert!(line.contains("no process to blame"), "{line}");
     }
+    survivors_intact(g, expect_kind, dir);
+}
+
+/// The OS keeps running after the recovery: new processes, the kv data,
+/// the workers; then powers off.
+fn survivors_intact(mut g: Guest, expect_kind: &str, dir: String) {
     g.resync();
-    // The OS keeps running: new processes, the kv data, the workers.
     let out = g.cmd("run echo still alive");
     assert!(out.contains("still alive"), "{out}\n{}", g.transcript);
     let (intact, lost) = kv_check(&g.cmd("kv check"));
@@ -120,6 +125,42 @@ resurrect_tests! {
     fault_in_interrupt_context: "timer-fault" => "irq-fault", false;
     triple_fault: "triple-fault" => "triple-fault", true;
     kvm_internal_error: "emulation-failure" => "kvm-internal-error", true;
+}
+
+/// An extension that fails without crashing (`crash fail-silent`: its
+/// client notices and reports it; `crash overlong-read`: the kernel
+/// catches the broken contract) is reset. Its caller is its victim: it is
+/// not quarantined, its call returns, and it finds the extension working.
+fn check_failure(kind: &str, client_says: &str) {
+    let (mut g, dir) = boot_loaded(kind);
+    let line = crash_and_resurrect(&mut g, kind);
+    assert!(
+        line.starts_with("resurrected after extension-failure in extension crashtest (slot "),
+        "{line}"
+    );
+    assert!(line.contains(", reset)"), "{line}");
+    assert!(
+        line.contains("no process to blame (the extension failed its caller); pid "),
+        "{line}"
+    );
+    g.expect(client_says, Duration::from_secs(30));
+    survivors_intact(g, "extension-failure", dir);
+}
+
+#[test]
+fn fail_silent_extension_reported_by_its_client_is_reset() {
+    check_failure(
+        "fail-silent",
+        "crash: the extension was reset and answers right again",
+    );
+}
+
+#[test]
+fn broken_extension_contract_is_caught_and_reset() {
+    check_failure(
+        "overlong-read",
+        "crash: the extension was reset and reads right again",
+    );
 }
 
 #[test]

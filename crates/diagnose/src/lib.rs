@@ -214,11 +214,20 @@ fn significant<'a>(kind: CrashKind, frames: &'a [Frame], ext: Option<&str>) -> &
 /// `module!function` (no addresses, offsets or pids, which change
 /// between boots).
 fn signature(kind: CrashKind, frames: &[Frame]) -> String {
+    let parts: Vec<String> = frames
+        .iter()
+        .take(SIGNATURE_FRAMES)
+        .map(Frame::location)
+        .collect();
+    signature_of(kind, parts.iter().map(String::as_str))
+}
+
+fn signature_of<'a>(kind: CrashKind, parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut h = Sha256::new();
     h.update(kind.as_str().as_bytes());
-    for f in frames.iter().take(SIGNATURE_FRAMES) {
+    for p in parts {
         h.update(b"\n");
-        h.update(f.location().as_bytes());
+        h.update(p.as_bytes());
     }
     h.finalize()
         .iter()
@@ -275,11 +284,12 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
 
     let exit_cr2 = note.vcpu(note.crashed_vcpu).map(|r| r.cr2);
     let kind = classify::kind(note, regs.as_ref(), exit_cr2, wait.is_some());
-    let (process, interrupted_process) = if kind == CrashKind::IrqFault {
-        (None, offender)
-    } else {
-        (offender, None)
-    };
+    let (process, interrupted_process) =
+        if matches!(kind, CrashKind::IrqFault | CrashKind::ExtensionFailure) {
+            (None, offender)
+        } else {
+            (offender, None)
+        };
 
     let (faulting_instruction, backtrace) = match &regs {
         Some(r) => (
@@ -336,7 +346,16 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
         &backtrace,
         extension.as_ref().map(|e| e.name.as_str()),
     );
-    let signature = signature(kind, top);
+    // A failed extension is not on the stack (the kernel caught it after
+    // it returned, or a client reported it): bucket by the extension and
+    // what it did instead of by the kernel's reporting path.
+    let signature = match (&extension, record) {
+        (Some(e), Some(r)) if kind == CrashKind::ExtensionFailure => {
+            let why = r.message.rsplit(": ").next().unwrap_or_default();
+            signature_of(kind, [e.name.as_str(), why])
+        }
+        _ => signature(kind, top),
+    };
     // Extensions are where crashes come from: name the offending
     // extension's innermost frame when it is on the stack.
     let culprit = extension
@@ -352,6 +371,10 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
                 format!("on-demand dump (not a crash); vCPU at {}", f.location())
             }
             _ => "on-demand dump (not a crash)".to_string(),
+        },
+        _ if kind == CrashKind::ExtensionFailure => match &extension {
+            Some(e) => format!("{kind} in {}", e.name),
+            None => kind.to_string(),
         },
         Some(f) if f.module.is_some() => format!("{kind} in {}", f.location()),
         Some(f) => format!("{kind} at {:#x}", f.address),

@@ -28,6 +28,9 @@ pub enum CrashKind {
     IrqFault,
     TripleFault,
     KvmInternalError,
+    /// Not a crash of the kernel: an extension broke its contract or a
+    /// client reported it failed; the process it failed is its victim.
+    ExtensionFailure,
     /// Not a crash: a dump taken on request (the control API's
     /// `PUT /dump`) of a healthy, paused guest.
     OnDemand,
@@ -53,6 +56,7 @@ impl CrashKind {
             CrashKind::IrqFault => "irq-fault",
             CrashKind::TripleFault => "triple-fault",
             CrashKind::KvmInternalError => "kvm-internal-error",
+            CrashKind::ExtensionFailure => "extension-failure",
             CrashKind::OnDemand => "on-demand",
             CrashKind::Unknown => "unknown",
         }
@@ -216,7 +220,8 @@ pub struct Report {
     pub backtrace: Vec<Frame>,
     /// The process the crash is blamed on (`None` in interrupt context).
     pub process: Option<ProcessInfo>,
-    /// For a crash in interrupt context: the process it interrupted.
+    /// For a crash in interrupt context: the process it interrupted; for
+    /// an extension failure: the process it failed.
     pub interrupted_process: Option<ProcessInfo>,
     pub extension: Option<ExtensionInfo>,
     pub locks_held: Vec<LockInfo>,

@@ -121,6 +121,11 @@ impl Recovery {
         let name = lazarus_abi::name_str(&self.plan.name);
         let who = if self.plan.quarantined != 0 {
             format!("quarantined pid {} ({name})", self.plan.quarantined)
+        } else if self.plan.interrupted != 0 && self.plan.kind == KIND_EXT_FAILED {
+            format!(
+                "no process to blame (the extension failed its caller); pid {} continues",
+                self.plan.interrupted
+            )
         } else if self.plan.interrupted != 0 {
             format!(
                 "no process to blame (interrupt context); pid {} continues",

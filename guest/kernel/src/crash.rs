@@ -12,6 +12,12 @@ use lazarus_abi::trap::{TrapFrame, exception_name};
 /// Records the crash and hands control to the hypervisor. Never returns:
 /// if the hypervisor lets this vCPU continue here, it halts.
 pub fn report(kind: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
+    report_in(kind, current_ext(), frame, msg)
+}
+
+/// Like [`report`], for a crash blamed on extension `ext` although the
+/// current process is not running its code (a fail-silent extension).
+pub fn report_in(kind: u32, ext: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     cpu::cli();
     let r = k();
     let c = &mut r.crash;
@@ -26,7 +32,7 @@ pub fn report(kind: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
         0
     };
     c.pid = current_pid();
-    c.ext = current_ext();
+    c.ext = ext;
     c.in_irq = r.cpus[0].in_irq;
     c.frame = *frame;
     let n = msg.len().min(c.message.len());

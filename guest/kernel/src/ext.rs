@@ -6,6 +6,7 @@ use crate::mm::paging::{self, W};
 use crate::mm::{frame, phys_to_virt};
 use crate::state::{current, current_pid, k};
 use crate::uaccess::{self, KResult};
+use core::fmt::Write;
 use lazarus_abi::ext::*;
 use lazarus_abi::hypercall::{EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_EXT_EVENT};
 use lazarus_abi::layout::{EXT_REGION, EXT_SLOT_SIZE, PAGE_SIZE};
@@ -185,6 +186,7 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         e.load_count += 1;
         // A fresh load by the user starts a fresh crash count.
         e.crash_count = 0;
+        e.last_complaint_tick = 0;
         let n = name.len().min(16);
         e.name = [0; 16];
         e.name[..n].copy_from_slice(&name[..n]);
@@ -335,26 +337,95 @@ pub fn dev_close(slot: usize, aux: u64) {
     e.open_count = e.open_count.saturating_sub(1);
 }
 
-fn result(r: i64) -> KResult<u64> {
-    if r < 0 { Err(-r) } else { Ok(r as u64) }
+/// Highest errno an extension may return (as Linux's `MAX_ERRNO`).
+const MAX_ERRNO: i64 = 4095;
+
+/// Checks an extension's reply against its contract, Nooks-style: an
+/// error must be an errno and a transfer no longer than asked. A broken
+/// contract is a failed extension even though nothing crashed.
+fn result(slot: usize, r: i64, max: Option<u64>) -> KResult<u64> {
+    if r < -MAX_ERRNO {
+        failed(slot, -EIO, "returned an invalid error code")
+    } else if r < 0 {
+        Err(-r)
+    } else if max.is_some_and(|m| r as u64 > m) {
+        failed(slot, -EIO, "returned more bytes than asked for")
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// Extension `slot` failed the current process without crashing: hand it
+/// to the repair, which resets it, as a `CRASH_EXT_FAILED`. The process is
+/// its victim: its system call returns `ret` once the kernel resumes.
+fn failed(slot: usize, ret: i64, why: &str) -> ! {
+    let pid = current_pid();
+    if let Some(p) = current()
+        && p.user_frame != 0
+    {
+        // SAFETY: `user_frame` points at this system call's trap frame on
+        // the current process's kernel stack, live until it returns.
+        unsafe { (*(p.user_frame as *mut lazarus_abi::trap::TrapFrame)).rax = ret as u64 };
+    }
+    let mut m = crate::console::LineBuf::new();
+    let name = k().exts[slot].name;
+    let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+    let _ = write!(
+        m,
+        "extension {} failed pid {pid}: {why}",
+        core::str::from_utf8(&name[..n]).unwrap_or("?")
+    );
+    crate::crash::report_in(
+        CRASH_EXT_FAILED,
+        slot as u32,
+        &crate::crash::here(),
+        m.as_bytes(),
+    )
+}
+
+/// `SYS_EXT_COMPLAIN`: a client reports that the extension behind `fd`
+/// failed it (as drivers' clients complain to MINIX 3's reincarnation
+/// server). Only a process with the device open can complain, and only
+/// once per `COMPLAINT_INTERVAL_TICKS` per extension, so that a client
+/// cannot hold an extension in reset. Returns 0 after the reset.
+pub fn complain(fd: u64, reason: u64) -> KResult<u64> {
+    use lazarus_abi::syscall::{COMPLAINT_INTERVAL_TICKS, complaint};
+    let why = complaint::name(reason).ok_or(EINVAL)?;
+    let f = crate::fd::get(fd)?;
+    if f.kind != FD_DEVICE {
+        return Err(ENOTTY);
+    }
+    let slot = f.obj as usize;
+    let now = k().heartbeat;
+    let e = k().exts.get_mut(slot).ok_or(EBADF)?;
+    if e.state != EXT_LIVE {
+        return Err(ENODEV);
+    }
+    if e.last_complaint_tick != 0
+        && now.saturating_sub(e.last_complaint_tick) < COMPLAINT_INTERVAL_TICKS
+    {
+        return Err(EAGAIN);
+    }
+    e.last_complaint_tick = now.max(1);
+    failed(slot, 0, why)
 }
 
 pub fn dev_read(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
     let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.read.ok_or(ENOTSUP)?;
-    result(in_ext(slot, || f(aux, buf, len as usize)))
+    result(slot, in_ext(slot, || f(aux, buf, len as usize)), Some(len))
 }
 
 pub fn dev_write(slot: usize, aux: u64, buf: u64, len: u64) -> KResult<u64> {
     let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.write.ok_or(ENOTSUP)?;
-    result(in_ext(slot, || f(aux, buf, len as usize)))
+    result(slot, in_ext(slot, || f(aux, buf, len as usize)), Some(len))
 }
 
 pub fn dev_ioctl(slot: usize, aux: u64, cmd: u64, arg: u64) -> KResult<u64> {
     let d = live_descriptor(slot).ok_or(ENODEV)?;
     let f = d.ioctl.ok_or(ENOTSUP)?;
-    result(in_ext(slot, || f(aux, cmd, arg)))
+    result(slot, in_ext(slot, || f(aux, cmd, arg)), None)
 }
 
 // ---- the API table ----

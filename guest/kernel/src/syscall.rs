@@ -48,6 +48,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_OPEN => fd::open(path_arg(a0, a1)?),
         SYS_CLOSE => fd::close(a0),
         SYS_IOCTL => fd::ioctl(a0, a1, a2),
+        SYS_EXT_COMPLAIN => ext::complain(a0, a1),
         SYS_SPAWN => spawn(a0, a1, a2, a3, a4),
         SYS_WAIT => {
             let (pid, status) = proc::wait(a0 as i64)?;

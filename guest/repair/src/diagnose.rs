@@ -10,8 +10,12 @@ pub struct Diagnosis {
     pub kind: u32,
     /// Pid to quarantine (0: none).
     pub offender: u32,
-    /// Pid interrupted in interrupt context (continues), or 0.
+    /// Pid interrupted in interrupt context, or the victim of a
+    /// fail-silent extension (continues), or 0.
     pub interrupted: u32,
+    /// The interrupted process's system call returns `EINTR` (else what
+    /// the kernel put in its frame).
+    pub interrupted_eintr: bool,
     /// Faulty extension slot or NONE.
     pub ext: u32,
     /// Where the crash happened (the faulting instruction when the kernel
@@ -66,6 +70,7 @@ pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
         (_, Some(c)) => match c.kind {
             CRASH_PANIC => KIND_PANIC,
             CRASH_LIST_CORRUPTION => KIND_LIST_CORRUPTION,
+            CRASH_EXT_FAILED => KIND_EXT_FAILED,
             CRASH_SOFT_LOCKUP if deadlocked(r, current) => KIND_DEADLOCK,
             CRASH_SOFT_LOCKUP => KIND_SOFT_LOCKUP,
             CRASH_OOPS if c.in_irq != 0 => KIND_IRQ_FAULT,
@@ -98,11 +103,20 @@ pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
                 .map(|p| p.cur_ext)
         })
         .unwrap_or(NONE);
-    let (offender, interrupted) = if in_irq { (0, current) } else { (current, 0) };
+    // A failed extension's caller is its victim: only the extension is
+    // to blame (and reset), and the caller's system call completes with
+    // the result the kernel chose.
+    let victim = kind == KIND_EXT_FAILED && ext != NONE;
+    let (offender, interrupted) = if in_irq || victim {
+        (0, current)
+    } else {
+        (current, 0)
+    };
     Diagnosis {
         kind,
         offender,
         interrupted,
+        interrupted_eintr: !victim,
         ext,
         rip: faulting_rip,
     }

@@ -137,7 +137,11 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     }
 
     let d = diagnose::diagnose(&m, r, inp);
-    symbols::describe(d.rip, &mut plan.symbol);
+    // A failed extension is caught after it returned: where the kernel
+    // noticed says nothing about the extension.
+    if d.kind != lazarus_abi::repair::KIND_EXT_FAILED {
+        symbols::describe(d.rip, &mut plan.symbol);
+    }
     if let Some(e) = r.exts.get(d.ext as usize) {
         plan.ext_name = e.name;
     }
@@ -161,7 +165,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     }
     if d.interrupted != 0 && d.interrupted != d.offender {
         // Interrupted, not to blame: it continues from its user context.
-        fx.restart_from_user(d.interrupted, true);
+        fx.restart_from_user(d.interrupted, d.interrupted_eintr);
     }
     fx.rebuild_idt()?;
     invariants::check_and_repair(&mut fx)?;

@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 
 use lazarus_abi::root::MAX_EXTS;
-use lazarus_abi::syscall::{ExtInfo, SYS_EXT_LIST, SYS_EXT_LOAD, SYS_EXT_UNLOAD};
+use lazarus_abi::syscall::{ExtInfo, SYS_EXT_COMPLAIN, SYS_EXT_LIST, SYS_EXT_LOAD, SYS_EXT_UNLOAD};
 
 use crate::syscall::{Result, check, syscall3};
 
@@ -33,6 +33,20 @@ pub fn open_device(name: &str) -> Result<i32> {
         },
         r => r,
     }
+}
+
+/// Reports that the extension behind device `fd` failed us without
+/// crashing (`reason` from `lazarus_abi::syscall::complaint`). Returns
+/// once it was reset and initialised again: `fd`'s per-open state is
+/// gone, so reopen. `EAGAIN` if it was reported moments ago.
+pub fn complain(fd: i32, reason: u64) -> Result<()> {
+    // SAFETY: no memory is passed.
+    let r = unsafe { syscall3(SYS_EXT_COMPLAIN, fd as u64, reason, 0) };
+    check(r)?;
+    // The kernel runs a reset extension's init at the next timer tick,
+    // before it wakes sleepers: one tick of sleep finds it live again.
+    crate::process::sleep_ms(1);
+    Ok(())
 }
 
 /// Every extension slot in use.

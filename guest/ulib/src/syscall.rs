@@ -28,6 +28,7 @@ impl Errno {
     pub const EINVAL: Errno = Errno(errno::EINVAL);
     pub const ENOSPC: Errno = Errno(errno::ENOSPC);
     pub const EPIPE: Errno = Errno(errno::EPIPE);
+    pub const ENOTTY: Errno = Errno(errno::ENOTTY);
 
     /// The human name, as printed by every tool.
     pub const fn name(self) -> &'static str {

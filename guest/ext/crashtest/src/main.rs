@@ -8,13 +8,13 @@
 
 mod faults;
 
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use lazarus_extsdk::abi::dev::crashtest::{
-    IOC_CORRUPT_CODE, IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT, IOC_EMULATION_FAILURE, IOC_GP,
-    IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS,
-    IOC_PING, IOC_POKE_PHYS, IOC_SOFT_LOCKUP, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT,
-    IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
+    IOC_BREAK_PING, IOC_BREAK_READ, IOC_CORRUPT_CODE, IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT,
+    IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION,
+    IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SOFT_LOCKUP,
+    IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
 };
 use lazarus_extsdk::errno::{EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
@@ -24,6 +24,10 @@ use lazarus_extsdk::{declare_extension, klog, timer};
 static LOCK: KLock = KLock::new();
 /// The faulting timer, if armed (-1 = none), removed on unload.
 static TIMER: AtomicI32 = AtomicI32::new(-1);
+/// Fail-silent modes ([`IOC_BREAK_PING`], [`IOC_BREAK_READ`]); a reset
+/// restores the pristine image, where both are off.
+static PING_BROKEN: AtomicBool = AtomicBool::new(false);
+static READ_BROKEN: AtomicBool = AtomicBool::new(false);
 
 fn init() -> i32 {
     match LOCK.create("crashtest") {
@@ -48,7 +52,16 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         klog!("crashtest: crash kind {} requested", cmd);
     }
     match cmd {
+        IOC_PING if PING_BROKEN.load(Ordering::Relaxed) => PING_REPLY ^ 0x5a5a,
         IOC_PING => PING_REPLY,
+        IOC_BREAK_PING => {
+            PING_BROKEN.store(true, Ordering::Relaxed);
+            0
+        }
+        IOC_BREAK_READ => {
+            READ_BROKEN.store(true, Ordering::Relaxed);
+            0
+        }
         IOC_PANIC => faults::panic("crashtest: requested panic"),
         IOC_NULL_READ => faults::null_read(),
         IOC_WILD_WRITE => faults::wild_write(),
@@ -112,13 +125,22 @@ fn phys_access(cmd: u64, arg: u64) -> i64 {
     }
 }
 
+/// An empty device (end of file at once) unless broken.
+extern "C" fn read(_aux: u64, _buf: u64, len: usize) -> i64 {
+    if READ_BROKEN.load(Ordering::Relaxed) {
+        len as i64 + 4096
+    } else {
+        0
+    }
+}
+
 declare_extension! {
     name: "crashtest",
     device: "crashtest",
     init: init,
     exit: exit,
     open: None,
-    read: None,
+    read: Some(read),
     write: None,
     ioctl: Some(ioctl),
     close: None,

@@ -1,22 +1,37 @@
 //! `extclient [SECONDS]`: keeps using the ramdisk extension, the target of
 //! fault-injection campaigns, so that injected faults in its code are
 //! activated. Each round writes a pattern that depends on the round and
-//! reads it back; it reports about every 200 ms. A wrong read-back is
-//! data corruption (`MISMATCH`); an error (the extension is being reset or
-//! was disabled) makes it reopen the device, reloading the extension if it
-//! was disabled, and go on.
+//! reads it back; it reports about every 200 ms.
+//!
+//! When the extension fails it without crashing (wrong data, a short
+//! transfer, an error it has no reason to return) it reports the extension
+//! to the kernel (`ext::complain`), which has it reset, and reopens the
+//! device. Errors that a reset itself causes (the device gone, a call
+//! interrupted, an open's state forgotten) only make it reopen. A wrong
+//! read-back it could not get fixed is printed as `MISMATCH`: data
+//! corruption nobody repaired.
 #![no_std]
 #![no_main]
 
 use lazarus_ulib::abi::dev::ramdisk;
+use lazarus_ulib::abi::syscall::complaint;
 use lazarus_ulib::io::{close, ioctl, read, write};
 use lazarus_ulib::process::{sleep_ms, uptime_ms};
-use lazarus_ulib::{Args, entry, ext, println};
+use lazarus_ulib::{Args, Errno, entry, ext, println};
 
 entry!(main);
 
 const REPORT_MS: u64 = 200;
 const LEN: usize = 512;
+
+/// How one round went wrong.
+enum Failure {
+    /// Wrong bytes came back.
+    BadData,
+    /// A transfer of the wrong length.
+    Short,
+    Error(Errno),
+}
 
 fn main(args: Args) -> i32 {
     let limit_ms = args
@@ -25,13 +40,17 @@ fn main(args: Args) -> i32 {
         .map(|s| s * 1000);
     let start = uptime_ms();
     let mut next_report = start + REPORT_MS;
-    let (mut ok, mut errors, mut mismatches) = (0u64, 0u64, 0u64);
-    let mut fd: Option<i32> = None;
+    let (mut ok, mut errors, mut mismatches, mut complaints) = (0u64, 0u64, 0u64, 0u64);
+    // The open device, and whether a round on it has succeeded (an open
+    // that never worked cannot have been forgotten by a reset).
+    let mut fd: Option<(i32, bool)> = None;
     let mut round: u64 = 0;
     loop {
         let now = uptime_ms();
         if limit_ms.is_some_and(|l| now - start >= l) {
-            println!("extclient: done {ok} ok, {errors} errors, {mismatches} mismatches");
+            println!(
+                "extclient: done {ok} ok, {errors} errors, {mismatches} mismatches, {complaints} complaints"
+            );
             return 0;
         }
         if now >= next_report {
@@ -39,13 +58,10 @@ fn main(args: Args) -> i32 {
             next_report = now + REPORT_MS;
         }
         round += 1;
-        let dev = match fd {
+        let (dev, worked) = match fd {
             Some(d) => d,
             None => match ext::open_device(ramdisk::DEV) {
-                Ok(d) => {
-                    fd = Some(d);
-                    d
-                }
+                Ok(d) => (d, false),
                 Err(_) => {
                     errors += 1;
                     sleep_ms(50);
@@ -53,39 +69,67 @@ fn main(args: Args) -> i32 {
                 }
             },
         };
-        match round_trip(dev, round) {
-            Ok(true) => ok += 1,
-            Ok(false) => {
+        let failure = match round_trip(dev, round) {
+            Ok(()) => {
+                ok += 1;
+                fd = Some((dev, true));
+                continue;
+            }
+            Err(f) => f,
+        };
+        let reason = match failure {
+            Failure::BadData => Some(complaint::BAD_DATA),
+            Failure::Short => Some(complaint::ERROR),
+            // What a reset of the extension does to its clients.
+            Failure::Error(Errno::ENODEV | Errno::EINTR) => None,
+            Failure::Error(Errno::EBADF) if worked => None,
+            Failure::Error(_) => Some(complaint::ERROR),
+        };
+        let fixed = match reason {
+            Some(r) => match ext::complain(dev, r) {
+                Ok(()) => {
+                    complaints += 1;
+                    println!("extclient: reported the extension in round {round}; it was reset");
+                    true
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        match failure {
+            Failure::BadData if !fixed => {
                 mismatches += 1;
                 println!("extclient: MISMATCH in round {round}");
             }
-            Err(()) => {
-                errors += 1;
-                let _ = close(dev);
-                fd = None;
-                sleep_ms(20);
-            }
+            _ => errors += 1,
+        }
+        let _ = close(dev);
+        fd = None;
+        if !fixed {
+            sleep_ms(20);
         }
     }
 }
 
-/// Writes and reads back one block; `Ok(false)` if it came back different.
-fn round_trip(fd: i32, round: u64) -> Result<bool, ()> {
+/// Writes and reads back one block.
+fn round_trip(fd: i32, round: u64) -> Result<(), Failure> {
     let off = (round * LEN as u64) % (ramdisk::SIZE - LEN as u64);
     let mut pattern = [0u8; LEN];
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = (round as usize).wrapping_mul(31).wrapping_add(i * 7) as u8;
     }
-    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(|_| ())?;
-    let n = write(fd, &pattern).map_err(|_| ())?;
-    if n != LEN {
-        return Err(());
+    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(Failure::Error)?;
+    if write(fd, &pattern).map_err(Failure::Error)? != LEN {
+        return Err(Failure::Short);
     }
-    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(|_| ())?;
+    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(Failure::Error)?;
     let mut back = [0u8; LEN];
-    let n = read(fd, &mut back).map_err(|_| ())?;
-    if n != LEN {
-        return Err(());
+    if read(fd, &mut back).map_err(Failure::Error)? != LEN {
+        return Err(Failure::Short);
     }
-    Ok(back == pattern)
+    if back == pattern {
+        Ok(())
+    } else {
+        Err(Failure::BadData)
+    }
 }
