@@ -218,6 +218,9 @@ pub const KIND_KVM_INTERNAL: u32 = 16;
 /// A fail-silent extension: no crash, but it broke its contract or a
 /// client reported it (`CRASH_EXT_FAILED`). Nobody is quarantined.
 pub const KIND_EXT_FAILED: u32 = 17;
+/// A sleeping process's saved state was corrupted (`CRASH_CONTEXT_CORRUPT`):
+/// that process is quarantined before it runs on it.
+pub const KIND_CONTEXT_CORRUPT: u32 = 18;
 
 pub const fn kind_name(k: u32) -> &'static str {
     match k {
@@ -238,6 +241,7 @@ pub const fn kind_name(k: u32) -> &'static str {
         KIND_TRIPLE_FAULT => "triple-fault",
         KIND_KVM_INTERNAL => "kvm-internal-error",
         KIND_EXT_FAILED => "extension-failure",
+        KIND_CONTEXT_CORRUPT => "context-corruption",
         _ => "unknown",
     }
 }

@@ -127,6 +127,11 @@ pub struct Proc {
     /// while the process is inside the kernel.
     pub user_frame: u64,
     pub fds: [Fd; MAX_FDS],
+    /// While switched out: `trap::seal` of its saved context and user trap
+    /// frame, checked before it runs again, so that corruption of a
+    /// sleeping process's saved state is caught instead of resumed. 0 =
+    /// not sealed (a context built from scratch).
+    pub ctx_seal: u64,
 }
 
 // Lock states.
@@ -292,6 +297,10 @@ pub const CRASH_LIST_CORRUPTION: u32 = 4;
 /// server). `CrashRecord::ext` names it; `pid` is its victim, not the
 /// offender.
 pub const CRASH_EXT_FAILED: u32 = 5;
+/// A switched-out process's saved state no longer matched its seal
+/// (`Proc::ctx_seal`) when it was about to run again; `pid` is that
+/// process.
+pub const CRASH_CONTEXT_CORRUPT: u32 = 6;
 
 pub const fn crash_kind_name(k: u32) -> &'static str {
     match k {
@@ -300,6 +309,7 @@ pub const fn crash_kind_name(k: u32) -> &'static str {
         CRASH_SOFT_LOCKUP => "soft-lockup",
         CRASH_LIST_CORRUPTION => "list-corruption",
         CRASH_EXT_FAILED => "extension-failure",
+        CRASH_CONTEXT_CORRUPT => "context-corruption",
         _ => "unknown",
     }
 }

@@ -37,6 +37,24 @@ impl TrapFrame {
     }
 }
 
+/// Words that `switch_context` saves below a switched-out process's
+/// kernel stack pointer: six callee-saved registers and the return address.
+pub const SWITCH_CONTEXT_WORDS: usize = 7;
+/// Words of a [`TrapFrame`].
+pub const TRAP_FRAME_WORDS: usize = core::mem::size_of::<TrapFrame>() / 8;
+
+/// The seal of a switched-out process's saved state (`Proc::ctx_seal`):
+/// its switch context and its user trap frame. A rotate-xor chain, so
+/// that any one changed word changes the seal; cheap, because it runs in
+/// ring 0 on every context switch. Never 0, which means "not sealed".
+pub fn seal(context: &[u64; SWITCH_CONTEXT_WORDS], frame: &[u64; TRAP_FRAME_WORDS]) -> u64 {
+    let mut h = 0x6c61_7a61_7275_7321u64;
+    for w in context.iter().chain(frame) {
+        h = h.rotate_left(7) ^ w;
+    }
+    if h == 0 { 1 } else { h }
+}
+
 /// Byte offsets the assembly entry stubs rely on.
 pub const TRAPFRAME_SIZE: usize = 22 * 8;
 

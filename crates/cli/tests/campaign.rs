@@ -83,3 +83,43 @@ fn unknown_fault_type_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+/// Corrupting the saved state of sleeping processes: the kernel's seal
+/// check catches it before the process runs on it, and the repair
+/// quarantines that process instead of letting it compute garbage. Most
+/// such faults land in the sealed words (the switch context and the user
+/// trap frame); none may end as silent corruption.
+#[test]
+fn corrupted_saved_state_is_caught_not_resumed() {
+    let dir = std::env::temp_dir().join(format!("lazarus-campaign-cs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("c.json");
+    let out = campaign(&[
+        "--faults",
+        "12",
+        "--seed",
+        "5",
+        "--types",
+        "corrupt-stack",
+        "--quiet",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    assert_eq!(r["outcomes"]["silent-corruption"], 0, "{r:#}");
+    let caught = r["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|x| {
+            x["outcome"] == "recovered"
+                && x["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("resurrected after context-corruption"))
+        })
+        .count();
+    assert!(caught > 0, "no corrupted context was caught: {r:#}");
+    let _ = std::fs::remove_dir_all(dir);
+}

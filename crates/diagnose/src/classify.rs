@@ -2,7 +2,8 @@
 
 use lazarus_abi::layout::{KSTACK_REGION, KSTACK_SIZE, KSTACK_STRIDE};
 use lazarus_abi::root::{
-    CRASH_EXT_FAILED, CRASH_LIST_CORRUPTION, CRASH_OOPS, CRASH_PANIC, CRASH_SOFT_LOCKUP, MAX_PROCS,
+    CRASH_CONTEXT_CORRUPT, CRASH_EXT_FAILED, CRASH_LIST_CORRUPTION, CRASH_OOPS, CRASH_PANIC,
+    CRASH_SOFT_LOCKUP, MAX_PROCS,
 };
 use lazarus_abi::trap::{VEC_DIVIDE, VEC_DOUBLE_FAULT, VEC_GP, VEC_INVALID_OPCODE, VEC_PAGE_FAULT};
 use lazarus_dump::{CrashNote, Regs};
@@ -56,6 +57,7 @@ pub fn kind(
         CRASH_PANIC => CrashKind::Panic,
         CRASH_LIST_CORRUPTION => CrashKind::ListCorruption,
         CRASH_EXT_FAILED => CrashKind::ExtensionFailure,
+        CRASH_CONTEXT_CORRUPT => CrashKind::ContextCorruption,
         CRASH_SOFT_LOCKUP if deadlock => CrashKind::Deadlock,
         CRASH_SOFT_LOCKUP => CrashKind::SoftLockup,
         CRASH_OOPS if r.in_irq != 0 => CrashKind::IrqFault,

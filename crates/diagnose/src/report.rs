@@ -31,6 +31,9 @@ pub enum CrashKind {
     /// Not a crash of the kernel: an extension broke its contract or a
     /// client reported it failed; the process it failed is its victim.
     ExtensionFailure,
+    /// A sleeping process's saved state was corrupted; caught before it
+    /// ran on it.
+    ContextCorruption,
     /// Not a crash: a dump taken on request (the control API's
     /// `PUT /dump`) of a healthy, paused guest.
     OnDemand,
@@ -57,6 +60,7 @@ impl CrashKind {
             CrashKind::TripleFault => "triple-fault",
             CrashKind::KvmInternalError => "kvm-internal-error",
             CrashKind::ExtensionFailure => "extension-failure",
+            CrashKind::ContextCorruption => "context-corruption",
             CrashKind::OnDemand => "on-demand",
             CrashKind::Unknown => "unknown",
         }

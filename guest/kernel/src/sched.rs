@@ -9,13 +9,15 @@
 use crate::arch::{apic, cpu, gdt};
 use crate::state::{current, current_pid, k, proc_by_pid};
 use core::arch::global_asm;
+use lazarus_abi::root::{CRASH_CONTEXT_CORRUPT, Proc};
 use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, PS_RUNNABLE, PS_RUNNING, W_NONE, W_SLEEP};
-use lazarus_abi::trap::TrapFrame;
+use lazarus_abi::trap::{SWITCH_CONTEXT_WORDS, TRAP_FRAME_WORDS, TrapFrame, seal};
 
 global_asm!(
     r#"
 .global switch_context
-// switch_context(save: *mut u64 (rdi), load: u64 (rsi))
+// switch_context(save: *mut u64 (rdi), load: u64 (rsi),
+//                prev: *mut Proc (rdx), next: *const Proc (rcx))
 switch_context:
     push rbp
     push rbx
@@ -24,7 +26,14 @@ switch_context:
     push r14
     push r15
     mov [rdi], rsp
-    mov rsp, rsi
+    // Seal what was just saved and check what is about to be loaded,
+    // still on the old stack (below what it saved; aligned for the call).
+    mov r12, rsi
+    mov rdi, rdx
+    mov rsi, rcx
+    and rsp, -16
+    call context_check
+    mov rsp, r12
     pop r15
     pop r14
     pop r13
@@ -36,7 +45,51 @@ switch_context:
 );
 
 unsafe extern "C" {
-    fn switch_context(save: *mut u64, load: u64);
+    fn switch_context(save: *mut u64, load: u64, prev: *mut Proc, next: *const Proc);
+}
+
+/// The saved state `trap::seal` covers: the switch context at `kctx_rsp`
+/// and the user trap frame at the top of the kernel stack.
+fn saved_seal(p: &Proc) -> u64 {
+    // SAFETY: both ranges lie on the process's own kernel stack, mapped
+    // for as long as the process exists: the context `switch_context`
+    // saved (or a spawn or repair built) and the trap frame every process
+    // has at its top. A corrupted `kctx_rsp` faults here, as the switch
+    // itself would.
+    unsafe {
+        let ctx = &*(p.kctx_rsp as *const [u64; SWITCH_CONTEXT_WORDS]);
+        let frame =
+            &*((p.kstack_top - 8 * TRAP_FRAME_WORDS as u64) as *const [u64; TRAP_FRAME_WORDS]);
+        seal(ctx, frame)
+    }
+}
+
+/// Runs inside `switch_context` once `prev`'s context is saved: seals it,
+/// and checks that `next` (the current process by now) finds its saved
+/// state as it left it. A sleeping process's state corrupted meanwhile is
+/// a crash blamed on that process, which the repair quarantines before
+/// anything runs on it.
+#[unsafe(no_mangle)]
+extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
+    // SAFETY: `switch_to` passes entries of the process table or null.
+    if let Some(p) = unsafe { prev.as_mut() } {
+        p.ctx_seal = saved_seal(p);
+    }
+    // SAFETY: as above.
+    let Some(n) = (unsafe { next.as_ref() }) else {
+        return;
+    };
+    if n.ctx_seal != 0 && saved_seal(n) != n.ctx_seal {
+        let mut m = crate::console::LineBuf::new();
+        let _ = core::fmt::Write::write_fmt(
+            &mut m,
+            format_args!(
+                "the saved state of pid {} was corrupted while it was switched out",
+                n.pid
+            ),
+        );
+        crate::crash::report(CRASH_CONTEXT_CORRUPT, &crate::crash::here(), m.as_bytes());
+    }
 }
 
 /// A kernel path running longer than this without scheduling, with
@@ -160,15 +213,16 @@ fn switch_to(next: Option<u32>) {
         }
         return;
     }
-    let save: *mut u64 = match current() {
-        Some(p) => &raw mut p.kctx_rsp,
+    let (save, prev): (*mut u64, *mut Proc) = match current() {
+        Some(p) => (&raw mut p.kctx_rsp, p),
         // SAFETY: only used by this CPU's idle context.
-        None => &raw mut IDLE_RSP,
+        None => (&raw mut IDLE_RSP, core::ptr::null_mut()),
     };
     let r = k();
     r.cpus[0].context_switches += 1;
     match next.and_then(proc_by_pid) {
         Some(n) => {
+            let next: *const Proc = n;
             n.state = PS_RUNNING;
             if n.kernel_entry_tick != 0 {
                 n.kernel_entry_tick = r.heartbeat.max(1);
@@ -188,7 +242,7 @@ fn switch_to(next: Option<u32>) {
             }
             // SAFETY: `rsp` is the saved context of a process that is not
             // running; `save` outlives the switch (state root / static).
-            unsafe { switch_context(save, rsp) };
+            unsafe { switch_context(save, rsp, prev, next) };
         }
         None => {
             if cur == 0 {
@@ -200,7 +254,7 @@ fn switch_to(next: Option<u32>) {
             // lets the previous process's page tables be freed.
             unsafe {
                 cpu::write_cr3(master);
-                switch_context(save, IDLE_RSP);
+                switch_context(save, IDLE_RSP, prev, core::ptr::null());
             }
         }
     }

@@ -71,6 +71,7 @@ pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
             CRASH_PANIC => KIND_PANIC,
             CRASH_LIST_CORRUPTION => KIND_LIST_CORRUPTION,
             CRASH_EXT_FAILED => KIND_EXT_FAILED,
+            CRASH_CONTEXT_CORRUPT => KIND_CONTEXT_CORRUPT,
             CRASH_SOFT_LOCKUP if deadlocked(r, current) => KIND_DEADLOCK,
             CRASH_SOFT_LOCKUP => KIND_SOFT_LOCKUP,
             CRASH_OOPS if c.in_irq != 0 => KIND_IRQ_FAULT,

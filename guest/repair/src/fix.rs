@@ -203,6 +203,8 @@ impl Fixer<'_> {
         };
         if let Some(p) = self.proc_mut(pid) {
             p.kctx_rsp = ctx;
+            // Built from scratch: nothing saved to check.
+            p.ctx_seal = 0;
             p.state = PS_RUNNABLE;
             p.wait_reason = W_NONE;
             p.cur_ext = NONE;
