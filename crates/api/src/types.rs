@@ -221,7 +221,14 @@ pub struct CrashMetrics {
 /// `None` before the kernel registers its state root.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryMetrics {
+    /// The hypervisor process's resident set, guest RAM included.
     pub host_rss_bytes: Option<u64>,
+    /// The guest RAM pages in that resident set.
+    #[serde(default)]
+    pub guest_ram_resident_bytes: Option<u64>,
+    /// The hypervisor's own memory: the resident set without guest RAM.
+    #[serde(default)]
+    pub vmm_own_bytes: Option<u64>,
     pub guest_ram_bytes: u64,
     pub guest_frames_total: Option<u64>,
     pub guest_frames_used: Option<u64>,

@@ -175,6 +175,10 @@ struct MemorySample {
     t_s: f64,
     faults: u64,
     host_rss_kib: Option<u64>,
+    /// Guest RAM pages resident in the hypervisor's memory.
+    guest_ram_resident_kib: Option<u64>,
+    /// The hypervisor's own memory: its RSS less the guest RAM in it.
+    vmm_own_kib: Option<u64>,
     guest_frames_used: Option<u64>,
     guest_heap_used_bytes: Option<u64>,
 }
@@ -447,6 +451,8 @@ fn sample(control: &VmControl, start: Instant, faults: u64) -> MemorySample {
         t_s: start.elapsed().as_secs_f64(),
         faults,
         host_rss_kib: m.host_rss_bytes.map(|b| b / 1024),
+        guest_ram_resident_kib: m.guest_ram_resident_bytes.map(|b| b / 1024),
+        vmm_own_kib: m.vmm_own_bytes().map(|b| b / 1024),
         guest_frames_used: m.guest.map(|g| g.frames_used),
         guest_heap_used_bytes: m.guest.map(|g| g.heap_used_bytes),
     }
@@ -793,7 +799,9 @@ fn print_table(r: &Report) {
     );
     if let (Some(first), Some(last)) = (r.memory.first(), r.memory.last()) {
         println!(
-            "memory: hypervisor RSS {} -> {} KiB; guest kernel frames {} -> {}, heap {} -> {} bytes ({} samples)",
+            "memory: hypervisor's own {} -> {} KiB (RSS {} -> {} KiB with guest RAM); guest kernel frames {} -> {}, heap {} -> {} bytes ({} samples)",
+            opt(first.vmm_own_kib),
+            opt(last.vmm_own_kib),
             opt(first.host_rss_kib),
             opt(last.host_rss_kib),
             opt(first.guest_frames_used),
@@ -828,7 +836,12 @@ fn report_plot_data(r: &Report) -> crate::campaign_plot::PlotData {
         memory: r
             .memory
             .iter()
-            .map(|m| (m.t_s, m.host_rss_kib, m.guest_frames_used))
+            .map(|m| crate::campaign_plot::MemPoint {
+                t_s: m.t_s,
+                rss_kib: m.host_rss_kib,
+                vmm_own_kib: m.vmm_own_kib,
+                guest_frames_used: m.guest_frames_used,
+            })
             .collect(),
     }
 }

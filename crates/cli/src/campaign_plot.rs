@@ -9,8 +9,17 @@ pub struct PlotData {
     pub latencies_ms: Vec<f64>,
     /// Per fault type: (outcome name, count) in a fixed outcome order.
     pub by_type: Vec<(String, Vec<(&'static str, u64)>)>,
-    /// (seconds, hypervisor RSS KiB, guest kernel frames used).
-    pub memory: Vec<(f64, Option<u64>, Option<u64>)>,
+    pub memory: Vec<MemPoint>,
+}
+
+/// One memory sample of a soak.
+pub struct MemPoint {
+    pub t_s: f64,
+    /// The hypervisor's resident set, guest RAM included (KiB).
+    pub rss_kib: Option<u64>,
+    /// The hypervisor's own memory: that resident set less guest RAM (KiB).
+    pub vmm_own_kib: Option<u64>,
+    pub guest_frames_used: Option<u64>,
 }
 
 const COLORS: [RGBColor; 5] = [
@@ -138,22 +147,26 @@ where
 
 fn memory<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
-    m: &[(f64, Option<u64>, Option<u64>)],
+    m: &[MemPoint],
 ) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
 {
-    let t_max = m.iter().map(|x| x.0).fold(1.0f64, f64::max);
-    // Both series in MiB: RSS from KiB, guest frames are 4 KiB each.
-    let rss: Vec<(f64, f64)> = m
+    let t_max = m.iter().map(|x| x.t_s).fold(1.0f64, f64::max);
+    // Every series in MiB: the hypervisor's from KiB, guest frames are
+    // 4 KiB each.
+    let series = |f: &dyn Fn(&MemPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        m.iter().filter_map(|x| Some((x.t_s, f(x)?))).collect()
+    };
+    let rss = series(&|x| Some(x.rss_kib? as f64 / 1024.0));
+    let own = series(&|x| Some(x.vmm_own_kib? as f64 / 1024.0));
+    let guest = series(&|x| Some(x.guest_frames_used? as f64 * 4.0 / 1024.0));
+    let top = rss
         .iter()
-        .filter_map(|x| Some((x.0, x.1? as f64 / 1024.0)))
-        .collect();
-    let guest: Vec<(f64, f64)> = m
-        .iter()
-        .filter_map(|x| Some((x.0, x.2? as f64 * 4.0 / 1024.0)))
-        .collect();
-    let top = rss.iter().chain(&guest).map(|x| x.1).fold(1.0f64, f64::max);
+        .chain(&own)
+        .chain(&guest)
+        .map(|x| x.1)
+        .fold(1.0f64, f64::max);
     let mut chart = ChartBuilder::on(area)
         .caption("Memory over time", ("sans-serif", 22))
         .margin(15)
@@ -166,8 +179,12 @@ where
         .y_desc("MiB")
         .draw()?;
     chart
-        .draw_series(LineSeries::new(rss, COLORS[2].stroke_width(2)))?
-        .label("hypervisor RSS")
+        .draw_series(LineSeries::new(rss, COLORS[0].stroke_width(2)))?
+        .label("hypervisor RSS (with guest RAM)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], COLORS[0]));
+    chart
+        .draw_series(LineSeries::new(own, COLORS[2].stroke_width(2)))?
+        .label("hypervisor's own memory (RSS less guest RAM)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], COLORS[2]));
     chart
         .draw_series(LineSeries::new(guest, COLORS[4].stroke_width(2)))?
