@@ -31,8 +31,11 @@ pub const SYS_IOCTL: u64 = 5;
 /// (path, path_len, args, args_len, fds: *const [i32; 2]) -> pid.
 /// `args` are NUL-separated; `fds` maps the child's fd 0 and 1 (or null).
 pub const SYS_SPAWN: u64 = 6;
-/// (pid or -1, *mut i32 status) -> pid of the reaped child.
+/// (pid or -1, *mut i32 status, flags) -> pid of the reaped child; with
+/// [`WNOHANG`], 0 at once if no such child has ended yet.
 pub const SYS_WAIT: u64 = 7;
+/// [`SYS_WAIT`] flag: do not block.
+pub const WNOHANG: u64 = 1;
 pub const SYS_YIELD: u64 = 8;
 /// (milliseconds)
 pub const SYS_SLEEP: u64 = 9;

@@ -343,8 +343,9 @@ pub fn exit(pid: u32, status: i32) {
     }
 }
 
-/// Waits for a child (`pid` or any if -1) to end; returns (pid, status).
-pub fn wait(pid: i64) -> KResult<(u32, i32)> {
+/// Waits for a child (`pid` or any if -1) to end; returns (pid, status),
+/// or `None` at once with `nohang` if none has ended yet.
+pub fn wait(pid: i64, nohang: bool) -> KResult<Option<(u32, i32)>> {
     let me = current_pid();
     loop {
         let mut have_child = false;
@@ -362,18 +363,21 @@ pub fn wait(pid: i64) -> KResult<(u32, i32)> {
                 c.state = PS_RECLAIM;
                 c.parent = 0;
                 RECLAIM_PENDING.store(true, core::sync::atomic::Ordering::Relaxed);
-                return Ok((cpid, status));
+                return Ok(Some((cpid, status)));
             }
             if c.state == PS_ZOMBIE {
                 let (cpid, status) = (c.pid, c.exit_status);
                 let cr3 = c.cr3;
                 frame::free(cr3);
                 k().procs[i] = Proc::default();
-                return Ok((cpid, status));
+                return Ok(Some((cpid, status)));
             }
         }
         if !have_child {
             return Err(ECHILD);
+        }
+        if nohang {
+            return Ok(None);
         }
         sched::block(W_CHILD, 0);
     }

@@ -51,7 +51,12 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_EXT_COMPLAIN => ext::complain(a0, a1),
         SYS_SPAWN => spawn(a0, a1, a2, a3, a4),
         SYS_WAIT => {
-            let (pid, status) = proc::wait(a0 as i64)?;
+            if a2 & !WNOHANG != 0 {
+                return Err(EINVAL);
+            }
+            let Some((pid, status)) = proc::wait(a0 as i64, a2 & WNOHANG != 0)? else {
+                return Ok(0);
+            };
             if a1 != 0 {
                 uaccess::write_obj(a1, &status)?;
             }

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use lazarus_abi::root::MAX_PROCS;
 use lazarus_abi::syscall::{
     ARGS_MAX, EXIT_KILLED, EXIT_QUARANTINED, PATH_MAX, ProcInfo, SYS_EXIT, SYS_GETPID, SYS_KILL,
-    SYS_POWEROFF, SYS_PS, SYS_SBRK, SYS_SLEEP, SYS_SPAWN, SYS_UPTIME, SYS_WAIT, SYS_YIELD,
+    SYS_POWEROFF, SYS_PS, SYS_SBRK, SYS_SLEEP, SYS_SPAWN, SYS_UPTIME, SYS_WAIT, SYS_YIELD, WNOHANG,
 };
 
 use crate::syscall::{Errno, Result, check, syscall1, syscall5};
@@ -64,6 +64,16 @@ pub fn spawn(path: &str, args: &[&str], fds: StdFds) -> Result<u32> {
 /// Waits for child `pid` (or any child with `None`); returns its pid and
 /// exit status.
 pub fn wait(pid: Option<u32>) -> Result<(u32, i32)> {
+    wait_flags(pid, 0).map(|(p, s)| (p as u32, s))
+}
+
+/// Reaps child `pid` (or any child with `None`) if it has ended, without
+/// blocking: `None` if none has yet.
+pub fn try_wait(pid: Option<u32>) -> Result<Option<(u32, i32)>> {
+    wait_flags(pid, WNOHANG).map(|(p, s)| (p != 0).then_some((p as u32, s)))
+}
+
+fn wait_flags(pid: Option<u32>, flags: u64) -> Result<(u64, i32)> {
     let mut status = 0i32;
     let target = pid.map_or(-1i64, i64::from);
     // SAFETY: the kernel writes one i32 into `status`.
@@ -72,12 +82,12 @@ pub fn wait(pid: Option<u32>) -> Result<(u32, i32)> {
             SYS_WAIT,
             target as u64,
             &mut status as *mut i32 as u64,
-            0,
+            flags,
             0,
             0,
         )
     };
-    check(r).map(|p| (p as u32, status))
+    check(r).map(|p| (p, status))
 }
 
 /// Describes an exit status for people.

@@ -90,6 +90,18 @@ impl Jobs {
         }
     }
 
+    /// Reaps and reports background jobs that have ended, without
+    /// waiting, as a shell does before its prompt: an ended child keeps
+    /// its memory (a quarantined one all of it) until it is reaped.
+    pub fn reap_finished(&mut self) {
+        if self.background.is_empty() {
+            return;
+        }
+        while let Ok(Some((pid, status))) = process::try_wait(None) {
+            self.reaped(pid, status);
+        }
+    }
+
     /// Reports a background job reaped while waiting for something else.
     fn reaped(&mut self, pid: u32, status: i32) {
         let name = match self.background.iter().position(|j| j.0 == pid) {

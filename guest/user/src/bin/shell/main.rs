@@ -93,6 +93,7 @@ fn main(_args: Args) -> i32 {
     let mut input = LineReader::new(STDIN, false);
     let mut line = String::new();
     loop {
+        shell.jobs.reap_finished();
         print!("{PROMPT}");
         match input.read_line(&mut line) {
             Ok(true) => {}
