@@ -34,6 +34,21 @@ fn ensure_kstack(slot: usize) -> KResult<u64> {
     Ok(top)
 }
 
+/// Unmaps and frees the kernel stack of a process slot whose process is
+/// gone (reaped, never running again), so that kernel memory follows the
+/// live processes instead of every slot ever used.
+fn free_kstack(slot: usize) {
+    let top = KSTACK_REGION + (slot as u64 + 1) * KSTACK_STRIDE;
+    let master = k().master_pml4;
+    let mut va = top - KSTACK_SIZE;
+    while va < top {
+        if let Some(f) = paging::unmap(master, va) {
+            frame::free(f);
+        }
+        va += PAGE_SIZE;
+    }
+}
+
 fn alloc_pid() -> Option<u32> {
     for attempt in 0..2 {
         let r = k();
@@ -72,6 +87,7 @@ pub fn reclaim_one() -> bool {
     let cr3 = k().procs[i].cr3;
     paging::free_user_half(cr3);
     frame::free(cr3);
+    free_kstack(i);
     k().procs[i] = Proc::default();
     true
 }
@@ -369,6 +385,7 @@ pub fn wait(pid: i64, nohang: bool) -> KResult<Option<(u32, i32)>> {
                 let (cpid, status) = (c.pid, c.exit_status);
                 let cr3 = c.cr3;
                 frame::free(cr3);
+                free_kstack(i);
                 k().procs[i] = Proc::default();
                 return Ok(Some((cpid, status)));
             }
