@@ -14,10 +14,21 @@ fn campaign(args: &[&str]) -> std::process::Output {
         .expect("run lazarus campaign")
 }
 
+/// A fresh directory for one test's output files.
+fn out_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lazarus-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The JSON report `--json` wrote.
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("json written")).expect("json")
+}
+
 #[test]
 fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
-    let dir = std::env::temp_dir().join(format!("lazarus-campaign-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = out_dir("campaign");
     let json = dir.join("c.json");
     let svg = dir.join("c.svg");
     let out = campaign(&[
@@ -40,8 +51,7 @@ fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("recovery latency:"), "{stdout}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    let r = report(&json);
     assert_eq!(r["faults"], 8, "{r:#}");
     for key in ["outcomes", "by_type", "latency_ms"] {
         assert!(r.get(key).is_some(), "missing {key}: {r:#}");
@@ -91,8 +101,7 @@ fn unknown_fault_type_is_a_usage_error() {
 /// trap frame); none may end as silent corruption.
 #[test]
 fn corrupted_saved_state_is_caught_not_resumed() {
-    let dir = std::env::temp_dir().join(format!("lazarus-campaign-cs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = out_dir("campaign-cs");
     let json = dir.join("c.json");
     let out = campaign(&[
         "--faults",
@@ -106,8 +115,7 @@ fn corrupted_saved_state_is_caught_not_resumed() {
         json.to_str().expect("utf-8"),
     ]);
     assert!(out.status.success(), "{out:?}");
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    let r = report(&json);
     assert_eq!(r["outcomes"]["silent-corruption"], 0, "{r:#}");
     let caught = r["records"]
         .as_array()
