@@ -62,7 +62,11 @@ pub struct ExtApi {
     pub ioremap: extern "C" fn(phys: u64, len: u64) -> u64,
 }
 
-/// Device operations; any may be absent (null).
+/// Device operations; any may be absent (null). Each returns a value or
+/// a negative errno in `-4095..=-1`; `read` and `write` return at most
+/// `len` bytes. The kernel checks this contract on every reply: a broken
+/// one is an extension failure (`CRASH_EXT_FAILED`) and the extension is
+/// reset.
 pub type DevOpen = extern "C" fn(pid: u32) -> i64;
 pub type DevRead = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;
 pub type DevWrite = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;

@@ -304,23 +304,29 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
 
     // The executing extension.
     let rip = regs.as_ref().map(|r| r.rip);
-    let slot = record
-        .map(|r| r.ext)
-        .filter(|&e| e != lazarus_abi::root::NONE)
-        .or_else(|| {
-            let rip = rip?;
-            modules
-                .list
-                .iter()
-                .find(|m| m.slot.is_some() && m.text.contains(&rip))
-                .and_then(|m| m.slot)
-        })
-        .or_else(|| {
-            process
-                .as_ref()
-                .or(interrupted_process.as_ref())
-                .and_then(|p| p.cur_ext)
-        });
+    // A corrupted saved context says nothing about the extension its
+    // process was blocked in (the repair image's rule too).
+    let slot = if kind == CrashKind::ContextCorruption {
+        None
+    } else {
+        record
+            .map(|r| r.ext)
+            .filter(|&e| e != lazarus_abi::root::NONE)
+            .or_else(|| {
+                let rip = rip?;
+                modules
+                    .list
+                    .iter()
+                    .find(|m| m.slot.is_some() && m.text.contains(&rip))
+                    .and_then(|m| m.slot)
+            })
+            .or_else(|| {
+                process
+                    .as_ref()
+                    .or(interrupted_process.as_ref())
+                    .and_then(|p| p.cur_ext)
+            })
+    };
     let extension = slot.map(|slot| {
         let m = modules.list.iter().find(|m| m.slot == Some(slot));
         ExtensionInfo {

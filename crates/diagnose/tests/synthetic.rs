@@ -658,3 +658,39 @@ fn lockups_sampled_in_a_prologue_keep_the_caller() {
         assert_eq!(r.signature, in_ext.signature, "offset {offset}");
     }
 }
+
+#[test]
+fn extension_failures_blame_the_extension_not_the_caller() {
+    let mut rec = oops(0, 0, 0);
+    let r0 = rec.as_mut().unwrap();
+    r0.kind = CRASH_EXT_FAILED;
+    r0.message = "extension crashtest failed pid 2: returned a wrong reply".into();
+    let r = run(setup(rec));
+    assert_eq!(r.kind, CrashKind::ExtensionFailure);
+    assert!(r.process.is_none(), "the caller is the victim");
+    assert_eq!(r.interrupted_process.as_ref().unwrap().name, "crash");
+    assert_eq!(r.extension.as_ref().unwrap().name, "crashtest");
+    assert_eq!(r.title, "extension-failure in crashtest");
+    // Bucketed by extension and what it did, not by the kernel's path.
+    let mut other = oops(0, 0, 0);
+    let o = other.as_mut().unwrap();
+    o.kind = CRASH_EXT_FAILED;
+    o.message = "extension crashtest failed pid 7: returned more bytes than asked for".into();
+    assert_ne!(run(setup(other)).signature, r.signature);
+}
+
+#[test]
+fn corrupted_contexts_blame_the_process_not_its_extension() {
+    let mut rec = oops(0, 0, 0);
+    let r0 = rec.as_mut().unwrap();
+    r0.kind = CRASH_CONTEXT_CORRUPT;
+    r0.pid = 2;
+    // The process was blocked inside the extension (its `cur_ext` is the
+    // extension's slot) when its saved state was corrupted, and the
+    // kernel's record names no extension: the extension is not to blame.
+    let b = build(&setup(rec));
+    let r = diagnose(&Dump::open(&b.path).unwrap(), &b.store).unwrap();
+    assert_eq!(r.kind, CrashKind::ContextCorruption);
+    assert_eq!(r.process.as_ref().unwrap().name, "crash");
+    assert!(r.extension.is_none(), "{:?}", r.extension);
+}

@@ -88,7 +88,13 @@ extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
                 n.pid
             ),
         );
-        crate::crash::report(CRASH_CONTEXT_CORRUPT, &crate::crash::here(), m.as_bytes());
+        // Whatever extension the process was inside is not to blame.
+        crate::crash::report_in(
+            CRASH_CONTEXT_CORRUPT,
+            lazarus_abi::root::NONE,
+            &crate::crash::here(),
+            m.as_bytes(),
+        );
     }
 }
 

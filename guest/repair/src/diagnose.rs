@@ -54,6 +54,33 @@ fn deadlocked(r: &KernelRoot, pid: u32) -> bool {
     l.state == LOCK_HELD && l.owner != 0 && l.owner != pid
 }
 
+/// The extension to blame: the one the kernel's record names, the one an
+/// interrupt was running, the one whose code the vCPU stopped in, or the
+/// one the current process was inside.
+fn blamed_ext(
+    r: &KernelRoot,
+    record: Option<&CrashRecord>,
+    in_irq: bool,
+    cpu: &Cpu,
+    faulting_rip: u64,
+    rip: u64,
+    current: u32,
+) -> u32 {
+    record
+        .map(|c| c.ext)
+        .filter(|&e| (e as usize) < MAX_EXTS)
+        .or_else(|| (in_irq && (cpu.irq_ext as usize) < MAX_EXTS).then_some(cpu.irq_ext))
+        .or_else(|| ext_at(r, faulting_rip))
+        .or_else(|| ext_at(r, rip))
+        .or_else(|| {
+            r.procs
+                .get(KernelRoot::slot_of(current))
+                .filter(|p| p.pid == current && (p.cur_ext as usize) < MAX_EXTS)
+                .map(|p| p.cur_ext)
+        })
+        .unwrap_or(NONE)
+}
+
 pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
     let cpu = r.cpus.get(inp.vcpu as usize).copied().unwrap_or_default();
     let record = (inp.detector == DETECT_PANIC).then_some(&r.crash);
@@ -91,19 +118,13 @@ pub fn diagnose(_m: &Mem, r: &KernelRoot, inp: &RepairInput) -> Diagnosis {
         _ => KIND_UNKNOWN,
     };
     let faulting_rip = record.map_or(inp.rip, |c| c.frame.rip);
-    let ext = record
-        .map(|c| c.ext)
-        .filter(|&e| (e as usize) < MAX_EXTS)
-        .or_else(|| (in_irq && (cpu.irq_ext as usize) < MAX_EXTS).then_some(cpu.irq_ext))
-        .or_else(|| ext_at(r, faulting_rip))
-        .or_else(|| ext_at(r, inp.rip))
-        .or_else(|| {
-            r.procs
-                .get(KernelRoot::slot_of(current))
-                .filter(|p| p.pid == current && (p.cur_ext as usize) < MAX_EXTS)
-                .map(|p| p.cur_ext)
-        })
-        .unwrap_or(NONE);
+    // A corrupted saved context says nothing about the extension its
+    // process was blocked in.
+    let ext = if kind == KIND_CONTEXT_CORRUPT {
+        NONE
+    } else {
+        blamed_ext(r, record, in_irq, &cpu, faulting_rip, inp.rip, current)
+    };
     // A failed extension's caller is its victim: only the extension is
     // to blame (and reset), and the caller's system call completes with
     // the result the kernel chose.
