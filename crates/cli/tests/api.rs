@@ -146,6 +146,13 @@ fn private_socket_status_metrics_and_ctl() {
     let mem = &m["memory"];
     assert!(mem["host_rss_bytes"].as_u64().unwrap() > 1 << 20, "{m}");
     assert_eq!(mem["guest_ram_bytes"], 64u64 << 20);
+    // The booted guest touched some of its RAM; the hypervisor's own
+    // memory is the rest of the resident set.
+    let rss = mem["host_rss_bytes"].as_u64().unwrap();
+    let guest_resident = mem["guest_ram_resident_bytes"].as_u64().unwrap();
+    let own = mem["vmm_own_bytes"].as_u64().unwrap();
+    assert!(guest_resident > 0 && guest_resident <= 64 << 20, "{m}");
+    assert_eq!(own, rss.saturating_sub(guest_resident), "{m}");
     let total = mem["guest_frames_total"].as_u64().unwrap();
     let used = mem["guest_frames_used"].as_u64().unwrap();
     assert!(used > 0 && used < total, "{m}");
