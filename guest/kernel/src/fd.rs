@@ -25,10 +25,41 @@ pub fn release(fd: &Fd) {
     }
 }
 
+/// Whether the kernel could have installed `f`: a known kind naming an
+/// object that exists.
+fn well_formed(f: &Fd) -> bool {
+    match f.kind {
+        FD_CONSOLE => true,
+        FD_PIPE_READ | FD_PIPE_WRITE => (f.obj as usize) < MAX_PIPES,
+        FD_DEVICE => (f.obj as usize) < MAX_EXTS,
+        _ => false,
+    }
+}
+
 pub fn get(fd: u64) -> KResult<Fd> {
     let p = current().ok_or(EBADF)?;
     let f = *p.fds.get(fd as usize).ok_or(EBADF)?;
-    if f.kind == FD_NONE { Err(EBADF) } else { Ok(f) }
+    if f.kind == FD_NONE {
+        return Err(EBADF);
+    }
+    if !well_formed(&f) {
+        // The process's descriptor table was corrupted: acting on it
+        // would touch the wrong object, and failing the call would leave
+        // the process silently broken. It is a crash blamed on that
+        // process, which the repair quarantines.
+        let mut m = crate::console::LineBuf::new();
+        let _ = core::fmt::Write::write_fmt(
+            &mut m,
+            format_args!(
+                "descriptor table of pid {} corrupted: fd {fd} kind {:#x} obj {:#x}",
+                current_pid(),
+                f.kind,
+                f.obj
+            ),
+        );
+        crate::crash::panic_with(m.as_bytes());
+    }
+    Ok(f)
 }
 
 pub fn install(f: Fd) -> KResult<u64> {
