@@ -600,17 +600,22 @@ impl Vm {
     }
 }
 
-fn register_memory(vm_fd: &VmFd, mem: &GuestRam, mem_size: u64) -> Result<()> {
+/// Guest RAM's KVM memory slot: slot 0, all of `mem` at guest-physical 0.
+pub(crate) fn ram_region(mem: &GuestRam, mem_size: u64) -> Result<kvm_userspace_memory_region> {
     let host = mem
         .get_host_address(GuestAddress(0))
         .map_err(|e| Error::GuestMemory(format!("no host mapping for RAM: {e}")))?;
-    let region = kvm_userspace_memory_region {
+    Ok(kvm_userspace_memory_region {
         slot: 0,
         guest_phys_addr: 0,
         memory_size: mem_size,
         userspace_addr: host as u64,
         flags: 0,
-    };
+    })
+}
+
+pub(crate) fn register_memory(vm_fd: &VmFd, mem: &GuestRam, mem_size: u64) -> Result<()> {
+    let region = ram_region(mem, mem_size)?;
     // SAFETY: `host` is the start of one anonymous mapping of `mem_size`
     // bytes owned by `mem`; the `Vm` keeps that mapping alive until after
     // the VM file descriptor (and with it the slot) is closed.

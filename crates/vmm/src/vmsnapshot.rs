@@ -988,27 +988,14 @@ fn copy_ram_in(mem: &GuestRam, len: usize, ram: &RamImage) -> Result<()> {
 /// slot itself works whether or not KVM zaps every shadow page on any
 /// slot deletion (the VM turns that quirk off, see `kvm.rs`).
 fn drop_shadow_page_tables(vm_fd: &VmFd, mem: &GuestRam, mem_size: u64) -> Result<()> {
-    let host = mem
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| Error::GuestMemory(format!("no host mapping for RAM: {e}")))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: mem_size,
-        userspace_addr: host as u64,
-    };
     let remove = kvm_userspace_memory_region {
         memory_size: 0,
-        ..region
+        ..crate::vm::ram_region(mem, mem_size)?
     };
     // SAFETY: deletes the RAM slot; no vCPU runs during a restore.
     unsafe { vm_fd.set_user_memory_region(remove) }
         .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION (RAM slot removal)"))?;
-    // SAFETY: the same mapping of `mem_size` bytes as registered at boot,
-    // owned by `mem`, which outlives the VM.
-    unsafe { vm_fd.set_user_memory_region(region) }
-        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION (RAM slot)"))
+    crate::vm::register_memory(vm_fd, mem, mem_size)
 }
 
 fn diff_ram(a: &RamImage, b: &RamImage, out: &mut Vec<String>) {
