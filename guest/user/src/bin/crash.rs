@@ -54,12 +54,8 @@ fn main(args: Args) -> i32 {
             }
         },
     };
-    let fd = match ext::open_device(DEV) {
-        Ok(fd) => fd,
-        Err(e) => {
-            println!("crash: {e}");
-            return 1;
-        }
+    let Some(fd) = open() else {
+        return 1;
     };
     if cmd == IOC_DEADLOCK {
         // Another process must hold the lock first: it sleeps in the
@@ -116,12 +112,8 @@ fn phys(args: &Args) -> i32 {
         println!("usage: crash poke GPA VALUE");
         return 2;
     }
-    let fd = match ext::open_device(DEV) {
-        Ok(fd) => fd,
-        Err(e) => {
-            println!("crash: {e}");
-            return 1;
-        }
+    let Some(fd) = open() else {
+        return 1;
     };
     let mut req = [gpa, value.unwrap_or(0)];
     let cmd = if poke { IOC_POKE_PHYS } else { IOC_PEEK_PHYS };
