@@ -46,6 +46,13 @@ pub fn report_in(kind: u32, ext: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     cpu::halt_forever()
 }
 
+/// Like [`report_in`], with the message formatted here.
+pub fn report_fmt(kind: u32, ext: u32, frame: &TrapFrame, args: core::fmt::Arguments) -> ! {
+    let mut m = LineBuf::new();
+    let _ = m.write_fmt(args);
+    report_in(kind, ext, frame, m.as_bytes())
+}
+
 /// An exception in ring 0 the kernel cannot handle.
 pub fn oops(frame: &TrapFrame) -> ! {
     let mut m = LineBuf::new();

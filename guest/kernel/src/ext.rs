@@ -6,7 +6,6 @@ use crate::mm::paging::{self, W};
 use crate::mm::{frame, phys_to_virt};
 use crate::state::{current, current_pid, k};
 use crate::uaccess::{self, KResult};
-use core::fmt::Write;
 use lazarus_abi::ext::*;
 use lazarus_abi::hypercall::{EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_EXT_EVENT};
 use lazarus_abi::layout::{EXT_REGION, EXT_SLOT_SIZE, PAGE_SIZE};
@@ -367,19 +366,14 @@ fn failed(slot: usize, ret: i64, why: &str) -> ! {
         // the current process's kernel stack, live until it returns.
         unsafe { (*(p.user_frame as *mut lazarus_abi::trap::TrapFrame)).rax = ret as u64 };
     }
-    let mut m = crate::console::LineBuf::new();
-    let name = k().exts[slot].name;
-    let n = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-    let _ = write!(
-        m,
-        "extension {} failed pid {pid}: {why}",
-        core::str::from_utf8(&name[..n]).unwrap_or("?")
-    );
-    crate::crash::report_in(
+    crate::crash::report_fmt(
         CRASH_EXT_FAILED,
         slot as u32,
         &crate::crash::here(),
-        m.as_bytes(),
+        format_args!(
+            "extension {} failed pid {pid}: {why}",
+            lazarus_abi::name_str(&k().exts[slot].name)
+        ),
     )
 }
 

@@ -47,9 +47,10 @@ pub fn get(fd: u64) -> KResult<Fd> {
         // would touch the wrong object, and failing the call would leave
         // the process silently broken. It is a crash blamed on that
         // process, which the repair quarantines.
-        let mut m = crate::console::LineBuf::new();
-        let _ = core::fmt::Write::write_fmt(
-            &mut m,
+        crate::crash::report_fmt(
+            CRASH_PANIC,
+            crate::state::current_ext(),
+            &crate::crash::here(),
             format_args!(
                 "descriptor table of pid {} corrupted: fd {fd} kind {:#x} obj {:#x}",
                 current_pid(),
@@ -57,7 +58,6 @@ pub fn get(fd: u64) -> KResult<Fd> {
                 f.obj
             ),
         );
-        crate::crash::panic_with(m.as_bytes());
     }
     Ok(f)
 }

@@ -80,20 +80,15 @@ extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
         return;
     };
     if n.ctx_seal != 0 && saved_seal(n) != n.ctx_seal {
-        let mut m = crate::console::LineBuf::new();
-        let _ = core::fmt::Write::write_fmt(
-            &mut m,
+        // Whatever extension the process was inside is not to blame.
+        crate::crash::report_fmt(
+            CRASH_CONTEXT_CORRUPT,
+            lazarus_abi::root::NONE,
+            &crate::crash::here(),
             format_args!(
                 "the saved state of pid {} was corrupted while it was switched out",
                 n.pid
             ),
-        );
-        // Whatever extension the process was inside is not to blame.
-        crate::crash::report_in(
-            CRASH_CONTEXT_CORRUPT,
-            lazarus_abi::root::NONE,
-            &crate::crash::here(),
-            m.as_bytes(),
         );
     }
 }
