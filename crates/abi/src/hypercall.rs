@@ -15,7 +15,25 @@ pub struct Hypercall {
     pub ret: i64,
 }
 
-/// args: [gpa of KernelRoot, size of KernelRoot, ABI version]
+/// The start of the block registered with [`HC_REGISTER_ROOT`], and the
+/// only part of it the hypervisor reads (as KVM's guests register a clock
+/// page): it checks the header and watches the heartbeat, and knows
+/// nothing of what follows, the guest OS's own state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RootHeader {
+    /// [`crate::root::ROOT_MAGIC`].
+    pub magic: u64,
+    /// [`crate::root::ABI_VERSION`].
+    pub abi_version: u32,
+    /// Bytes registered, header included.
+    pub root_size: u32,
+    /// Timer ticks since boot; the hypervisor's watchdog watches it move.
+    pub heartbeat: u64,
+}
+
+/// args: [gpa of the state root, its size, ABI version]. The root starts
+/// with a [`RootHeader`].
 pub const HC_REGISTER_ROOT: u64 = 1;
 /// args: [exit status]
 pub const HC_POWEROFF: u64 = 2;

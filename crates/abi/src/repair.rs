@@ -120,6 +120,19 @@ pub const DETECT_TRIPLE_FAULT: u32 = 2;
 pub const DETECT_HANG: u32 = 3;
 pub const DETECT_INTERNAL_ERROR: u32 = 4;
 pub const DETECT_OTHER: u32 = 5;
+pub const DETECT_ENTRY_FAILURE: u32 = 6;
+
+/// The name of a detector, as dumps and the crash database record it.
+pub const fn detector_name(d: u32) -> &'static str {
+    match d {
+        DETECT_PANIC => "pvpanic",
+        DETECT_TRIPLE_FAULT => "triple-fault",
+        DETECT_HANG => "watchdog",
+        DETECT_INTERNAL_ERROR => "kvm-internal-error",
+        DETECT_ENTRY_FAILURE => "entry-failure",
+        _ => "other",
+    }
+}
 
 /// What the hypervisor tells the repair program.
 #[repr(C)]

@@ -7,6 +7,7 @@
 //! extensions without symbols. Tables are fixed-size arrays so that their
 //! invariants can be checked without following guest pointers.
 
+pub use crate::hypercall::RootHeader;
 use crate::trap::TrapFrame;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -347,11 +348,9 @@ pub struct CrashRecord {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct KernelRoot {
-    pub magic: u64,
-    pub abi_version: u32,
-    pub root_size: u32,
-    /// Timer ticks since boot; the hypervisor watchdog watches it move.
-    pub heartbeat: u64,
+    /// The part the hypervisor reads: magic, version, size and the
+    /// heartbeat (timer ticks since boot) its watchdog watches move.
+    pub header: RootHeader,
     pub mem_size: u64,
     /// Physical address of the master PML4 (kernel half shared by all).
     pub master_pml4: u64,

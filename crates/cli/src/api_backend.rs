@@ -22,11 +22,12 @@ use lazarus_api::{
 };
 use lazarus_crashdb::{CrashDb, DataDir};
 use lazarus_inject::{FaultSpec, FaultType, InjectError, Injector, Structure};
-use lazarus_vmm::{ConsoleInput, ControlError, PauseGuard, Recovery, RunState, VmControl};
+use lazarus_resurrect::Recovery;
+use lazarus_vmm::{ConsoleInput, ControlError, PauseGuard, RunState, VmControl};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::crash_handler::{Background, OnDemand, lower_priority, unix_ms};
 use crate::exit::{BAD_INPUT, failure};
+use lazarus_triage::{Background, OnDemand, lower_priority, unix_ms};
 
 /// Longest wait for every vCPU to stop (a repair in progress finishes
 /// first; its budget is far below this).
@@ -656,7 +657,8 @@ impl Backend for ApiSession {
                     .collect(),
             });
         let usage = control.map(|c| c.memory_usage());
-        let guest = usage.and_then(|u| u.guest);
+        let guest = control
+            .and_then(|c| lazarus_resurrect::guest_kernel_memory(c.memory(), c.root_gpa()?).ok());
         let memory = MemoryMetrics {
             host_rss_bytes: usage
                 .and_then(|u| u.host_rss_bytes)

@@ -18,9 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
-use lazarus_vmm::{
-    ConsoleOutput, Recovery, ResurrectConfig, StopHandle, Vm, VmOutcome, VmSnapshot,
-};
+use lazarus_resurrect::{Recovery, ResurrectConfig};
+use lazarus_vmm::{ConsoleOutput, StopHandle, Vm, VmOutcome, VmSnapshot};
 use serde::Serialize;
 
 use crate::bench::{Stats, ms, stats};
@@ -118,7 +117,7 @@ fn new_vm(
     let mut config = image.config(&args.image);
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
-    config.resurrect = resurrect;
+    config.crash_handler = resurrect.map(|r| Box::new(r) as _);
     let vm = Vm::new(config).map_err(|e| image.explain(e))?;
     Ok((vm, d))
 }

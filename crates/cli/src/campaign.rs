@@ -30,8 +30,9 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lazarus_inject::{FaultSpec, FaultType, Injection, Injector};
+use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
 use lazarus_vmm::control::MemoryUsage;
-use lazarus_vmm::{ConsoleOutput, Recovery, ResurrectConfig, StopHandle, Vm, VmControl, VmOutcome};
+use lazarus_vmm::{ConsoleOutput, StopHandle, Vm, VmControl, VmOutcome};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -231,7 +232,7 @@ impl Session {
         let (tx, recoveries) = channel();
         let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
         rc.listener = Some(tx);
-        config.resurrect = Some(rc);
+        config.crash_handler = Some(Box::new(rc));
         let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
         let control = vm.control();
         let stop = vm.stop_handle();
@@ -447,14 +448,17 @@ pub fn run(args: &CampaignArgs) -> anyhow::Result<u8> {
 
 fn sample(control: &VmControl, start: Instant, faults: u64) -> MemorySample {
     let m: MemoryUsage = control.memory_usage();
+    let guest = control
+        .root_gpa()
+        .and_then(|gpa| lazarus_resurrect::guest_kernel_memory(control.memory(), gpa).ok());
     MemorySample {
         t_s: start.elapsed().as_secs_f64(),
         faults,
         host_rss_kib: m.host_rss_bytes.map(|b| b / 1024),
         guest_ram_resident_kib: m.guest_ram_resident_bytes.map(|b| b / 1024),
         vmm_own_kib: m.vmm_own_bytes().map(|b| b / 1024),
-        guest_frames_used: m.guest.map(|g| g.frames_used),
-        guest_heap_used_bytes: m.guest.map(|g| g.heap_used_bytes),
+        guest_frames_used: guest.map(|g| g.frames_used),
+        guest_heap_used_bytes: guest.map(|g| g.heap_used_bytes),
     }
 }
 
@@ -681,9 +685,12 @@ fn fell_back(s: &mut Session, mut rec: FaultRecord) -> FaultRecord {
     match outcome {
         Some(Ok(VmOutcome::Crash(info))) => {
             rec.outcome = Outcome::RecoveredByReboot;
-            rec.note = match &info.fallback {
-                Some(why) => format!("{}; fell back: {why}", info.summary()),
-                None => info.summary(),
+            rec.note = match Fallback::of(&info) {
+                Some(why) => format!("{}; fell back ({}): {why}", info.summary(), why.code()),
+                None => match &info.fallback {
+                    Some(why) => format!("{}; fell back: {why}", info.summary()),
+                    None => info.summary(),
+                },
             };
         }
         other => {

@@ -126,7 +126,7 @@ pub struct RunArgs {
     pub api_sock: Option<PathBuf>,
 }
 
-/// `--repair-slot` (see `lazarus_vmm::RepairSlot`).
+/// `--repair-slot` (see `lazarus_resurrect::RepairSlot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SlotArg {
     /// A slot registered at boot; its host memory is swapped between the
@@ -137,11 +137,11 @@ pub enum SlotArg {
     Fresh,
 }
 
-impl From<SlotArg> for lazarus_vmm::RepairSlot {
+impl From<SlotArg> for lazarus_resurrect::RepairSlot {
     fn from(s: SlotArg) -> Self {
         match s {
-            SlotArg::Resident => lazarus_vmm::RepairSlot::Resident,
-            SlotArg::Fresh => lazarus_vmm::RepairSlot::Fresh,
+            SlotArg::Resident => lazarus_resurrect::RepairSlot::Resident,
+            SlotArg::Fresh => lazarus_resurrect::RepairSlot::Fresh,
         }
     }
 }

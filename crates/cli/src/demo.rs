@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use lazarus_vmm::{ConsoleOutput, ResurrectConfig, Vm, VmOutcome};
+use lazarus_resurrect::ResurrectConfig;
+use lazarus_vmm::{ConsoleOutput, Vm, VmOutcome};
 
 use crate::cli::DemoArgs;
 use crate::driver::{Driver, kv_check};
@@ -36,7 +37,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let mut config = image.config(&args.image);
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
-    config.resurrect = Some(ResurrectConfig::new(lazarus_image::REPAIR_ELF));
+    config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
     let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
     let stop = vm.stop_handle();
     let runner = std::thread::spawn(move || {

@@ -28,7 +28,6 @@ mod bench_recovery;
 mod campaign;
 mod campaign_plot;
 mod cli;
-mod crash_handler;
 mod crashes_cmd;
 mod ctl;
 mod demo;

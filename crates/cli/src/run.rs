@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_crashdb::DataDir;
-use lazarus_vmm::{ConsoleInput, ConsoleOutput, Recovery, ResurrectConfig, Vm, VmOutcome};
+use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
+use lazarus_triage::{Persisted, Triage, TriageError, new_boot_id};
+use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
 
 use crate::api_backend::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
-use crate::crash_handler::{CrashHandler, new_boot_id, print_result};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;
 
@@ -26,7 +27,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     };
     let data = DataDir::resolve(args.data_dir.as_deref())
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
-    let mut crashes = CrashHandler::new(&image, data.clone())?;
+    let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
+        .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
     let crashes_bg = crashes.background_handle();
     // One input queue for the whole session, so that input not yet read
     // by the guest survives a reboot.
@@ -68,7 +70,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
             rc.slot = args.repair_slot.into();
             rc.listener = Some(tx);
-            config.resurrect = Some(rc);
+            config.crash_handler = Some(Box::new(rc));
             // Dumps of resurrected crashes are written off the guest's path.
             let bg = crashes_bg.clone();
             let boot = boot_id.clone();
@@ -80,7 +82,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                     if let Some(s) = &api_session {
                         s.record_recovery(&rec, boot_nr);
                     }
-                    bg.persist_recovery(rec, &boot);
+                    print_result(&bg.persist_recovery(rec, &boot));
                 }
             }))
         } else {
@@ -91,7 +93,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             a.session().attach(vm.control(), &boot_id, boots);
         }
         if boots == 1
-            && let Some(size) = vm.repair_image_size()
+            && let Some(size) = lazarus_resurrect::image_size(&vm)
         {
             eprintln!(
                 "lazarus: repair image: {} KiB in host memory, outside the guest (program {} KiB, pristine code {} KiB, symbols {} KiB for {} functions, page tables {} KiB, stack and mailbox)",
@@ -110,7 +112,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let outcome = vm.run().context("running the guest")?;
             // Make sure everything the guest printed is out before we talk.
             let _ = std::io::stdout().flush();
-            crashes.report_finished();
+            crashes.finished().iter().for_each(print_result);
             tracing::info!(
                 exits = vm.exit_counts().total(),
                 ?outcome,
@@ -138,14 +140,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         OnCrash::Reboot => "reboot",
                         OnCrash::Resurrect => "fallback-reboot",
                     };
-                    eprintln!("lazarus: the guest crashed: {}", info.summary());
+                    let summary = lazarus_triage::capture::describe(&vm, &info);
+                    eprintln!("lazarus: the guest crashed: {summary}");
                     if let Some(a) = &api {
                         a.session().crash_detected();
                     }
-                    if let Some(why) = &info.fallback {
-                        eprintln!("lazarus: cannot resurrect it safely ({why}); rebooting");
+                    match (Fallback::of(&info), &info.fallback) {
+                        (Some(why), _) => eprintln!(
+                            "lazarus: cannot resurrect it safely ({why}; {}); rebooting",
+                            why.code()
+                        ),
+                        (None, Some(why)) => {
+                            eprintln!("lazarus: cannot resurrect it safely ({why}); rebooting")
+                        }
+                        (None, None) => {}
                     }
-                    let captured = crashes.capture(&vm, &info, &boot_id, action);
+                    let captured = lazarus_triage::capture_crash(
+                        crashes.build_ids(),
+                        &vm,
+                        &info,
+                        &boot_id,
+                        action,
+                    );
                     match args.on_crash {
                         OnCrash::Halt => {
                             let r = crashes.persist(captured);
@@ -153,10 +169,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                                 eprint!("{}", p.text);
                             }
                             print_result(&r);
-                            break Err(failure(
-                                CRASHED,
-                                format!("the guest crashed: {}", info.summary()),
-                            ));
+                            break Err(failure(CRASHED, format!("the guest crashed: {summary}")));
                         }
                         OnCrash::Reboot | OnCrash::Resurrect => {
                             // The dump is written while the guest reboots.
@@ -194,10 +207,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             Err(e) => break Err(e),
         }
     };
-    crashes.finish();
+    crashes.finish().iter().for_each(print_result);
     // Removes the API socket.
     drop(api);
     result
+}
+
+/// One line for a dump written (or not).
+fn print_result(r: &Result<Persisted, TriageError>) {
+    match r {
+        Ok(p) => eprintln!(
+            "lazarus: crash {}: {}; dump {}; report {}",
+            p.signature,
+            p.title,
+            p.dump.display(),
+            p.report_json.display()
+        ),
+        Err(e) => eprintln!("lazarus: warning: could not save the crash: {e}"),
+    }
 }
 
 /// The process exit code for a guest power-off status: the low 8 bits,
@@ -216,8 +243,8 @@ fn where_is_the_guest(vm: &Vm) -> String {
     if let Some(regs) = vm.vcpu_fd(0).and_then(|fd| fd.get_regs().ok()) {
         parts.push(format!("vCPU 0 at rip {:#x}", regs.rip));
     }
-    match vm.kernel_root() {
-        Ok(root) => parts.push(format!("kernel heartbeat {}", root.heartbeat)),
+    match vm.root_header() {
+        Ok(header) => parts.push(format!("kernel heartbeat {}", header.heartbeat)),
         Err(e) => parts.push(e.to_string()),
     }
     parts.push(format!("{} guest exits", vm.exit_counts().total()));

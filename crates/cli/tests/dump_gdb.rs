@@ -68,7 +68,8 @@ fn crash_dump(kind: &str, path: &Path, store: &SymbolStore) {
             console.text()
         ),
     };
-    let root = vm.kernel_root().expect("the kernel root");
+    let root = lazarus_resurrect::state::read_root(vm.memory(), vm.root_gpa().expect("a root"))
+        .expect("the kernel root");
     let kernel_build_id = lazarus_symbols::build_id_of(lazarus_image::KERNEL_ELF);
     let modules = lazarus_symbols::initramfs_modules(lazarus_image::INITRAMFS).unwrap();
     let extensions = root
@@ -103,7 +104,7 @@ fn crash_dump(kind: &str, path: &Path, store: &SymbolStore) {
         root_gpa: vm.root_gpa(),
         kernel_build_id,
         extensions,
-        guest_record: info.guest_record.as_ref().map(GuestRecord::from),
+        guest_record: Some(GuestRecord::from(&root.crash)),
         vcpus: vec![VcpuState {
             id: info.vcpu,
             regs: to_regs(info.regs.as_ref(), info.sregs.as_ref()),

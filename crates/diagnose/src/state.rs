@@ -24,19 +24,19 @@ pub fn read_root(dump: &Dump, gpa: u64) -> Result<Box<KernelRoot>, String> {
         }
         Err(e) => return Err(e.to_string()),
     }
-    if root.magic != ROOT_MAGIC {
-        return Err(format!("bad magic {:#x}", root.magic));
+    if root.header.magic != ROOT_MAGIC {
+        return Err(format!("bad magic {:#x}", root.header.magic));
     }
-    if root.abi_version != ABI_VERSION {
+    if root.header.abi_version != ABI_VERSION {
         return Err(format!(
             "ABI version {} (this lazarus reads {ABI_VERSION})",
-            root.abi_version
+            root.header.abi_version
         ));
     }
-    if root.root_size as usize != size_of::<KernelRoot>() {
+    if root.header.root_size as usize != size_of::<KernelRoot>() {
         return Err(format!(
             "size {} (expected {})",
-            root.root_size,
+            root.header.root_size,
             size_of::<KernelRoot>()
         ));
     }

@@ -149,9 +149,9 @@ fn build(s: &Setup) -> Built {
     put(&mut ram, STACK_PA + 0x208, dispatch);
 
     let mut root = KernelRoot::new_box_zeroed().unwrap();
-    root.magic = ROOT_MAGIC;
-    root.abi_version = ABI_VERSION;
-    root.root_size = size_of::<KernelRoot>() as u32;
+    root.header.magic = ROOT_MAGIC;
+    root.header.abi_version = ABI_VERSION;
+    root.header.root_size = size_of::<KernelRoot>() as u32;
     root.mem_size = RAM as u64;
     let text = kernel
         .sections()
@@ -406,7 +406,7 @@ fn missing_symbols_degrade_to_module_offsets() {
 #[test]
 fn a_corrupted_root_is_reported_not_fatal() {
     let mut s = setup(oops(13, 0, 0));
-    s.root = Box::new(|r| r.magic = 0xdead);
+    s.root = Box::new(|r| r.header.magic = 0xdead);
     let r = run(s);
     assert_eq!(r.kind, CrashKind::GeneralProtection);
     assert!(r.process.is_none());

@@ -26,7 +26,7 @@ use crate::{FaultType, Guest, InjectError, Injection, Structure, cstr, ext_name,
 const WORD: u64 = 8;
 /// The root's header (magic, ABI version, size) is how the hypervisor
 /// finds the root at all; it is not kernel data, so wild writes skip it.
-const ROOT_HEADER: u64 = offset_of!(KernelRoot, heartbeat) as u64;
+const ROOT_HEADER: u64 = offset_of!(KernelRoot, header.heartbeat) as u64;
 const ROOT_SIZE: u64 = size_of::<KernelRoot>() as u64;
 /// Size of the kernel image window at [`KERNEL_VIRT_BASE`].
 const KERNEL_WINDOW: u64 = 1 << 30;

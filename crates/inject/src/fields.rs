@@ -21,6 +21,14 @@ fn size_of_ret<T>(_: fn(&KernelRoot) -> &T) -> usize {
 }
 
 macro_rules! field {
+    ($outer:ident . $inner:ident) => {
+        Field {
+            name: concat!(stringify!($outer), ".", stringify!($inner)),
+            offset: offset_of!(KernelRoot, $outer.$inner),
+            size: size_of_ret(|r| &r.$outer.$inner),
+            elem: 0,
+        }
+    };
     ($name:ident) => {
         Field {
             name: stringify!($name),
@@ -42,10 +50,10 @@ macro_rules! field {
 /// Every field of the root, in memory order.
 pub(crate) fn root_fields() -> [Field; 33] {
     [
-        field!(magic),
-        field!(abi_version),
-        field!(root_size),
-        field!(heartbeat),
+        field!(header.magic),
+        field!(header.abi_version),
+        field!(header.root_size),
+        field!(header.heartbeat),
         field!(mem_size),
         field!(master_pml4),
         field!(kernel_text_start),
@@ -78,7 +86,7 @@ pub(crate) fn root_fields() -> [Field; 33] {
     ]
 }
 
-/// Names byte `offset` of the root: `root.procs[3]+0x18`, `root.heartbeat`.
+/// Names byte `offset` of the root: `root.procs[3]+0x18`, `root.header.heartbeat`.
 pub(crate) fn describe_root_offset(offset: usize) -> String {
     let Some(f) = root_fields()
         .into_iter()
@@ -131,8 +139,8 @@ mod tests {
             "root.locks[3]+0x8"
         );
         assert_eq!(
-            describe_root_offset(offset_of!(KernelRoot, heartbeat)),
-            "root.heartbeat"
+            describe_root_offset(offset_of!(KernelRoot, header.heartbeat)),
+            "root.header.heartbeat"
         );
         assert_eq!(
             describe_root_offset(size_of::<KernelRoot>()),

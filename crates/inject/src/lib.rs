@@ -31,7 +31,7 @@ use core::str::FromStr;
 
 use lazarus_abi::root::KernelRoot;
 use lazarus_vmm::memory::{GuestRam, read_bytes, write_bytes};
-use lazarus_vmm::root::{RootError, read_root};
+use lazarus_vmm::root::RootError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -421,7 +421,25 @@ fn load_root(mem: &GuestRam, gpa: u64) -> Result<Box<KernelRoot>, InjectError> {
             source: RootError::NotRegistered,
         });
     }
-    read_root(mem, gpa).map_err(|source| InjectError::NoRoot { gpa, source })
+    // Temporary until the one state-root reader lands.
+    let size = size_of::<KernelRoot>() as u64;
+    lazarus_vmm::root::read_header(mem, gpa, size)
+        .map_err(|source| InjectError::NoRoot { gpa, source })?;
+    let mut root =
+        <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().map_err(|_| InjectError::NoRoot {
+            gpa,
+            source: RootError::Read,
+        })?;
+    vm_memory::Bytes::read_slice(
+        mem,
+        zerocopy::IntoBytes::as_mut_bytes(&mut *root),
+        vm_memory::GuestAddress(gpa),
+    )
+    .map_err(|_| InjectError::NoRoot {
+        gpa,
+        source: RootError::Read,
+    })?;
+    Ok(root)
 }
 
 fn write_guest(mem: &GuestRam, gpa: u64, bytes: &[u8]) -> Result<(), InjectError> {

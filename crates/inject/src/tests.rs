@@ -131,11 +131,11 @@ impl Fixture {
 fn fixture() -> Fixture {
     let mut b = Builder::new();
     let mut root = KernelRoot::new_box_zeroed().expect("root");
-    root.magic = ROOT_MAGIC;
-    root.abi_version = ABI_VERSION;
-    root.root_size = size_of::<KernelRoot>() as u32;
+    root.header.magic = ROOT_MAGIC;
+    root.header.abi_version = ABI_VERSION;
+    root.header.root_size = size_of::<KernelRoot>() as u32;
     root.master_pml4 = b.pml4;
-    root.heartbeat = 1234;
+    root.header.heartbeat = 1234;
 
     // crashtest: 4 pages, text in pages 1-2, which are not physically
     // adjacent, so one instruction straddles a discontinuity.
@@ -493,7 +493,7 @@ fn wild_write_kernel_hits_root_data_or_live_heap() {
 }
 
 fn offset_of_heartbeat() -> u64 {
-    core::mem::offset_of!(KernelRoot, heartbeat) as u64
+    core::mem::offset_of!(KernelRoot, header.heartbeat) as u64
 }
 
 #[test]

@@ -8,6 +8,7 @@ use lazarus_abi::layout::DEFAULT_MEMORY;
 use lazarus_abi::root::MAX_CPUS;
 
 use crate::console::{ConsoleInput, ConsoleOutput};
+use crate::handler::CrashHandlerBuilder;
 use crate::kvm::DEFAULT_KVM_DEVICE;
 
 /// Most vCPUs a VM may have (the kernel root tracks this many CPUs).
@@ -44,9 +45,9 @@ pub struct VmConfig {
     /// Declare the guest hung when its heartbeat stops for this long
     /// (`None` disables the watchdog).
     pub watchdog: Option<Duration>,
-    /// Resurrect the kernel after a crash with the hidden repair image
-    /// (`None`: every crash ends [`crate::Vm::run`]).
-    pub resurrect: Option<crate::recovery::ResurrectConfig>,
+    /// What handles crashes, e.g. resurrection with the hidden repair
+    /// image (`None`: every crash ends [`crate::Vm::run`]).
+    pub crash_handler: Option<Box<dyn CrashHandlerBuilder>>,
 }
 
 impl VmConfig {
@@ -68,7 +69,7 @@ impl VmConfig {
             timeout: None,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             watchdog: Some(crate::watchdog::DEFAULT_TIMEOUT),
-            resurrect: None,
+            crash_handler: None,
         }
     }
 }

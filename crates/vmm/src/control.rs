@@ -12,22 +12,20 @@
 //! A [`VmControl`] is cloneable and does not keep the VM alive: it shares
 //! guest RAM and the counters, never the vCPU or VM file descriptors.
 
-use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use lazarus_abi::root::{HEAP_BLOCK, HEAP_BLOCKS, HeapMap, KernelRoot, MemStats};
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::GuestAddress;
 
 use crate::console::lock;
+use crate::cpu::Vcpu;
 use crate::hypercall::Hypercalls;
+use crate::kick::kick_signal;
+use crate::loader::GuestLayout;
 use crate::memory::GuestRam;
-use crate::root::{RootError, read_root};
 use crate::stats::{ExitCounts, ExitStats};
-use crate::vcpu::{Vcpu, kick_signal};
-use crate::vm::GuestLayout;
 
 /// How often a parked vCPU re-checks the VM's stop flag on its own (the
 /// VM also wakes it when it stops).
@@ -187,6 +185,31 @@ impl ControlShared {
     }
 
     fn pause(self: &Arc<Self>, timeout: Duration) -> Result<PauseGuard, ControlError> {
+        self.pause_except(None, timeout)
+    }
+
+    /// Stops every vCPU but `me` (whose thread calls this, for a crash),
+    /// and returns the registers they recorded when they parked. Gives up
+    /// early when the VM is being stopped.
+    pub(crate) fn stop_others(
+        self: &Arc<Self>,
+        me: u32,
+        timeout: Duration,
+        vm_stop: &AtomicBool,
+    ) -> Result<(Vec<VcpuRegs>, PauseGuard), ControlError> {
+        if vm_stop.load(Ordering::Acquire) {
+            return Err(ControlError::NotRunning);
+        }
+        let guard = self.pause_except(Some(me), timeout)?;
+        let others = guard.vcpus();
+        Ok((others, guard))
+    }
+
+    fn pause_except(
+        self: &Arc<Self>,
+        me: Option<u32>,
+        timeout: Duration,
+    ) -> Result<PauseGuard, ControlError> {
         let start = Instant::now();
         let mut st = lock(&self.state);
         if st.running == 0 {
@@ -210,7 +233,9 @@ impl ControlShared {
                 drop(guard);
                 return Err(ControlError::NotRunning);
             }
-            if parked >= running {
+            // The caller's own vCPU does not park.
+            let needed = running - usize::from(me.is_some());
+            if parked >= needed {
                 return Ok(guard);
             }
             let waited = start.elapsed();
@@ -225,7 +250,7 @@ impl ControlShared {
             }
             if last_kick.is_none_or(|t| t.elapsed() >= REKICK) {
                 for &(id, thread) in &st.threads {
-                    if st.parked.iter().all(|p| p.id != id) {
+                    if Some(id) != me && st.parked.iter().all(|p| p.id != id) {
                         // SAFETY: `thread` is a live vCPU thread: threads
                         // remove themselves under this lock before ending.
                         // The kick handler only sets `immediate_exit`.
@@ -274,7 +299,7 @@ pub struct VmControl {
     pub(crate) mem: Arc<GuestRam>,
     pub(crate) hypercalls: Arc<Hypercalls>,
     pub(crate) stats: Arc<ExitStats>,
-    pub(crate) repairing: Arc<Mutex<Option<Instant>>>,
+    pub(crate) handling: Arc<Mutex<Option<(u32, Instant)>>>,
     pub(crate) layout: GuestLayout,
     pub(crate) created: Instant,
 }
@@ -313,7 +338,7 @@ impl VmControl {
             RunState::Stopped
         } else if st.holds > 0 && st.parked.len() >= st.running {
             RunState::Paused
-        } else if lock(&self.repairing).is_some() {
+        } else if lock(&self.handling).is_some() {
             RunState::Repairing
         } else {
             RunState::Running
@@ -330,11 +355,6 @@ impl VmControl {
         self.hypercalls.root_gpa()
     }
 
-    /// A copy of the kernel's state root, read now.
-    pub fn kernel_root(&self) -> Result<Box<KernelRoot>, RootError> {
-        read_root(&self.mem, self.root_gpa().ok_or(RootError::NotRegistered)?)
-    }
-
     /// Guest exits so far.
     pub fn exit_counts(&self) -> ExitCounts {
         self.stats.snapshot()
@@ -349,14 +369,14 @@ impl VmControl {
         self.created
     }
 
-    /// Guest kernel memory in use and the hypervisor's RSS, now.
+    /// The hypervisor's resident memory and the guest RAM in it, now.
     pub fn memory_usage(&self) -> MemoryUsage {
-        MemoryUsage::sample(&self.mem, self.root_gpa())
+        MemoryUsage::sample(&self.mem)
     }
 }
 
 /// Memory in use, for metrics and soak tests: the hypervisor process's
-/// resident set and the guest kernel's own accounting.
+/// resident set and the guest RAM in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryUsage {
     /// Resident set of this process in bytes (it includes the guest RAM
@@ -365,37 +385,15 @@ pub struct MemoryUsage {
     /// Guest RAM pages resident in host memory, in bytes: the part of the
     /// resident set that is the guest's, not the hypervisor's.
     pub guest_ram_resident_bytes: Option<u64>,
-    /// `None` before the kernel registers its state root, or when the
-    /// root is unreadable.
-    pub guest: Option<GuestKernelMemory>,
-}
-
-/// The guest kernel's memory accounting, from its state root
-/// ([`KernelRoot::mem`] and [`KernelRoot::heap`]). Guest-controlled data:
-/// plausible at best, never trusted for anything but reporting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GuestKernelMemory {
-    /// Physical frames (4 KiB) managed by the kernel, and those in use.
-    pub frames_total: u64,
-    pub frames_used: u64,
-    /// Kernel heap size and the bytes its allocator counts as in use.
-    pub heap_size_bytes: u64,
-    pub heap_used_bytes: u64,
-    /// Heap blocks marked allocated in the allocation map.
-    pub heap_blocks_used: u64,
-    /// The size of one heap block (a constant, not a usage figure):
-    /// `heap_blocks_used * heap_block_bytes` is the heap in use by the map.
-    pub heap_block_bytes: u64,
 }
 
 impl MemoryUsage {
-    /// Samples both now. Cheap (two small guest reads and one /proc read),
-    /// so a soak can call it often while the guest runs.
-    pub fn sample(mem: &GuestRam, root_gpa: Option<u64>) -> MemoryUsage {
+    /// Samples both now. Cheap (a `mincore` and one /proc read), so a soak
+    /// can call it often while the guest runs.
+    pub fn sample(mem: &GuestRam) -> MemoryUsage {
         MemoryUsage {
             host_rss_bytes: host_rss_bytes(),
             guest_ram_resident_bytes: guest_ram_resident_bytes(mem),
-            guest: root_gpa.and_then(|gpa| guest_kernel_memory(mem, gpa).ok()),
         }
     }
 
@@ -443,36 +441,10 @@ pub fn host_rss_bytes() -> Option<u64> {
     pages.checked_mul(page)
 }
 
-/// The kernel's memory accounting, read from its state root at `root_gpa`
-/// (the root header is checked first).
-pub fn guest_kernel_memory(mem: &GuestRam, root_gpa: u64) -> Result<GuestKernelMemory, RootError> {
-    // Checks the header (magic, version, size, bounds) of the whole root.
-    crate::root::check_header(mem, root_gpa)?;
-    let stats: MemStats =
-        crate::memory::read_obj(mem, root_gpa + offset_of!(KernelRoot, mem) as u64)
-            .ok_or(RootError::Read)?;
-    let mut used = [0u64; HEAP_BLOCKS / 64];
-    let used_at = root_gpa + (offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used)) as u64;
-    mem.read_slice(
-        zerocopy::IntoBytes::as_mut_bytes(&mut used[..]),
-        GuestAddress(used_at),
-    )
-    .map_err(|_| RootError::Read)?;
-    let blocks: u64 = used.iter().map(|w| u64::from(w.count_ones())).sum();
-    Ok(GuestKernelMemory {
-        frames_total: stats.frames_total,
-        frames_used: stats.frames_total.saturating_sub(stats.frames_free),
-        heap_size_bytes: stats.heap_size,
-        heap_used_bytes: stats.heap_used,
-        heap_blocks_used: blocks,
-        heap_block_bytes: HEAP_BLOCK as u64,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{create_guest_ram, write_obj};
+    use crate::memory::create_guest_ram;
 
     #[test]
     fn host_rss_is_plausible() {
@@ -489,30 +461,6 @@ mod tests {
         let after = guest_ram_resident_bytes(&mem).expect("mincore");
         assert!(after >= before + (1 << 20), "{before} -> {after}");
         assert!(after <= 16 << 20, "{after}");
-    }
-
-    #[test]
-    fn guest_memory_from_the_root() {
-        let mem = create_guest_ram(16 << 20).expect("ram");
-        let gpa = 0x10_0000;
-        assert_eq!(MemoryUsage::sample(&mem, Some(gpa)).guest, None, "no root");
-        crate::root::tests::plant_root(&mem, gpa);
-        let stats = MemStats {
-            frames_total: 100,
-            frames_free: 30,
-            heap_size: 1 << 20,
-            heap_used: 3 * HEAP_BLOCK as u64,
-            ..Default::default()
-        };
-        write_obj(&mem, gpa + offset_of!(KernelRoot, mem) as u64, &stats).expect("write");
-        let used_at = gpa + (offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used)) as u64;
-        write_obj(&mem, used_at, &0b1011u64).expect("write");
-        let g = MemoryUsage::sample(&mem, Some(gpa)).guest.expect("guest");
-        assert_eq!(g.frames_used, 70);
-        assert_eq!(g.heap_used_bytes, 768);
-        assert_eq!(g.heap_blocks_used, 3);
-        // A root near the end of RAM is rejected, not read out of bounds.
-        assert!(guest_kernel_memory(&mem, (16 << 20) - 64).is_err());
     }
 
     #[test]

@@ -13,6 +13,14 @@ use tracing::warn;
 use crate::boot::GDT;
 use crate::error::{Error, Result};
 
+/// One virtual CPU.
+pub struct Vcpu {
+    /// Its index (the boot vCPU is 0).
+    pub id: u32,
+    /// Its KVM handle.
+    pub fd: VcpuFd,
+}
+
 pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_MP: u64 = 1 << 1;
 pub const CR0_ET: u64 = 1 << 4;

@@ -1,10 +1,10 @@
-//! What the hypervisor knows about a guest crash.
-//!
-//! For now this is the kind of crash, the vCPU's registers at that moment
-//! and, for a crash the kernel reported itself, its own crash record.
+//! What the hypervisor knows about a guest crash: how it showed (the
+//! exit or the watchdog), which vCPU, and its registers at that moment.
+//! What the guest OS itself recorded is for OS-specific code to read.
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use lazarus_abi::root::{CRASH_OOPS, CRASH_PANIC, CRASH_SOFT_LOCKUP, CrashRecord};
+
+use crate::handler::HandlerError;
 
 /// How the guest crashed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,27 @@ pub enum CrashKind {
         stalled_ms: u64,
         cpu_ms: Option<u64>,
     },
+}
+
+impl CrashKind {
+    /// The detector that saw it, as the repair ABI numbers them
+    /// (`lazarus_abi::repair::DETECT_*`; names by `detector_name`).
+    pub fn detector(&self) -> u32 {
+        use lazarus_abi::repair::*;
+        match self {
+            CrashKind::GuestPanic { .. } => DETECT_PANIC,
+            CrashKind::TripleFault => DETECT_TRIPLE_FAULT,
+            CrashKind::Hang { .. } => DETECT_HANG,
+            CrashKind::InternalError { .. } => DETECT_INTERNAL_ERROR,
+            CrashKind::EntryFailure { .. } => DETECT_ENTRY_FAILURE,
+            CrashKind::SystemEvent { .. } | CrashKind::UnhandledExit { .. } => DETECT_OTHER,
+        }
+    }
+
+    /// The detector's name: `pvpanic`, `triple-fault`, `watchdog`, ...
+    pub fn detector_name(&self) -> &'static str {
+        lazarus_abi::repair::detector_name(self.detector())
+    }
 }
 
 impl std::fmt::Display for CrashKind {
@@ -60,93 +81,54 @@ impl std::fmt::Display for CrashKind {
 /// A crash as reported by [`crate::Vm::run`].
 #[derive(Clone, Debug)]
 pub struct CrashInfo {
+    /// How it showed.
     pub kind: CrashKind,
     /// The vCPU that crashed.
     pub vcpu: u32,
     /// Its registers, if KVM could still provide them.
     pub regs: Option<kvm_regs>,
+    /// Its segment and control registers, likewise.
     pub sregs: Option<kvm_sregs>,
-    /// The kernel's own crash record (pvpanic crashes with a registered root).
-    pub guest_record: Option<CrashRecord>,
     /// When the hypervisor detected it (downtime is measured from here).
     pub detected_at: std::time::Instant,
-    /// Set when a resurrection was tried and was not safe: why.
-    pub fallback: Option<String>,
+    /// Set when the crash handler found a resurrection unsafe: why (its
+    /// own typed error; `lazarus-resurrect` downcasts it).
+    pub fallback: Option<HandlerError>,
 }
 
 impl CrashInfo {
-    /// One line: what happened (the kernel's own account when it gave
-    /// one), which process, which vCPU, where.
+    /// One line: what happened, on which vCPU, where.
     pub fn summary(&self) -> String {
-        let mut details = Vec::new();
-        let mut s = match (&self.kind, &self.guest_record) {
-            (CrashKind::GuestPanic { .. }, Some(rec)) => {
-                if rec.pid != 0 {
-                    details.push(format!("pid {}", rec.pid));
-                }
-                format!(
-                    "kernel {}: \"{}\"",
-                    guest_kind_name(rec.kind),
-                    record_message(rec)
-                )
-            }
-            (kind, _) => kind.to_string(),
-        };
-        details.push(format!("vCPU {}", self.vcpu));
+        let mut s = self.kind.to_string();
+        s.push_str(&format!(" (vCPU {}", self.vcpu));
         if let Some(regs) = &self.regs {
-            details.push(format!("rip {:#x}", regs.rip));
+            s.push_str(&format!(", rip {:#x}", regs.rip));
         }
-        s.push_str(&format!(" ({})", details.join(", ")));
+        s.push(')');
         s
-    }
-}
-
-/// The kernel's crash message (length clamped, NUL-terminated, lossy UTF-8).
-pub fn record_message(rec: &CrashRecord) -> String {
-    let len = (rec.msg_len as usize).min(rec.message.len());
-    let raw = &rec.message[..len];
-    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).trim().to_string()
-}
-
-/// Name of a kernel-reported crash kind.
-pub fn guest_kind_name(kind: u32) -> &'static str {
-    match kind {
-        CRASH_PANIC => "panic",
-        CRASH_OOPS => "oops",
-        CRASH_SOFT_LOCKUP => "soft lockup",
-        _ => "crash",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zerocopy::FromZeros;
 
     #[test]
-    fn summary_includes_guest_details() {
-        let mut rec = CrashRecord::new_zeroed();
-        rec.kind = CRASH_OOPS;
-        rec.pid = 7;
-        rec.message[..5].copy_from_slice(b"boom!");
-        rec.msg_len = 5000; // hostile length is clamped
+    fn summary_names_kind_vcpu_and_rip() {
         let info = CrashInfo {
             kind: CrashKind::GuestPanic { code: 1 },
-            vcpu: 0,
+            vcpu: 1,
             regs: Some(kvm_regs {
                 rip: 0x1234,
                 ..Default::default()
             }),
             sregs: None,
-            guest_record: Some(rec),
             detected_at: std::time::Instant::now(),
             fallback: None,
         };
         let s = info.summary();
-        assert!(s.contains("oops"), "{s}");
-        assert!(s.contains("boom!"), "{s}");
-        assert!(s.contains("pid 7"), "{s}");
+        assert!(s.contains("panic"), "{s}");
+        assert!(s.contains("vCPU 1"), "{s}");
         assert!(s.contains("0x1234"), "{s}");
     }
 }

@@ -77,9 +77,10 @@ pub enum Error {
     #[error("VM setup: {0}")]
     Setup(String),
 
-    /// The repair image could not be taken out of the guest again.
-    #[error("repair image: {0}")]
-    Repair(String),
+    /// The crash handler could not be built, or found the guest must not
+    /// run on (its own typed error inside).
+    #[error("crash handler: {0}")]
+    CrashHandler(crate::handler::HandlerError),
     /// A vCPU thread panicked (a VMM bug; reported, not propagated).
     #[error("vCPU {0} thread panicked")]
     VcpuPanicked(u32),
@@ -107,7 +108,7 @@ impl Error {
             | Error::Kvm { .. }
             | Error::Io { .. }
             | Error::Setup(_)
-            | Error::Repair(_)
+            | Error::CrashHandler(_)
             | Error::VcpuPanicked(_)
             | Error::NoOutcome
             | Error::SnapshotMismatch(_) => ErrorKind::Internal,

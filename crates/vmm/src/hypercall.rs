@@ -184,7 +184,6 @@ impl Hypercalls {
                         RootError::Unaligned(_)
                         | RootError::OutsideRam { .. }
                         | RootError::Read => errno::EFAULT,
-                        RootError::NoMemory => errno::ENOMEM,
                         _ => errno::EINVAL,
                     };
                     fail(errno, e.to_string())
@@ -351,8 +350,7 @@ pub fn name(nr: u64) -> &'static str {
 mod tests {
     use super::*;
     use crate::memory::create_guest_ram;
-    use crate::root::ROOT_SIZE;
-    use crate::root::tests::plant_root;
+    use crate::root::tests::{ROOT_SIZE, plant_root};
     use lazarus_abi::hypercall::{MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT};
     use lazarus_abi::root::ABI_VERSION;
     use vm_memory::{Bytes, GuestAddress};

@@ -6,6 +6,11 @@
 //! pvpanic port and a hypercall port. The guest is never trusted: every
 //! address and argument it hands over is checked before use.
 //!
+//! It knows no structure of the guest OS beyond the paravirtual interface
+//! (the hypercall block and the state root's header). On a crash it stops
+//! every vCPU and hands the machine to a [`CrashHandler`] (resurrection
+//! lives in `lazarus-resurrect`), then applies its [`Verdict`].
+//!
 //! ```no_run
 //! use lazarus_vmm::{Vm, VmConfig, VmOutcome, ConsoleOutput};
 //! # fn demo(kernel: &'static [u8], initramfs: &'static [u8]) -> lazarus_vmm::Result<()> {
@@ -26,7 +31,8 @@
 //! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
 //! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
 //! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
-//! [`vcpu`] (vCPU threads), [`vm`] (the VM), [`control`] (pause, resume
+//! [`vcpu`] and [`kick`] (vCPU threads), [`handler`] (the crash handler
+//! interface), [`vm`] (the VM), [`control`] (pause, resume
 //! and metrics for the control API), [`vmsnapshot`] (whole-VM
 //! snapshots), [`crash`], [`stats`], [`error`].
 
@@ -38,15 +44,14 @@ pub mod cpu;
 pub mod crash;
 pub mod devices;
 pub mod error;
+pub mod handler;
 pub mod hypercall;
+pub mod kick;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
-pub mod reaper;
-pub mod recovery;
 pub mod root;
 pub mod serial;
-pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
@@ -55,17 +60,19 @@ pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
-pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VmControl};
+pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl};
 pub use crash::{CrashInfo, CrashKind};
 pub use error::{Error, ErrorKind, Result};
+pub use handler::{
+    CrashHandler, CrashHandlerBuilder, HandlerError, HandlerSetup, Notification, NotifyContext,
+    ResumeState, StoppedVm, Verdict,
+};
 pub use hypercall::{ExtEvent, Milestone};
 pub use kvm::DEFAULT_KVM_DEVICE;
-pub use lazarus_repair_image::ImageSize;
-pub use loader::LoaderError;
-pub use recovery::{Recovery, RepairSlot, ResurrectConfig};
+pub use loader::{GuestLayout, LoaderError};
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
-pub use vm::{GuestLayout, StopHandle, Vm, VmOutcome};
+pub use vm::{StopHandle, Vm, VmOutcome};
 pub use vmsnapshot::VmSnapshot;
 
 /// Re-exported so callers can name register types in [`CrashInfo`].

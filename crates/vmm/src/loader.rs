@@ -223,6 +223,25 @@ pub fn load_initramfs(mem: &GuestRam, kernel_end: u64, data: &[u8]) -> Result<u6
     Ok(start)
 }
 
+/// Where things were placed in guest memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestLayout {
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+    /// vCPUs the VM has.
+    pub vcpus: u32,
+    /// Virtual entry point of the kernel.
+    pub kernel_entry: u64,
+    /// Physical extent of the loaded kernel image.
+    pub kernel_phys_start: u64,
+    /// End of it (exclusive).
+    pub kernel_phys_end: u64,
+    /// Where the initramfs was placed.
+    pub initramfs_phys: u64,
+    /// Its length.
+    pub initramfs_len: u64,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

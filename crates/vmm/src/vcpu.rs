@@ -1,40 +1,41 @@
 //! vCPU threads: one per vCPU, each looping on KVM_RUN and handing exits
-//! to the devices, Firecracker style.
-//!
-//! A vCPU thread is stopped by setting the shared `stop` flag and sending it
-//! the kick signal (`SIGRTMIN`). The signal handler sets `immediate_exit` in
-//! that thread's `kvm_run`, so a kick that lands just before KVM_RUN is not
-//! lost: KVM_RUN then returns EINTR at once and the loop sees the flag.
+//! to the devices, Firecracker style. A crash stops the other vCPUs and
+//! goes to the crash handler on the crashed vCPU's own thread (no hand-off
+//! on the critical path); see [`crate::handler`].
 
-use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_run;
-use kvm_ioctls::{VcpuExit, VcpuFd};
-use libc::{c_int, c_void, siginfo_t};
-use tracing::{debug, error, info, warn};
-use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler, unblock_signal};
+use kvm_ioctls::VcpuExit;
+use tracing::{error, info, warn};
+use vmm_sys_util::signal::unblock_signal;
 
+use crate::console::lock;
+use crate::control::ControlShared;
+pub use crate::cpu::Vcpu;
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
+use crate::handler::{CrashHandler, Notification, NotifyContext, StoppedVm, Verdict};
 use crate::hypercall::HcAction;
+use crate::kick::{KVM_RUN_PTR, kick_signal};
 use crate::stats::ExitKind;
+use crate::watchdog::Stall;
+
+/// How long a crashed vCPU waits for the others to stop before the crash
+/// handler is told it cannot have the whole machine.
+const STOP_OTHERS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on the KVM_RUN rounds that finish one vCPU's pending I/O.
+const MAX_COMPLETION_ROUNDS: usize = 64;
 
 // KVM_SYSTEM_EVENT_* types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
 const SYSTEM_EVENT_CRASH: u32 = 3;
-
-/// One virtual CPU.
-pub struct Vcpu {
-    pub id: u32,
-    pub fd: VcpuFd,
-}
 
 /// What a vCPU reports to the VM's control loop.
 #[derive(Debug)]
@@ -49,7 +50,7 @@ pub enum VcpuEvent {
     /// Someone asked the VM to stop (not from a vCPU).
     StopRequested,
     /// The watchdog found the guest hung (not from a vCPU).
-    Hang(crate::watchdog::Stall),
+    Hang(Stall),
 }
 
 /// An event and the vCPU it came from (`None`: from outside).
@@ -69,64 +70,18 @@ pub struct VcpuContext {
     /// Leave the loop when this milestone is reached (0: none). Atomic so
     /// that it can change between runs of the same VM.
     pub stop_at_milestone: std::sync::atomic::AtomicU64,
-    /// The repair image and its machinery, when resurrecting.
-    pub resurrector: Option<std::sync::Mutex<crate::recovery::Resurrector>>,
+    /// What crashes go to (`None`: every crash ends the run).
+    pub handler: Option<std::sync::Mutex<Box<dyn CrashHandler>>>,
     /// Memory slots are added and removed from the vCPU thread.
     pub vm_fd: Arc<kvm_ioctls::VmFd>,
     /// Set by the watchdog (which then kicks vCPU 0): the guest is hung.
-    pub hang: std::sync::Mutex<Option<crate::watchdog::Stall>>,
-    /// When the running repair started (the control thread enforces its
-    /// time budget and keeps the watchdog quiet meanwhile). Shared with
-    /// [`crate::control::VmControl`], which reports it.
-    pub repairing_since: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    pub hang: std::sync::Mutex<Option<Stall>>,
+    /// Which vCPU's thread runs the crash handler, since when (the control
+    /// thread kicks it when it runs long, and keeps the watchdog quiet
+    /// meanwhile). Shared with [`crate::control::VmControl`].
+    pub handling: Arc<std::sync::Mutex<Option<(u32, Instant)>>>,
     /// Pause and resume from the control API (see `crate::control`).
-    pub control: Arc<crate::control::ControlShared>,
-}
-
-thread_local! {
-    /// This thread's `kvm_run`, for the kick signal handler.
-    static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-extern "C" fn handle_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
-    // `try_with` on a const-initialised Cell without destructor never
-    // allocates or panics, so this is async-signal-safe.
-    let _ = KVM_RUN_PTR.try_with(|cell| {
-        let run = cell.get();
-        if !run.is_null() {
-            // SAFETY: the pointer is set by this thread to its VcpuFd's
-            // mapped kvm_run and cleared before that VcpuFd can move or be
-            // dropped; a volatile byte store is what KVM expects here.
-            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
-        }
-    });
-}
-
-/// The signal used to kick vCPU threads out of KVM_RUN.
-pub fn kick_signal() -> c_int {
-    SIGRTMIN()
-}
-
-/// Installs the kick handler once per process.
-pub fn install_kick_handler() -> Result<()> {
-    static INSTALLED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            register_signal_handler(kick_signal(), handle_kick)
-                .map_err(|e| format!("installing the vCPU kick signal handler: {e}"))
-        })
-        .clone()
-        .map_err(Error::Setup)
-}
-
-/// Kicks a vCPU thread out of KVM_RUN (it must check its stop flag next).
-pub fn kick(handle: &JoinHandle<Vcpu>) {
-    if handle.is_finished() {
-        return;
-    }
-    if let Err(e) = handle.kill(kick_signal()) {
-        debug!("kicking a vCPU thread: {e}");
-    }
+    pub control: Arc<ControlShared>,
 }
 
 /// Starts the thread that runs `vcpu`; it returns the vCPU when it stops.
@@ -190,7 +145,7 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
                 stats.record(ExitKind::Interrupted);
                 vcpu.fd.set_kvm_immediate_exit(0);
                 // A kick from the watchdog: the kernel is hung.
-                match crate::console::lock(&ctx.hang).take() {
+                match lock(&ctx.hang).take() {
                     Some(stall) => Flow::Crash(CrashKind::Hang {
                         heartbeat: stall.heartbeat,
                         stalled_ms: stall.wall.as_millis() as u64,
@@ -210,48 +165,82 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
         let crash = match flow {
             Flow::Continue => continue,
             Flow::Event(event) => return Some(event),
-            Flow::Crash(kind) => crash_info(vcpu, ctx, kind),
+            Flow::Crash(kind) => crash_info(vcpu, kind),
             Flow::InternalError => {
                 let kind = internal_error(vcpu);
-                crash_info(vcpu, ctx, kind)
+                crash_info(vcpu, kind)
             }
         };
-        if let Some(event) = try_resurrect(vcpu, ctx, crash) {
+        if let Some(event) = handle_crash(vcpu, ctx, crash) {
             return Some(event);
         }
     }
 }
 
-/// Hands a crash to the resurrector, if there is one. `None`: the kernel
-/// was repaired and the vCPU is set to resume it.
-fn try_resurrect(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<VcpuEvent> {
-    let Some(res) = &ctx.resurrector else {
+/// Hands a crash to the handler, if there is one, with every other vCPU
+/// stopped. `None`: the vCPU is set to resume the guest.
+fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Option<VcpuEvent> {
+    let Some(handler) = &ctx.handler else {
         return Some(VcpuEvent::Crash(Box::new(crash)));
     };
     if ctx.stop.load(Ordering::Acquire) {
         return Some(VcpuEvent::Crash(Box::new(crash)));
     }
-    let t0 = crash.detected_at;
-    *crate::console::lock(&ctx.repairing_since) = Some(std::time::Instant::now());
-    let result = crate::console::lock(res).recover(
-        vcpu,
-        &ctx.vm_fd,
-        &ctx.devices.mem,
-        ctx.devices.hypercalls.root_gpa(),
-        crash,
-        t0,
+    // One crash at a time: a vCPU crashing while another is handled waits
+    // here (and is counted as stopped by nobody; the first handler's stop
+    // then times out and it is told so).
+    let mut handler = lock(handler);
+    let stopped = ctx
+        .control
+        .stop_others(vcpu.id, STOP_OTHERS_TIMEOUT, &ctx.stop);
+    *lock(&ctx.handling) = Some((vcpu.id, Instant::now()));
+    let (others, _hold) = match stopped {
+        Ok((others, hold)) => (others, Some(hold)),
+        Err(e) => {
+            warn!(
+                vcpu = vcpu.id,
+                "cannot stop the other vCPUs for the crash handler: {e}"
+            );
+            (Vec::new(), None)
+        }
+    };
+    let verdict = handler.on_crash(
+        StoppedVm {
+            vm_fd: &ctx.vm_fd,
+            mem: &ctx.devices.mem,
+            vcpu,
+            others,
+            root_gpa: ctx.devices.hypercalls.root_gpa(),
+        },
+        &crash,
     );
-    *crate::console::lock(&ctx.repairing_since) = None;
-    match result {
-        Ok(()) => None,
-        Err((mut crash, why)) => {
+    *lock(&ctx.handling) = None;
+    match verdict {
+        Verdict::Resume(state) => {
+            let set = vcpu
+                .fd
+                .set_sregs(&state.sregs)
+                .and_then(|()| vcpu.fd.set_regs(&state.regs));
+            match set {
+                Ok(()) => None,
+                Err(e) => {
+                    warn!(vcpu = vcpu.id, "cannot resume the vCPU: {e}");
+                    Some(VcpuEvent::Failed(Error::Kvm {
+                        op: "KVM_SET_REGS",
+                        source: e,
+                    }))
+                }
+            }
+        }
+        Verdict::Reboot(why) => {
             warn!(
                 vcpu = vcpu.id,
                 "resurrection not possible, falling back: {why}"
             );
             crash.fallback = Some(why);
-            Some(VcpuEvent::Crash(crash))
+            Some(VcpuEvent::Crash(Box::new(crash)))
         }
+        Verdict::Halt => Some(VcpuEvent::Crash(Box::new(crash))),
     }
 }
 
@@ -327,33 +316,8 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Continue => Flow::Continue,
         HcAction::PowerOff(status) => Flow::Event(VcpuEvent::PowerOff(status)),
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
-        HcAction::ExtEvent(ev) => {
-            if let Some(res) = &ctx.resurrector {
-                crate::console::lock(res).on_ext_event(
-                    &ctx.devices.mem,
-                    ctx.devices.hypercalls.root_gpa(),
-                    ev,
-                );
-            }
-            Flow::Continue
-        }
-        HcAction::Recovered(count) => {
-            let Some(res) = &ctx.resurrector else {
-                return Flow::Continue;
-            };
-            let done = crate::console::lock(res).on_recovered(&ctx.devices.mem, count);
-            match done {
-                Ok(Some(line)) => {
-                    let msg = format!("[lazarus] {line}\n");
-                    let mut serial = crate::console::lock(&ctx.devices.serial);
-                    let _ = serial.write_console(msg.as_bytes());
-                    Flow::Continue
-                }
-                Ok(None) => Flow::Continue,
-                // The image may still be mapped: the guest must not run on.
-                Err(why) => Flow::Event(VcpuEvent::Failed(Error::Repair(why))),
-            }
-        }
+        HcAction::ExtEvent(ev) => notify(ctx, Notification::CodeChanged(ev)),
+        HcAction::Recovered(count) => notify(ctx, Notification::Recovered(count)),
         HcAction::Milestone(m) => {
             ctx.guest_ready.store(true, Ordering::Release);
             if m != 0 && ctx.stop_at_milestone.load(Ordering::Acquire) == m {
@@ -363,6 +327,30 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
                 Flow::Continue
             }
         }
+    }
+}
+
+/// Forwards a notification to the crash handler, if there is one.
+fn notify(ctx: &VcpuContext, n: Notification) -> Flow {
+    let Some(handler) = &ctx.handler else {
+        return Flow::Continue;
+    };
+    let cx = NotifyContext {
+        mem: &ctx.devices.mem,
+        root_gpa: ctx.devices.hypercalls.root_gpa(),
+    };
+    let done = lock(handler).on_notification(cx, n);
+    match done {
+        Ok(Some(line)) => {
+            let msg = format!("[lazarus] {line}\n");
+            let mut serial = lock(&ctx.devices.serial);
+            let _ = serial.write_console(msg.as_bytes());
+            Flow::Continue
+        }
+        Ok(None) => Flow::Continue,
+        // E.g. the repair image may still be mapped: the guest must not
+        // run on.
+        Err(why) => Flow::Event(VcpuEvent::Failed(Error::CrashHandler(why))),
     }
 }
 
@@ -381,10 +369,9 @@ fn internal_error(vcpu: &mut Vcpu) -> CrashKind {
     kind
 }
 
-/// Captures a crash: the vCPU's registers and, when the kernel reported
-/// it, its own crash record (read now, before any repair changes it).
-fn crash_info(vcpu: &Vcpu, ctx: &VcpuContext, kind: CrashKind) -> CrashInfo {
-    let detected_at = std::time::Instant::now();
+/// Captures a crash: the vCPU's registers, read at once.
+fn crash_info(vcpu: &Vcpu, kind: CrashKind) -> CrashInfo {
+    let detected_at = Instant::now();
     let regs = vcpu
         .fd
         .get_regs()
@@ -395,19 +382,71 @@ fn crash_info(vcpu: &Vcpu, ctx: &VcpuContext, kind: CrashKind) -> CrashInfo {
         .get_sregs()
         .inspect_err(|e| warn!(vcpu = vcpu.id, "reading sregs after a crash: {e}"))
         .ok();
-    let guest_record = match (&kind, ctx.devices.hypercalls.root_gpa()) {
-        (CrashKind::GuestPanic { .. }, Some(gpa)) => {
-            crate::root::read_crash_record(&ctx.devices.mem, gpa)
-        }
-        _ => None,
-    };
     CrashInfo {
         kind,
         vcpu: vcpu.id,
         regs,
         sregs,
-        guest_record,
         detected_at,
         fallback: None,
     }
+}
+
+/// Finishes the I/O each vCPU left pending at its last exit.
+///
+/// KVM completes a port or MMIO access (e.g. moves RIP past an `out`) only
+/// when KVM_RUN is entered again, and that pending step is not part of any
+/// state userspace can read or write. Entering KVM_RUN with
+/// `immediate_exit` set completes it without running guest code, so the
+/// state read between runs is the whole truth (KVM API, "KVM_RUN").
+pub(crate) fn complete_pending_io(vcpus: &mut [Vcpu], devices: &Devices) {
+    for vcpu in vcpus {
+        if let Err(e) = complete_vcpu_io(vcpu, devices) {
+            warn!(
+                vcpu = vcpu.id,
+                "cannot complete the vCPU's pending I/O: {e}"
+            );
+        }
+    }
+}
+
+fn complete_vcpu_io(vcpu: &mut Vcpu, devices: &Devices) -> Result<()> {
+    let id = vcpu.id;
+    vcpu.fd.set_kvm_immediate_exit(1);
+    let mut result = Err(Error::Setup(format!(
+        "vCPU {id} kept exiting while its pending I/O was completed"
+    )));
+    for _ in 0..MAX_COMPLETION_ROUNDS {
+        match vcpu.fd.run() {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                result = Ok(());
+                break;
+            }
+            Err(e) => {
+                result = Err(Error::Kvm {
+                    op: "KVM_RUN (completing I/O)",
+                    source: e,
+                });
+                break;
+            }
+            // The rest of a split access: serve it like the vCPU thread.
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let action = devices.pio_out(port, data);
+                if action != PioAction::Continue {
+                    warn!(vcpu = id, ?action, "dropping a port write's action");
+                }
+            }
+            Ok(VcpuExit::IoIn(port, data)) => devices.pio_in(port, data),
+            Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => devices.mmio_write(addr, data),
+            Ok(other) => {
+                result = Err(Error::Setup(format!(
+                    "vCPU {id}: unexpected exit {other:?} while completing I/O"
+                )));
+                break;
+            }
+        }
+    }
+    vcpu.fd.set_kvm_immediate_exit(0);
+    result
 }

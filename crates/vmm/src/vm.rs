@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use lazarus_abi::layout::IRQ_COM1;
-use lazarus_abi::root::KernelRoot;
 use tracing::{debug, info, warn};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::EventFd;
@@ -23,24 +22,23 @@ use crate::cpu::{set_boot_msrs, setup_boot_cpu, supported_cpuid, vcpu_cpuid};
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::Devices;
 use crate::error::{Error, Result};
+use crate::handler::{CrashHandler, HandlerSetup};
 use crate::hypercall::{ExtEvent, Hypercalls, Milestone};
+use crate::kick::{install_kick_handler, kick};
 use crate::kvm::open_kvm;
-use crate::loader::{KernelImage, initramfs_placement, load_initramfs};
+use crate::loader::{GuestLayout, KernelImage, initramfs_placement, load_initramfs};
 use crate::memory::{GuestRam, create_guest_ram, validate_mem_size};
-use crate::recovery::Resurrector;
-use crate::root::{RootError, read_root};
 use crate::serial::{SerialDevice, spawn_feeder};
 use crate::stats::{ExitCounts, ExitStats};
-use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, install_kick_handler, kick, spawn};
+use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent, complete_pending_io, spawn};
 use crate::watchdog::{Watchdog, thread_cpu_time};
-use lazarus_repair_image::ImageSize;
 
 /// KVM needs three pages for the TSS of real-mode emulation on Intel; put
 /// them just below the BIOS area, far above any RAM we allow.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
-/// A repair running longer than this is kicked (it then checks its own
-/// budget and gives up).
-const REPAIR_KICK_AFTER: Duration = Duration::from_millis(50);
+/// A crash handler running longer than this is kicked (KVM_RUN returns,
+/// and the handler checks its own time budget).
+const HANDLER_KICK_AFTER: Duration = Duration::from_millis(50);
 /// How often the control loop checks that vCPU threads are still alive.
 const LIVENESS_POLL: Duration = Duration::from_millis(100);
 
@@ -59,19 +57,6 @@ pub enum VmOutcome {
     TimedOut,
     /// A [`StopHandle`] asked the VM to stop.
     Stopped,
-}
-
-/// Where things were placed in guest memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestLayout {
-    pub mem_size: u64,
-    pub vcpus: u32,
-    /// Virtual entry point of the kernel.
-    pub kernel_entry: u64,
-    pub kernel_phys_start: u64,
-    pub kernel_phys_end: u64,
-    pub initramfs_phys: u64,
-    pub initramfs_len: u64,
 }
 
 /// Stops a running VM from another thread.
@@ -199,18 +184,18 @@ impl Vm {
             vcpus.push(Vcpu { id, fd });
         }
 
-        let resurrector = match config.resurrect {
+        let handler = match config.crash_handler {
             None => None,
-            Some(cfg) => Some(Mutex::new(
-                Resurrector::new(
-                    cfg,
-                    &config.kernel,
-                    &config.initramfs,
-                    (layout.kernel_phys_start, layout.kernel_phys_end),
-                    mem_size,
-                    &vm_fd,
-                )
-                .map_err(|e| Error::Setup(format!("building the repair image: {e}")))?,
+            Some(builder) => Some(Mutex::new(
+                builder
+                    .build(&HandlerSetup {
+                        vm_fd: &vm_fd,
+                        mem: &mem,
+                        layout: &layout,
+                        kernel: &config.kernel,
+                        initramfs: &config.initramfs,
+                    })
+                    .map_err(Error::CrashHandler)?,
             )),
         };
         let vm_fd = Arc::new(vm_fd);
@@ -226,10 +211,10 @@ impl Vm {
             stop_at_milestone: std::sync::atomic::AtomicU64::new(
                 config.stop_at_milestone.unwrap_or(0),
             ),
-            resurrector,
+            handler,
             vm_fd: vm_fd.clone(),
             hang: Mutex::new(None),
-            repairing_since: Arc::new(Mutex::new(None)),
+            handling: Arc::new(Mutex::new(None)),
             control: Arc::new(ControlShared::default()),
         });
         let (events_tx, events_rx) = channel();
@@ -330,7 +315,7 @@ impl Vm {
         self.ctx.control.run_ended();
         self.vcpus.sort_by_key(|v| v.id);
         // Between runs the vCPU state must be complete (snapshots read it).
-        crate::vmsnapshot::complete_pending_io(&mut self.vcpus, &self.ctx.devices);
+        complete_pending_io(&mut self.vcpus, &self.ctx.devices);
         if let Some(f) = feeder
             && f.join().is_err()
         {
@@ -395,15 +380,15 @@ impl Vm {
                         }
                         continue;
                     }
-                    // A repair in progress: the heartbeat is frozen on
-                    // purpose, but the repair has a time budget.
-                    let repairing = *crate::console::lock(&self.ctx.repairing_since);
-                    if let Some(since) = repairing {
+                    // A crash being handled: the heartbeat is frozen on
+                    // purpose, but the handler has a time budget.
+                    let handling = *crate::console::lock(&self.ctx.handling);
+                    if let Some((vcpu, since)) = handling {
                         if let Some(w) = watchdog.as_mut() {
                             w.reset();
                         }
-                        if since.elapsed() > REPAIR_KICK_AFTER
-                            && let Some((_, h)) = handles.first()
+                        if since.elapsed() > HANDLER_KICK_AFTER
+                            && let Some((_, h)) = handles.iter().find(|(id, _)| *id == vcpu)
                         {
                             kick(h);
                         }
@@ -413,7 +398,7 @@ impl Vm {
                         let cpu = boot_thread.and_then(thread_cpu_time);
                         if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
                             warn!(?stall, "watchdog: the kernel heartbeat stopped");
-                            if self.ctx.resurrector.is_none() {
+                            if self.ctx.handler.is_none() {
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
                             let mut pending = crate::console::lock(&self.ctx.hang);
@@ -455,22 +440,11 @@ impl Vm {
                     vcpu: 0,
                     regs: fd.and_then(|f| f.get_regs().ok()),
                     sregs: fd.and_then(|f| f.get_sregs().ok()),
-                    guest_record: None,
                     detected_at: std::time::Instant::now(),
                     fallback: None,
                 }))
             }
-            Some(VcpuEvent::Crash(mut info)) => {
-                if matches!(info.kind, CrashKind::GuestPanic { .. }) && info.guest_record.is_none()
-                {
-                    match self.kernel_root() {
-                        Ok(root) => info.guest_record = Some(root.crash),
-                        Err(RootError::NotRegistered) => {}
-                        Err(e) => warn!("cannot read the kernel's crash record: {e}"),
-                    }
-                }
-                VmOutcome::Crash(info)
-            }
+            Some(VcpuEvent::Crash(info)) => VmOutcome::Crash(info),
         })
     }
 
@@ -482,12 +456,11 @@ impl Vm {
             .store(milestone.unwrap_or(0), Ordering::Release);
     }
 
-    /// Size of the hidden repair image, when resurrection is on.
-    pub fn repair_image_size(&self) -> Option<ImageSize> {
-        self.ctx
-            .resurrector
-            .as_ref()
-            .map(|r| crate::console::lock(r).image_size())
+    /// The crash handler, to reach its concrete type (downcast through
+    /// `Any`); `None` without one. Do not hold it while the VM runs: a
+    /// crash waits for it.
+    pub fn crash_handler(&self) -> Option<std::sync::MutexGuard<'_, Box<dyn CrashHandler>>> {
+        self.ctx.handler.as_ref().map(crate::console::lock)
     }
 
     /// A cloneable handle for other threads (the control API): pause and
@@ -498,7 +471,7 @@ impl Vm {
             mem: self.mem.clone(),
             hypercalls: self.ctx.devices.hypercalls.clone(),
             stats: self.ctx.devices.stats.clone(),
-            repairing: self.ctx.repairing_since.clone(),
+            handling: self.ctx.handling.clone(),
             layout: self.layout.clone(),
             created: self.created,
         }
@@ -541,10 +514,14 @@ impl Vm {
         self.ctx.devices.hypercalls.root_gpa()
     }
 
-    /// A copy of the kernel's state root, read from guest memory now.
-    pub fn kernel_root(&self) -> std::result::Result<Box<KernelRoot>, RootError> {
-        let gpa = self.root_gpa().ok_or(RootError::NotRegistered)?;
-        read_root(&self.mem, gpa)
+    /// The registered state root's header (with the heartbeat), read now.
+    pub fn root_header(
+        &self,
+    ) -> std::result::Result<lazarus_abi::hypercall::RootHeader, crate::root::RootError> {
+        let gpa = self
+            .root_gpa()
+            .ok_or(crate::root::RootError::NotRegistered)?;
+        crate::root::read_header(&self.mem, gpa, crate::root::HEADER_SIZE)
     }
 
     /// Guest RAM.
@@ -552,10 +529,10 @@ impl Vm {
         &self.mem
     }
 
-    /// Guest kernel memory in use and the hypervisor's RSS, now (see
+    /// The hypervisor's RSS and the guest RAM in it, now (see
     /// [`crate::control::MemoryUsage`]).
     pub fn memory_usage(&self) -> crate::control::MemoryUsage {
-        crate::control::MemoryUsage::sample(&self.mem, self.root_gpa())
+        crate::control::MemoryUsage::sample(&self.mem)
     }
 
     /// A shared handle on guest RAM that outlives the VM: after a crash,

@@ -23,7 +23,7 @@
 //! The state is read between runs, and KVM finishes an exit's port or
 //! MMIO access (e.g. RIP past an `out`) only on the next KVM_RUN: so
 //! [`Vm::run`] completes that step for every vCPU before it returns (see
-//! [`complete_pending_io`]); otherwise a restored vCPU would repeat the
+//! [`crate::vcpu::complete_pending_io`]); otherwise a restored vCPU would repeat the
 //! `out` it stopped at, e.g. the milestone hypercall.
 //!
 //! After RAM is rewritten, KVM's shadow page tables no longer match the
@@ -48,14 +48,13 @@ use kvm_bindings::{
     kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs,
     kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
-use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use tracing::{debug, warn};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vm_superio::serial::SerialState;
 use zerocopy::IntoBytes;
 
 use crate::console::lock;
-use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
 use crate::hypercall::HypercallState;
 use crate::memory::GuestRam;
@@ -67,8 +66,6 @@ const PAGE: usize = 4096;
 /// `/proc/self/pagemap` entry bits: page present in RAM, page swapped out.
 const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
-/// Bound on the KVM_RUN rounds that finish one vCPU's pending I/O.
-const MAX_COMPLETION_ROUNDS: usize = 64;
 
 // MSRs that must be saved even if KVM's index list left them out: the boot
 // MSRs of `cpu.rs` (defined there) and these.
@@ -413,7 +410,7 @@ impl Vm {
         let ctx = self.context();
         lock(&ctx.devices.serial).restore_state(&snap.serial)?;
         let (ext_events_now, _) = ctx.devices.hypercalls.ext_events();
-        if ctx.resurrector.is_some() && ext_events_now != snap.hypercalls.ext_events {
+        if ctx.handler.is_some() && ext_events_now != snap.hypercalls.ext_events {
             warn!(
                 "extensions were loaded or unloaded since the snapshot: the repair \
                  image's pristine extension copies are not rolled back"
@@ -422,69 +419,10 @@ impl Vm {
         ctx.devices.hypercalls.restore_state(&snap.hypercalls);
         ctx.guest_ready.store(snap.guest_ready, Ordering::Release);
         *lock(&ctx.hang) = None;
-        *lock(&ctx.repairing_since) = None;
+        *lock(&ctx.handling) = None;
         debug!(ram = ?t_ram, total = ?t0.elapsed(), "whole-VM snapshot restored");
         Ok(())
     }
-}
-
-/// Finishes the I/O each vCPU left pending at its last exit.
-///
-/// KVM completes a port or MMIO access (e.g. moves RIP past an `out`) only
-/// when KVM_RUN is entered again, and that pending step is not part of any
-/// state userspace can read or write. Entering KVM_RUN with
-/// `immediate_exit` set completes it without running guest code, so the
-/// state read between runs is the whole truth (KVM API, "KVM_RUN").
-pub(crate) fn complete_pending_io(vcpus: &mut [Vcpu], devices: &Devices) {
-    for vcpu in vcpus {
-        if let Err(e) = complete_vcpu_io(vcpu, devices) {
-            warn!(
-                vcpu = vcpu.id,
-                "cannot complete the vCPU's pending I/O: {e}"
-            );
-        }
-    }
-}
-
-fn complete_vcpu_io(vcpu: &mut Vcpu, devices: &Devices) -> Result<()> {
-    let id = vcpu.id;
-    vcpu.fd.set_kvm_immediate_exit(1);
-    let mut result = Err(Error::Setup(format!(
-        "vCPU {id} kept exiting while its pending I/O was completed"
-    )));
-    for _ in 0..MAX_COMPLETION_ROUNDS {
-        match vcpu.fd.run() {
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                result = Ok(());
-                break;
-            }
-            Err(e) => {
-                result = Err(Error::Kvm {
-                    op: "KVM_RUN (completing I/O)",
-                    source: e,
-                });
-                break;
-            }
-            // The rest of a split access: serve it like the vCPU thread.
-            Ok(VcpuExit::IoOut(port, data)) => {
-                let action = devices.pio_out(port, data);
-                if action != PioAction::Continue {
-                    warn!(vcpu = id, ?action, "dropping a port write's action");
-                }
-            }
-            Ok(VcpuExit::IoIn(port, data)) => devices.pio_in(port, data),
-            Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_read(addr, data),
-            Ok(VcpuExit::MmioWrite(addr, data)) => devices.mmio_write(addr, data),
-            Ok(other) => {
-                result = Err(Error::Setup(format!(
-                    "vCPU {id}: unexpected exit {other:?} while completing I/O"
-                )));
-                break;
-            }
-        }
-    }
-    vcpu.fd.set_kvm_immediate_exit(0);
-    result
 }
 
 fn ram_len(mem_size: u64) -> Result<usize> {

@@ -10,7 +10,7 @@
 use std::mem::offset_of;
 use std::time::{Duration, Instant};
 
-use lazarus_abi::root::KernelRoot;
+use lazarus_abi::hypercall::RootHeader;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::memory::GuestRam;
@@ -82,7 +82,7 @@ impl Watchdog {
     ) -> Option<Stall> {
         let gpa = root_gpa?;
         let beat: u64 = mem
-            .read_obj(GuestAddress(gpa + offset_of!(KernelRoot, heartbeat) as u64))
+            .read_obj(GuestAddress(gpa + offset_of!(RootHeader, heartbeat) as u64))
             .ok()?;
         let now = Instant::now();
         match self.last {
@@ -118,7 +118,7 @@ mod tests {
     fn fires_only_after_the_heartbeat_stops() {
         let mem = create_guest_ram(16 << 20).expect("ram");
         let root = 0x10_0000u64;
-        let hb = GuestAddress(root + offset_of!(KernelRoot, heartbeat) as u64);
+        let hb = GuestAddress(root + offset_of!(RootHeader, heartbeat) as u64);
         let mut wd = Watchdog::new(Duration::from_millis(20));
         assert_eq!(wd.check(&mem, None, None), None, "no root, no watchdog");
         mem.write_obj(1u64, hb).expect("write");

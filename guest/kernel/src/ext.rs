@@ -390,7 +390,7 @@ pub fn complain(fd: u64, reason: u64) -> KResult<u64> {
         return Err(ENOTTY);
     }
     let slot = f.obj as usize;
-    let now = k().heartbeat;
+    let now = k().header.heartbeat;
     let e = k().exts.get_mut(slot).ok_or(EBADF)?;
     if e.state != EXT_LIVE {
         return Err(ENODEV);
@@ -480,7 +480,7 @@ extern "C" fn api_current_pid() -> u32 {
 }
 
 extern "C" fn api_ticks() -> u64 {
-    k().heartbeat
+    k().header.heartbeat
 }
 
 extern "C" fn api_sleep_ticks(t: u64) {
@@ -551,7 +551,7 @@ extern "C" fn api_irq_restore(state: u64) {
 
 extern "C" fn api_entropy() -> u64 {
     let t = crate::arch::cpu::rdtsc();
-    t ^ (t << 21) ^ k().heartbeat.rotate_left(17) ^ phys_to_virt(0)
+    t ^ (t << 21) ^ k().header.heartbeat.rotate_left(17) ^ phys_to_virt(0)
 }
 
 extern "C" fn api_lock_try_acquire(id: i32) -> i32 {

@@ -77,9 +77,9 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     arch::idt::init();
 
     let r = k();
-    r.magic = ROOT_MAGIC;
-    r.abi_version = ABI_VERSION;
-    r.root_size = core::mem::size_of::<KernelRoot>() as u32;
+    r.header.magic = ROOT_MAGIC;
+    r.header.abi_version = ABI_VERSION;
+    r.header.root_size = core::mem::size_of::<KernelRoot>() as u32;
     r.mem_size = info.mem_size;
     r.master_pml4 = BOOT_PML4_GPA;
     r.next_pid = 1;

@@ -175,7 +175,7 @@ pub fn block(reason: u32, obj: u32) {
 }
 
 pub fn sleep_ticks(ticks: u64) {
-    let wake = k().heartbeat + ticks.max(1);
+    let wake = k().header.heartbeat + ticks.max(1);
     if let Some(p) = current() {
         p.wake_tick = wake;
     }
@@ -185,7 +185,7 @@ pub fn sleep_ticks(ticks: u64) {
             NEXT_WAKE = wake;
         }
     }
-    while k().heartbeat < wake {
+    while k().header.heartbeat < wake {
         block(W_SLEEP, 0);
     }
 }
@@ -226,7 +226,7 @@ fn switch_to(next: Option<u32>) {
             let next: *const Proc = n;
             n.state = PS_RUNNING;
             if n.kernel_entry_tick != 0 {
-                n.kernel_entry_tick = r.heartbeat.max(1);
+                n.kernel_entry_tick = r.header.heartbeat.max(1);
             }
             let (pid, top, cr3, rsp) = (n.pid, n.kstack_top, n.cr3, n.kctx_rsp);
             r.cpus[0].current = pid;
@@ -302,8 +302,8 @@ fn wake_sleepers(now: u64) {
 pub fn tick(frame: &TrapFrame) {
     apic::eoi();
     let r = k();
-    r.heartbeat += 1;
-    let now = r.heartbeat;
+    r.header.heartbeat += 1;
+    let now = r.header.heartbeat;
     let pid = r.cpus[0].current;
     match current() {
         Some(p) => p.ticks += 1,

@@ -333,7 +333,7 @@ impl Fixer<'_> {
         let seq = log.count;
         log.records[(seq % MAX_RECOVERIES as u64) as usize] = RecoveryRecord {
             seq,
-            tick: self.r.heartbeat,
+            tick: self.r.header.heartbeat,
             latency_ns: 0,
             pid: d.offender,
             ext: d.ext,

@@ -91,7 +91,9 @@ fn root(m: &mem::Mem, gpa: u64) -> Option<&'static mut KernelRoot> {
     // SAFETY: inside RAM and aligned (checked); every bit pattern is a
     // valid KernelRoot (plain integers), and the kernel is stopped.
     let r = unsafe { &mut *(p as *mut KernelRoot) };
-    (r.magic == ROOT_MAGIC && r.abi_version == ABI_VERSION && r.root_size as u64 == size)
+    (r.header.magic == ROOT_MAGIC
+        && r.header.abi_version == ABI_VERSION
+        && r.header.root_size as u64 == size)
         .then_some(r)
 }
 

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 
+use crate::fallback::SlotError;
+
 /// A removal that was started and not yet waited for.
 #[must_use = "the slot is only known to be gone after `wait`"]
 pub struct PendingRemoval {
-    done: Receiver<Result<Duration, String>>,
+    done: Receiver<Result<Duration, SlotError>>,
 }
 
 impl PendingRemoval {
@@ -31,22 +33,20 @@ impl PendingRemoval {
     }
 
     /// Blocks until the slot is gone. Returns how long the removal took.
-    pub fn wait(self) -> Result<Duration, String> {
-        self.done
-            .recv()
-            .unwrap_or_else(|_| Err("the slot reaper thread died".into()))
+    pub fn wait(self) -> Result<Duration, SlotError> {
+        self.done.recv().unwrap_or(Err(SlotError::ReaperGone))
     }
 }
 
 struct Job {
     vm_fd: Arc<VmFd>,
     region: kvm_userspace_memory_region,
-    done: Sender<Result<Duration, String>>,
+    done: Sender<Result<Duration, SlotError>>,
 }
 
 /// One long-lived thread that deletes memory slots (spawning a thread per
 /// repair would cost more than it saves).
-pub struct SlotReaper {
+pub(crate) struct SlotReaper {
     jobs: Option<Sender<Job>>,
 }
 
@@ -87,7 +87,7 @@ impl SlotReaper {
     }
 }
 
-fn delete_slot(vm_fd: &VmFd, region: kvm_userspace_memory_region) -> Result<Duration, String> {
+fn delete_slot(vm_fd: &VmFd, region: kvm_userspace_memory_region) -> Result<Duration, SlotError> {
     let start = Instant::now();
     let remove = kvm_userspace_memory_region {
         memory_size: 0,
@@ -97,7 +97,7 @@ fn delete_slot(vm_fd: &VmFd, region: kvm_userspace_memory_region) -> Result<Dura
     // memory behind it before the ioctl returns.
     unsafe { vm_fd.set_user_memory_region(remove) }
         .map(|()| start.elapsed())
-        .map_err(|e| format!("removing the repair image slot: {e}"))
+        .map_err(|e| SlotError::Remove(e.to_string()))
 }
 
 impl Default for SlotReaper {

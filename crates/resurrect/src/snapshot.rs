@@ -16,7 +16,7 @@ use lazarus_abi::layout::{
 use lazarus_abi::root::{KernelRoot, MAX_EXTS, MAX_PROCS};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
-use crate::memory::GuestRam;
+use lazarus_vmm::memory::GuestRam;
 
 /// Copied guest-physical ranges, sorted and disjoint.
 #[derive(Debug, Default)]
@@ -82,7 +82,7 @@ impl BufferPool {
     }
 
     fn take(&self) -> Vec<u8> {
-        let mut b = crate::console::lock(&self.free).pop().unwrap_or_default();
+        let mut b = lock(&self.free).pop().unwrap_or_default();
         b.clear();
         b
     }
@@ -93,7 +93,7 @@ impl BufferPool {
             return;
         }
         b.clear();
-        crate::console::lock(&self.free).push(b);
+        lock(&self.free).push(b);
     }
 }
 
@@ -278,4 +278,9 @@ fn resident_pages(ram: &[u8], pa: u64, len: u64, out: &mut Vec<(u64, u64)>) {
             out.push((start as u64 + (i * page) as u64, PAGE_SIZE));
         }
     }
+}
+
+/// Locks a mutex, shrugging off poison (the data is plain buffers).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

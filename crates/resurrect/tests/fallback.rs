@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_abi::root::{KernelRoot, Proc};
-use lazarus_vmm::{
-    CaptureBuffer, ConsoleInput, ConsoleOutput, ErrorKind, ResurrectConfig, Vm, VmConfig, VmOutcome,
-};
+use lazarus_resurrect::{Fallback, ResurrectConfig};
+use lazarus_vmm::{CaptureBuffer, ConsoleInput, ConsoleOutput, ErrorKind, Vm, VmConfig, VmOutcome};
 use vm_memory::{Bytes, GuestAddress};
 
 fn boot(input: &ConsoleInput, console: &CaptureBuffer) -> Vm {
@@ -21,7 +20,7 @@ fn boot(input: &ConsoleInput, console: &CaptureBuffer) -> Vm {
     config.console_out = ConsoleOutput::Capture(console.clone());
     config.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT);
     config.timeout = Some(Duration::from_secs(60));
-    config.resurrect = Some(ResurrectConfig::new(lazarus_image::REPAIR_ELF));
+    config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
     match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
@@ -56,8 +55,12 @@ fn corrupted_process_table_falls_back_instead_of_resuming() {
     input.push(b"crash null-read\n");
     match vm.run().expect("run") {
         VmOutcome::Crash(info) => {
-            let why = info.fallback.expect("a fallback reason");
-            assert!(why.contains("process table is corrupt"), "{why}");
+            let why = Fallback::of(&info).expect("a typed fallback reason");
+            assert!(matches!(why, Fallback::Refused(_)), "{why:?}");
+            assert!(
+                why.to_string().contains("process table is corrupt"),
+                "{why}"
+            );
         }
         other => panic!(
             "expected a fallback crash, got {other:?}:\n{}",

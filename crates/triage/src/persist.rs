@@ -1,0 +1,127 @@
+//! Writing a captured crash: the ELF core dump, its diagnosis (JSON and
+//! text) and the crash-database entry.
+
+use std::path::PathBuf;
+
+use lazarus_crashdb::{DataDir, NewCrash};
+use lazarus_dump::DumpInput;
+use lazarus_symbols::SymbolStore;
+use lazarus_vmm::memory::GuestRam;
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use crate::capture::{Captured, RamSource};
+use crate::error::TriageError;
+
+/// Where a crash ended up.
+#[derive(Debug, Clone)]
+pub struct Persisted {
+    /// The ELF core dump.
+    pub dump: PathBuf,
+    /// The diagnosis report, JSON.
+    pub report_json: PathBuf,
+    /// The crash signature (its bucket in the crash database).
+    pub signature: String,
+    /// The report's title.
+    pub title: String,
+    /// The report as text.
+    pub text: String,
+}
+
+/// Guest RAM as one byte slice.
+fn ram_bytes(ram: &GuestRam, size: usize) -> Result<&[u8], TriageError> {
+    let host = ram
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| TriageError::GuestMemory(format!("no host mapping: {e}")))?;
+    if !ram.check_range(GuestAddress(0), size) {
+        return Err(TriageError::GuestMemory(format!(
+            "not {size} contiguous bytes"
+        )));
+    }
+    // SAFETY: `check_range` confirmed [0, size) is one mapped region of
+    // `ram`, which the caller's borrow keeps alive; the guest that could
+    // write it is stopped for good.
+    Ok(unsafe { std::slice::from_raw_parts(host, size) })
+}
+
+/// Writes the dump, diagnoses it and records it in the crash database.
+pub(crate) fn persist(
+    data: &DataDir,
+    symbols: &SymbolStore,
+    c: Captured,
+) -> Result<Persisted, TriageError> {
+    let (persisted, new) = write_report(data, symbols, c)?;
+    lazarus_crashdb::record_report(data, &new).map_err(TriageError::Database)?;
+    Ok(persisted)
+}
+
+/// Writes the dump, diagnoses it and writes the report (JSON and text);
+/// returns where, and the crash-database entry to record.
+pub(crate) fn write_report(
+    data: &DataDir,
+    symbols: &SymbolStore,
+    c: Captured,
+) -> Result<(Persisted, NewCrash), TriageError> {
+    let stem = format!(
+        "{}-{}-{}",
+        c.note.time_unix_ms,
+        c.note.boot_id,
+        c.note
+            .detector
+            .replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+    );
+    let dump = data.dumps_dir().join(format!("{stem}.core"));
+    let image;
+    let ram: &[u8] = match &c.ram {
+        RamSource::Shared(ram, size) => ram_bytes(ram, *size)?,
+        RamSource::Snapshot(snap) => {
+            image = snap.to_ram_image();
+            &image
+        }
+        RamSource::Copy(ram) => ram,
+    };
+    let input = DumpInput {
+        ram,
+        note: c.note.clone(),
+    };
+    lazarus_dump::write_core(&dump, &input).map_err(|source| TriageError::WriteDump {
+        path: dump.clone(),
+        source,
+    })?;
+    drop(c.ram);
+    let parsed = lazarus_dump::Dump::open(&dump).map_err(|source| TriageError::ReadDump {
+        path: dump.clone(),
+        source,
+    })?;
+    let report = lazarus_diagnose::diagnose(&parsed, symbols)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let report_json = data.reports_dir().join(format!("{stem}.json"));
+    std::fs::write(&report_json, &json).map_err(|source| TriageError::WriteReport {
+        path: report_json.clone(),
+        source,
+    })?;
+    let text = report.render_text();
+    let _ = std::fs::write(data.reports_dir().join(format!("{stem}.txt")), &text);
+    let new = NewCrash {
+        signature: report.signature.clone(),
+        kind: report.kind.as_str().to_string(),
+        title: report.title.clone(),
+        time_unix_ms: c.note.time_unix_ms,
+        boot_id: c.note.boot_id.clone(),
+        extension: report.extension.as_ref().map(|e| e.name.clone()),
+        process: report
+            .process
+            .as_ref()
+            .map(|p| format!("pid {} ({})", p.pid, p.name)),
+        action: c.action.to_string(),
+        dump_path: Some(dump.clone()),
+        report_json: json,
+    };
+    let persisted = Persisted {
+        dump,
+        report_json,
+        signature: report.signature,
+        title: report.title,
+        text,
+    };
+    Ok((persisted, new))
+}
