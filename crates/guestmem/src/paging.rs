@@ -126,7 +126,7 @@ pub struct Translation {
     pub pa: u64,
     /// Size of the page that maps it.
     pub size: PageSize,
-    /// Writes are allowed (in supervisor mode with CR0.WP set, too).
+    /// Writes are allowed (W set at every level).
     pub writable: bool,
     /// User mode may access it.
     pub user: bool,
@@ -293,7 +293,9 @@ fn check_table<M: PhysMemory + ?Sized>(
 
 /// Translates `va` through the tables at `cr3` (its low 12 bits, PCID or
 /// PCD/PWT, are ignored) as the CPU would, with 4 KiB, 2 MiB and 1 GiB
-/// pages. The translated byte must be inside memory.
+/// pages, except that a table that is its own ancestor is refused as a
+/// [`WalkError::Cycle`] (as [`walk_range`] refuses it). The translated
+/// byte must be inside memory.
 pub fn translate<M: PhysMemory + ?Sized>(
     mem: &M,
     cr3: u64,
