@@ -19,7 +19,7 @@ guest_clippy() {
         cargo clippy --release --target x86_64-unknown-none --target-dir "target/guest/$dir" "$@" -- -D warnings
 }
 guest_clippy kernel "-C relocation-model=static" -p lazarus-kernel
-guest_clippy user "-C relocation-model=static -C code-model=small" -p lazarus-user -p lazarus-ulib -p lazarus-repair
+guest_clippy user "-C relocation-model=static -C code-model=small" -p lazarus-user -p lazarus-ulib -p lazarus-repair -p lazarus-guestmem
 guest_clippy ext "-C relocation-model=pic" -p lazarus-extsdk -p lazarus-ext-rand -p lazarus-ext-ramdisk -p lazarus-ext-crashtest
 
 echo "== tests"

@@ -50,6 +50,7 @@ fn main() {
     for dir in [
         "guest",
         "crates/abi",
+        "crates/guestmem",
         "Cargo.toml",
         "Cargo.lock",
         "rust-toolchain.toml",

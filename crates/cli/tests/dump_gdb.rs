@@ -68,7 +68,7 @@ fn crash_dump(kind: &str, path: &Path, store: &SymbolStore) {
             console.text()
         ),
     };
-    let root = lazarus_resurrect::state::read_root(vm.memory(), vm.root_gpa().expect("a root"))
+    let root = lazarus_guestmem::read_root(vm.memory(), vm.root_gpa().expect("a root"))
         .expect("the kernel root");
     let kernel_build_id = lazarus_symbols::build_id_of(lazarus_image::KERNEL_ELF);
     let modules = lazarus_symbols::initramfs_modules(lazarus_image::INITRAMFS).unwrap();

@@ -1,45 +1,18 @@
 //! The kernel's state root, read out of the dump, and questions about it.
 
 use lazarus_abi::root::{
-    ABI_VERSION, KernelRoot, LOCK_HELD, MAX_EXTS, NONE, PS_FREE, PS_ZOMBIE, Proc, ROOT_MAGIC,
-    proc_state_name,
+    KernelRoot, LOCK_HELD, MAX_EXTS, NONE, PS_FREE, PS_ZOMBIE, Proc, proc_state_name,
 };
 use lazarus_abi::{layout::MAX_MEMORY, name_str};
-use lazarus_dump::{Dump, DumpError, ExtLoad};
-use zerocopy::{FromZeros, IntoBytes};
+use lazarus_dump::{Dump, ExtLoad};
 
 use crate::report::{LockInfo, LockWait, ProcessInfo};
 
-/// Reads and validates the root at `gpa`. The root is a few hundred KiB,
-/// so it is read straight into a zeroed heap allocation (zerocopy's
-/// `FromBytes` layout) rather than through the stack.
+/// Reads and validates the root at `gpa` in the dumped RAM: the same
+/// address and header checks (alignment, inside RAM, magic, ABI version,
+/// size) as the hypervisor's, then a plausible memory size.
 pub fn read_root(dump: &Dump, gpa: u64) -> Result<Box<KernelRoot>, String> {
-    let mut root = KernelRoot::new_box_zeroed().map_err(|_| "out of memory".to_string())?;
-    match dump.read_phys(gpa, root.as_mut_bytes()) {
-        Ok(()) => {}
-        Err(DumpError::Unmapped { .. }) => {
-            return Err(format!(
-                "the kernel root at {gpa:#x} is outside the dumped RAM"
-            ));
-        }
-        Err(e) => return Err(e.to_string()),
-    }
-    if root.header.magic != ROOT_MAGIC {
-        return Err(format!("bad magic {:#x}", root.header.magic));
-    }
-    if root.header.abi_version != ABI_VERSION {
-        return Err(format!(
-            "ABI version {} (this lazarus reads {ABI_VERSION})",
-            root.header.abi_version
-        ));
-    }
-    if root.header.root_size as usize != size_of::<KernelRoot>() {
-        return Err(format!(
-            "size {} (expected {})",
-            root.header.root_size,
-            size_of::<KernelRoot>()
-        ));
-    }
+    let root = lazarus_guestmem::read_root(dump, gpa).map_err(|e| e.to_string())?;
     if root.mem_size > MAX_MEMORY {
         return Err(format!("implausible memory size {:#x}", root.mem_size));
     }

@@ -420,6 +420,28 @@ fn a_corrupted_root_is_reported_not_fatal() {
 }
 
 #[test]
+fn a_root_of_another_abi_version_or_size_is_not_used() {
+    let mut s = setup(oops(13, 0, 0));
+    s.root = Box::new(|r| r.header.abi_version += 1);
+    let r = run(s);
+    assert!(r.process.is_none());
+    assert!(
+        r.notes.iter().any(|n| n.contains("ABI version")),
+        "{:?}",
+        r.notes
+    );
+    let mut s = setup(oops(13, 0, 0));
+    s.root = Box::new(|r| r.header.root_size = 8);
+    let r = run(s);
+    assert!(r.process.is_none());
+    assert!(
+        r.notes.iter().any(|n| n.contains("root size 8")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
 fn irq_faults_blame_no_process() {
     let mut rec = oops(14, 0, 0);
     rec.as_mut().unwrap().in_irq = 1;

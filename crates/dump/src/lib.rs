@@ -11,7 +11,6 @@
 
 mod error;
 mod note;
-pub mod pagewalk;
 mod prstatus;
 mod reader;
 mod writer;

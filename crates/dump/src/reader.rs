@@ -9,6 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use lazarus_guestmem::{MemError, PhysMemory, check_range};
 use object::LittleEndian;
 use object::elf::{EM_X86_64, ET_CORE, FileHeader64, NT_PRSTATUS, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader as _, NoteIterator, ProgramHeader as _};
@@ -17,7 +18,6 @@ use zerocopy::FromBytes;
 
 use crate::error::DumpError;
 use crate::note::{CrashNote, FORMAT_VERSION, Regs};
-use crate::pagewalk::{self, PhysMem};
 use crate::prstatus::Prstatus;
 use crate::{NOTE_NAME_CORE, NOTE_NAME_LAZARUS, NT_LAZARUS_CRASH};
 
@@ -286,18 +286,23 @@ impl Dump {
     /// Translates `va` through the page tables at `cr3` found in the dump
     /// (for address spaces other than the ones the dump maps).
     pub fn translate(&self, cr3: u64, va: u64) -> Option<u64> {
-        pagewalk::translate(self, cr3, va)
+        lazarus_guestmem::translate(self, cr3, va)
+            .ok()
+            .map(|t| t.pa)
     }
 }
 
-impl PhysMem for Dump {
-    fn ram_size(&self) -> u64 {
+/// The dumped RAM as guest-physical memory `[0, ram_size)`, for the page
+/// walker and the state-root reader.
+impl PhysMemory for Dump {
+    fn size(&self) -> u64 {
         self.ram_size
     }
-    fn read_u64(&self, pa: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read_phys(pa, &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
+
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        check_range(self.ram_size, pa, buf.len() as u64)?;
+        self.read_phys(pa, buf)
+            .map_err(|_| MemError::Unreadable { pa })
     }
 }
 

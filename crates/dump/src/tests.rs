@@ -8,7 +8,7 @@ use lazarus_abi::layout::{
 };
 
 use super::*;
-use crate::pagewalk::tests::Builder;
+use lazarus_guestmem::test_util::TableBuilder as Builder;
 
 const MIB: usize = 1 << 20;
 const W: u64 = 1 << 1;

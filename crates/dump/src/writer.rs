@@ -15,6 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ use lazarus_abi::layout::{
     PAGE_SIZE, PHYSMAP_BASE,
 };
 use lazarus_abi::root::{CRASH_PANIC, MAX_EXTS, MAX_PROCS};
+use lazarus_guestmem::{Limits, PageSize, Run, mappings_with};
 use object::elf::{EM_X86_64, ET_CORE, NT_PRSTATUS, PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE};
 use object::write::elf::{FileHeader, ProgramHeader, Writer};
 use object::{Endianness, pod};
@@ -30,7 +32,6 @@ use zerocopy::IntoBytes;
 
 use crate::error::DumpError;
 use crate::note::{CrashNote, FORMAT_VERSION, Regs};
-use crate::pagewalk::{Mapping, mappings};
 use crate::prstatus::{Prstatus, SIGABRT, SIGFPE, SIGILL, SIGSEGV};
 use crate::{NOTE_NAME_CORE, NOTE_NAME_LAZARUS, NT_LAZARUS_CRASH};
 
@@ -49,6 +50,9 @@ pub const MAX_SEGMENTS: usize = 0xff00;
 const KERNEL_WINDOW: u64 = 1 << 30;
 /// Upper end of the lower (user) half of the address space.
 const USER_END: u64 = 0x0000_8000_0000_0000;
+/// At most this many 4 KiB leaves per walk (16 GiB of mappings): a
+/// corrupted table cannot make the dump writer run away.
+const MAX_LEAVES: usize = 1 << 22;
 
 struct Load {
     vaddr: u64,
@@ -57,8 +61,8 @@ struct Load {
     flags: u32,
 }
 
-impl From<&Mapping> for Load {
-    fn from(m: &Mapping) -> Self {
+impl From<&Run> for Load {
+    fn from(m: &Run) -> Self {
         let mut flags = PF_R;
         if m.writable {
             flags |= PF_W;
@@ -73,6 +77,24 @@ impl From<&Mapping> for Load {
             flags,
         }
     }
+}
+
+/// The 4 KiB mappings of `cr3` in `range`, as runs contiguous both
+/// virtually and physically. Large pages are left out: the regions walked
+/// use 4 KiB pages only, and the kernel windows are dumped whole anyway.
+/// Each table is read once (so at most one per page of RAM) and the leaves
+/// are capped; whatever a corrupted table stops the walk at, the runs
+/// found until then are kept.
+fn runs(ram: &[u8], cr3: u64, range: Range<u64>) -> Vec<Load> {
+    let limits = Limits {
+        max_tables: ram.len() / PAGE_SIZE as usize + 1,
+        max_leaves: MAX_LEAVES,
+    };
+    mappings_with(ram, cr3, range, limits, |l| l.size == PageSize::Size4K)
+        .runs
+        .iter()
+        .map(Load::from)
+        .collect()
 }
 
 /// The segments of a dump of `ram`: the two linear kernel windows, then
@@ -96,12 +118,12 @@ fn loads(ram: &[u8], note: &CrashNote) -> Vec<Load> {
     let kstacks = KSTACK_REGION..KSTACK_REGION + MAX_PROCS as u64 * KSTACK_STRIDE;
     let exts = EXT_REGION..EXT_REGION + MAX_EXTS as u64 * EXT_SLOT_SIZE;
     for range in [kstacks, exts] {
-        out.extend(mappings(ram, BOOT_PML4_GPA, range).iter().map(Load::from));
+        out.extend(runs(ram, BOOT_PML4_GPA, range));
     }
     if let Some(cr3) = note.vcpu(note.crashed_vcpu).map(|r| r.cr3)
         && cr3 != 0
     {
-        out.extend(mappings(ram, cr3, 0..USER_END).iter().map(Load::from));
+        out.extend(runs(ram, cr3, 0..USER_END));
     }
     out.truncate(MAX_SEGMENTS - 1);
     out

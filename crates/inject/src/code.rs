@@ -19,7 +19,6 @@ use lazarus_vmm::memory::read_bytes;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::paging::translate;
 use crate::{FaultType, Guest, InjectError, Injection, cstr, hex};
 
 /// The code of one extension, copied out of guest memory.
@@ -93,8 +92,9 @@ impl ExtCode {
         let mut pages = Vec::new();
         let mut page = e.text_start & !(PAGE_SIZE - 1);
         while page < e.text_end {
-            let gpa = translate(guest.mem, guest.root.master_pml4, page)
-                .ok_or(InjectError::Unmapped { va: page })?;
+            let gpa = lazarus_guestmem::translate(guest.mem, guest.root.master_pml4, page)
+                .map_err(|_| InjectError::Unmapped { va: page })?
+                .pa;
             let from = page.max(e.text_start);
             // No overflow: the image lies in the extension region, far
             // below the top of the address space.

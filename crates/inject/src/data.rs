@@ -15,12 +15,12 @@ use lazarus_abi::root::{
     PS_RUNNING, Proc,
 };
 use lazarus_abi::trap::TRAPFRAME_SIZE;
+use lazarus_guestmem::translate_range;
 use lazarus_vmm::memory::read_bytes;
 use rand::Rng;
 
 use crate::code::pick;
 use crate::fields::describe_root_offset;
-use crate::paging::translate_range;
 use crate::{FaultType, Guest, InjectError, Injection, Structure, cstr, ext_name, hex};
 
 const WORD: u64 = 8;
@@ -138,7 +138,7 @@ fn heap_blocks(guest: &Guest<'_>) -> Vec<Region> {
         if !va.is_multiple_of(WORD) {
             continue;
         }
-        if let Some(gpa) = translate_range(guest.mem, guest.root.master_pml4, va, len) {
+        if let Ok(gpa) = translate_range(guest.mem, guest.root.master_pml4, va, len) {
             out.push(Region {
                 heap_block: Some(block),
                 va,
@@ -206,7 +206,7 @@ pub(crate) fn corrupt_stack(
     let words = (p.kstack_top - p.kctx_rsp) / WORD;
     let va = p.kctx_rsp + rng.random_range(0..words) * WORD;
     let gpa = translate_range(guest.mem, guest.root.master_pml4, va, WORD)
-        .ok_or(InjectError::Unmapped { va })?;
+        .map_err(|_| InjectError::Unmapped { va })?;
     let target = format!(
         "pid {} ({}) kstack top-{:#x}",
         p.pid,

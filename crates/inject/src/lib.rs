@@ -30,8 +30,8 @@ use core::fmt;
 use core::str::FromStr;
 
 use lazarus_abi::root::KernelRoot;
+use lazarus_guestmem::{RootError, read_root};
 use lazarus_vmm::memory::{GuestRam, read_bytes, write_bytes};
-use lazarus_vmm::root::RootError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,6 @@ use serde::{Deserialize, Serialize};
 mod code;
 mod data;
 mod fields;
-mod paging;
 
 /// The kinds of fault the injector can apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -414,32 +413,9 @@ pub(crate) struct Guest<'a> {
     pub root_gpa: u64,
 }
 
+/// The root at `gpa` (0: not registered), header checked.
 fn load_root(mem: &GuestRam, gpa: u64) -> Result<Box<KernelRoot>, InjectError> {
-    if gpa == 0 {
-        return Err(InjectError::NoRoot {
-            gpa,
-            source: RootError::NotRegistered,
-        });
-    }
-    // Temporary until the one state-root reader lands.
-    let size = size_of::<KernelRoot>() as u64;
-    lazarus_vmm::root::read_header(mem, gpa, size)
-        .map_err(|source| InjectError::NoRoot { gpa, source })?;
-    let mut root =
-        <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().map_err(|_| InjectError::NoRoot {
-            gpa,
-            source: RootError::Read,
-        })?;
-    vm_memory::Bytes::read_slice(
-        mem,
-        zerocopy::IntoBytes::as_mut_bytes(&mut *root),
-        vm_memory::GuestAddress(gpa),
-    )
-    .map_err(|_| InjectError::NoRoot {
-        gpa,
-        source: RootError::Read,
-    })?;
-    Ok(root)
+    read_root(mem, gpa).map_err(|source| InjectError::NoRoot { gpa, source })
 }
 
 fn write_guest(mem: &GuestRam, gpa: u64, bytes: &[u8]) -> Result<(), InjectError> {

@@ -3,7 +3,6 @@
 //! with kernel stacks and a kernel heap on a 2 MiB page.
 
 use super::*;
-use crate::paging::translate_range;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 use lazarus_abi::layout::{
     EXT_REGION, EXT_SLOT_SIZE, KSTACK_REGION, KSTACK_SIZE, KSTACK_STRIDE, PHYSMAP_BASE,
@@ -13,6 +12,7 @@ use lazarus_abi::root::{
     PS_BLOCKED, PS_FREE, PS_RUNNABLE, PS_RUNNING, ROOT_MAGIC,
 };
 use lazarus_abi::trap::TRAPFRAME_SIZE;
+use lazarus_guestmem::translate_range;
 use lazarus_vmm::memory::{create_guest_ram, write_bytes, write_obj};
 use zerocopy::FromZeros;
 
@@ -296,7 +296,7 @@ fn each_fault_changes_exactly_what_it_reports() {
             let gpa = if (root_va..root_va + size_of::<KernelRoot>() as u64).contains(&inj.va) {
                 Some(inj.va - root_va + ROOT_GPA)
             } else {
-                translate_range(f.mem(), f.b.pml4, inj.va, inj.after.len() as u64)
+                translate_range(f.mem(), f.b.pml4, inj.va, inj.after.len() as u64).ok()
             };
             assert_eq!(gpa, Some(inj.gpa), "{fault}: {inj:?}");
             assert!(inj.is_present(f.mem()));
@@ -717,4 +717,58 @@ fn show_samples() {
         );
         i.revert(f.mem()).expect("revert");
     }
+}
+
+/// The guest-physical address the walker gives for `va` under `pml4` (the injector's
+/// view of `lazarus_guestmem::translate` over guest RAM).
+fn translate(mem: &GuestRam, pml4: u64, va: u64) -> Option<u64> {
+    lazarus_guestmem::translate(mem, pml4, va)
+        .ok()
+        .map(|t| t.pa)
+}
+
+#[test]
+fn walks_small_and_large_pages() {
+    let mut b = Builder::new();
+    let va = 0xffff_ff00_0000_3000;
+    b.map_4k(va, 0x0050_7000);
+    assert_eq!(translate(&b.mem, b.pml4, va + 0x123), Some(0x0050_7123));
+    assert_eq!(translate(&b.mem, b.pml4, va + 0x1000), None);
+    let big = 0xffff_8000_0060_0000;
+    b.map_2m(big, LARGE);
+    assert_eq!(
+        translate(&b.mem, b.pml4, big + 0x1_2345),
+        Some(LARGE + 0x1_2345)
+    );
+    assert_eq!(
+        translate_range(&b.mem, b.pml4, big + 0xff8, 16).ok(),
+        Some(LARGE + 0xff8)
+    );
+    // Non-canonical and hostile entries read as unmapped.
+    assert_eq!(translate(&b.mem, b.pml4, 0x0000_8000_0000_0000), None);
+    let hostile = 0xffff_ff80_0000_0000;
+    let pml4_slot = (hostile >> 39) & 0x1ff;
+    write_obj(
+        &b.mem,
+        b.pml4 + pml4_slot * 8,
+        &(0x7fff_ffff_f000u64 | PAGE_FLAGS),
+    )
+    .unwrap();
+    assert_eq!(translate(&b.mem, b.pml4, hostile), None);
+}
+
+#[test]
+fn ranges_must_be_physically_contiguous() {
+    let mut b = Builder::new();
+    let va = 0xffff_ff00_0001_0000;
+    b.map_4k(va, 0x0050_0000);
+    b.map_4k(va + 0x1000, 0x0050_1000);
+    b.map_4k(va + 0x2000, 0x0040_0000);
+    assert_eq!(
+        translate_range(&b.mem, b.pml4, va + 0xffc, 8).ok(),
+        Some(0x0050_0ffc)
+    );
+    assert_eq!(translate_range(&b.mem, b.pml4, va + 0x1ffc, 8).ok(), None);
+    assert_eq!(translate_range(&b.mem, b.pml4, va + 0x2ffc, 8).ok(), None);
+    assert_eq!(translate_range(&b.mem, b.pml4, va, 0).ok(), None);
 }

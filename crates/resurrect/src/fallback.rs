@@ -18,7 +18,7 @@ pub enum Fallback {
     NoRegisters,
     /// The state root fails its header checks or cannot be read.
     #[error("the kernel state root is unreadable: {0}")]
-    RootUnreadable(String),
+    RootUnreadable(#[from] lazarus_guestmem::RootError),
     /// The repair program looked and declined (its reason).
     #[error("the repair program refused: {0}")]
     Refused(String),

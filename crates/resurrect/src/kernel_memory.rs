@@ -3,8 +3,8 @@
 use std::mem::offset_of;
 
 use lazarus_abi::root::{HEAP_BLOCK, HEAP_BLOCKS, HeapMap, KernelRoot, MemStats};
+use lazarus_guestmem::{RootError, read_root_field};
 use lazarus_vmm::memory::GuestRam;
-use vm_memory::{Bytes, GuestAddress};
 
 /// The guest kernel's memory accounting, from its state root
 /// ([`KernelRoot::mem`] and [`KernelRoot::heap`]). Guest-controlled data:
@@ -26,20 +26,14 @@ pub struct GuestKernelMemory {
 
 /// The kernel's memory accounting, read from its state root at `root_gpa`
 /// (the root header is checked first).
-pub fn guest_kernel_memory(mem: &GuestRam, root_gpa: u64) -> Result<GuestKernelMemory, String> {
-    // Checks the header (magic, version, size, bounds) of the whole root.
-    lazarus_vmm::root::read_header(mem, root_gpa, crate::state::ROOT_SIZE)
-        .map_err(|e| e.to_string())?;
-    let stats: MemStats =
-        lazarus_vmm::memory::read_obj(mem, root_gpa + offset_of!(KernelRoot, mem) as u64)
-            .ok_or("reading the kernel's memory statistics")?;
-    let mut used = [0u64; HEAP_BLOCKS / 64];
-    let used_at = root_gpa + (offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used)) as u64;
-    mem.read_slice(
-        zerocopy::IntoBytes::as_mut_bytes(&mut used[..]),
-        GuestAddress(used_at),
-    )
-    .map_err(|e| e.to_string())?;
+pub fn guest_kernel_memory(mem: &GuestRam, root_gpa: u64) -> Result<GuestKernelMemory, RootError> {
+    // Each read checks the header (magic, version, size, bounds) first.
+    let stats: MemStats = read_root_field(mem, root_gpa, offset_of!(KernelRoot, mem))?;
+    let used: [u64; HEAP_BLOCKS / 64] = read_root_field(
+        mem,
+        root_gpa,
+        offset_of!(KernelRoot, heap) + offset_of!(HeapMap, used),
+    )?;
     let blocks: u64 = used.iter().map(|w| u64::from(w.count_ones())).sum();
     Ok(GuestKernelMemory {
         frames_total: stats.frames_total,
@@ -52,16 +46,29 @@ pub fn guest_kernel_memory(mem: &GuestRam, root_gpa: u64) -> Result<GuestKernelM
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use lazarus_abi::root::{ABI_VERSION, ROOT_MAGIC};
+    use lazarus_guestmem::ROOT_SIZE;
     use lazarus_vmm::memory::{create_guest_ram, write_obj};
+    use zerocopy::FromZeros;
+
+    /// Writes a valid root header at `gpa`.
+    pub(crate) fn plant_root(mem: &GuestRam, gpa: u64) {
+        let mut root = KernelRoot::new_box_zeroed().unwrap();
+        root.header.magic = ROOT_MAGIC;
+        root.header.abi_version = ABI_VERSION;
+        root.header.root_size = ROOT_SIZE as u32;
+        root.header.heartbeat = 42;
+        write_obj(mem, gpa, &*root).unwrap();
+    }
 
     #[test]
     fn guest_memory_from_the_root() {
         let mem = create_guest_ram(16 << 20).expect("ram");
         let gpa = 0x10_0000;
         assert_eq!(guest_kernel_memory(&mem, gpa).ok(), None, "no root");
-        crate::state::tests::plant_root(&mem, gpa);
+        plant_root(&mem, gpa);
         let stats = MemStats {
             frames_total: 100,
             frames_free: 30,

@@ -32,7 +32,6 @@ pub mod reaper;
 pub mod recovery;
 pub mod refresh;
 pub mod snapshot;
-pub mod state;
 
 use std::mem::offset_of;
 use std::sync::Arc;
@@ -57,7 +56,7 @@ pub use snapshot::MemSnapshot;
 
 use crate::reaper::{PendingRemoval, SlotReaper};
 use crate::snapshot::BufferPool;
-use crate::state::read_root;
+use lazarus_guestmem::read_root;
 
 /// Crashes of one signature closer together than this count as a loop.
 const LOOP_WINDOW: Duration = Duration::from_secs(2);
@@ -155,7 +154,7 @@ impl Resurrector {
         let (Some(regs), Some(sregs)) = (crash.regs, crash.sregs) else {
             return Err(Fallback::NoRegisters);
         };
-        let root = read_root(vm.mem, root_gpa).map_err(Fallback::RootUnreadable)?;
+        let root = read_root(vm.mem, root_gpa)?;
         // Read now, before the repair changes it.
         let guest_record = matches!(crash.kind, CrashKind::GuestPanic { .. }).then_some(root.crash);
         let detector = crash.kind.detector();

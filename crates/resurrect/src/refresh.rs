@@ -14,7 +14,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::Resurrector;
 use crate::fallback::SetupError;
-use crate::state::read_root;
+use lazarus_guestmem::{read_root, translate};
 
 /// The kernel's read-only segments as one pristine source, with its
 /// symbols, and the range of its code.
@@ -151,7 +151,7 @@ impl Resurrector {
                 }
                 let mut off = 0u64;
                 while off < p.code_len {
-                    let Some(pa) = translate(mem, root.master_pml4, p.va + off) else {
+                    let Ok(pa) = translate(mem, root.master_pml4, p.va + off).map(|t| t.pa) else {
                         return false;
                     };
                     let n = (4096 - (off % 4096)).min(p.code_len - off) as usize;
@@ -175,7 +175,7 @@ pub(crate) fn capture_ext(
     root_gpa: u64,
     slot: usize,
 ) -> Result<PristineSource, String> {
-    let root = read_root(mem, root_gpa)?;
+    let root = read_root(mem, root_gpa).map_err(|e| e.to_string())?;
     let e = root.exts[slot];
     if e.state == EXT_FREE
         || !e.size.is_multiple_of(4096)
@@ -191,8 +191,9 @@ pub(crate) fn capture_ext(
     let mut bytes = vec![0u8; e.size as usize];
     let mut off = 0u64;
     while off < e.size {
-        let pa =
-            translate(mem, root.master_pml4, e.base + off).ok_or("extension page not mapped")?;
+        let pa = translate(mem, root.master_pml4, e.base + off)
+            .map_err(|e| format!("extension page not mapped: {e}"))?
+            .pa;
         mem.read_slice(
             &mut bytes[off as usize..(off + 4096) as usize],
             GuestAddress(pa),
@@ -222,21 +223,6 @@ fn elf_symbols(elf: &[u8]) -> Result<Vec<SymbolSource>, String> {
         .collect())
 }
 
-/// Walks the guest's page tables on the host (4 KiB leaves only).
-fn translate(mem: &GuestRam, pml4: u64, va: u64) -> Option<u64> {
-    let mut table = pml4;
-    for level in (0..4).rev() {
-        let e: u64 = mem
-            .read_obj(GuestAddress(table + ((va >> (12 + 9 * level)) & 0x1ff) * 8))
-            .ok()?;
-        if e & 1 == 0 || (level > 0 && e & 0x80 != 0) {
-            return None;
-        }
-        table = e & 0x000f_ffff_ffff_f000;
-    }
-    Some(table)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +236,7 @@ mod tests {
     fn hostile_extension_slots_are_rejected() {
         let mem = create_guest_ram(16 << 20).expect("ram");
         let gpa = 0x10_0000;
-        crate::state::tests::plant_root(&mem, gpa);
+        crate::kernel_memory::tests::plant_root(&mem, gpa);
         let slot_at = gpa + offset_of!(KernelRoot, exts) as u64;
         let cases = [
             (5000, EXT_REGION, EXT_REGION + 10),

@@ -14,6 +14,7 @@ use lazarus_abi::layout::{
     PHYSMAP_BASE,
 };
 use lazarus_abi::root::{KernelRoot, MAX_EXTS, MAX_PROCS};
+use lazarus_guestmem::{Limits, PageSize, Visit, VisitControl, walk_range};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use lazarus_vmm::memory::GuestRam;
@@ -97,66 +98,29 @@ impl BufferPool {
     }
 }
 
-fn table(ram: &[u8], pa: u64) -> Option<&[u8]> {
-    ram.get(pa as usize..pa as usize + 4096)
-}
-
-fn entry(t: &[u8], i: usize) -> u64 {
-    t.get(i * 8..i * 8 + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 /// Adds the page tables and 4 KiB leaf frames mapping [va_lo, va_hi)
 /// under `pml4` (huge pages are skipped: they map the linear windows).
-/// Each table is visited once; a crashed guest's tables are untrusted, so
-/// addresses are bounds-checked and the number of tables is capped.
+/// A crashed guest's tables are untrusted: the one walker bounds its work
+/// and skips what points outside RAM; each table is read once.
 fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>) {
-    let mut budget = 4096usize;
-    out.push((pml4, PAGE_SIZE));
-    walk_level(ram, pml4, 3, 0, va_lo, va_hi, out, &mut budget);
-}
-
-#[allow(clippy::too_many_arguments)]
-fn walk_level(
-    ram: &[u8],
-    table_pa: u64,
-    level: u32,
-    base: u64,
-    lo: u64,
-    hi: u64,
-    out: &mut Vec<(u64, u64)>,
-    budget: &mut usize,
-) {
-    const P: u64 = 1;
-    const PS: u64 = 0x80;
-    const ADDR: u64 = 0x000f_ffff_ffff_f000;
-    let Some(t) = table(ram, table_pa) else {
-        return;
+    let limits = Limits {
+        max_tables: 4096,
+        max_leaves: 1 << 20,
     };
-    let span = 1u64 << (12 + 9 * level);
-    for i in 0..512u64 {
-        let start = base.wrapping_add(i * span);
-        let end = start.wrapping_add(span);
-        if end <= lo || start >= hi {
-            continue;
-        }
-        let e = entry(t, i as usize);
-        if e & P == 0 || (level > 0 && e & PS != 0) {
-            continue;
-        }
-        let pa = e & ADDR;
-        if level == 0 {
+    let mut seen = std::collections::HashSet::new();
+    // A walk cut short by its budget keeps what it found.
+    let _ = walk_range(ram, pml4, va_lo..va_hi, limits, |v| match v {
+        Visit::Table { pa, .. } if !seen.insert(pa) => VisitControl::Skip,
+        Visit::Table { pa, .. } => {
             out.push((pa, PAGE_SIZE));
-            continue;
+            VisitControl::Continue
         }
-        if *budget == 0 {
-            return;
+        Visit::Leaf(l) if l.size == PageSize::Size4K => {
+            out.push((l.pa, PAGE_SIZE));
+            VisitControl::Continue
         }
-        *budget -= 1;
-        out.push((pa, PAGE_SIZE));
-        walk_level(ram, pa, level - 1, start, lo, hi, out, budget);
-    }
+        _ => VisitControl::Continue,
+    });
 }
 
 /// Guest RAM as bytes (the VM is stopped while this runs).
@@ -283,4 +247,60 @@ fn resident_pages(ram: &[u8], pa: u64, len: u64, out: &mut Vec<(u64, u64)>) {
 /// Locks a mutex, shrugging off poison (the data is plain buffers).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The snapshot as guest-physical memory: what was copied reads back,
+/// anything else is unreadable (not zero: it was not captured).
+impl lazarus_guestmem::PhysMemory for MemSnapshot {
+    fn size(&self) -> u64 {
+        self.mem_size
+    }
+
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), lazarus_guestmem::MemError> {
+        let len = buf.len() as u64;
+        lazarus_guestmem::check_range(self.mem_size, pa, len)?;
+        // Ranges are sorted and disjoint: the last one starting at or
+        // before `pa` is the only candidate.
+        let i = self.ranges.partition_point(|r| r.0 <= pa);
+        let src = i
+            .checked_sub(1)
+            .and_then(|i| self.ranges.get(i))
+            .filter(|&&(start, _, n)| pa - start + len <= n as u64)
+            .and_then(|&(start, off, _)| {
+                let from = off + (pa - start) as usize;
+                self.data.get(from..from + buf.len())
+            })
+            .ok_or(lazarus_guestmem::MemError::Unreadable { pa })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lazarus_guestmem::{MemError, PhysMemory};
+
+    #[test]
+    fn a_snapshot_reads_back_only_what_it_holds() {
+        let snap = MemSnapshot {
+            mem_size: 0x10000,
+            ranges: vec![(0x1000, 0, 0x100), (0x3000, 0x100, 0x1000)],
+            data: (0..0x1100u32).map(|i| i as u8).collect(),
+            pool: None,
+        };
+        let mut b = [0u8; 4];
+        snap.read(0x1010, &mut b).expect("held");
+        assert_eq!(b, [0x10, 0x11, 0x12, 0x13]);
+        snap.read(0x3000, &mut b).expect("held");
+        assert_eq!(b, [0x00, 0x01, 0x02, 0x03]);
+        assert_eq!(
+            snap.read(0x10fe, &mut b),
+            Err(MemError::Unreadable { pa: 0x10fe })
+        );
+        assert!(snap.read(0x2000, &mut b).is_err());
+        assert!(snap.read(0x0, &mut b).is_err());
+        assert!(snap.read(0xfffe, &mut b).is_err());
+        assert!(snap.read(u64::MAX - 1, &mut b).is_err());
+    }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use lazarus_abi::root::{CRASH_OOPS, CRASH_PANIC, CRASH_SOFT_LOCKUP, CrashRecord, KernelRoot};
 use lazarus_dump::{CrashNote, VcpuState};
+use lazarus_guestmem::read_root;
 use lazarus_resurrect::{MemSnapshot, Recovery};
 use lazarus_vmm::memory::GuestRam;
 use lazarus_vmm::{CrashInfo, CrashKind, Vm};
-use zerocopy::IntoBytes;
 
 use crate::note::{BuildIds, NoteInput, to_regs};
 
@@ -81,7 +81,7 @@ fn guest_kind_name(kind: u32) -> &'static str {
 
 /// The kernel's state root in `vm`'s RAM, if it registered a sound one.
 fn vm_root(vm: &Vm) -> Option<Box<KernelRoot>> {
-    lazarus_resurrect::state::read_root(vm.memory(), vm.root_gpa()?).ok()
+    read_root(vm.memory(), vm.root_gpa()?).ok()
 }
 
 /// The kernel's own crash record, for a crash it reported itself.
@@ -146,7 +146,8 @@ pub fn capture_crash(
 /// the state root as it was at the crash.
 pub(crate) fn recovery(ids: &BuildIds, rec: Recovery, boot_id: &str) -> Captured {
     let info = &rec.crash;
-    let root = snapshot_root(&rec.snapshot, rec.root_gpa);
+    // The snapshot holds the root as it was at the crash.
+    let root = read_root(&rec.snapshot, rec.root_gpa).ok();
     let mut detail = crash_summary(info, rec.guest_record.as_ref());
     detail.push_str(&format!("; {}", rec.summary()));
     let vcpus = vec![VcpuState {
@@ -184,7 +185,7 @@ pub struct OnDemand {
 }
 
 pub(crate) fn on_demand(ids: &BuildIds, d: OnDemand, boot_id: &str) -> Captured {
-    let root = d.root_gpa.and_then(|gpa| root_in_ram(&d.ram, gpa));
+    let root = d.root_gpa.and_then(|gpa| read_root(&d.ram[..], gpa).ok());
     let detail = match &d.reason {
         Some(r) => format!("on-demand dump through the control API, not a crash: {r}"),
         None => "on-demand dump through the control API, not a crash".to_string(),
@@ -211,29 +212,6 @@ pub(crate) fn on_demand(ids: &BuildIds, d: OnDemand, boot_id: &str) -> Captured 
         ram: RamSource::Copy(d.ram),
         action: "on-demand",
     }
-}
-
-/// The state root as the snapshot holds it.
-fn snapshot_root(s: &MemSnapshot, gpa: u64) -> Option<Box<KernelRoot>> {
-    let size = std::mem::size_of::<KernelRoot>();
-    let &(pa, off, _) = s
-        .ranges
-        .iter()
-        .find(|r| r.0 <= gpa && gpa + size as u64 <= r.0 + r.2 as u64)?;
-    let start = off + (gpa - pa) as usize;
-    let bytes = s.data.get(start..start + size)?;
-    let mut root = <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().ok()?;
-    root.as_mut_bytes().copy_from_slice(bytes);
-    Some(root)
-}
-
-/// The state root inside a copy of guest RAM.
-fn root_in_ram(ram: &[u8], gpa: u64) -> Option<Box<KernelRoot>> {
-    let start = usize::try_from(gpa).ok()?;
-    let bytes = ram.get(start..start.checked_add(std::mem::size_of::<KernelRoot>())?)?;
-    let mut root = <KernelRoot as zerocopy::FromZeros>::new_box_zeroed().ok()?;
-    root.as_mut_bytes().copy_from_slice(bytes);
-    Some(root)
 }
 
 #[cfg(test)]

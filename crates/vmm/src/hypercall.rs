@@ -184,6 +184,7 @@ impl Hypercalls {
                         RootError::Unaligned(_)
                         | RootError::OutsideRam { .. }
                         | RootError::Read => errno::EFAULT,
+                        RootError::NoMemory => errno::ENOMEM,
                         _ => errno::EINVAL,
                     };
                     fail(errno, e.to_string())

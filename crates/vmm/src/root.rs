@@ -7,55 +7,16 @@
 //! is still guest-controlled data, so it is re-checked on every read.
 
 use lazarus_abi::hypercall::RootHeader;
-use lazarus_abi::root::{ABI_VERSION, ROOT_MAGIC};
+use lazarus_abi::root::ABI_VERSION;
 
-use crate::memory::{GuestRam, ram_size, range_in_ram, read_obj};
+use crate::memory::GuestRam;
 
 /// Size of the header, the least a registration can declare.
 pub const HEADER_SIZE: u64 = size_of::<RootHeader>() as u64;
 /// The most a registration can declare: the root is read whole on a crash.
 pub const MAX_ROOT_SIZE: u64 = 1 << 20;
 
-/// Why a root registration or the header it points at is not acceptable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RootError {
-    /// Nothing was registered yet.
-    #[error("the guest has not registered a state root")]
-    NotRegistered,
-    /// The address is not 8-byte aligned.
-    #[error("root address {0:#x} is not 8-byte aligned")]
-    Unaligned(u64),
-    /// The root does not lie inside guest RAM.
-    #[error("root [{gpa:#x}, +{size:#x}) is not inside guest RAM")]
-    OutsideRam {
-        /// Where it was said to be.
-        gpa: u64,
-        /// Its declared size.
-        size: u64,
-    },
-    /// The declared size is too small, too large, or not the header's.
-    #[error("root size {got} is not acceptable (the header says {header})")]
-    WrongSize {
-        /// Declared by the registration.
-        got: u64,
-        /// Written in the header (0 when not read yet).
-        header: u64,
-    },
-    /// The guest speaks another version of the interface.
-    #[error("root ABI version {got} does not match the hypervisor's {expected}")]
-    WrongVersion {
-        /// The guest's.
-        got: u64,
-        /// The hypervisor's.
-        expected: u32,
-    },
-    /// The header's magic is wrong: nothing was written there.
-    #[error("root magic {0:#x} is wrong")]
-    BadMagic(u64),
-    /// Guest memory could not be read.
-    #[error("reading the root header from guest memory failed")]
-    Read,
-}
+pub use lazarus_guestmem::RootError;
 
 /// Checks a root registration: the declared size and version, the address,
 /// and the header the guest wrote there. Returns the header.
@@ -68,7 +29,7 @@ pub fn validate_root(
     if !(HEADER_SIZE..=MAX_ROOT_SIZE).contains(&size) {
         return Err(RootError::WrongSize {
             got: size,
-            header: 0,
+            expected: 0,
         });
     }
     if version != u64::from(ABI_VERSION) {
@@ -81,37 +42,23 @@ pub fn validate_root(
     if u64::from(header.root_size) != size {
         return Err(RootError::WrongSize {
             got: size,
-            header: u64::from(header.root_size),
+            expected: u64::from(header.root_size),
         });
     }
     Ok(header)
 }
 
-/// Reads and checks the header of a root of `size` bytes at `gpa`.
+/// Reads and checks the header of a root of `size` bytes at `gpa`
+/// (`lazarus-guestmem`'s one state-root reader, header only).
 pub fn read_header(mem: &GuestRam, gpa: u64, size: u64) -> Result<RootHeader, RootError> {
-    if !gpa.is_multiple_of(8) {
-        return Err(RootError::Unaligned(gpa));
-    }
-    if !range_in_ram(ram_size(mem), gpa, size.max(HEADER_SIZE)) {
-        return Err(RootError::OutsideRam { gpa, size });
-    }
-    let header: RootHeader = read_obj(mem, gpa).ok_or(RootError::Read)?;
-    if header.magic != ROOT_MAGIC {
-        return Err(RootError::BadMagic(header.magic));
-    }
-    if header.abi_version != ABI_VERSION {
-        return Err(RootError::WrongVersion {
-            got: u64::from(header.abi_version),
-            expected: ABI_VERSION,
-        });
-    }
-    Ok(header)
+    lazarus_guestmem::read_header(mem, gpa, size)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::memory::{create_guest_ram, write_obj};
+    use lazarus_abi::root::ROOT_MAGIC;
 
     /// A root size the tests register.
     pub(crate) const ROOT_SIZE: u64 = 4096;
@@ -178,7 +125,7 @@ pub(crate) mod tests {
         write_obj(&mem, 0x40_000c, &7u32).unwrap();
         assert!(matches!(
             validate_root(&mem, 0x40_0000, ROOT_SIZE, v),
-            Err(RootError::WrongSize { header: 7, .. })
+            Err(RootError::WrongSize { expected: 7, .. })
         ));
     }
 }

@@ -20,7 +20,8 @@ mod symbols;
 
 use core::arch::global_asm;
 use lazarus_abi::repair::*;
-use lazarus_abi::root::{ABI_VERSION, KernelRoot, ROOT_MAGIC};
+use lazarus_abi::root::KernelRoot;
+use lazarus_guestmem::{ROOT_SIZE, check_root_header};
 
 global_asm!(
     r#"
@@ -81,20 +82,16 @@ fn ring_doorbell() -> ! {
     }
 }
 
-/// The root, if it is where the hypervisor says and looks like one.
+/// The root, if it is where the hypervisor says and its header (magic,
+/// ABI version, size) is the one this program was built for: the same
+/// check the hypervisor makes.
 fn root(m: &mem::Mem, gpa: u64) -> Option<&'static mut KernelRoot> {
-    let size = core::mem::size_of::<KernelRoot>() as u64;
-    let p = m.ptr(gpa, size)?;
-    if !gpa.is_multiple_of(8) {
-        return None;
-    }
-    // SAFETY: inside RAM and aligned (checked); every bit pattern is a
-    // valid KernelRoot (plain integers), and the kernel is stopped.
-    let r = unsafe { &mut *(p as *mut KernelRoot) };
-    (r.header.magic == ROOT_MAGIC
-        && r.header.abi_version == ABI_VERSION
-        && r.header.root_size as u64 == size)
-        .then_some(r)
+    check_root_header(m, gpa).ok()?;
+    let p = m.ptr(gpa, ROOT_SIZE)?;
+    // SAFETY: inside RAM and 8-byte aligned (checked above; RAM_VA is page
+    // aligned); every bit pattern is a valid KernelRoot (plain integers),
+    // and the kernel is stopped, so nothing else writes it meanwhile.
+    Some(unsafe { &mut *(p as *mut KernelRoot) })
 }
 
 #[unsafe(no_mangle)]

@@ -6,10 +6,7 @@
 
 use lazarus_abi::layout::{KERNEL_VIRT_BASE, PAGE_SIZE, PHYSMAP_BASE};
 use lazarus_abi::repair::RAM_VA;
-
-const P: u64 = 1;
-const PS: u64 = 1 << 7;
-const ADDR: u64 = 0x000f_ffff_ffff_f000;
+use lazarus_guestmem::{MemError, PhysMemory};
 
 #[derive(Clone, Copy)]
 pub struct Mem {
@@ -47,8 +44,9 @@ impl Mem {
     }
 
     /// Physical address of a kernel virtual address: the two linear
-    /// windows by arithmetic, anything else by walking the master page
-    /// tables (kernel stacks, extensions).
+    /// windows by arithmetic (the hypervisor's boot tables map them so,
+    /// and the kernel never changes them), anything else by walking the
+    /// master page tables (kernel stacks, extensions).
     pub fn kva(&self, va: u64) -> Option<u64> {
         if (KERNEL_VIRT_BASE..KERNEL_VIRT_BASE + (1 << 30)).contains(&va) {
             let pa = va - KERNEL_VIRT_BASE;
@@ -57,26 +55,9 @@ impl Mem {
         if (PHYSMAP_BASE..PHYSMAP_BASE + self.size).contains(&va) {
             return Some(va - PHYSMAP_BASE);
         }
-        let mut table = self.pml4;
-        for level in (1..4).rev() {
-            let idx = (va >> (12 + 9 * level)) & 0x1ff;
-            let e: u64 = self.read(table + idx * 8)?;
-            if e & P == 0 {
-                return None;
-            }
-            if e & PS != 0 {
-                let size = 1u64 << (12 + 9 * level);
-                let pa = (e & ADDR & !(size - 1)) + (va & (size - 1));
-                return (pa < self.size).then_some(pa);
-            }
-            table = e & ADDR;
-        }
-        let e: u64 = self.read(table + ((va >> 12) & 0x1ff) * 8)?;
-        if e & P == 0 {
-            return None;
-        }
-        let pa = (e & ADDR) + (va & (PAGE_SIZE - 1));
-        (pa < self.size).then_some(pa)
+        lazarus_guestmem::translate(self, self.pml4, va)
+            .ok()
+            .map(|t| t.pa)
     }
 
     pub fn kread<T: Copy>(&self, va: u64) -> Option<T> {
@@ -106,5 +87,24 @@ impl Mem {
             off += chunk;
         }
         Some(fixed)
+    }
+}
+
+/// Guest RAM through the window, for the page walker and the root check.
+impl PhysMemory for Mem {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let len = buf.len() as u64;
+        let p = self
+            .ptr(pa, len)
+            .ok_or(MemError::OutsideMemory { pa, len })?;
+        // SAFETY: `[pa, pa + len)` is inside RAM (checked), which the
+        // image's page tables map at RAM_VA; `copy` allows `buf` to overlap
+        // it; the kernel is stopped.
+        unsafe { core::ptr::copy(p as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
     }
 }
