@@ -13,21 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// A fresh directory for one test's socket and data.
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lazarus-api-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
+use tempfile::TempDir;
 
 /// Boots with the API at `DIR/api.sock` and data in `DIR/data`.
-fn boot(name: &str) -> (Guest, PathBuf, PathBuf) {
-    let dir = temp_dir(name);
-    let sock = dir.join("api.sock");
-    let data = dir.join("data");
-    let g = Guest::boot_with(&[
+fn boot(name: &str) -> (Guest, PathBuf, TempDir) {
+    let dir = common::temp_dir(name);
+    let sock = dir.path().join("api.sock");
+    let data = dir.path().join("data");
+    let g = common::boot_with(&[
         "--memory",
         "64",
         "--api-sock",
@@ -115,7 +108,7 @@ fn private_socket_status_metrics_and_ctl() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
     // Only the socket and the data directory: no temporary left over.
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -175,13 +168,13 @@ fn private_socket_status_metrics_and_ctl() {
         String::from_utf8_lossy(&out.stderr).contains("409"),
         "{out:?}"
     );
-    let out = ctl(&dir.join("nothing.sock"), &["status"]);
+    let out = ctl(&dir.path().join("nothing.sock"), &["status"]);
     assert_eq!(out.status.code(), Some(6), "unreachable: {out:?}");
 
     // A second server on the same socket, or on a file, is refused.
     for (path, why) in [
         (sock.clone(), "another process"),
-        (dir.join("file"), "not a socket"),
+        (dir.path().join("file"), "not a socket"),
     ] {
         if !path.exists() {
             std::fs::write(&path, b"keep me").unwrap();
@@ -190,7 +183,7 @@ fn private_socket_status_metrics_and_ctl() {
             .args(["run", "--memory", "64", "--api-sock"])
             .arg(&path)
             .arg("--data-dir")
-            .arg(dir.join("data"))
+            .arg(dir.path().join("data"))
             .stdin(std::process::Stdio::null())
             .output()
             .expect("run");
@@ -200,13 +193,13 @@ fn private_socket_status_metrics_and_ctl() {
             "{out:?}"
         );
     }
-    assert_eq!(std::fs::read(dir.join("file")).unwrap(), b"keep me");
+    assert_eq!(std::fs::read(dir.path().join("file")).unwrap(), b"keep me");
     assert_eq!(get(&sock, "/vm")["state"], "running");
 
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
     assert!(!sock.exists(), "the socket is removed at exit");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -256,7 +249,7 @@ fn pause_stops_the_guest_and_resume_restarts_it() {
     assert_eq!(get(&sock, "/recoveries")["total"], 0);
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -359,7 +352,7 @@ fn malformed_requests_get_4xx_and_the_vm_keeps_running() {
     assert_eq!(get(&sock, "/recoveries")["total"], 0);
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -414,7 +407,7 @@ fn crash_test_injection_is_resurrected_and_listed() {
     assert!(g.cmd("run echo still alive").contains("still alive"));
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -435,7 +428,7 @@ fn dump_on_demand_is_readable_by_diagnose() {
         .arg(&dump)
         .arg("--json")
         .arg("--symbols")
-        .arg(dir.join("data/symbols"))
+        .arg(dir.path().join("data/symbols"))
         .output()
         .expect("run diagnose");
     assert!(out.status.success(), "{out:?}");
@@ -461,5 +454,5 @@ fn dump_on_demand_is_readable_by_diagnose() {
     assert!(g.cmd("run echo still alive").contains("still alive"));
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }

@@ -15,10 +15,8 @@ fn campaign(args: &[&str]) -> std::process::Output {
 }
 
 /// A fresh directory for one test's output files.
-fn out_dir(test: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("lazarus-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn out_dir(test: &str) -> tempfile::TempDir {
+    lazarus_testkit::temp_dir(test)
 }
 
 /// The JSON report `--json` wrote.
@@ -29,8 +27,8 @@ fn report(path: &std::path::Path) -> serde_json::Value {
 #[test]
 fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
     let dir = out_dir("campaign");
-    let json = dir.join("c.json");
-    let svg = dir.join("c.svg");
+    let json = dir.path().join("c.json");
+    let svg = dir.path().join("c.svg");
     let out = campaign(&[
         "--faults",
         "8",
@@ -80,7 +78,7 @@ fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
     );
     let svg_text = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg_text.starts_with("<svg") && svg_text.contains("Recovery latency"));
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -102,7 +100,7 @@ fn unknown_fault_type_is_a_usage_error() {
 #[test]
 fn corrupted_saved_state_is_caught_not_resumed() {
     let dir = out_dir("campaign-cs");
-    let json = dir.join("c.json");
+    let json = dir.path().join("c.json");
     let out = campaign(&[
         "--faults",
         "12",
@@ -129,5 +127,5 @@ fn corrupted_saved_state_is_caught_not_resumed() {
         })
         .count();
     assert!(caught > 0, "no corrupted context was caught: {r:#}");
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }

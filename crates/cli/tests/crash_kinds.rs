@@ -3,7 +3,6 @@
 //! detected and what the offline diagnosis (from the dump alone) says.
 
 mod common;
-use common::Guest;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,13 +21,6 @@ const fn e(crash: &'static str, kind: &'static str, process: Option<&'static str
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lazarus-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
 fn only_report(dir: &Path) -> serde_json::Value {
     let reports: Vec<PathBuf> = std::fs::read_dir(dir.join("reports"))
         .expect("reports dir")
@@ -41,9 +33,9 @@ fn only_report(dir: &Path) -> serde_json::Value {
 }
 
 fn check(x: &Expect) {
-    let dir = temp_dir(x.crash);
-    let data = dir.to_str().expect("utf-8 path");
-    let mut g = Guest::boot_with(&["--memory", "64", "--on-crash", "halt", "--data-dir", data]);
+    let dir = common::temp_dir(x.crash);
+    let data = common::path_str(dir.path());
+    let mut g = common::boot_with(&["--memory", "64", "--on-crash", "halt", "--data-dir", data]);
     g.send(&format!("crash {}", x.crash));
     let status = g.wait(Duration::from_secs(60));
     assert_eq!(
@@ -54,7 +46,7 @@ fn check(x: &Expect) {
         g.transcript
     );
 
-    let r = only_report(&dir);
+    let r = only_report(dir.path());
     assert_eq!(r["kind"], x.kind, "crash {}: report {r:#}", x.crash);
     assert_eq!(
         r["extension"]["name"], "crashtest",
@@ -76,7 +68,9 @@ fn check(x: &Expect) {
     let sig = r["signature"].as_str().unwrap_or("");
     assert!(sig.len() >= 8, "crash {}: signature {sig:?}", x.crash);
     // The dump exists and the crash database indexed it.
-    let dumps = std::fs::read_dir(dir.join("dumps")).expect("dumps").count();
+    let dumps = std::fs::read_dir(dir.path().join("dumps"))
+        .expect("dumps")
+        .count();
     assert_eq!(dumps, 1, "crash {}", x.crash);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazarus"))
         .args(["crashes", "--json", "--data-dir", data])
@@ -88,7 +82,7 @@ fn check(x: &Expect) {
         "crash {}: {sig} not in the database: {listing}",
         x.crash
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }
 
 macro_rules! crash_tests {
@@ -122,9 +116,9 @@ crash_tests! {
 
 #[test]
 fn reboot_policy_reports_downtime_and_loses_state() {
-    let dir = temp_dir("reboot");
-    let data = dir.to_str().expect("utf-8 path");
-    let mut g = Guest::boot_with(&["--memory", "64", "--on-crash", "reboot", "--data-dir", data]);
+    let dir = common::temp_dir("reboot");
+    let data = common::path_str(dir.path());
+    let mut g = common::boot_with(&["--memory", "64", "--on-crash", "reboot", "--data-dir", data]);
     g.cmd("kv put survivor yes");
     g.send("crash null-read");
     // The guest comes back with a fresh shell, and the downtime is told.
@@ -146,7 +140,7 @@ fn reboot_policy_reports_downtime_and_loses_state() {
     assert!(!out.contains("yes"), "state survived a reboot?\n{out}");
     assert!(g.poweroff().success());
     // The crash was still recorded.
-    let r = only_report(&dir);
+    let r = only_report(dir.path());
     assert_eq!(r["kind"], "null-deref");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }

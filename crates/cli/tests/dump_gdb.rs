@@ -14,7 +14,7 @@ use lazarus_abi::root::EXT_FREE;
 use lazarus_dump::{CrashNote, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState, write_core};
 use lazarus_symbols::SymbolStore;
 use lazarus_vmm::kvm_bindings::{kvm_regs, kvm_sregs};
-use lazarus_vmm::{CaptureBuffer, ConsoleInput, ConsoleOutput, Vm, VmConfig, VmOutcome};
+use lazarus_vmm::{CaptureBuffer, ConsoleInput, ConsoleOutput, VmConfig, VmOutcome};
 use vm_memory::{Bytes, GuestAddress};
 
 /// The dumps every test here reads, made once per test process.
@@ -60,7 +60,7 @@ fn crash_dump(kind: &str, path: &Path, store: &SymbolStore) {
     config.console_out = ConsoleOutput::Capture(console.clone());
     config.console_in = ConsoleInput::from_bytes(format!("run crash {kind}\n").as_bytes());
     config.timeout = Some(Duration::from_secs(180));
-    let mut vm = Vm::new(config).expect("create the VM");
+    let mut vm = lazarus_testkit::boot_vm(config);
     let info = match vm.run().expect("run the VM") {
         VmOutcome::Crash(info) => info,
         other => panic!(

@@ -2,16 +2,16 @@
 //! and preemption, all driven through the shell on the serial console.
 
 mod common;
-use common::{Guest, kv_check};
+use common::kv_check;
 use std::time::Duration;
 
 #[test]
 fn piped_console_runs_commands_and_powers_off() {
     common::require_kvm();
-    let data = std::env::temp_dir().join(format!("lazarus-test-data-{}", std::process::id()));
+    let data = common::temp_dir("piped");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lazarus"))
         .arg("run")
-        .env("LAZARUS_DATA_DIR", &data)
+        .env("LAZARUS_DATA_DIR", data.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -37,7 +37,7 @@ fn piped_console_runs_commands_and_powers_off() {
 
 #[test]
 fn processes_spawn_exit_and_show_in_ps() {
-    let mut g = Guest::boot();
+    let mut g = common::boot();
     let out = g.cmd("run echo hello from a process");
     assert!(out.contains("hello from a process"), "{out}");
     let ps = g.cmd("ps");
@@ -52,7 +52,7 @@ fn processes_spawn_exit_and_show_in_ps() {
 
 #[test]
 fn pipes_connect_processes() {
-    let mut g = Guest::boot();
+    let mut g = common::boot();
     let out = g.cmd("run echo lazarus rises | upper");
     assert!(out.contains("LAZARUS RISES"), "{out}");
     let out = g.cmd("run pipetest");
@@ -62,7 +62,7 @@ fn pipes_connect_processes() {
 
 #[test]
 fn kv_put_get_check() {
-    let mut g = Guest::boot();
+    let mut g = common::boot();
     g.cmd("kv put alpha one");
     g.cmd("kv put beta two");
     let out = g.cmd("kv get alpha");
@@ -78,7 +78,7 @@ fn kv_put_get_check() {
 
 #[test]
 fn extensions_load_serve_devices_and_unload() {
-    let mut g = Guest::boot();
+    let mut g = common::boot();
     let out = g.cmd("insmod rand");
     assert!(!out.contains("rand:"), "insmod failed: {out}");
     g.cmd("insmod ramdisk");
@@ -105,7 +105,7 @@ fn extensions_load_serve_devices_and_unload() {
 
 #[test]
 fn timer_preempts_cpu_bound_processes() {
-    let mut g = Guest::boot();
+    let mut g = common::boot();
     g.cmd("run worker alpha 3 &");
     g.cmd("run worker beta 3 &");
     let done = g.wait_lines(

@@ -3,20 +3,14 @@
 //! the offender is quarantined, no kv key is lost, workers progress.
 
 mod common;
-use common::{Guest, kv_check};
+use common::{Guest, kv_check, path_str, temp_dir};
 use std::time::Duration;
-
-fn temp_dir(name: &str) -> String {
-    let d = std::env::temp_dir().join(format!("lazarus-res-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.to_str().expect("utf-8").to_string()
-}
+use tempfile::TempDir;
 
 /// Boots with the default policy (resurrect), data and two workers.
-fn boot_loaded(name: &str) -> (Guest, String) {
+fn boot_loaded(name: &str) -> (Guest, TempDir) {
     let dir = temp_dir(name);
-    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    let mut g = common::boot_with(&["--memory", "64", "--data-dir", path_str(dir.path())]);
     g.cmd("kv fill 60");
     g.cmd("run worker alpha 600 &");
     g.cmd("run worker beta 600 &");
@@ -82,7 +76,7 @@ fn check_kind(kind: &str, expect_kind: &str, blames_process: bool) {
 
 /// The OS keeps running after the recovery: new processes, the kv data,
 /// the workers; then powers off.
-fn survivors_intact(mut g: Guest, expect_kind: &str, dir: String) {
+fn survivors_intact(mut g: Guest, expect_kind: &str, dir: TempDir) {
     g.resync();
     let out = g.cmd("run echo still alive");
     assert!(out.contains("still alive"), "{out}\n{}", g.transcript);
@@ -95,7 +89,7 @@ fn survivors_intact(mut g: Guest, expect_kind: &str, dir: String) {
     let rec = g.cmd("recoveries");
     assert!(rec.contains(expect_kind), "{rec}");
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 macro_rules! resurrect_tests {
@@ -209,13 +203,13 @@ fn survives_fifty_consecutive_crashes_in_one_boot() {
     let out = g.cmd("run echo fifty crashes later");
     assert!(out.contains("fifty crashes later"), "{out}");
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
 fn repair_image_is_reported_and_fits_in_two_mib() {
     let dir = temp_dir("image-size");
-    let g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir]);
+    let g = common::boot_with(&["--memory", "64", "--data-dir", path_str(dir.path())]);
     let t = g.transcript.clone();
     let line = t
         .lines()
@@ -229,7 +223,7 @@ fn repair_image_is_reported_and_fits_in_two_mib() {
         .unwrap_or(u64::MAX);
     assert!(kib <= 2048, "repair image is {kib} KiB (> 2 MiB): {line}");
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 /// The repair image is out of the guest's reach while the guest runs: a
@@ -244,7 +238,14 @@ fn repair_image_is_reported_and_fits_in_two_mib() {
 fn check_image_hidden(slot: &str) {
     use lazarus_abi::repair::{DOORBELL_GPA, HEADER_MAGIC, SLOT_GPA, SLOT_SIZE};
     let dir = temp_dir(&format!("hidden-{slot}"));
-    let mut g = Guest::boot_with(&["--memory", "64", "--data-dir", &dir, "--repair-slot", slot]);
+    let mut g = common::boot_with(&[
+        "--memory",
+        "64",
+        "--data-dir",
+        path_str(dir.path()),
+        "--repair-slot",
+        slot,
+    ]);
     // The probe works: BootInfo's magic sits at guest-physical 0x1000.
     let boot = g.cmd("crash peek 0x1000");
     let magic = u64::from_le_bytes(*b"LZRSBOOT");
@@ -283,7 +284,7 @@ fn check_image_hidden(slot: &str) {
     assert!(line.starts_with("resurrected after null-deref"), "{line}");
     g.resync();
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 #[test]
@@ -322,7 +323,7 @@ fn corrupted_kernel_code_is_restored() {
     let (intact, lost) = kv_check(&g.cmd("kv check"));
     assert_eq!((intact, lost), (60, 0));
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }
 
 /// A use-after-free in an extension writes into freed kernel heap memory.
@@ -347,5 +348,5 @@ fn repeated_use_after_free_never_corrupts_the_allocator() {
     let (intact, lost) = kv_check(&g.cmd("kv check"));
     assert_eq!((intact, lost), (60, 0));
     assert!(g.poweroff().success());
-    let _ = std::fs::remove_dir_all(dir);
+    drop(dir);
 }

@@ -7,27 +7,17 @@
 use std::mem::offset_of;
 use std::time::Duration;
 
-use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_abi::root::{KernelRoot, Proc};
 use lazarus_resurrect::{Fallback, ResurrectConfig};
-use lazarus_vmm::{CaptureBuffer, ConsoleInput, ConsoleOutput, ErrorKind, Vm, VmConfig, VmOutcome};
+use lazarus_vmm::{CaptureBuffer, ConsoleInput, Vm, VmOutcome};
 use vm_memory::{Bytes, GuestAddress};
 
 fn boot(input: &ConsoleInput, console: &CaptureBuffer) -> Vm {
-    let mut config = VmConfig::new(lazarus_image::KERNEL_ELF, lazarus_image::INITRAMFS);
+    let mut config = lazarus_testkit::default_config(input, console);
     config.mem_size = 64 << 20;
-    config.console_in = input.clone();
-    config.console_out = ConsoleOutput::Capture(console.clone());
-    config.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT);
     config.timeout = Some(Duration::from_secs(60));
     config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
-    match Vm::new(config) {
-        Ok(vm) => vm,
-        Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
-            panic!("/dev/kvm is required for this test and is not usable: {e}")
-        }
-        Err(e) => panic!("Vm::new: {e}"),
-    }
+    lazarus_testkit::boot_vm(config)
 }
 
 #[test]

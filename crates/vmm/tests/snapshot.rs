@@ -7,31 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
-use lazarus_vmm::{
-    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashKind, ErrorKind, Vm, VmConfig, VmOutcome,
-    VmSnapshot,
-};
+use lazarus_vmm::{CaptureBuffer, ConsoleInput, CrashKind, Vm, VmOutcome, VmSnapshot};
 use vm_memory::{Bytes, GuestAddress};
 
 const PROMPT: &str = "lazarus> ";
 const MEM: u64 = 128 << 20;
 const STEP: Duration = Duration::from_secs(120);
-
-fn require_kvm() {
-    let kvm = std::path::Path::new("/dev/kvm");
-    assert!(
-        kvm.exists(),
-        "/dev/kvm is missing: this test boots the real guest under KVM"
-    );
-    assert!(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(kvm)
-            .is_ok(),
-        "/dev/kvm exists but cannot be opened read-write by this user"
-    );
-}
 
 /// The real guest and its console.
 struct Guest {
@@ -53,36 +34,22 @@ impl Guest {
     }
 
     fn boot_with(vcpus: u32) -> Guest {
-        require_kvm();
         let input = ConsoleInput::manual();
         let console = CaptureBuffer::new();
-        let mut config = VmConfig::new(lazarus_image::KERNEL_ELF, lazarus_image::INITRAMFS);
+        let mut config = lazarus_testkit::default_config(&input, &console);
         config.mem_size = MEM;
         config.vcpus = vcpus;
-        config.console_in = input.clone();
-        config.console_out = ConsoleOutput::Capture(console.clone());
-        config.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT);
         config.timeout = Some(STEP);
-        let vm = match Vm::new(config) {
-            Ok(vm) => vm,
-            Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
-                panic!("/dev/kvm is required for this test and is not usable: {e}")
-            }
-            Err(e) => panic!("Vm::new: {e}"),
-        };
-        let mut g = Guest {
-            vm,
-            input,
-            console,
+        let booted = lazarus_testkit::VmGuest::boot(config, input, console);
+        let g = Guest {
+            vm: booted.vm,
+            input: booted.input,
+            console: booted.console,
             pos: 0,
         };
-        match g.vm.run().expect("run to the prompt") {
-            VmOutcome::MilestoneReached(m) if m == MILESTONE_SHELL_PROMPT => {}
-            other => panic!("boot: {other:?}\n{}", g.console.text()),
-        }
         assert!(g.console.text().ends_with(PROMPT), "{}", g.console.text());
+        let mut g = g;
         g.pos = g.console.contents().len();
-        g.vm.set_stop_milestone(None);
         g
     }
 

@@ -1,5 +1,5 @@
 //! Boots hand-assembled guests under KVM and checks what the VMM makes of
-//! them. Skipped (with a note) when /dev/kvm cannot be used.
+//! them. Fails (never skips) when /dev/kvm cannot be used.
 
 use std::time::Duration;
 
@@ -10,8 +10,7 @@ use lazarus_abi::hypercall::{
 use lazarus_abi::layout::{KERNEL_PHYS_BASE, KERNEL_VIRT_BASE};
 use lazarus_abi::root::{ABI_VERSION, CRASH_PANIC, KernelRoot, ROOT_MAGIC};
 use lazarus_vmm::{
-    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashKind, ErrorKind, ExitKind, Vm, VmConfig,
-    VmOutcome,
+    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashKind, ExitKind, Vm, VmConfig, VmOutcome,
 };
 
 const MEM: u64 = 16 << 20;
@@ -166,14 +165,8 @@ fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
     config.console_out = ConsoleOutput::Capture(console.clone());
     config.timeout = Some(Duration::from_secs(20));
     tweak(&mut config);
-    let mut vm = match Vm::new(config) {
-        Ok(vm) => vm,
-        // Never skip: these tests exist to exercise the real KVM.
-        Err(e) if e.kind() == ErrorKind::KvmUnavailable => {
-            panic!("/dev/kvm is required for these tests and is not usable: {e}")
-        }
-        Err(e) => panic!("Vm::new: {e}"),
-    };
+    // Never skip: these tests exist to exercise the real KVM.
+    let mut vm = lazarus_testkit::boot_vm(config);
     let outcome = vm.run().expect("run");
     Some(Run {
         vm,

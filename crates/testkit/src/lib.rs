@@ -1,0 +1,50 @@
+//! Test support shared by the integration tests of every lazarus crate,
+//! instead of a copy in each: [`require_kvm`] (tests fail loudly, never
+//! skip, where KVM is missing), booting the default guest in-process
+//! ([`vm`]) or as a `lazarus run` process driven through its console
+//! ([`console`]), and temporary directories that clean up after
+//! themselves ([`temp_dir`]).
+//!
+//! Use it from integration tests (`tests/*.rs`) only: a crate's own unit
+//! tests would link a second copy of that crate.
+
+pub mod console;
+pub mod vm;
+
+use std::path::Path;
+
+pub use console::{Guest, PROMPT, kv_check};
+pub use vm::{VmGuest, boot_vm, default_config};
+
+/// Fails the test, with a clear message, when this machine cannot run
+/// guests: lazarus tests exercise the real KVM and never skip.
+pub fn require_kvm() {
+    let kvm = Path::new("/dev/kvm");
+    assert!(
+        kvm.exists(),
+        "/dev/kvm is missing: lazarus tests boot a real guest under KVM and cannot run here"
+    );
+    assert!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(kvm)
+            .is_ok(),
+        "/dev/kvm exists but cannot be opened read-write by this user"
+    );
+}
+
+/// A fresh directory for one test (data directories, sockets, dumps),
+/// removed when the returned guard is dropped.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("lazarus-{name}-"))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("creating a temporary directory for {name}: {e}"))
+}
+
+/// A path as a `&str` (test paths are temporary directories, UTF-8).
+pub fn path_str(p: &Path) -> &str {
+    p.to_str()
+        .unwrap_or_else(|| panic!("{} is not UTF-8", p.display()))
+}
