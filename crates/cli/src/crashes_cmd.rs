@@ -170,7 +170,10 @@ fn detail_text(detail: &BucketDetail, json: bool) -> anyhow::Result<String> {
                 c.id.to_string(),
                 format_utc(c.time_unix_ms),
                 clean(&c.boot_id),
-                clean(&c.action),
+                match &c.fallback {
+                    Some(why) => format!("{} ({})", clean(&c.action), clean(why)),
+                    None => clean(&c.action),
+                },
                 c.process.as_deref().map_or("-".to_string(), clean),
                 c.extension.as_deref().map_or("-".to_string(), clean),
                 dump,

@@ -3,38 +3,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use lazarus_crashdb::{CrashDb, DataDir, NewCrash};
 
 /// A fresh data directory unique to this test, removed when dropped.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "lazarus-crashes-cli-{}-{n}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
+        Scratch(lazarus_testkit::temp_dir(name))
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 
     fn arg(&self) -> &str {
-        self.0.to_str().expect("temp dir is UTF-8")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        lazarus_testkit::path_str(self.0.path())
     }
 }
 
@@ -86,6 +71,7 @@ fn crash(signature: &str, time_unix_ms: u64, dump: Option<PathBuf>) -> NewCrash 
         extension: Some("crashtest".to_string()),
         process: Some("pid 4 (crash)".to_string()),
         action: "resurrect".to_string(),
+        fallback: None,
         dump_path: dump,
         report_json: format!("{{\"signature\":\"{signature}\"}}"),
     }

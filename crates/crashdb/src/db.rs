@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{DataDir, DbError};
 
 /// The schema this build writes; `PRAGMA user_version` holds it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` ("LZCD"), so a lazarus database is told apart
 /// from any other program's SQLite file and never mistaken for one.
@@ -38,6 +38,10 @@ CREATE TABLE crashes (
 CREATE INDEX crashes_by_signature ON crashes (signature, time_unix_ms);
 ";
 
+/// Version 2: why a resurrection fell back to a reboot (the resurrector's
+/// `Fallback::code`), so fallbacks can be counted and matched by reason.
+const SCHEMA_V2: &str = "ALTER TABLE crashes ADD COLUMN fallback TEXT;";
+
 /// One crash as the hypervisor reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCrash {
@@ -58,6 +62,9 @@ pub struct NewCrash {
     pub process: Option<String>,
     /// What the hypervisor did: "halt" | "reboot" | "resurrect" | "fallback-reboot".
     pub action: String,
+    /// For "fallback-reboot": why resurrection was not safe, as a stable
+    /// code (`lazarus_resurrect::Fallback::code`, e.g. "refused").
+    pub fallback: Option<String>,
     /// The ELF core dump, if one was written.
     pub dump_path: Option<PathBuf>,
     /// The full diagnosis report.
@@ -93,6 +100,8 @@ pub struct CrashSummary {
     pub extension: Option<String>,
     pub process: Option<String>,
     pub action: String,
+    /// Why resurrection fell back to a reboot, if it did.
+    pub fallback: Option<String>,
     pub dump_path: Option<PathBuf>,
     /// Whether `dump_path` still exists.
     pub dump_exists: bool,
@@ -160,8 +169,8 @@ impl CrashDb {
         self.conn
             .execute(
                 "INSERT INTO crashes (signature, kind, title, time_unix_ms, boot_id, extension,
-                     process, action, dump_path, report_path, report_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     process, action, dump_path, report_path, report_json, fallback)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     new.signature,
                     new.kind,
@@ -174,6 +183,7 @@ impl CrashDb {
                     new.dump_path.as_deref().map(path_bytes),
                     report_path.map(path_bytes),
                     new.report_json,
+                    new.fallback,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -214,7 +224,7 @@ impl CrashDb {
             let mut stmt = tx
                 .prepare(
                     "SELECT id, time_unix_ms, boot_id, kind, title, extension, process, action,
-                         dump_path, report_path
+                         dump_path, report_path, fallback
                      FROM crashes WHERE signature = ?1
                      ORDER BY time_unix_ms DESC, id DESC",
                 )
@@ -230,6 +240,7 @@ impl CrashDb {
                     extension: row.get(5)?,
                     process: row.get(6)?,
                     action: row.get(7)?,
+                    fallback: row.get(10)?,
                     dump_exists: dump_path.as_deref().is_some_and(Path::is_file),
                     dump_path,
                     report_path: path_column(row.get_ref(9)?),
@@ -383,6 +394,8 @@ impl CrashDb {
             .map_err(|e| self.err(e))?;
         if empty {
             self.create_schema()?;
+        } else {
+            self.migrate()?;
         }
         Ok(())
     }
@@ -425,7 +438,7 @@ impl CrashDb {
                 supported: SCHEMA_VERSION,
             });
         }
-        // Migrations from older schema versions go here.
+        // Older schema versions are brought up to date by `migrate`.
         Ok(false)
     }
 
@@ -438,10 +451,32 @@ impl CrashDb {
             return tx.finish().map_err(|e| self.err(e));
         }
         tx.execute_batch(SCHEMA_V1).map_err(|e| self.err(e))?;
+        tx.execute_batch(SCHEMA_V2).map_err(|e| self.err(e))?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
         ))
         .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Brings an older schema to this build's, under a write lock
+    /// (another process may be migrating at the same moment).
+    fn migrate(&self) -> Result<(), DbError> {
+        let version = || -> Result<i64, DbError> {
+            self.conn
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .map_err(|e| self.err(e))
+        };
+        if version()? >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        if version()? < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(|e| self.err(e))?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 

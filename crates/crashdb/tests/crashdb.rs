@@ -41,6 +41,7 @@ fn crash(signature: &str, time_unix_ms: u64) -> NewCrash {
         extension: Some("crashtest".to_string()),
         process: Some("pid 4 (crash)".to_string()),
         action: "resurrect".to_string(),
+        fallback: None,
         dump_path: None,
         report_json: format!("{{\"signature\":\"{signature}\",\"time\":{time_unix_ms}}}"),
     }
@@ -449,4 +450,47 @@ fn concurrent_first_opens_create_one_schema() {
     }
     let db = CrashDb::open(&path).expect("open");
     assert_eq!(db.buckets().expect("buckets")[0].count, 4);
+}
+
+/// A version-1 database (before fallback reasons were kept) is brought up
+/// to date in place, its crashes kept, and then records fallbacks.
+#[test]
+fn version_1_database_is_migrated_and_keeps_its_crashes() {
+    let dir = Scratch::new("migrate");
+    let path = dir.path().join("crashes.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        conn.execute_batch(
+            "CREATE TABLE crashes (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, signature TEXT NOT NULL,
+                kind TEXT NOT NULL, title TEXT NOT NULL, time_unix_ms INTEGER NOT NULL,
+                boot_id TEXT NOT NULL, extension TEXT, process TEXT, action TEXT NOT NULL,
+                dump_path BLOB, report_path BLOB, report_json TEXT NOT NULL);
+             CREATE INDEX crashes_by_signature ON crashes (signature, time_unix_ms);
+             INSERT INTO crashes (signature, kind, title, time_unix_ms, boot_id, action,
+                 report_json) VALUES ('aaaa1111bbbb2222cccc3333dddd4444', 'panic', 'old',
+                 5, 'b', 'halt', '{}');
+             PRAGMA application_id = 1280983876; PRAGMA user_version = 1;",
+        )
+        .expect("version-1 schema");
+    }
+    let db = CrashDb::open(&path).expect("open and migrate");
+    assert_eq!(db.crash_count().expect("count"), 1);
+    let mut c = crash(SIG_A, 10);
+    c.action = "fallback-reboot".into();
+    c.fallback = Some("refused".into());
+    db.record(&c).expect("record with a fallback");
+    let detail = db.bucket(SIG_A).expect("bucket");
+    let fallbacks: Vec<Option<&str>> = detail
+        .crashes
+        .iter()
+        .map(|c| c.fallback.as_deref())
+        .collect();
+    assert_eq!(fallbacks, [Some("refused"), None]);
+    drop(db);
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("user_version");
+    assert_eq!(version, SCHEMA_VERSION);
 }

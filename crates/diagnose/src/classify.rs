@@ -36,12 +36,15 @@ pub fn kind(
     exit_cr2: Option<u64>,
     deadlock: bool,
 ) -> CrashKind {
+    use lazarus_abi::repair::{
+        DETECT_HANG, DETECT_INTERNAL_ERROR, DETECT_TRIPLE_FAULT, detector_name,
+    };
     match note.detector.as_str() {
-        "triple-fault" => return CrashKind::TripleFault,
-        "kvm-internal-error" => return CrashKind::KvmInternalError,
+        d if d == detector_name(DETECT_TRIPLE_FAULT) => return CrashKind::TripleFault,
+        d if d == detector_name(DETECT_INTERNAL_ERROR) => return CrashKind::KvmInternalError,
         // The dump writer's detector for a dump nobody's crash caused.
-        "on-demand" => return CrashKind::OnDemand,
-        "watchdog" => {
+        d if d == CrashKind::OnDemand.as_str() => return CrashKind::OnDemand,
+        d if d == detector_name(DETECT_HANG) => {
             return if deadlock {
                 CrashKind::Deadlock
             } else {

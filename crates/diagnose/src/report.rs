@@ -41,28 +41,66 @@ pub enum CrashKind {
 }
 
 impl CrashKind {
+    /// Every kind, in order.
+    pub const ALL: [CrashKind; 20] = [
+        CrashKind::Panic,
+        CrashKind::NullDeref,
+        CrashKind::WildWrite,
+        CrashKind::PageFault,
+        CrashKind::GeneralProtection,
+        CrashKind::InvalidOpcode,
+        CrashKind::DivideError,
+        CrashKind::StackOverflow,
+        CrashKind::DoubleFault,
+        CrashKind::HardLockup,
+        CrashKind::SoftLockup,
+        CrashKind::Deadlock,
+        CrashKind::ListCorruption,
+        CrashKind::IrqFault,
+        CrashKind::TripleFault,
+        CrashKind::KvmInternalError,
+        CrashKind::ExtensionFailure,
+        CrashKind::ContextCorruption,
+        CrashKind::OnDemand,
+        CrashKind::Unknown,
+    ];
+
+    /// The repair ABI's number for this kind (`lazarus_abi::repair::KIND_*`,
+    /// what the repair program diagnoses); `None` for an on-demand dump,
+    /// which is not a crash.
+    pub const fn code(self) -> Option<u32> {
+        use lazarus_abi::repair::*;
+        Some(match self {
+            CrashKind::Panic => KIND_PANIC,
+            CrashKind::NullDeref => KIND_NULL_DEREF,
+            CrashKind::WildWrite => KIND_WILD_WRITE,
+            CrashKind::PageFault => KIND_PAGE_FAULT,
+            CrashKind::GeneralProtection => KIND_GP,
+            CrashKind::InvalidOpcode => KIND_INVALID_OPCODE,
+            CrashKind::DivideError => KIND_DIVIDE,
+            CrashKind::StackOverflow => KIND_STACK_OVERFLOW,
+            CrashKind::DoubleFault => KIND_DOUBLE_FAULT,
+            CrashKind::HardLockup => KIND_HARD_LOCKUP,
+            CrashKind::SoftLockup => KIND_SOFT_LOCKUP,
+            CrashKind::Deadlock => KIND_DEADLOCK,
+            CrashKind::ListCorruption => KIND_LIST_CORRUPTION,
+            CrashKind::IrqFault => KIND_IRQ_FAULT,
+            CrashKind::TripleFault => KIND_TRIPLE_FAULT,
+            CrashKind::KvmInternalError => KIND_KVM_INTERNAL,
+            CrashKind::ExtensionFailure => KIND_EXT_FAILED,
+            CrashKind::ContextCorruption => KIND_CONTEXT_CORRUPT,
+            CrashKind::Unknown => KIND_UNKNOWN,
+            CrashKind::OnDemand => return None,
+        })
+    }
+
+    /// The kind's name: the repair ABI's (`kind_name`), the one table of
+    /// crash-kind names that the console line, the reports and the crash
+    /// database share.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            CrashKind::Panic => "panic",
-            CrashKind::NullDeref => "null-deref",
-            CrashKind::WildWrite => "wild-write",
-            CrashKind::PageFault => "page-fault",
-            CrashKind::GeneralProtection => "general-protection",
-            CrashKind::InvalidOpcode => "invalid-opcode",
-            CrashKind::DivideError => "divide-error",
-            CrashKind::StackOverflow => "stack-overflow",
-            CrashKind::DoubleFault => "double-fault",
-            CrashKind::HardLockup => "hard-lockup",
-            CrashKind::SoftLockup => "soft-lockup",
-            CrashKind::Deadlock => "deadlock",
-            CrashKind::ListCorruption => "list-corruption",
-            CrashKind::IrqFault => "irq-fault",
-            CrashKind::TripleFault => "triple-fault",
-            CrashKind::KvmInternalError => "kvm-internal-error",
-            CrashKind::ExtensionFailure => "extension-failure",
-            CrashKind::ContextCorruption => "context-corruption",
-            CrashKind::OnDemand => "on-demand",
-            CrashKind::Unknown => "unknown",
+        match self.code() {
+            Some(code) => lazarus_abi::repair::kind_name(code),
+            None => "on-demand",
         }
     }
 
@@ -388,5 +426,23 @@ impl Report {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CrashKind;
+
+    /// The JSON name (serde's kebab-case) is the one name table's.
+    #[test]
+    fn serialized_names_are_the_abi_names() {
+        for k in CrashKind::ALL {
+            let json = serde_json::to_string(&k).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", k.as_str()), "{k:?}");
+        }
+        let mut codes: Vec<u32> = CrashKind::ALL.iter().filter_map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), CrashKind::ALL.len() - 1, "codes are unique");
     }
 }

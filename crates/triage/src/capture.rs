@@ -34,6 +34,9 @@ pub struct Captured {
     pub ram: RamSource,
     /// What was done about the crash (`resurrect`, `halt`, `reboot`, ...).
     pub action: &'static str,
+    /// Why resurrection fell back to a reboot, if it did
+    /// (`lazarus_resurrect::Fallback::code`).
+    pub fallback: Option<&'static str>,
 }
 
 /// One line: what happened (the kernel's own account when it gave one),
@@ -139,6 +142,7 @@ pub fn capture_crash(
         note,
         ram: RamSource::Shared(vm.memory_arc(), vm.layout().mem_size as usize),
         action,
+        fallback: lazarus_resurrect::Fallback::of(info).map(|f| f.code()),
     }
 }
 
@@ -168,6 +172,7 @@ pub(crate) fn recovery(ids: &BuildIds, rec: Recovery, boot_id: &str) -> Captured
         note,
         ram: RamSource::Snapshot(rec.snapshot),
         action: "resurrect",
+        fallback: None,
     }
 }
 
@@ -191,7 +196,7 @@ pub(crate) fn on_demand(ids: &BuildIds, d: OnDemand, boot_id: &str) -> Captured 
         None => "on-demand dump through the control API, not a crash".to_string(),
     };
     let note = ids.note(NoteInput {
-        detector: "on-demand",
+        detector: lazarus_diagnose::CrashKind::OnDemand.as_str(),
         crashed_vcpu: d.vcpus.first().map_or(0, |v| v.0),
         boot_id,
         detail,
@@ -211,6 +216,7 @@ pub(crate) fn on_demand(ids: &BuildIds, d: OnDemand, boot_id: &str) -> Captured 
         note,
         ram: RamSource::Copy(d.ram),
         action: "on-demand",
+        fallback: None,
     }
 }
 

@@ -113,6 +113,7 @@ pub(crate) fn write_report(
             .as_ref()
             .map(|p| format!("pid {} ({})", p.pid, p.name)),
         action: c.action.to_string(),
+        fallback: c.fallback.map(str::to_string),
         dump_path: Some(dump.clone()),
         report_json: json,
     };
