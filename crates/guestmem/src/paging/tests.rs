@@ -1,8 +1,10 @@
 use std::vec;
 use std::vec::Vec;
 
+use super::entry::*;
 use super::*;
 use crate::test_util::TableBuilder;
+use core::ops::Range;
 
 const W: u64 = 1 << 1;
 const U: u64 = 1 << 2;
