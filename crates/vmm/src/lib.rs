@@ -62,14 +62,14 @@ pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
 pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl};
 pub use crash::{CrashInfo, CrashKind};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, HandlerError, LoaderError, Result};
 pub use handler::{
-    CrashHandler, CrashHandlerBuilder, HandlerError, HandlerSetup, Notification, NotifyContext,
-    ResumeState, StoppedVm, Verdict,
+    CrashHandler, CrashHandlerBuilder, HandlerSetup, Notification, NotifyContext, ResumeState,
+    StoppedVm, Verdict,
 };
 pub use hypercall::{ExtEvent, Milestone};
 pub use kvm::DEFAULT_KVM_DEVICE;
-pub use loader::{GuestLayout, LoaderError};
+pub use loader::GuestLayout;
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
 pub use vm::{StopHandle, Vm, VmOutcome};
