@@ -31,10 +31,17 @@
 //! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
 //! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
 //! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
-//! [`vcpu`] and [`kick`] (vCPU threads), [`handler`] (the crash handler
-//! interface), [`vm`] (the VM), [`control`] (pause, resume
-//! and metrics for the control API), [`vmsnapshot`] (whole-VM
-//! snapshots), [`crash`], [`stats`], [`error`].
+//! [`vcpu`] and [`kick`] (vCPU threads), [`watchdog`] (the heartbeat),
+//! [`handler`] (the crash handler interface), [`vm`] (building the VM;
+//! `vm/run.rs` runs it), [`control`] (pause, resume and metrics for the
+//! control API), [`vmsnapshot`] (whole-VM snapshots: taking and restoring,
+//! with a file for each part: vCPU state, MSRs, RAM, page map, diffing),
+//! [`crash`], [`stats`], [`error`] (every error type).
+//!
+//! Files import each other one way only, never in a circle: [`error`],
+//! [`console`] and [`stats`] import nothing of the crate, [`vm`] and
+//! [`vmsnapshot`] sit on top. Shared types go to the lowest module that
+//! needs them (so `HandlerError` and `LoaderError` live in [`error`]).
 
 pub mod boot;
 pub mod config;
