@@ -6,7 +6,7 @@
 //! an exit or a repair), records its registers and parks on a condition
 //! variable; it runs no guest code until the last hold is released. The
 //! pausing thread kicks the vCPU threads out of KVM_RUN with the same
-//! signal as [`crate::vcpu::kick`] and waits until every vCPU of the run is
+//! signal as [`crate::kick::kick`] and waits until every vCPU of the run is
 //! parked. The watchdog ignores the frozen heartbeat while a hold exists.
 //!
 //! A [`VmControl`] is cloneable and does not keep the VM alive: it shares

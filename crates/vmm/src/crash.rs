@@ -4,7 +4,7 @@
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
-use crate::handler::HandlerError;
+use crate::error::HandlerError;
 
 /// How the guest crashed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,13 +2,20 @@
 //!
 //! Every error carries enough context to be printed as one line, and
 //! [`Error::kind`] sorts it into the categories the CLI turns into exit codes.
+//! The error types of the loader and of crash handlers live here too: this
+//! module imports nothing of the crate, so every other module can use it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::loader::LoaderError;
+use lazarus_abi::layout::BOOT_RESERVED_END;
 
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Any error, as a handler reports it (the handler's own typed error
+/// inside; callers that know the handler downcast it).
+pub type HandlerError = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Broad classes of failure, for callers that map errors to exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +87,7 @@ pub enum Error {
     /// The crash handler could not be built, or found the guest must not
     /// run on (its own typed error inside).
     #[error("crash handler: {0}")]
-    CrashHandler(crate::handler::HandlerError),
+    CrashHandler(HandlerError),
     /// A vCPU thread panicked (a VMM bug; reported, not propagated).
     #[error("vCPU {0} thread panicked")]
     VcpuPanicked(u32),
@@ -122,4 +129,34 @@ impl Error {
     pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
         move |source| Error::Io { op, source }
     }
+}
+
+/// Why a kernel image was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LoaderError {
+    #[error("not an ELF file")]
+    NotElf,
+    #[error("not a 64-bit little-endian ELF file")]
+    Not64BitLittleEndian,
+    #[error("not an x86-64 ELF file (machine type {0})")]
+    WrongArch(u16),
+    #[error("not a statically linked executable (ELF type {0}, expected ET_EXEC)")]
+    NotExecutable(u16),
+    #[error("malformed ELF file: {0}")]
+    Malformed(String),
+    #[error("no loadable segments")]
+    NoLoadableSegments,
+    #[error("segment at physical {paddr:#x} has file size {filesz:#x} > memory size {memsz:#x}")]
+    SegmentFileSize { paddr: u64, filesz: u64, memsz: u64 },
+    #[error(
+        "segment [{start:#x}, {end:#x}) overlaps the boot area below {:#x}",
+        BOOT_RESERVED_END
+    )]
+    SegmentInBootArea { start: u64, end: u64 },
+    #[error(
+        "segment at physical {start:#x} (+{len:#x}) is outside guest memory of {mem_size:#x} bytes"
+    )]
+    SegmentOutsideRam { start: u64, len: u64, mem_size: u64 },
+    #[error("entry point {0:#x} is not inside the loaded kernel image")]
+    BadEntry(u64),
 }

@@ -19,15 +19,15 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::VmFd;
 
 use crate::control::VcpuRegs;
+use crate::cpu::Vcpu;
 use crate::crash::CrashInfo;
 use crate::hypercall::ExtEvent;
 use crate::loader::GuestLayout;
 use crate::memory::GuestRam;
-use crate::vcpu::Vcpu;
 
-/// Any error, as a handler reports it (the handler's own typed error
-/// inside; callers that know the handler downcast it).
-pub type HandlerError = Arc<dyn std::error::Error + Send + Sync>;
+// Defined with the other errors (`crash.rs` and `error.rs` need it too, and
+// import nothing above them); still reachable at this path.
+pub use crate::error::HandlerError;
 
 /// What a handler's builder gets once the VM exists.
 pub struct HandlerSetup<'a> {

@@ -31,10 +31,17 @@
 //! tables, GDT, BootInfo), [`cpu`] (registers, CPUID, MSRs), [`kvm`]
 //! (opening KVM), [`console`] and [`serial`] (the console), [`hypercall`]
 //! and [`root`] (the paravirtual interface), [`devices`] (exit routing),
-//! [`vcpu`] and [`kick`] (vCPU threads), [`handler`] (the crash handler
-//! interface), [`vm`] (the VM), [`control`] (pause, resume
-//! and metrics for the control API), [`vmsnapshot`] (whole-VM
-//! snapshots), [`crash`], [`stats`], [`error`].
+//! [`vcpu`] and [`kick`] (vCPU threads), [`watchdog`] (the heartbeat),
+//! [`handler`] (the crash handler interface), [`vm`] (building the VM;
+//! `vm/run.rs` runs it), [`control`] (pause, resume and metrics for the
+//! control API), [`vmsnapshot`] (whole-VM snapshots: taking and restoring,
+//! with a file for each part: vCPU state, MSRs, RAM, page map, diffing),
+//! [`crash`], [`stats`], [`error`] (every error type).
+//!
+//! Files import each other one way only, never in a circle: [`error`],
+//! [`console`] and [`stats`] import nothing of the crate, [`vm`] and
+//! [`vmsnapshot`] sit on top. Shared types go to the lowest module that
+//! needs them (so `HandlerError` and `LoaderError` live in [`error`]).
 
 pub mod boot;
 pub mod config;
@@ -62,14 +69,14 @@ pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
 pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl};
 pub use crash::{CrashInfo, CrashKind};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, HandlerError, LoaderError, Result};
 pub use handler::{
-    CrashHandler, CrashHandlerBuilder, HandlerError, HandlerSetup, Notification, NotifyContext,
-    ResumeState, StoppedVm, Verdict,
+    CrashHandler, CrashHandlerBuilder, HandlerSetup, Notification, NotifyContext, ResumeState,
+    StoppedVm, Verdict,
 };
 pub use hypercall::{ExtEvent, Milestone};
 pub use kvm::DEFAULT_KVM_DEVICE;
-pub use loader::{GuestLayout, LoaderError};
+pub use loader::GuestLayout;
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
 pub use vm::{StopHandle, Vm, VmOutcome};

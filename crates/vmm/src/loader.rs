@@ -14,35 +14,9 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::error::{Error, Result};
 use crate::memory::{GuestRam, ram_size, range_in_ram};
 
-/// Why a kernel image was rejected.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LoaderError {
-    #[error("not an ELF file")]
-    NotElf,
-    #[error("not a 64-bit little-endian ELF file")]
-    Not64BitLittleEndian,
-    #[error("not an x86-64 ELF file (machine type {0})")]
-    WrongArch(u16),
-    #[error("not a statically linked executable (ELF type {0}, expected ET_EXEC)")]
-    NotExecutable(u16),
-    #[error("malformed ELF file: {0}")]
-    Malformed(String),
-    #[error("no loadable segments")]
-    NoLoadableSegments,
-    #[error("segment at physical {paddr:#x} has file size {filesz:#x} > memory size {memsz:#x}")]
-    SegmentFileSize { paddr: u64, filesz: u64, memsz: u64 },
-    #[error(
-        "segment [{start:#x}, {end:#x}) overlaps the boot area below {:#x}",
-        BOOT_RESERVED_END
-    )]
-    SegmentInBootArea { start: u64, end: u64 },
-    #[error(
-        "segment at physical {start:#x} (+{len:#x}) is outside guest memory of {mem_size:#x} bytes"
-    )]
-    SegmentOutsideRam { start: u64, len: u64, mem_size: u64 },
-    #[error("entry point {0:#x} is not inside the loaded kernel image")]
-    BadEntry(u64),
-}
+// Defined with the other errors, so that `error.rs` imports nothing of the
+// crate; still reachable at this path.
+pub use crate::error::LoaderError;
 
 /// One `PT_LOAD` segment, validated against the file.
 #[derive(Clone, Debug)]
