@@ -22,7 +22,7 @@
 //! lazarus itself. Input may also be piped: `printf 'ps\npoweroff\n' |
 //! lazarus run` runs the commands and exits when the guest powers off.
 
-mod api_backend;
+mod api;
 mod bench;
 mod bench_recovery;
 mod campaign;
