@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::{MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT};
+use lazarus_campaign::stats::{Stats, ms, percentile, stats};
 use lazarus_vmm::{ConsoleInput, ConsoleOutput, ExitCounts, Vm, VmOutcome};
 use serde::Serialize;
 
@@ -20,14 +21,6 @@ struct Sample {
     boot_ms: f64,
     kernel_ready_ms: Option<f64>,
     exits: ExitCounts,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct Stats {
-    pub(crate) median: f64,
-    pub(crate) p99: f64,
-    pub(crate) min: f64,
-    pub(crate) max: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,33 +45,9 @@ struct Report {
     samples_ms: Vec<f64>,
 }
 
-/// Nearest-rank percentile of sorted data.
-pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-pub(crate) fn stats(values: &[f64]) -> Stats {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    Stats {
-        median: percentile(&v, 50.0).unwrap_or(f64::NAN),
-        p99: percentile(&v, 99.0).unwrap_or(f64::NAN),
-        min: v.first().copied().unwrap_or(f64::NAN),
-        max: v.last().copied().unwrap_or(f64::NAN),
-    }
-}
-
 fn median_u64(mut values: Vec<u64>) -> u64 {
     values.sort_unstable();
     percentile(&values, 50.0).unwrap_or(0)
-}
-
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn boot_once(image: &BootImage, args: &BenchBootArgs, run: u32) -> anyhow::Result<Sample> {
@@ -216,14 +185,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), Some(50.0));
-        assert_eq!(percentile(&v, 99.0), Some(99.0));
-        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
-        assert_eq!(percentile::<f64>(&[], 50.0), None);
-        let s = stats(&[5.0, 1.0, 3.0]);
-        assert_eq!((s.median, s.p99, s.min, s.max), (3.0, 5.0, 1.0, 5.0));
+    fn median_of_counts() {
         assert_eq!(median_u64(vec![9, 1, 5, 7]), 5);
+        assert_eq!(median_u64(Vec::new()), 0);
     }
 }

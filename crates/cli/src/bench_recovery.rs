@@ -18,13 +18,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
+use lazarus_campaign::driver::{Driver, PROMPT, kv_check};
+use lazarus_campaign::stats::{Stats, ms, stats};
 use lazarus_resurrect::{Recovery, ResurrectConfig};
 use lazarus_vmm::{ConsoleOutput, StopHandle, Vm, VmOutcome, VmSnapshot};
 use serde::Serialize;
 
-use crate::bench::{Stats, ms, stats};
 use crate::cli::BenchRecoveryArgs;
-use crate::driver::{Driver, PROMPT, kv_check};
 use crate::exit::{BAD_INPUT, INTERNAL, failure};
 use crate::image::BootImage;
 

@@ -1,6 +1,7 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -58,7 +59,7 @@ pub enum Command {
     /// --soak duration), classify every outcome and report the recovery
     /// rate, latency and memory.
     #[command(after_help = EXIT_CODES_HELP)]
-    Campaign(crate::campaign::CampaignArgs),
+    Campaign(CampaignArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,4 +219,46 @@ pub struct BenchBootArgs {
     /// Give up on a boot that takes longer than this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CampaignArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Faults to inject (ignored with --soak).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub faults: u64,
+    /// Seed: the same seed on the same image gives the same faults.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Fault types to draw from, comma-separated: bit-flip,
+    /// replace-instruction, corrupt-register, delete-branch,
+    /// wild-write-kernel, wild-write-struct, corrupt-stack, crash-test.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Extension whose code faults are injected into.
+    #[arg(long, value_name = "NAME", default_value = "ramdisk")]
+    pub ext: String,
+    /// kv keys written and verified after every fault (each check is a
+    /// round trip per key through the kv store, competing with the
+    /// workers for the CPU).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub keys: u64,
+    /// How long a fault has to show itself before it counts as not
+    /// activated (milliseconds).
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub window_ms: u64,
+    /// Keep injecting for this long instead of --faults (e.g. 10m, 600s),
+    /// and sample the memory of the guest kernel and the hypervisor.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
+    /// Write the full results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the latency distribution and the outcomes per type as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar (also off when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }

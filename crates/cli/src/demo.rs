@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use lazarus_campaign::driver::{Driver, PROMPT, kv_check};
 use lazarus_resurrect::ResurrectConfig;
 use lazarus_vmm::{ConsoleOutput, Vm, VmOutcome};
 
 use crate::cli::DemoArgs;
-use crate::driver::{Driver, kv_check};
 use crate::exit::{BAD_INPUT, INTERNAL, failure};
 use crate::image::BootImage;
 
@@ -47,7 +47,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let t = Duration::from_secs(60);
     let say = |s: &str| eprintln!("\n\x1b[1m== {s}\x1b[0m");
     let result = (|| -> anyhow::Result<()> {
-        d.expect(crate::driver::PROMPT, t)?;
+        d.expect(PROMPT, t)?;
         say("the workloads: 300 verified keys in the kv store, two CPU-bound workers");
         d.cmd("kv fill 300", t)?;
         d.cmd("run worker alpha 3600 &", t)?;

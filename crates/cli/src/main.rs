@@ -22,17 +22,15 @@
 //! lazarus itself. Input may also be piped: `printf 'ps\npoweroff\n' |
 //! lazarus run` runs the commands and exits when the guest powers off.
 
-mod api_backend;
+mod api;
 mod bench;
 mod bench_recovery;
 mod campaign;
-mod campaign_plot;
 mod cli;
 mod crashes_cmd;
 mod ctl;
 mod demo;
 mod diagnose_cmd;
-mod driver;
 mod exit;
 mod image;
 mod run;

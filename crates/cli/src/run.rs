@@ -10,7 +10,7 @@ use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
 use lazarus_triage::{Persisted, Triage, TriageError, new_boot_id};
 use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
 
-use crate::api_backend::{Api, ApiSession};
+use crate::api::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;

@@ -1,6 +1,6 @@
 //! Drives a guest's shell from the host: commands go into the console
 //! input queue, output is teed to a sink and kept for matching. Used by
-//! `lazarus demo` and `lazarus bench recovery`.
+//! campaigns, and by `lazarus demo` and `lazarus bench recovery`.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
@@ -8,7 +8,27 @@ use std::time::{Duration, Instant};
 
 use lazarus_vmm::ConsoleInput;
 
+/// The guest shell's prompt.
 pub const PROMPT: &str = "lazarus> ";
+
+/// How long [`Driver::resync`] waits for its marker and the prompt.
+const RESYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why the console did not answer as expected.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The guest did not print the expected text in time.
+    #[error("the guest did not print {pattern:?} within {timeout:?}")]
+    Timeout {
+        /// The text waited for.
+        pattern: String,
+        /// How long it was waited for.
+        timeout: Duration,
+    },
+    /// A thread panicked while holding the console text.
+    #[error("console lock poisoned")]
+    Poisoned,
+}
 
 #[derive(Default)]
 struct Shared {
@@ -39,6 +59,7 @@ impl Write for Tee {
     }
 }
 
+/// The host's end of the guest console: types lines, waits for output.
 pub struct Driver {
     input: ConsoleInput,
     shared: Arc<Shared>,
@@ -49,7 +70,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver and the console output writer to give the VM.
+    /// A driver, and the console input and output writer to give the VM.
     pub fn new(sink: Option<Box<dyn Write + Send>>) -> (Driver, ConsoleInput, Tee) {
         let shared = Arc::new(Shared::default());
         let input = ConsoleInput::manual();
@@ -72,13 +93,9 @@ impl Driver {
 
     /// Waits until `pat` appears after the read position; returns the text
     /// up to it and moves past it.
-    pub fn expect(&mut self, pat: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub fn expect(&mut self, pat: &str, timeout: Duration) -> Result<String, DriverError> {
         let deadline = Instant::now() + timeout;
-        let mut text = self
-            .shared
-            .text
-            .lock()
-            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        let mut text = self.shared.text.lock().map_err(|_| DriverError::Poisoned)?;
         loop {
             if let Some(i) = text[self.pos..].find(pat) {
                 let end = self.pos + i + pat.len();
@@ -88,13 +105,16 @@ impl Driver {
             }
             let now = Instant::now();
             if now >= deadline {
-                anyhow::bail!("the guest did not print {pat:?} within {timeout:?}");
+                return Err(DriverError::Timeout {
+                    pattern: pat.to_string(),
+                    timeout,
+                });
             }
             text = self
                 .shared
                 .grew
                 .wait_timeout(text, deadline - now)
-                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
+                .map_err(|_| DriverError::Poisoned)?
                 .0;
         }
     }
@@ -121,12 +141,13 @@ impl Driver {
             .unwrap_or_default()
     }
 
+    /// Types `line` and Enter into the console without waiting.
     pub fn send(&self, line: &str) {
         self.input.push(format!("{line}\n").as_bytes());
     }
 
     /// Runs a shell command; returns its output.
-    pub fn cmd(&mut self, line: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub fn cmd(&mut self, line: &str, timeout: Duration) -> Result<String, DriverError> {
         self.send(line);
         Ok(self
             .expect(PROMPT, timeout)?
@@ -135,17 +156,17 @@ impl Driver {
     }
 
     /// Skips asynchronous output (crash messages, background jobs).
-    pub fn resync(&mut self) -> anyhow::Result<()> {
+    pub fn resync(&mut self) -> Result<(), DriverError> {
         self.seq += 1;
         let marker = format!("sync-{}", self.seq);
         self.send(&format!("echo {marker}"));
-        self.expect(&format!("{marker}\n"), Duration::from_secs(60))?;
-        self.expect(PROMPT, Duration::from_secs(60))?;
+        self.expect(&format!("{marker}\n"), RESYNC_TIMEOUT)?;
+        self.expect(PROMPT, RESYNC_TIMEOUT)?;
         Ok(())
     }
 }
 
-/// Parses `kv check: N intact, M lost`.
+/// Parses `kv check: N intact, M lost` into `(N, M)`.
 pub fn kv_check(out: &str) -> Option<(u64, u64)> {
     let line = out
         .lines()
@@ -157,5 +178,34 @@ pub fn kv_check(out: &str) -> Option<(u64, u64)> {
     match nums[..] {
         [a, b] => Some((a, b)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_check_lines() {
+        assert_eq!(kv_check("kv check: 16 intact, 0 lost\n"), Some((16, 0)));
+        assert_eq!(
+            kv_check("noise\nkv check: 3 intact, 13 lost\n"),
+            Some((3, 13))
+        );
+        assert_eq!(kv_check("kv check: nothing"), None);
+        assert_eq!(kv_check(""), None);
+    }
+
+    #[test]
+    fn expect_marks_and_times_out() {
+        let (mut d, _input, mut tee) = Driver::new(None);
+        tee.write_all(b"boot\nlazarus> ").expect("tee");
+        let out = d.expect(PROMPT, Duration::from_millis(10)).expect("prompt");
+        assert_eq!(out, "boot\nlazarus> ");
+        d.mark();
+        tee.write_all(b"more").expect("tee");
+        assert_eq!(d.take_since_mark(), "more");
+        let e = d.expect(PROMPT, Duration::from_millis(10)).unwrap_err();
+        assert!(e.to_string().contains("did not print \"lazarus> \""), "{e}");
     }
 }

@@ -5,21 +5,61 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-pub struct PlotData {
-    pub latencies_ms: Vec<f64>,
+use crate::outcome::Outcome;
+use crate::report::Report;
+
+/// Why the SVG could not be drawn (or written).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlotError(Box<dyn std::error::Error + Send + Sync>);
+
+/// What the plot shows, taken from a [`Report`].
+struct PlotData {
+    latencies_ms: Vec<f64>,
     /// Per fault type: (outcome name, count) in a fixed outcome order.
-    pub by_type: Vec<(String, Vec<(&'static str, u64)>)>,
-    pub memory: Vec<MemPoint>,
+    by_type: Vec<(String, Vec<(&'static str, u64)>)>,
+    memory: Vec<MemPoint>,
 }
 
 /// One memory sample of a soak.
-pub struct MemPoint {
-    pub t_s: f64,
+struct MemPoint {
+    t_s: f64,
     /// The hypervisor's resident set, guest RAM included (KiB).
-    pub rss_kib: Option<u64>,
+    rss_kib: Option<u64>,
     /// The hypervisor's own memory: that resident set less guest RAM (KiB).
-    pub vmm_own_kib: Option<u64>,
-    pub guest_frames_used: Option<u64>,
+    vmm_own_kib: Option<u64>,
+    guest_frames_used: Option<u64>,
+}
+
+impl PlotData {
+    fn of(r: &Report) -> PlotData {
+        PlotData {
+            latencies_ms: r.records.iter().filter_map(|x| x.latency_ms).collect(),
+            by_type: r
+                .by_type
+                .iter()
+                .map(|(t, c)| {
+                    (
+                        t.clone(),
+                        Outcome::ALL
+                            .iter()
+                            .map(|o| (o.name(), c.get(o.name()).copied().unwrap_or(0)))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            memory: r
+                .memory
+                .iter()
+                .map(|m| MemPoint {
+                    t_s: m.t_s,
+                    rss_kib: m.host_rss_kib,
+                    vmm_own_kib: m.vmm_own_kib,
+                    guest_frames_used: m.guest_frames_used,
+                })
+                .collect(),
+        }
+    }
 }
 
 const COLORS: [RGBColor; 5] = [
@@ -30,9 +70,16 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(205, 55, 55),
 ];
 
-type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+type DrawResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-pub fn draw(path: &Path, d: &PlotData) -> DrawResult<()> {
+/// Draws `report` as an SVG at `path`: the latency histogram, the
+/// outcomes per fault type and, with more than one memory sample, memory
+/// over time.
+pub fn draw(path: &Path, report: &Report) -> Result<(), PlotError> {
+    draw_data(path, &PlotData::of(report)).map_err(PlotError)
+}
+
+fn draw_data(path: &Path, d: &PlotData) -> DrawResult<()> {
     let panels = if d.memory.len() > 1 { 3 } else { 2 };
     let root = SVGBackend::new(path, (1000, 380 * panels)).into_drawing_area();
     root.fill(&WHITE)?;
