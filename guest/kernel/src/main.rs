@@ -17,6 +17,7 @@ mod hypercall;
 mod initramfs;
 mod ipc;
 mod klist;
+mod klog;
 mod lock;
 mod mm;
 mod pipe;
@@ -30,6 +31,7 @@ mod trap;
 mod uaccess;
 
 use core::arch::global_asm;
+use klog::kprintln;
 use lazarus_abi::boot::{BOOT_MAGIC, BootInfo};
 use lazarus_abi::hypercall::{HC_MILESTONE, HC_REGISTER_ROOT, MILESTONE_KERNEL_READY};
 use lazarus_abi::layout::*;

@@ -422,7 +422,7 @@ pub fn user_fault(frame: &TrapFrame) {
     }
     let pid = current_pid();
     if let Some(p) = current() {
-        crate::kprintln!(
+        crate::klog::kprintln!(
             "[kernel] pid {} ({}): {} at {:#x}, killed",
             pid,
             lazarus_abi::name_str(&p.name),
