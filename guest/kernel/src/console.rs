@@ -1,8 +1,10 @@
-//! The console input buffer.
+//! The console: the serial input buffer and console file descriptors.
 
 use crate::arch::serial;
+use crate::sched;
 use crate::state::k;
-use lazarus_abi::root::CONSOLE_BUF;
+use crate::uaccess::{self, KResult};
+use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 
 /// Moves received serial bytes into the input ring (interrupt context).
 pub fn on_interrupt() {
@@ -15,12 +17,12 @@ pub fn on_interrupt() {
         }
     });
     if ci.len > 0 {
-        crate::sched::wake_all(lazarus_abi::root::W_CONSOLE, 0);
+        sched::wake_all(W_CONSOLE, 0);
     }
 }
 
 /// Takes up to `out.len()` buffered input bytes.
-pub fn take(out: &mut [u8]) -> usize {
+fn take(out: &mut [u8]) -> usize {
     let ci = &mut k().console_in;
     let n = (ci.len as usize).min(out.len());
     for o in out.iter_mut().take(n) {
@@ -29,4 +31,30 @@ pub fn take(out: &mut [u8]) -> usize {
     }
     ci.len -= n as u64;
     n
+}
+
+/// Reads console input into the (checked) user buffer, blocking until
+/// there is some.
+pub fn read(buf: u64, len: u64) -> KResult<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    loop {
+        let mut tmp = [0u8; 256];
+        let want = (len as usize).min(tmp.len());
+        let n = take(&mut tmp[..want]);
+        if n > 0 {
+            uaccess::copy_to(buf, &tmp[..n])?;
+            return Ok(n as u64);
+        }
+        crate::boot::note_waiting_for_input();
+        sched::block(W_CONSOLE, 0);
+    }
+}
+
+/// Writes the user buffer to the serial port.
+pub fn write(buf: u64, len: u64) -> KResult<u64> {
+    let s = uaccess::slice(buf, len)?;
+    serial::write(s);
+    Ok(len)
 }

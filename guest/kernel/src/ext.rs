@@ -377,19 +377,13 @@ fn failed(slot: usize, ret: i64, why: &str) -> ! {
     )
 }
 
-/// `SYS_EXT_COMPLAIN`: a client reports that the extension behind `fd`
+/// `SYS_EXT_COMPLAIN`: a client reports that the extension in `slot`
 /// failed it (as drivers' clients complain to MINIX 3's reincarnation
-/// server). Only a process with the device open can complain, and only
-/// once per `COMPLAINT_INTERVAL_TICKS` per extension, so that a client
-/// cannot hold an extension in reset. Returns 0 after the reset.
-pub fn complain(fd: u64, reason: u64) -> KResult<u64> {
-    use lazarus_abi::syscall::{COMPLAINT_INTERVAL_TICKS, complaint};
-    let why = complaint::name(reason).ok_or(EINVAL)?;
-    let f = crate::fd::get(fd)?;
-    if f.kind != FD_DEVICE {
-        return Err(ENOTTY);
-    }
-    let slot = f.obj as usize;
+/// server); `fd::complain` checked that it has the device open. Only once
+/// per `COMPLAINT_INTERVAL_TICKS` per extension, so that a client cannot
+/// hold an extension in reset. Returns 0 after the reset.
+pub fn complain(slot: usize, why: &str) -> KResult<u64> {
+    use lazarus_abi::syscall::COMPLAINT_INTERVAL_TICKS;
     let now = k().header.heartbeat;
     let e = k().exts.get_mut(slot).ok_or(EBADF)?;
     if e.state != EXT_LIVE {

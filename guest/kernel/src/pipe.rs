@@ -1,13 +1,14 @@
 //! Pipes: fixed ring buffers in the state root, blocking at both ends.
 
-use crate::fd;
 use crate::sched;
 use crate::state::k;
 use crate::uaccess::{self, KResult};
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
-pub fn create() -> KResult<(u64, u64)> {
+/// Takes a free pipe with one reader and one writer: the two ends the
+/// caller installs as descriptors. Returns its index.
+pub fn create() -> KResult<usize> {
     let r = k();
     let i = r.pipes.iter().position(|p| p.in_use == 0).ok_or(ENOSPC)?;
     let p = &mut r.pipes[i];
@@ -16,31 +17,12 @@ pub fn create() -> KResult<(u64, u64)> {
     p.writers = 1;
     p.head = 0;
     p.len = 0;
-    let rfd = fd::install(Fd {
-        kind: FD_PIPE_READ,
-        obj: i as u32,
-        aux: 0,
-    });
-    let rfd = match rfd {
-        Ok(f) => f,
-        Err(e) => {
-            k().pipes[i].in_use = 0;
-            return Err(e);
-        }
-    };
-    match fd::install(Fd {
-        kind: FD_PIPE_WRITE,
-        obj: i as u32,
-        aux: 0,
-    }) {
-        Ok(w) => Ok((rfd, w)),
-        Err(e) => {
-            let _ = fd::close(rfd);
-            k().pipes[i].writers = 0;
-            close(i, true);
-            Err(e)
-        }
-    }
+    Ok(i)
+}
+
+/// Frees pipe `i` before any descriptor referred to it.
+pub fn discard(i: usize) {
+    k().pipes[i].in_use = 0;
 }
 
 pub fn close(i: usize, write_end: bool) {
