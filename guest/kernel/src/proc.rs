@@ -1,9 +1,9 @@
-//! Processes: creation from ELF files in the initramfs, exit, reaping,
-//! killing, and demand paging of user heap and stack.
+//! Processes: creation from ELF files in the initramfs, the heap break,
+//! exit, reaping, killing, and faults in user mode.
 
 use crate::elf::{ET_EXEC, Elf, PF_W, PF_X, PT_LOAD};
 use crate::mm::paging::{self, NX, U, W};
-use crate::mm::{frame, phys_to_virt};
+use crate::mm::{self, frame, phys_to_virt};
 use crate::sched;
 use crate::state::{current, current_pid, k, proc_by_pid};
 use crate::uaccess::KResult;
@@ -266,27 +266,6 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     Ok(pid)
 }
 
-/// Maps a zeroed page for a first touch of the heap or stack of the
-/// current process. Returns false if `va` is not in either.
-pub fn demand_map(va: u64) -> bool {
-    let Some(p) = current() else { return false };
-    let page = va & !(PAGE_SIZE - 1);
-    let in_heap = page >= p.brk_base && page < p.brk;
-    let in_stack = (USER_STACK_TOP - USER_STACK_SIZE..USER_STACK_TOP).contains(&page);
-    if !in_heap && !in_stack {
-        return false;
-    }
-    let Some(f) = frame::alloc_zeroed() else {
-        return false;
-    };
-    if paging::map(p.cr3, page, f, U | W | NX).is_err() {
-        frame::free(f);
-        return false;
-    }
-    p.mem_pages += 1;
-    true
-}
-
 /// Grows (or shrinks) the heap; returns the previous break.
 pub fn sbrk(incr: i64) -> KResult<u64> {
     let p = current().ok_or(ESRCH)?;
@@ -416,7 +395,7 @@ pub fn kill(pid: u32) -> KResult<()> {
 pub fn user_fault(frame: &TrapFrame) {
     if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT && frame.error_code & 1 == 0 {
         let addr = crate::arch::cpu::read_cr2();
-        if demand_map(addr) {
+        if mm::user::demand_map(addr) {
             return;
         }
     }
