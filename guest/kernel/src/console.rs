@@ -1,9 +1,9 @@
 //! The console: the serial input buffer and console file descriptors.
 
 use crate::arch::serial;
-use crate::sched;
 use crate::state::k;
 use crate::uaccess::{self, KResult};
+use crate::wait;
 use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 
 /// Moves received serial bytes into the input ring (interrupt context).
@@ -17,7 +17,7 @@ pub fn on_interrupt() {
         }
     });
     if ci.len > 0 {
-        sched::wake_all(W_CONSOLE, 0);
+        wait::wake_all(W_CONSOLE, 0);
     }
 }
 
@@ -48,7 +48,7 @@ pub fn read(buf: u64, len: u64) -> KResult<u64> {
             return Ok(n as u64);
         }
         crate::boot::note_waiting_for_input();
-        sched::block(W_CONSOLE, 0);
+        wait::block(W_CONSOLE, 0);
     }
 }
 

@@ -479,7 +479,7 @@ extern "C" fn api_ticks() -> u64 {
 
 extern "C" fn api_sleep_ticks(t: u64) {
     if k().cpus[0].in_irq == 0 {
-        crate::sched::sleep_ticks(t);
+        crate::wait::sleep_ticks(t);
     }
 }
 

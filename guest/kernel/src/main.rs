@@ -22,13 +22,16 @@ mod lock;
 mod mm;
 mod pipe;
 mod proc;
+mod reclaim;
 mod recovery;
 mod sched;
 mod state;
 mod syscall;
+mod tick;
 mod timer;
 mod trap;
 mod uaccess;
+mod wait;
 
 use core::arch::global_asm;
 use klog::kprintln;

@@ -1,8 +1,8 @@
 //! Pipes: fixed ring buffers in the state root, blocking at both ends.
 
-use crate::sched;
 use crate::state::k;
 use crate::uaccess::{self, KResult};
+use crate::wait;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
@@ -35,8 +35,8 @@ pub fn close(i: usize, write_end: bool) {
     if p.readers == 0 && p.writers == 0 {
         p.in_use = 0;
     }
-    sched::wake_all(W_PIPE_READ, i as u32);
-    sched::wake_all(W_PIPE_WRITE, i as u32);
+    wait::wake_all(W_PIPE_READ, i as u32);
+    wait::wake_all(W_PIPE_WRITE, i as u32);
 }
 
 pub fn read(i: usize, buf: u64, len: u64) -> KResult<u64> {
@@ -54,13 +54,13 @@ pub fn read(i: usize, buf: u64, len: u64) -> KResult<u64> {
             p.head = (p.head + n as u64) % PIPE_BUF as u64;
             p.len -= n as u64;
             uaccess::copy_to(buf, &tmp[..n])?;
-            sched::wake_all(W_PIPE_WRITE, i as u32);
+            wait::wake_all(W_PIPE_WRITE, i as u32);
             return Ok(n as u64);
         }
         if p.writers == 0 {
             return Ok(0);
         }
-        sched::block(W_PIPE_READ, i as u32);
+        wait::block(W_PIPE_READ, i as u32);
     }
 }
 
@@ -78,7 +78,7 @@ pub fn write(i: usize, buf: u64, len: u64) -> KResult<u64> {
         }
         let space = PIPE_BUF - p.len as usize;
         if space == 0 {
-            sched::block(W_PIPE_WRITE, i as u32);
+            wait::block(W_PIPE_WRITE, i as u32);
             continue;
         }
         let n = space.min(data.len() - done);
@@ -87,7 +87,7 @@ pub fn write(i: usize, buf: u64, len: u64) -> KResult<u64> {
         }
         p.len += n as u64;
         done += n;
-        sched::wake_all(W_PIPE_READ, i as u32);
+        wait::wake_all(W_PIPE_READ, i as u32);
     }
     Ok(done as u64)
 }

@@ -3,7 +3,7 @@
 
 use crate::state::{current, current_pid, k};
 use crate::uaccess::{self, KResult};
-use crate::{ext, fd, ipc, proc, sched};
+use crate::{ext, fd, ipc, proc, sched, wait};
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 use lazarus_abi::syscall::*;
@@ -68,7 +68,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         }
         SYS_SLEEP => {
             let ticks = a0.div_ceil(1000 / lazarus_abi::layout::TICK_HZ);
-            sched::sleep_ticks(ticks);
+            wait::sleep_ticks(ticks);
             Ok(0)
         }
         SYS_GETPID => Ok(current_pid() as u64),
