@@ -1,49 +1,10 @@
-//! Kernel log output and the console input buffer.
+//! The console: the serial input buffer and console file descriptors.
 
 use crate::arch::serial;
 use crate::state::k;
-use core::fmt::{self, Write};
-use lazarus_abi::root::CONSOLE_BUF;
-
-/// Formats into a fixed buffer and writes it with one port exit.
-pub struct LineBuf {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl LineBuf {
-    pub const fn new() -> Self {
-        Self {
-            buf: [0; 256],
-            len: 0,
-        }
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Write for LineBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
-}
-
-pub fn print_fmt(args: fmt::Arguments) {
-    let mut b = LineBuf::new();
-    let _ = b.write_fmt(args);
-    serial::write(b.as_bytes());
-}
-
-#[macro_export]
-macro_rules! kprintln {
-    ($($arg:tt)*) => {
-        $crate::console::print_fmt(format_args!("{}\n", format_args!($($arg)*)))
-    };
-}
+use crate::uaccess::{self, KResult};
+use crate::wait;
+use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 
 /// Moves received serial bytes into the input ring (interrupt context).
 pub fn on_interrupt() {
@@ -56,12 +17,12 @@ pub fn on_interrupt() {
         }
     });
     if ci.len > 0 {
-        crate::sched::wake_all(lazarus_abi::root::W_CONSOLE, 0);
+        wait::wake_all(W_CONSOLE, 0);
     }
 }
 
 /// Takes up to `out.len()` buffered input bytes.
-pub fn take(out: &mut [u8]) -> usize {
+fn take(out: &mut [u8]) -> usize {
     let ci = &mut k().console_in;
     let n = (ci.len as usize).min(out.len());
     for o in out.iter_mut().take(n) {
@@ -70,4 +31,30 @@ pub fn take(out: &mut [u8]) -> usize {
     }
     ci.len -= n as u64;
     n
+}
+
+/// Reads console input into the (checked) user buffer, blocking until
+/// there is some.
+pub fn read(buf: u64, len: u64) -> KResult<u64> {
+    if len == 0 {
+        return Ok(0);
+    }
+    loop {
+        let mut tmp = [0u8; 256];
+        let want = (len as usize).min(tmp.len());
+        let n = take(&mut tmp[..want]);
+        if n > 0 {
+            uaccess::copy_to(buf, &tmp[..n])?;
+            return Ok(n as u64);
+        }
+        crate::boot::note_waiting_for_input();
+        wait::block(W_CONSOLE, 0);
+    }
+}
+
+/// Writes the user buffer to the serial port.
+pub fn write(buf: u64, len: u64) -> KResult<u64> {
+    let s = uaccess::slice(buf, len)?;
+    serial::write(s);
+    Ok(len)
 }

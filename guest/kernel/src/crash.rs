@@ -3,7 +3,7 @@
 //! repair, reboot) is the hypervisor's decision.
 
 use crate::arch::cpu::{self, outb};
-use crate::console::LineBuf;
+use crate::klog::LineBuf;
 use crate::state::{current_ext, current_pid, k};
 use core::fmt::Write;
 use lazarus_abi::layout::{PORT_PVPANIC, PVPANIC_PANICKED};

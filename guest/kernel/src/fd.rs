@@ -1,8 +1,9 @@
-//! File descriptors: the console, pipe ends and extension devices.
+//! File descriptors: the console, pipe ends and extension devices. The
+//! calls on a descriptor are dispatched to the object behind it.
 
 use crate::state::{current, current_pid, k};
 use crate::uaccess::{self, KResult};
-use crate::{ext, pipe, sched};
+use crate::{console, ext, pipe};
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
@@ -89,22 +90,7 @@ pub fn read(fd: u64, buf: u64, len: u64) -> KResult<u64> {
     let f = get(fd)?;
     uaccess::check(buf, len, true)?;
     match f.kind {
-        FD_CONSOLE => {
-            if len == 0 {
-                return Ok(0);
-            }
-            loop {
-                let mut tmp = [0u8; 256];
-                let want = (len as usize).min(tmp.len());
-                let n = crate::console::take(&mut tmp[..want]);
-                if n > 0 {
-                    uaccess::copy_to(buf, &tmp[..n])?;
-                    return Ok(n as u64);
-                }
-                crate::boot::note_waiting_for_input();
-                sched::block(W_CONSOLE, 0);
-            }
-        }
+        FD_CONSOLE => console::read(buf, len),
         FD_PIPE_READ => pipe::read(f.obj as usize, buf, len),
         FD_DEVICE => ext::dev_read(f.obj as usize, f.aux, buf, len),
         _ => Err(EBADF),
@@ -114,11 +100,7 @@ pub fn read(fd: u64, buf: u64, len: u64) -> KResult<u64> {
 pub fn write(fd: u64, buf: u64, len: u64) -> KResult<u64> {
     let f = get(fd)?;
     match f.kind {
-        FD_CONSOLE => {
-            let s = uaccess::slice(buf, len)?;
-            crate::arch::serial::write(s);
-            Ok(len)
-        }
+        FD_CONSOLE => console::write(buf, len),
         FD_PIPE_WRITE => pipe::write(f.obj as usize, buf, len),
         FD_DEVICE => ext::dev_write(f.obj as usize, f.aux, buf, len),
         _ => Err(EBADF),
@@ -130,6 +112,46 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> KResult<u64> {
     match f.kind {
         FD_DEVICE => ext::dev_ioctl(f.obj as usize, f.aux, cmd, arg),
         _ => Err(ENOTSUP),
+    }
+}
+
+/// `SYS_EXT_COMPLAIN`: a client reports that the extension behind `fd`
+/// failed it (see `ext::complain`). Only a process with the device open
+/// can complain.
+pub fn complain(fd: u64, reason: u64) -> KResult<u64> {
+    let why = lazarus_abi::syscall::complaint::name(reason).ok_or(EINVAL)?;
+    let f = get(fd)?;
+    if f.kind != FD_DEVICE {
+        return Err(ENOTTY);
+    }
+    ext::complain(f.obj as usize, why)
+}
+
+/// Creates a pipe and installs its read and write ends.
+pub fn pipe() -> KResult<(u64, u64)> {
+    let i = pipe::create()?;
+    let rfd = match install(Fd {
+        kind: FD_PIPE_READ,
+        obj: i as u32,
+        aux: 0,
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            pipe::discard(i);
+            return Err(e);
+        }
+    };
+    match install(Fd {
+        kind: FD_PIPE_WRITE,
+        obj: i as u32,
+        aux: 0,
+    }) {
+        Ok(w) => Ok((rfd, w)),
+        Err(e) => {
+            let _ = close(rfd);
+            pipe::close(i, true);
+            Err(e)
+        }
     }
 }
 

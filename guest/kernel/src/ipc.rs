@@ -1,8 +1,8 @@
 //! Message passing and the service registry.
 
-use crate::sched;
 use crate::state::{current_pid, k, proc_by_pid};
 use crate::uaccess::{self, KResult};
+use crate::wait;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::IPC_MSG_MAX;
 use lazarus_abi::syscall::errno::*;
@@ -30,7 +30,7 @@ pub fn send(dst: u32, buf: u64, len: u64) -> KResult<u64> {
     m.len = len as u32;
     m.seq = seq;
     m.data[..data.len()].copy_from_slice(data);
-    sched::wake_pid(dst, W_IPC);
+    wait::wake_pid(dst, W_IPC);
     Ok(0)
 }
 
@@ -55,7 +55,7 @@ pub fn recv(buf: u64, len: u64, src_out: u64) -> KResult<u64> {
             k().msgs[i].in_use = 0;
             return Ok(n as u64);
         }
-        sched::block(W_IPC, 0);
+        wait::block(W_IPC, 0);
     }
 }
 

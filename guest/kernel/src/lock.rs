@@ -2,8 +2,8 @@
 //! A contended lock blocks the caller (the kernel is not preemptible, so a
 //! holder only loses the CPU by blocking itself).
 
-use crate::sched;
 use crate::state::{current_pid, k};
+use crate::wait;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
@@ -57,7 +57,7 @@ pub fn acquire(id: i32) -> Result<(), i64> {
             return Err(EBUSY); // would deadlock on itself
         }
         l.waiters += 1;
-        sched::block(W_LOCK, id as u32);
+        wait::block(W_LOCK, id as u32);
         if let Ok(l) = get(id) {
             l.waiters = l.waiters.saturating_sub(1);
         }
@@ -88,7 +88,7 @@ pub fn release(id: i32) -> Result<(), i64> {
     }
     l.state = LOCK_FREE;
     l.owner = 0;
-    sched::wake_all(W_LOCK, id as u32);
+    wait::wake_all(W_LOCK, id as u32);
     Ok(())
 }
 
@@ -99,7 +99,7 @@ pub fn release_all(pid: u32) {
         if l.state == LOCK_HELD && l.owner == pid {
             l.state = LOCK_FREE;
             l.owner = 0;
-            sched::wake_all(W_LOCK, i as u32);
+            wait::wake_all(W_LOCK, i as u32);
         }
     }
 }
@@ -110,7 +110,7 @@ pub fn destroy_for_ext(ext: u32) {
         let l = &mut k().locks[i];
         if l.state != LOCK_UNUSED && l.ext == ext {
             *l = KLock::default();
-            sched::wake_all(W_LOCK, i as u32);
+            wait::wake_all(W_LOCK, i as u32);
         }
     }
 }

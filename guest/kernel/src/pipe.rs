@@ -1,13 +1,14 @@
 //! Pipes: fixed ring buffers in the state root, blocking at both ends.
 
-use crate::fd;
-use crate::sched;
 use crate::state::k;
 use crate::uaccess::{self, KResult};
+use crate::wait;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
-pub fn create() -> KResult<(u64, u64)> {
+/// Takes a free pipe with one reader and one writer: the two ends the
+/// caller installs as descriptors. Returns its index.
+pub fn create() -> KResult<usize> {
     let r = k();
     let i = r.pipes.iter().position(|p| p.in_use == 0).ok_or(ENOSPC)?;
     let p = &mut r.pipes[i];
@@ -16,31 +17,12 @@ pub fn create() -> KResult<(u64, u64)> {
     p.writers = 1;
     p.head = 0;
     p.len = 0;
-    let rfd = fd::install(Fd {
-        kind: FD_PIPE_READ,
-        obj: i as u32,
-        aux: 0,
-    });
-    let rfd = match rfd {
-        Ok(f) => f,
-        Err(e) => {
-            k().pipes[i].in_use = 0;
-            return Err(e);
-        }
-    };
-    match fd::install(Fd {
-        kind: FD_PIPE_WRITE,
-        obj: i as u32,
-        aux: 0,
-    }) {
-        Ok(w) => Ok((rfd, w)),
-        Err(e) => {
-            let _ = fd::close(rfd);
-            k().pipes[i].writers = 0;
-            close(i, true);
-            Err(e)
-        }
-    }
+    Ok(i)
+}
+
+/// Frees pipe `i` before any descriptor referred to it.
+pub fn discard(i: usize) {
+    k().pipes[i].in_use = 0;
 }
 
 pub fn close(i: usize, write_end: bool) {
@@ -53,8 +35,8 @@ pub fn close(i: usize, write_end: bool) {
     if p.readers == 0 && p.writers == 0 {
         p.in_use = 0;
     }
-    sched::wake_all(W_PIPE_READ, i as u32);
-    sched::wake_all(W_PIPE_WRITE, i as u32);
+    wait::wake_all(W_PIPE_READ, i as u32);
+    wait::wake_all(W_PIPE_WRITE, i as u32);
 }
 
 pub fn read(i: usize, buf: u64, len: u64) -> KResult<u64> {
@@ -72,13 +54,13 @@ pub fn read(i: usize, buf: u64, len: u64) -> KResult<u64> {
             p.head = (p.head + n as u64) % PIPE_BUF as u64;
             p.len -= n as u64;
             uaccess::copy_to(buf, &tmp[..n])?;
-            sched::wake_all(W_PIPE_WRITE, i as u32);
+            wait::wake_all(W_PIPE_WRITE, i as u32);
             return Ok(n as u64);
         }
         if p.writers == 0 {
             return Ok(0);
         }
-        sched::block(W_PIPE_READ, i as u32);
+        wait::block(W_PIPE_READ, i as u32);
     }
 }
 
@@ -96,7 +78,7 @@ pub fn write(i: usize, buf: u64, len: u64) -> KResult<u64> {
         }
         let space = PIPE_BUF - p.len as usize;
         if space == 0 {
-            sched::block(W_PIPE_WRITE, i as u32);
+            wait::block(W_PIPE_WRITE, i as u32);
             continue;
         }
         let n = space.min(data.len() - done);
@@ -105,7 +87,7 @@ pub fn write(i: usize, buf: u64, len: u64) -> KResult<u64> {
         }
         p.len += n as u64;
         done += n;
-        sched::wake_all(W_PIPE_READ, i as u32);
+        wait::wake_all(W_PIPE_READ, i as u32);
     }
     Ok(done as u64)
 }

@@ -1,12 +1,12 @@
-//! Processes: creation from ELF files in the initramfs, exit, reaping,
-//! killing, and demand paging of user heap and stack.
+//! Processes: creation from ELF files in the initramfs, the heap break,
+//! exit, reaping, killing, and faults in user mode.
 
 use crate::elf::{ET_EXEC, Elf, PF_W, PF_X, PT_LOAD};
 use crate::mm::paging::{self, NX, U, W};
-use crate::mm::{frame, phys_to_virt};
-use crate::sched;
+use crate::mm::{self, frame, phys_to_virt};
 use crate::state::{current, current_pid, k, proc_by_pid};
 use crate::uaccess::KResult;
+use crate::{reclaim, sched, wait};
 use lazarus_abi::layout::*;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
@@ -15,38 +15,6 @@ use lazarus_abi::trap::TrapFrame;
 
 unsafe extern "C" {
     fn trap_return();
-}
-
-/// Maps the kernel stack of process-table slot `slot` if it is not yet
-/// (stacks are kept mapped and reused by the next process in the slot).
-fn ensure_kstack(slot: usize) -> KResult<u64> {
-    let base = KSTACK_REGION + slot as u64 * KSTACK_STRIDE;
-    let top = base + KSTACK_STRIDE;
-    let master = k().master_pml4;
-    let mut va = top - KSTACK_SIZE;
-    while va < top {
-        if paging::translate(master, va).is_none() {
-            let f = frame::alloc().ok_or(ENOMEM)?;
-            paging::map(master, va, f, W | NX).map_err(|_| ENOMEM)?;
-        }
-        va += PAGE_SIZE;
-    }
-    Ok(top)
-}
-
-/// Unmaps and frees the kernel stack of a process slot whose process is
-/// gone (reaped, never running again), so that kernel memory follows the
-/// live processes instead of every slot ever used.
-fn free_kstack(slot: usize) {
-    let top = KSTACK_REGION + (slot as u64 + 1) * KSTACK_STRIDE;
-    let master = k().master_pml4;
-    let mut va = top - KSTACK_SIZE;
-    while va < top {
-        if let Some(f) = paging::unmap(master, va) {
-            frame::free(f);
-        }
-        va += PAGE_SIZE;
-    }
 }
 
 fn alloc_pid() -> Option<u32> {
@@ -61,35 +29,10 @@ fn alloc_pid() -> Option<u32> {
         }
         // The table is full: free reaped processes now rather than later.
         if attempt == 0 {
-            while reclaim_one() {}
+            while reclaim::reclaim_one() {}
         }
     }
     None
-}
-
-/// Set when a process entered `PS_RECLAIM`, so that the timer tick does
-/// not scan the process table for nothing.
-static RECLAIM_PENDING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// Frees the memory of one reaped quarantined process (`PS_RECLAIM`), if
-/// there is one. Called when the CPU is idle and from the timer tick when
-/// it interrupted user mode (with CPU-bound processes the CPU is never
-/// idle, and memory must not wait for that).
-pub fn reclaim_one() -> bool {
-    use core::sync::atomic::Ordering::Relaxed;
-    if !RECLAIM_PENDING.load(Relaxed) {
-        return false;
-    }
-    let Some(i) = k().procs.iter().position(|p| p.state == PS_RECLAIM) else {
-        RECLAIM_PENDING.store(false, Relaxed);
-        return false;
-    };
-    let cr3 = k().procs[i].cr3;
-    paging::free_user_half(cr3);
-    frame::free(cr3);
-    free_kstack(i);
-    k().procs[i] = Proc::default();
-    true
 }
 
 /// Loads one ELF segment's pages into `pml4`.
@@ -166,7 +109,7 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     }
     let pid = alloc_pid().ok_or(EAGAIN)?;
     let slot = KernelRoot::slot_of(pid);
-    let kstack_top = ensure_kstack(slot)?;
+    let kstack_top = reclaim::ensure_kstack(slot)?;
     let master = k().master_pml4;
     let pml4 = paging::new_address_space(master).map_err(|_| ENOMEM)?;
 
@@ -266,27 +209,6 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     Ok(pid)
 }
 
-/// Maps a zeroed page for a first touch of the heap or stack of the
-/// current process. Returns false if `va` is not in either.
-pub fn demand_map(va: u64) -> bool {
-    let Some(p) = current() else { return false };
-    let page = va & !(PAGE_SIZE - 1);
-    let in_heap = page >= p.brk_base && page < p.brk;
-    let in_stack = (USER_STACK_TOP - USER_STACK_SIZE..USER_STACK_TOP).contains(&page);
-    if !in_heap && !in_stack {
-        return false;
-    }
-    let Some(f) = frame::alloc_zeroed() else {
-        return false;
-    };
-    if paging::map(p.cr3, page, f, U | W | NX).is_err() {
-        frame::free(f);
-        return false;
-    }
-    p.mem_pages += 1;
-    true
-}
-
 /// Grows (or shrinks) the heap; returns the previous break.
 pub fn sbrk(incr: i64) -> KResult<u64> {
     let p = current().ok_or(ESRCH)?;
@@ -331,7 +253,7 @@ fn release(pid: u32) {
         if c.state != PS_FREE && c.parent == pid {
             c.parent = 1;
             if c.state == PS_ZOMBIE {
-                sched::wake_pid(1, W_CHILD);
+                wait::wake_pid(1, W_CHILD);
             }
         }
     }
@@ -351,7 +273,7 @@ pub fn exit(pid: u32, status: i32) {
         p.exit_status = status;
         p.wait_reason = W_NONE;
     }
-    sched::wake_pid(parent, W_CHILD);
+    wait::wake_pid(parent, W_CHILD);
     if pid == current_pid() {
         sched::schedule();
         // A zombie is never scheduled again.
@@ -373,19 +295,16 @@ pub fn wait(pid: i64, nohang: bool) -> KResult<Option<(u32, i32)>> {
             have_child = true;
             if c.state == PS_QUARANTINED {
                 // Its memory was kept for inspection until now; it is
-                // freed when the CPU is idle (see `reclaim_one`).
+                // freed when the CPU is idle (see `reclaim::reclaim_one`).
                 let (cpid, status) = (c.pid, c.exit_status);
-                let c = &mut k().procs[i];
-                c.state = PS_RECLAIM;
-                c.parent = 0;
-                RECLAIM_PENDING.store(true, core::sync::atomic::Ordering::Relaxed);
+                reclaim::later(i);
                 return Ok(Some((cpid, status)));
             }
             if c.state == PS_ZOMBIE {
                 let (cpid, status) = (c.pid, c.exit_status);
                 let cr3 = c.cr3;
                 frame::free(cr3);
-                free_kstack(i);
+                reclaim::free_kstack(i);
                 k().procs[i] = Proc::default();
                 return Ok(Some((cpid, status)));
             }
@@ -396,7 +315,7 @@ pub fn wait(pid: i64, nohang: bool) -> KResult<Option<(u32, i32)>> {
         if nohang {
             return Ok(None);
         }
-        sched::block(W_CHILD, 0);
+        wait::block(W_CHILD, 0);
     }
 }
 
@@ -416,13 +335,13 @@ pub fn kill(pid: u32) -> KResult<()> {
 pub fn user_fault(frame: &TrapFrame) {
     if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT && frame.error_code & 1 == 0 {
         let addr = crate::arch::cpu::read_cr2();
-        if demand_map(addr) {
+        if mm::user::demand_map(addr) {
             return;
         }
     }
     let pid = current_pid();
     if let Some(p) = current() {
-        crate::kprintln!(
+        crate::klog::kprintln!(
             "[kernel] pid {} ({}): {} at {:#x}, killed",
             pid,
             lazarus_abi::name_str(&p.name),

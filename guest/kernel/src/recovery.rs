@@ -10,7 +10,6 @@
 use crate::arch::{apic, gdt, idt};
 use crate::state::k;
 use core::arch::global_asm;
-use lazarus_abi::hypercall::HC_RECOVERED;
 use lazarus_abi::root::NONE;
 
 global_asm!(
@@ -59,18 +58,5 @@ pub fn deferred_reinit() {
             cpu.in_irq -= 1;
             cpu.irq_ext = NONE;
         }
-    }
-}
-
-/// Called on the way back to a user process, or when the CPU goes idle
-/// with nothing to run: the first time after a repair, tells the
-/// hypervisor (resurrection latency ends here).
-#[inline(always)]
-pub fn note_user_return() {
-    let r = &mut k().recovery;
-    if r.awaiting_user != 0 {
-        r.awaiting_user = 0;
-        let count = r.count;
-        crate::hypercall::call(HC_RECOVERED, [count, 0, 0, 0, 0]);
     }
 }

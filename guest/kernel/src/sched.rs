@@ -1,17 +1,19 @@
-//! Scheduling: a round-robin run queue in the state root, blocking and
-//! waking, the timer tick and the idle loop.
+//! Scheduling: a round-robin run queue in the state root, the context
+//! switch and the idle loop. Blocking and waking are in `wait`, the timer
+//! tick in `tick`.
 //!
 //! The kernel is not preemptible: a process is only switched out when it
 //! blocks, exits, or when the timer interrupts it in user mode. That keeps
 //! every kernel path free of locking on one CPU, and makes "the process
 //! that was running" a well-defined answer after a crash.
 
-use crate::arch::{apic, cpu, gdt};
+use crate::arch::{cpu, gdt};
 use crate::state::{current, current_pid, k, proc_by_pid};
 use core::arch::global_asm;
+use lazarus_abi::hypercall::HC_RECOVERED;
 use lazarus_abi::root::{CRASH_CONTEXT_CORRUPT, Proc};
-use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, PS_RUNNABLE, PS_RUNNING, W_NONE, W_SLEEP};
-use lazarus_abi::trap::{SWITCH_CONTEXT_WORDS, TRAP_FRAME_WORDS, TrapFrame, seal};
+use lazarus_abi::root::{MAX_PROCS, PS_RUNNABLE, PS_RUNNING, W_NONE};
+use lazarus_abi::trap::{SWITCH_CONTEXT_WORDS, TRAP_FRAME_WORDS, seal};
 
 global_asm!(
     r#"
@@ -93,12 +95,7 @@ extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
     }
 }
 
-/// A kernel path running longer than this without scheduling, with
-/// interrupts enabled, is a soft lockup.
-pub const SOFT_LOCKUP_TICKS: u64 = 10;
-
 static mut IDLE_RSP: u64 = 0;
-static mut NEXT_WAKE: u64 = u64::MAX;
 
 pub fn runq_push(pid: u32) {
     let r = k();
@@ -143,50 +140,6 @@ pub fn make_runnable(pid: u32) {
         p.state = PS_RUNNABLE;
         p.wait_reason = W_NONE;
         runq_push(pid);
-    }
-}
-
-/// Wakes every process blocked for `reason` on `obj`.
-pub fn wake_all(reason: u32, obj: u32) {
-    for i in 0..MAX_PROCS {
-        let p = &k().procs[i];
-        if p.state == PS_BLOCKED && p.wait_reason == reason && p.wait_obj == obj {
-            let pid = p.pid;
-            make_runnable(pid);
-        }
-    }
-}
-
-/// Wakes `pid` if it is blocked for `reason`.
-pub fn wake_pid(pid: u32, reason: u32) {
-    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
-        make_runnable(pid);
-    }
-}
-
-/// Blocks the current process until someone wakes it.
-pub fn block(reason: u32, obj: u32) {
-    if let Some(p) = current() {
-        p.state = PS_BLOCKED;
-        p.wait_reason = reason;
-        p.wait_obj = obj;
-    }
-    schedule();
-}
-
-pub fn sleep_ticks(ticks: u64) {
-    let wake = k().header.heartbeat + ticks.max(1);
-    if let Some(p) = current() {
-        p.wake_tick = wake;
-    }
-    // SAFETY: one CPU, interrupts off.
-    unsafe {
-        if wake < NEXT_WAKE {
-            NEXT_WAKE = wake;
-        }
-    }
-    while k().header.heartbeat < wake {
-        block(W_SLEEP, 0);
     }
 }
 
@@ -239,7 +192,7 @@ fn switch_to(next: Option<u32>) {
             // repair) "returns" straight into trap_return, i.e. to user mode.
             // SAFETY: `rsp` points at a saved context of 7 words.
             if unsafe { ((rsp + 48) as *const u64).read() } == k().trap_return {
-                crate::recovery::note_user_return();
+                note_user_return();
             }
             // SAFETY: `rsp` is the saved context of a process that is not
             // running; `save` outlives the switch (state root / static).
@@ -271,8 +224,8 @@ pub fn idle_loop() -> ! {
                 // Nothing to run: the kernel is back in service all the
                 // same (a repair's latency must not include idle time
                 // waiting for, say, console input).
-                crate::recovery::note_user_return();
-                if !crate::proc::reclaim_one() {
+                note_user_return();
+                if !crate::reclaim::reclaim_one() {
                     cpu::sti_hlt();
                     cpu::cli();
                 }
@@ -281,59 +234,15 @@ pub fn idle_loop() -> ! {
     }
 }
 
-fn wake_sleepers(now: u64) {
-    let mut next = u64::MAX;
-    for i in 0..MAX_PROCS {
-        let p = &k().procs[i];
-        if p.state == PS_BLOCKED && p.wait_reason == W_SLEEP {
-            if p.wake_tick <= now {
-                let pid = p.pid;
-                make_runnable(pid);
-            } else {
-                next = next.min(p.wake_tick);
-            }
-        }
-    }
-    // SAFETY: one CPU, interrupts off.
-    unsafe { NEXT_WAKE = next };
-}
-
-/// Timer interrupt.
-pub fn tick(frame: &TrapFrame) {
-    apic::eoi();
-    let r = k();
-    r.header.heartbeat += 1;
-    let now = r.header.heartbeat;
-    let pid = r.cpus[0].current;
-    match current() {
-        Some(p) => p.ticks += 1,
-        None => k().cpus[0].idle_ticks += 1,
-    }
-    // SAFETY: one CPU, interrupts off.
-    if now >= unsafe { NEXT_WAKE } {
-        wake_sleepers(now);
-    }
-    crate::timer::run_due(now);
-    if k().recovery.pending_reinit != 0 {
-        crate::recovery::deferred_reinit();
-    }
-
-    if frame.from_user() {
-        // The kernel was not in the middle of anything: a good time to
-        // free one reaped process's memory.
-        crate::proc::reclaim_one();
-        if k().runq_len > 0 && pid != 0 {
-            yield_now();
-        }
-    } else if let Some(p) = current() {
-        // Interrupted kernel code with interrupts enabled: only an
-        // extension does that. Too long there is a soft lockup.
-        if p.kernel_entry_tick != 0 && now.saturating_sub(p.kernel_entry_tick) > SOFT_LOCKUP_TICKS {
-            crate::crash::report(
-                lazarus_abi::root::CRASH_SOFT_LOCKUP,
-                frame,
-                b"soft lockup: kernel code ran too long without scheduling",
-            );
-        }
+/// Called on the way back to a user process, or when the CPU goes idle
+/// with nothing to run: the first time after a repair, tells the
+/// hypervisor (resurrection latency ends here).
+#[inline(always)]
+pub fn note_user_return() {
+    let r = &mut k().recovery;
+    if r.awaiting_user != 0 {
+        r.awaiting_user = 0;
+        let count = r.count;
+        crate::hypercall::call(HC_RECOVERED, [count, 0, 0, 0, 0]);
     }
 }

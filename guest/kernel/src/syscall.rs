@@ -3,7 +3,7 @@
 
 use crate::state::{current, current_pid, k};
 use crate::uaccess::{self, KResult};
-use crate::{ext, fd, ipc, pipe, proc, sched};
+use crate::{ext, fd, ipc, proc, sched, wait};
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 use lazarus_abi::syscall::*;
@@ -48,7 +48,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_OPEN => fd::open(path_arg(a0, a1)?),
         SYS_CLOSE => fd::close(a0),
         SYS_IOCTL => fd::ioctl(a0, a1, a2),
-        SYS_EXT_COMPLAIN => ext::complain(a0, a1),
+        SYS_EXT_COMPLAIN => fd::complain(a0, a1),
         SYS_SPAWN => spawn(a0, a1, a2, a3, a4),
         SYS_WAIT => {
             if a2 & !WNOHANG != 0 {
@@ -68,13 +68,13 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         }
         SYS_SLEEP => {
             let ticks = a0.div_ceil(1000 / lazarus_abi::layout::TICK_HZ);
-            sched::sleep_ticks(ticks);
+            wait::sleep_ticks(ticks);
             Ok(0)
         }
         SYS_GETPID => Ok(current_pid() as u64),
         SYS_PIPE => {
             uaccess::check(a0, 8, true)?;
-            let (r, w) = pipe::create()?;
+            let (r, w) = fd::pipe()?;
             uaccess::write_obj(a0, &[r as i32, w as i32])?;
             Ok(0)
         }

@@ -1,6 +1,6 @@
 //! Where every exception and interrupt lands.
 
-use crate::{console, crash, proc, sched, syscall};
+use crate::{console, crash, proc, sched, syscall, tick};
 use lazarus_abi::layout::{VEC_COM1, VEC_SPURIOUS, VEC_TIMER};
 use lazarus_abi::syscall::SYSCALL_INSN;
 use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE};
@@ -14,7 +14,7 @@ fn is_syscall(tf: &TrapFrame) -> bool {
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     let v = tf.vector;
     if v == VEC_TIMER as u64 {
-        sched::tick(tf);
+        tick::tick(tf);
     } else if v == VEC_COM1 as u64 {
         console::on_interrupt();
         crate::arch::apic::eoi();
@@ -35,6 +35,6 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         crate::arch::apic::eoi();
     }
     if tf.from_user() {
-        crate::recovery::note_user_return();
+        sched::note_user_return();
     }
 }

@@ -27,7 +27,7 @@ pub fn check(va: u64, len: u64, write: bool) -> KResult<()> {
             Some((_, f)) if f & U != 0 && (!write || f & W != 0) => {}
             Some(_) => return Err(EFAULT),
             None => {
-                if !crate::proc::demand_map(page) {
+                if !crate::mm::user::demand_map(page) {
                     return Err(EFAULT);
                 }
             }

@@ -1,8 +1,10 @@
-//! Memory management: physical frames, page tables, the kernel heap.
+//! Memory management: physical frames, page tables, the kernel heap,
+//! demand paging of user memory.
 
 pub mod frame;
 pub mod heap;
 pub mod paging;
+pub mod user;
 
 use lazarus_abi::layout::PHYSMAP_BASE;
 

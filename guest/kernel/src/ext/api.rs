@@ -1,0 +1,212 @@
+//! The API table extensions call the kernel through: logging, memory,
+//! locks, timers, user copies, interrupts and lists.
+
+use crate::mm::paging::{self, W};
+use crate::mm::phys_to_virt;
+use crate::state::{current_pid, k};
+use crate::uaccess;
+use lazarus_abi::ext::*;
+use lazarus_abi::layout::PAGE_SIZE;
+use lazarus_abi::root::*;
+use lazarus_abi::syscall::errno::*;
+
+fn caller_ext() -> u32 {
+    crate::state::current_ext()
+}
+
+extern "C" fn api_log(msg: *const u8, len: usize) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: the extension passes a buffer of its own of `len` bytes.
+    let s = unsafe { core::slice::from_raw_parts(msg, len.min(512)) };
+    crate::arch::serial::write(s);
+}
+
+extern "C" fn api_alloc(size: usize, align: usize) -> *mut u8 {
+    let ext = caller_ext();
+    let owner = if (ext as usize) < MAX_EXTS {
+        ext as u8 + 1
+    } else {
+        HEAP_OWNER_KERNEL
+    };
+    crate::mm::heap::alloc(size, align, owner)
+}
+
+extern "C" fn api_free(ptr: *mut u8, size: usize, _align: usize) {
+    if !ptr.is_null() {
+        crate::mm::heap::free(ptr, size);
+    }
+}
+
+extern "C" fn api_lock_create(name: *const u8, len: usize) -> i32 {
+    let n = if name.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the extension's own buffer.
+        unsafe { core::slice::from_raw_parts(name, len.min(24)) }
+    };
+    crate::lock::create(n, caller_ext()).unwrap_or_else(|e| -(e as i32))
+}
+
+extern "C" fn api_lock_acquire(id: i32) -> i32 {
+    crate::lock::acquire(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_lock_release(id: i32) -> i32 {
+    crate::lock::release(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_current_pid() -> u32 {
+    if k().cpus[0].in_irq > 0 {
+        0
+    } else {
+        current_pid()
+    }
+}
+
+extern "C" fn api_ticks() -> u64 {
+    k().header.heartbeat
+}
+
+extern "C" fn api_sleep_ticks(t: u64) {
+    if k().cpus[0].in_irq == 0 {
+        crate::wait::sleep_ticks(t);
+    }
+}
+
+extern "C" fn api_timer_add(cb: extern "C" fn(u64), arg: u64, period: u64) -> i32 {
+    crate::timer::add(caller_ext(), cb as usize as u64, arg, period).unwrap_or_else(|e| -(e as i32))
+}
+
+extern "C" fn api_timer_remove(id: i32) -> i32 {
+    crate::timer::remove(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_copy_to_user(dst: u64, src: *const u8, len: usize) -> i64 {
+    if src.is_null() && len > 0 {
+        return -EFAULT;
+    }
+    // SAFETY: the extension's own buffer of `len` bytes.
+    let s = unsafe { core::slice::from_raw_parts(src, len) };
+    uaccess::copy_to(dst, s).map_or_else(|e| -e, |_| 0)
+}
+
+extern "C" fn api_copy_from_user(dst: *mut u8, src: u64, len: usize) -> i64 {
+    if dst.is_null() && len > 0 {
+        return -EFAULT;
+    }
+    // SAFETY: the extension's own buffer of `len` bytes.
+    let d = unsafe { core::slice::from_raw_parts_mut(dst, len) };
+    uaccess::copy_from(d, src).map_or_else(|e| -e, |_| 0)
+}
+
+extern "C" fn api_panic(msg: *const u8, len: usize) -> ! {
+    let m = if msg.is_null() {
+        &b"extension panic"[..]
+    } else {
+        // SAFETY: the extension's own buffer.
+        unsafe { core::slice::from_raw_parts(msg, len.min(128)) }
+    };
+    // The caller's frame pointer chain leads back into the extension.
+    let mut f = crate::crash::here();
+    // SAFETY: frame pointers are forced on for kernel and extensions; the
+    // saved return address sits just above the saved rbp.
+    unsafe {
+        let rbp = f.rbp as *const u64;
+        if !rbp.is_null() {
+            f.rip = rbp.add(1).read();
+        }
+    }
+    crate::crash::report(CRASH_PANIC, &f, m)
+}
+
+extern "C" fn api_irq_disable() -> u64 {
+    let was = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::cli();
+    was as u64
+}
+
+extern "C" fn api_irq_restore(state: u64) {
+    if state != 0 {
+        crate::arch::cpu::sti();
+    } else {
+        crate::arch::cpu::cli();
+    }
+}
+
+extern "C" fn api_entropy() -> u64 {
+    let t = crate::arch::cpu::rdtsc();
+    t ^ (t << 21) ^ k().header.heartbeat.rotate_left(17) ^ phys_to_virt(0)
+}
+
+extern "C" fn api_lock_try_acquire(id: i32) -> i32 {
+    crate::lock::try_acquire(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
+extern "C" fn api_list_add(node: *mut ListNode) -> i32 {
+    crate::klist::add(node)
+}
+
+extern "C" fn api_list_del(node: *mut ListNode) -> i32 {
+    crate::klist::del(node)
+}
+
+static mut IOREMAP_NEXT: u64 = lazarus_abi::layout::IOREMAP_REGION;
+
+extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
+    use lazarus_abi::layout::{IOREMAP_REGION, IOREMAP_SIZE};
+    let first = phys & !(PAGE_SIZE - 1);
+    let Some(end) = phys.checked_add(len.max(1)) else {
+        return 0;
+    };
+    let pages = (end - first).div_ceil(PAGE_SIZE);
+    // SAFETY: one CPU, interrupts off.
+    let va = unsafe { IOREMAP_NEXT };
+    if pages == 0 || end > 1 << 46 || va + pages * PAGE_SIZE > IOREMAP_REGION + IOREMAP_SIZE {
+        return 0;
+    }
+    let master = k().master_pml4;
+    const PWT: u64 = 1 << 3;
+    const PCD: u64 = 1 << 4;
+    for i in 0..pages {
+        if paging::map(
+            master,
+            va + i * PAGE_SIZE,
+            first + i * PAGE_SIZE,
+            W | PCD | PWT,
+        )
+        .is_err()
+        {
+            return 0;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { IOREMAP_NEXT = va + pages * PAGE_SIZE };
+    va + (phys - first)
+}
+
+pub static API: ExtApi = ExtApi {
+    version: EXT_API_VERSION,
+    log: api_log,
+    alloc: api_alloc,
+    free: api_free,
+    lock_create: api_lock_create,
+    lock_acquire: api_lock_acquire,
+    lock_release: api_lock_release,
+    current_pid: api_current_pid,
+    ticks: api_ticks,
+    sleep_ticks: api_sleep_ticks,
+    timer_add: api_timer_add,
+    timer_remove: api_timer_remove,
+    copy_to_user: api_copy_to_user,
+    copy_from_user: api_copy_from_user,
+    panic: api_panic,
+    irq_disable: api_irq_disable,
+    irq_restore: api_irq_restore,
+    entropy: api_entropy,
+    lock_try_acquire: api_lock_try_acquire,
+    list_add: api_list_add,
+    list_del: api_list_del,
+    ioremap: api_ioremap,
+};

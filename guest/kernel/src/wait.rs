@@ -1,0 +1,80 @@
+//! Blocking and waking: a process waits for a reason (and an object of
+//! that reason, such as a pipe or a lock) until someone wakes it, or
+//! sleeps until a tick.
+
+use crate::sched::{make_runnable, schedule};
+use crate::state::{current, k, proc_by_pid};
+use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, W_SLEEP};
+
+/// The earliest tick a sleeper waits for (`u64::MAX`: none).
+static mut NEXT_WAKE: u64 = u64::MAX;
+
+/// Wakes every process blocked for `reason` on `obj`.
+pub fn wake_all(reason: u32, obj: u32) {
+    for i in 0..MAX_PROCS {
+        let p = &k().procs[i];
+        if p.state == PS_BLOCKED && p.wait_reason == reason && p.wait_obj == obj {
+            let pid = p.pid;
+            make_runnable(pid);
+        }
+    }
+}
+
+/// Wakes `pid` if it is blocked for `reason`.
+pub fn wake_pid(pid: u32, reason: u32) {
+    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
+        make_runnable(pid);
+    }
+}
+
+/// Blocks the current process until someone wakes it.
+pub fn block(reason: u32, obj: u32) {
+    if let Some(p) = current() {
+        p.state = PS_BLOCKED;
+        p.wait_reason = reason;
+        p.wait_obj = obj;
+    }
+    schedule();
+}
+
+pub fn sleep_ticks(ticks: u64) {
+    let wake = k().header.heartbeat + ticks.max(1);
+    if let Some(p) = current() {
+        p.wake_tick = wake;
+    }
+    // SAFETY: one CPU, interrupts off.
+    unsafe {
+        if wake < NEXT_WAKE {
+            NEXT_WAKE = wake;
+        }
+    }
+    while k().header.heartbeat < wake {
+        block(W_SLEEP, 0);
+    }
+}
+
+/// Wakes the sleepers due at `now` (timer interrupt); cheap when none is.
+#[inline(always)]
+pub fn wake_due(now: u64) {
+    // SAFETY: one CPU, interrupts off.
+    if now >= unsafe { NEXT_WAKE } {
+        wake_sleepers(now);
+    }
+}
+
+fn wake_sleepers(now: u64) {
+    let mut next = u64::MAX;
+    for i in 0..MAX_PROCS {
+        let p = &k().procs[i];
+        if p.state == PS_BLOCKED && p.wait_reason == W_SLEEP {
+            if p.wake_tick <= now {
+                let pid = p.pid;
+                make_runnable(pid);
+            } else {
+                next = next.min(p.wake_tick);
+            }
+        }
+    }
+    // SAFETY: one CPU, interrupts off.
+    unsafe { NEXT_WAKE = next };
+}
