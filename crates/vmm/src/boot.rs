@@ -18,9 +18,14 @@ use crate::memory::{GuestRam, write_bytes, write_obj};
 
 /// Page-table entry bits.
 pub const PTE_PRESENT: u64 = 1 << 0;
+/// Page-table entry bits of the boot tables the hypervisor builds.
 pub const PTE_WRITABLE: u64 = 1 << 1;
+/// Write-through (with PCD: uncached, for the MMIO window).
+
 pub const PTE_PWT: u64 = 1 << 3;
+/// Cache disable.
 pub const PTE_PCD: u64 = 1 << 4;
+/// A 2 MiB (PD) or 1 GiB (PDPT) leaf.
 pub const PTE_PS: u64 = 1 << 7;
 
 const GIB: u64 = 1 << 30;
@@ -44,13 +49,21 @@ pub const GDT: [u64; 8] = [
 /// What the loader placed where, for [`BootInfo`].
 #[derive(Clone, Debug)]
 pub struct BootParams<'a> {
+    /// vCPUs the kernel may bring up.
     pub num_cpus: u32,
+    /// Guest RAM in bytes.
     pub mem_size: u64,
+    /// Physical extent of the loaded kernel (it must not allocate there).
     pub kernel_phys_start: u64,
+    /// End of it (exclusive).
     pub kernel_phys_end: u64,
+    /// Where the initramfs was placed.
     pub initramfs_phys: u64,
+    /// Its length in bytes.
     pub initramfs_len: u64,
+    /// LAPIC timer input frequency, so the kernel needs no calibration.
     pub lapic_timer_hz: u64,
+    /// Kernel command line.
     pub cmdline: &'a str,
 }
 

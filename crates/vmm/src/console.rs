@@ -41,6 +41,7 @@ impl std::fmt::Debug for ConsoleOutput {
 pub struct CaptureBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl CaptureBuffer {
+    /// An empty buffer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,6 +84,7 @@ pub struct ConsoleSink {
 }
 
 impl ConsoleSink {
+    /// A sink writing to `output`.
     pub fn new(output: ConsoleOutput) -> Self {
         let out: Box<dyn Write + Send> = match output {
             ConsoleOutput::Stdout => Box::new(std::io::stdout()),

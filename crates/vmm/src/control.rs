@@ -37,11 +37,16 @@ const REKICK: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ControlError {
     #[error("the VM is not running (it is stopped, booting or rebooting)")]
+    /// No vCPU thread is running.
     NotRunning,
     #[error("only {parked} of {running} vCPUs stopped within {waited:?}")]
+    /// Some vCPUs did not stop in time; the hold was released.
     PauseTimeout {
+        /// vCPUs that parked.
         parked: usize,
+        /// vCPUs of the run.
         running: usize,
+        /// How long the pause waited.
         waited: Duration,
     },
 }
@@ -49,8 +54,11 @@ pub enum ControlError {
 /// Registers of a vCPU, as it recorded them when it parked.
 #[derive(Clone, Debug)]
 pub struct VcpuRegs {
+    /// The vCPU.
     pub id: u32,
+    /// Its general-purpose registers (`None` if KVM refused them).
     pub regs: Option<kvm_regs>,
+    /// Its segment and control registers, likewise.
     pub sregs: Option<kvm_sregs>,
 }
 
@@ -68,6 +76,7 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// The state's name in the control API.
     pub const fn name(self) -> &'static str {
         match self {
             RunState::Running => "running",
@@ -332,6 +341,7 @@ impl VmControl {
         st.paused_total + st.paused_since.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
+    /// What the VM is doing now.
     pub fn state(&self) -> RunState {
         let st = lock(&self.shared.state);
         if st.running == 0 {
@@ -360,6 +370,7 @@ impl VmControl {
         self.stats.snapshot()
     }
 
+    /// Where the kernel and initramfs were placed.
     pub fn layout(&self) -> &GuestLayout {
         &self.layout
     }

@@ -21,16 +21,27 @@ pub struct Vcpu {
     pub fd: VcpuFd,
 }
 
+/// Protected mode.
 pub const CR0_PE: u64 = 1 << 0;
+/// Monitor coprocessor.
 pub const CR0_MP: u64 = 1 << 1;
+/// Extension type (always 1).
 pub const CR0_ET: u64 = 1 << 4;
+/// Native FPU errors.
 pub const CR0_NE: u64 = 1 << 5;
+/// Ring 0 honours read-only pages.
 pub const CR0_WP: u64 = 1 << 16;
+/// Paging.
 pub const CR0_PG: u64 = 1 << 31;
+/// Physical address extension (needed for long mode).
 pub const CR4_PAE: u64 = 1 << 5;
+/// Global pages.
 pub const CR4_PGE: u64 = 1 << 7;
+/// Long mode enable.
 pub const EFER_LME: u64 = 1 << 8;
+/// Long mode active.
 pub const EFER_LMA: u64 = 1 << 10;
+/// No-execute bit in page tables.
 pub const EFER_NXE: u64 = 1 << 11;
 
 /// CPUID.1:ECX bits.

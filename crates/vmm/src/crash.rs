@@ -11,22 +11,43 @@ use crate::error::HandlerError;
 pub enum CrashKind {
     /// The kernel wrote to the pvpanic port (it panicked and filled its
     /// crash record first). `code` is the value written.
-    GuestPanic { code: u8 },
+    GuestPanic {
+        /// The byte written.
+        code: u8,
+    },
     /// A triple fault (KVM_EXIT_SHUTDOWN).
     TripleFault,
     /// KVM could not run or emulate the guest (KVM_EXIT_INTERNAL_ERROR).
-    InternalError { suberror: u32, data: Vec<u64> },
+    InternalError {
+        /// KVM's suberror (1: emulation failure, ...).
+        suberror: u32,
+        /// KVM's extra data words.
+        data: Vec<u64>,
+    },
     /// VM entry failed (KVM_EXIT_FAIL_ENTRY).
-    EntryFailure { reason: u64 },
+    EntryFailure {
+        /// The hardware's entry-failure reason.
+        reason: u64,
+    },
     /// KVM reported a guest crash system event.
-    SystemEvent { kind: u32 },
+    SystemEvent {
+        /// KVM_SYSTEM_EVENT_* type.
+        kind: u32,
+    },
     /// An exit the VMM does not know how to continue from.
-    UnhandledExit { reason: String },
+    UnhandledExit {
+        /// The exit, as KVM described it.
+        reason: String,
+    },
     /// The watchdog saw the kernel's heartbeat stop (a hard lockup): the
     /// vCPU was kicked out of the guest and its state captured.
     Hang {
+        /// The heartbeat value that stopped moving.
         heartbeat: u64,
+        /// How long it had not moved.
         stalled_ms: u64,
+        /// CPU time the vCPU thread burned meanwhile (a spinning guest,
+        /// not a starved host), where the host could tell.
         cpu_ms: Option<u64>,
     },
 }

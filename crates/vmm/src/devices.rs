@@ -27,6 +27,7 @@ use crate::stats::{ExitKind, ExitStats};
 /// What the vCPU must do after a port write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PioAction {
+    /// Resume the guest.
     Continue,
     /// The guest wrote this value to the pvpanic port.
     Panic(u8),
@@ -36,9 +37,13 @@ pub enum PioAction {
 
 /// The devices every vCPU shares.
 pub struct Devices {
+    /// Guest RAM (hypercall blocks and buffers are read from it).
     pub mem: Arc<GuestRam>,
+    /// COM1.
     pub serial: Arc<Mutex<SerialDevice>>,
+    /// The hypercall port and what it keeps.
     pub hypercalls: Arc<Hypercalls>,
+    /// Exit counters.
     pub stats: Arc<ExitStats>,
 }
 

@@ -35,7 +35,9 @@ pub enum Error {
     /// `/dev/kvm` (or the configured device) could not be opened.
     #[error("KVM is not available: cannot open {}: {source}", path.display())]
     KvmUnavailable {
+        /// The device.
         path: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: std::io::Error,
     },
@@ -47,10 +49,20 @@ pub enum Error {
     KvmCapability(&'static str),
     /// The guest memory size is out of range or misaligned.
     #[error("invalid guest memory size {size} bytes: {reason}")]
-    InvalidMemorySize { size: u64, reason: String },
+    InvalidMemorySize {
+        /// Bytes asked for.
+        size: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The vCPU count is out of range.
     #[error("invalid vCPU count {count}: must be between 1 and {max}")]
-    InvalidVcpuCount { count: u32, max: u32 },
+    InvalidVcpuCount {
+        /// vCPUs asked for.
+        count: u32,
+        /// The most supported.
+        max: u32,
+    },
     /// The kernel command line cannot be passed to the guest.
     #[error("invalid kernel command line: {0}")]
     InvalidCmdline(String),
@@ -62,21 +74,32 @@ pub enum Error {
         "initramfs of {len} bytes does not fit in guest memory \
          (it would be placed at {start:#x}, memory ends at {mem_size:#x})"
     )]
-    InitramfsTooLarge { len: u64, start: u64, mem_size: u64 },
+    InitramfsTooLarge {
+        /// Its length.
+        len: u64,
+        /// Where it would start (after the kernel).
+        start: u64,
+        /// Guest RAM.
+        mem_size: u64,
+    },
     /// Allocating or accessing guest memory failed.
     #[error("guest memory: {0}")]
     GuestMemory(String),
     /// A KVM ioctl failed.
     #[error("KVM {op} failed: {source}")]
     Kvm {
+        /// The ioctl.
         op: &'static str,
+        /// KVM's error.
         #[source]
         source: kvm_ioctls::Error,
     },
     /// A host system call failed.
     #[error("{op} failed: {source}")]
     Io {
+        /// The operation.
         op: &'static str,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
@@ -134,29 +157,59 @@ impl Error {
 /// Why a kernel image was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LoaderError {
+    /// No ELF magic.
     #[error("not an ELF file")]
     NotElf,
+    /// ELF, but not ELFCLASS64 / little-endian.
     #[error("not a 64-bit little-endian ELF file")]
     Not64BitLittleEndian,
+    /// Built for another machine (`e_machine`).
     #[error("not an x86-64 ELF file (machine type {0})")]
     WrongArch(u16),
+    /// Not `ET_EXEC` (`e_type`): the kernel is loaded at its link address.
     #[error("not a statically linked executable (ELF type {0}, expected ET_EXEC)")]
     NotExecutable(u16),
+    /// Headers that do not parse.
     #[error("malformed ELF file: {0}")]
     Malformed(String),
+    /// Nothing to load.
     #[error("no loadable segments")]
     NoLoadableSegments,
+    /// A `PT_LOAD` whose file part is larger than its memory part.
     #[error("segment at physical {paddr:#x} has file size {filesz:#x} > memory size {memsz:#x}")]
-    SegmentFileSize { paddr: u64, filesz: u64, memsz: u64 },
+    SegmentFileSize {
+        /// Its physical address.
+        paddr: u64,
+        /// `p_filesz`.
+        filesz: u64,
+        /// `p_memsz`.
+        memsz: u64,
+    },
+    /// A segment over the page tables, GDT and boot info the hypervisor
+    /// writes.
     #[error(
         "segment [{start:#x}, {end:#x}) overlaps the boot area below {:#x}",
         BOOT_RESERVED_END
     )]
-    SegmentInBootArea { start: u64, end: u64 },
+    SegmentInBootArea {
+        /// Its start.
+        start: u64,
+        /// Its end.
+        end: u64,
+    },
+    /// A segment that does not fit in guest RAM.
     #[error(
         "segment at physical {start:#x} (+{len:#x}) is outside guest memory of {mem_size:#x} bytes"
     )]
-    SegmentOutsideRam { start: u64, len: u64, mem_size: u64 },
+    SegmentOutsideRam {
+        /// Its start.
+        start: u64,
+        /// Its length.
+        len: u64,
+        /// Guest RAM.
+        mem_size: u64,
+    },
+    /// The entry point is not in any loaded segment.
     #[error("entry point {0:#x} is not inside the loaded kernel image")]
     BadEntry(u64),
 }

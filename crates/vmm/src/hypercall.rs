@@ -53,6 +53,7 @@ pub enum HcAction {
 /// When a milestone was first reached.
 #[derive(Clone, Copy, Debug)]
 pub struct Milestone {
+    /// The guest's milestone number (`MILESTONE_*`).
     pub id: u64,
     /// Host time of the first `HC_MILESTONE` with this id.
     pub at: Instant,
@@ -65,7 +66,9 @@ pub struct Milestone {
 /// An extension load/unload the guest reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtEvent {
+    /// Loaded (else unloaded).
     pub loaded: bool,
+    /// The kernel's extension slot.
     pub slot: u32,
 }
 
@@ -99,6 +102,7 @@ fn fail(errno: i64, reason: impl Into<String>) -> Failure {
 }
 
 impl Hypercalls {
+    /// Nothing registered, nothing counted.
     pub fn new() -> Self {
         Self::default()
     }
@@ -327,9 +331,13 @@ impl Hypercalls {
 /// Hypercall bookkeeping captured by [`Hypercalls::save_state`].
 #[derive(Clone, Debug, Default)]
 pub struct HypercallState {
+    /// The registered state root.
     pub root_gpa: Option<u64>,
+    /// Milestones reached.
     pub milestones: BTreeMap<u64, Milestone>,
+    /// Extension events reported.
     pub ext_events: u64,
+    /// The latest of them.
     pub last_ext_event: Option<ExtEvent>,
 }
 

@@ -35,6 +35,7 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// Every kind, in report order.
     pub const ALL: [ExitKind; 12] = [
         ExitKind::PioSerial,
         ExitKind::PioHypercall,
@@ -85,10 +86,12 @@ pub struct ExitStats {
 }
 
 impl ExitStats {
+    /// Counts one exit (lock-free: every exit calls it).
     pub fn record(&self, kind: ExitKind) {
         self.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> ExitCounts {
         let mut by_kind = [0u64; ExitKind::ALL.len()];
         for (slot, counter) in by_kind.iter_mut().zip(&self.counts) {
@@ -114,6 +117,7 @@ impl ExitCounts {
             .sum()
     }
 
+    /// Exits of one kind.
     pub fn get(&self, kind: ExitKind) -> u64 {
         self.by_kind[kind.index()]
     }

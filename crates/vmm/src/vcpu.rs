@@ -40,10 +40,13 @@ const SYSTEM_EVENT_CRASH: u32 = 3;
 /// What a vCPU reports to the VM's control loop.
 #[derive(Debug)]
 pub enum VcpuEvent {
+    /// The guest powered off with this status.
     PowerOff(i32),
+    /// The guest asked for a reboot.
     Reboot,
     /// The configured stop milestone was reached.
     Milestone(u64),
+    /// A crash the handler did not resume from (or no handler).
     Crash(Box<CrashInfo>),
     /// KVM_RUN failed.
     Failed(Error),
@@ -56,12 +59,15 @@ pub enum VcpuEvent {
 /// An event and the vCPU it came from (`None`: from outside).
 #[derive(Debug)]
 pub struct Report {
+    /// The vCPU (`None`: the control loop or a stop handle).
     pub vcpu: Option<u32>,
+    /// What happened.
     pub event: VcpuEvent,
 }
 
 /// State shared by all vCPU threads of a VM.
 pub struct VcpuContext {
+    /// The devices exits are routed to.
     pub devices: Devices,
     /// Set to make every vCPU thread leave its loop.
     pub stop: Arc<AtomicBool>,

@@ -48,12 +48,14 @@ pub fn thread_cpu_time(thread: libc::pthread_t) -> Option<Duration> {
     Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
+/// Watches one guest's heartbeat (see the module doc).
 pub struct Watchdog {
     timeout: Duration,
     last: Option<(u64, Instant, Option<Duration>)>,
 }
 
 impl Watchdog {
+    /// Declares a hang after `timeout` without a heartbeat.
     pub fn new(timeout: Duration) -> Self {
         Self {
             timeout,
