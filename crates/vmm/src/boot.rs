@@ -16,16 +16,16 @@ use zerocopy::FromZeros;
 use crate::error::{Error, Result};
 use crate::memory::{GuestRam, write_bytes, write_obj};
 
-/// Page-table entry bits.
+/// Page-table entry bits of the boot tables the hypervisor builds:
+/// present,
 pub const PTE_PRESENT: u64 = 1 << 0;
-/// Page-table entry bits of the boot tables the hypervisor builds.
+/// writable,
 pub const PTE_WRITABLE: u64 = 1 << 1;
-/// Write-through (with PCD: uncached, for the MMIO window).
-
+/// write-through (with PCD: uncached, for the MMIO window),
 pub const PTE_PWT: u64 = 1 << 3;
-/// Cache disable.
+/// cache disable,
 pub const PTE_PCD: u64 = 1 << 4;
-/// A 2 MiB (PD) or 1 GiB (PDPT) leaf.
+/// and a 2 MiB (PD) or 1 GiB (PDPT) leaf.
 pub const PTE_PS: u64 = 1 << 7;
 
 const GIB: u64 = 1 << 30;
