@@ -13,6 +13,9 @@ pub enum Fallback {
     /// The kernel crashed again before getting back to user mode.
     #[error("the kernel crashed again while recovering")]
     CrashedWhileRecovering,
+    /// Another vCPU could not be stopped: repairing under it is unsafe.
+    #[error("another vCPU could not be stopped for the repair")]
+    OthersRunning,
     /// KVM could not give the crashed vCPU's registers.
     #[error("the crashed vCPU's registers are unavailable")]
     NoRegisters,
@@ -62,6 +65,7 @@ impl Fallback {
         match self {
             Fallback::NoStateRoot => "no-state-root",
             Fallback::CrashedWhileRecovering => "crashed-while-recovering",
+            Fallback::OthersRunning => "others-running",
             Fallback::NoRegisters => "no-registers",
             Fallback::RootUnreadable(_) => "root-unreadable",
             Fallback::Refused(_) => "refused",

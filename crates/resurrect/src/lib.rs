@@ -145,6 +145,9 @@ impl Resurrector {
         let Some(root_gpa) = vm.root_gpa else {
             return Err(Fallback::NoStateRoot);
         };
+        if !vm.all_stopped {
+            return Err(Fallback::OthersRunning);
+        }
         if let Some(p) = self.pending.take() {
             // Crashed again before getting back to user mode: the
             // recovery itself failed.
@@ -208,6 +211,7 @@ impl Resurrector {
         self.image.prepare(input);
         let started = Instant::now();
         let tsc0 = rdtsc();
+        let others_stopped = vm.others.len();
         let run = self.run_repair(vm.vcpu, vm.vm_fd, &sregs);
         let tsc1 = rdtsc();
         let repair_time = started.elapsed();
@@ -255,6 +259,7 @@ impl Resurrector {
                 resume_time: Duration::ZERO,
                 snapshot,
                 root_gpa,
+                others_stopped,
             },
         });
         Ok(resume)

@@ -36,6 +36,8 @@ pub struct Recovery {
     pub snapshot: MemSnapshot,
     /// Where the kernel's state root is.
     pub root_gpa: u64,
+    /// Other vCPUs that were stopped while the image ran.
+    pub others_stopped: usize,
 }
 
 impl Recovery {

@@ -88,3 +88,42 @@ fn a_healthy_kernel_is_resurrected_in_the_same_setup() {
     );
     assert!(text.contains("null-deref"), "{text}");
 }
+
+/// With a second vCPU, the crash handler gets the machine with that vCPU
+/// stopped (it parks and records its registers), and both run on after.
+#[test]
+fn the_other_vcpu_is_stopped_during_the_repair() {
+    let input = ConsoleInput::manual();
+    let console = CaptureBuffer::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut config = lazarus_testkit::default_config(&input, &console);
+    config.mem_size = 64 << 20;
+    config.vcpus = 2;
+    config.timeout = Some(Duration::from_secs(60));
+    let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+    rc.listener = Some(tx);
+    config.crash_handler = Some(Box::new(rc));
+    let mut vm = lazarus_testkit::boot_vm(config);
+    assert!(matches!(
+        vm.run().expect("run"),
+        VmOutcome::MilestoneReached(_)
+    ));
+    vm.set_stop_milestone(None);
+    input.push(b"crash null-read\nrecoveries\npoweroff\n");
+    let outcome = vm.run().expect("run");
+    assert!(
+        matches!(outcome, VmOutcome::PowerOff(0)),
+        "{outcome:?}\n{}",
+        console.text()
+    );
+    let rec = rx.try_recv().expect("one resurrection reported");
+    assert_eq!(rec.others_stopped, 1, "{}", rec.summary());
+    assert_eq!(rec.crash.vcpu, 0);
+    assert!(
+        console
+            .text()
+            .contains("[lazarus] resurrected after null-deref"),
+        "{}",
+        console.text()
+    );
+}

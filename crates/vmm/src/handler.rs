@@ -64,6 +64,10 @@ pub struct StoppedVm<'a> {
     /// Every other vCPU of the run, stopped, with the registers it
     /// recorded when it stopped.
     pub others: Vec<VcpuRegs>,
+    /// Whether every other vCPU stopped. When one did not (it kept
+    /// running past the deadline), guest memory may change under the
+    /// handler, which must then leave the guest alone.
+    pub all_stopped: bool,
     /// The state root the guest registered, if it did.
     pub root_gpa: Option<u64>,
 }

@@ -200,14 +200,14 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
         .control
         .stop_others(vcpu.id, STOP_OTHERS_TIMEOUT, &ctx.stop);
     *lock(&ctx.handling) = Some((vcpu.id, Instant::now()));
-    let (others, _hold) = match stopped {
-        Ok((others, hold)) => (others, Some(hold)),
+    let (others, all_stopped, _hold) = match stopped {
+        Ok((others, hold)) => (others, true, Some(hold)),
         Err(e) => {
             warn!(
                 vcpu = vcpu.id,
                 "cannot stop the other vCPUs for the crash handler: {e}"
             );
-            (Vec::new(), None)
+            (Vec::new(), false, None)
         }
     };
     let verdict = handler.on_crash(
@@ -216,6 +216,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
             mem: &ctx.devices.mem,
             vcpu,
             others,
+            all_stopped,
             root_gpa: ctx.devices.hypercalls.root_gpa(),
         },
         &crash,
