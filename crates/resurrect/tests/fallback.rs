@@ -5,19 +5,49 @@
 //! must be a crash outcome carrying the reason, never a resumed kernel.
 
 use std::mem::offset_of;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use lazarus_abi::root::{KernelRoot, Proc};
-use lazarus_resurrect::{Fallback, ResurrectConfig};
+use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
 use lazarus_vmm::{CaptureBuffer, ConsoleInput, Vm, VmOutcome};
 use vm_memory::{Bytes, GuestAddress};
 
 fn boot(input: &ConsoleInput, console: &CaptureBuffer) -> Vm {
+    boot_with(input, console, 1, None)
+}
+
+/// The guest with `vcpus` vCPUs, resurrecting; reports go to `listener`.
+fn boot_with(
+    input: &ConsoleInput,
+    console: &CaptureBuffer,
+    vcpus: u32,
+    listener: Option<Sender<Recovery>>,
+) -> Vm {
     let mut config = lazarus_testkit::default_config(input, console);
     config.mem_size = 64 << 20;
+    config.vcpus = vcpus;
     config.timeout = Some(Duration::from_secs(60));
-    config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
+    let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+    rc.listener = listener;
+    config.crash_handler = Some(Box::new(rc));
     lazarus_testkit::boot_vm(config)
+}
+
+/// Runs a null read to a resurrection and on to a clean power-off.
+fn crash_and_power_off(vm: &mut Vm, input: &ConsoleInput, console: &CaptureBuffer) {
+    assert!(matches!(
+        vm.run().expect("run"),
+        VmOutcome::MilestoneReached(_)
+    ));
+    vm.set_stop_milestone(None);
+    input.push(b"crash null-read\nrecoveries\npoweroff\n");
+    let outcome = vm.run().expect("run");
+    assert!(
+        matches!(outcome, VmOutcome::PowerOff(0)),
+        "{outcome:?}\n{}",
+        console.text()
+    );
 }
 
 #[test]
@@ -69,18 +99,7 @@ fn a_healthy_kernel_is_resurrected_in_the_same_setup() {
     let input = ConsoleInput::manual();
     let console = CaptureBuffer::new();
     let mut vm = boot(&input, &console);
-    assert!(matches!(
-        vm.run().expect("run"),
-        VmOutcome::MilestoneReached(_)
-    ));
-    vm.set_stop_milestone(None);
-    input.push(b"crash null-read\nrecoveries\npoweroff\n");
-    let outcome = vm.run().expect("run");
-    assert!(
-        matches!(outcome, VmOutcome::PowerOff(0)),
-        "{outcome:?}\n{}",
-        console.text()
-    );
+    crash_and_power_off(&mut vm, &input, &console);
     let text = console.text();
     assert!(
         text.contains("[lazarus] resurrected after null-deref"),
@@ -96,26 +115,8 @@ fn the_other_vcpu_is_stopped_during_the_repair() {
     let input = ConsoleInput::manual();
     let console = CaptureBuffer::new();
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut config = lazarus_testkit::default_config(&input, &console);
-    config.mem_size = 64 << 20;
-    config.vcpus = 2;
-    config.timeout = Some(Duration::from_secs(60));
-    let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
-    rc.listener = Some(tx);
-    config.crash_handler = Some(Box::new(rc));
-    let mut vm = lazarus_testkit::boot_vm(config);
-    assert!(matches!(
-        vm.run().expect("run"),
-        VmOutcome::MilestoneReached(_)
-    ));
-    vm.set_stop_milestone(None);
-    input.push(b"crash null-read\nrecoveries\npoweroff\n");
-    let outcome = vm.run().expect("run");
-    assert!(
-        matches!(outcome, VmOutcome::PowerOff(0)),
-        "{outcome:?}\n{}",
-        console.text()
-    );
+    let mut vm = boot_with(&input, &console, 2, Some(tx));
+    crash_and_power_off(&mut vm, &input, &console);
     let rec = rx.try_recv().expect("one resurrection reported");
     assert_eq!(rec.others_stopped, 1, "{}", rec.summary());
     assert_eq!(rec.crash.vcpu, 0);
