@@ -160,7 +160,7 @@ impl Resurrector {
         let root = read_root(vm.mem, root_gpa)?;
         // Read now, before the repair changes it.
         let guest_record = matches!(crash.kind, CrashKind::GuestPanic { .. }).then_some(root.crash);
-        let detector = crash.kind.detector();
+        let detector = detector(&crash.kind);
         // Same place, same way, same process, again and again: a crash
         // loop (the repair did not stop it). Different processes crashing
         // in the same place are separate crashes: each was quarantined.
@@ -351,6 +351,26 @@ pub fn image_size(vm: &Vm) -> Option<ImageSize> {
     let any: &dyn std::any::Any = &**handler;
     any.downcast_ref::<Resurrector>()
         .map(Resurrector::image_size)
+}
+
+/// How the hypervisor saw the crash, as the repair ABI numbers it
+/// (`DETECT_*`; the one mapping, named by [`detector_name`]).
+pub fn detector(kind: &CrashKind) -> u32 {
+    use lazarus_abi::repair::*;
+    match kind {
+        CrashKind::GuestPanic { .. } => DETECT_PANIC,
+        CrashKind::TripleFault => DETECT_TRIPLE_FAULT,
+        CrashKind::Hang { .. } => DETECT_HANG,
+        CrashKind::InternalError { .. } => DETECT_INTERNAL_ERROR,
+        CrashKind::EntryFailure { .. } => DETECT_ENTRY_FAILURE,
+        CrashKind::SystemEvent { .. } | CrashKind::UnhandledExit { .. } => DETECT_OTHER,
+    }
+}
+
+/// The detector's name, as dumps and the crash database record it:
+/// `pvpanic`, `triple-fault`, `watchdog`, ...
+pub fn detector_name(kind: &CrashKind) -> &'static str {
+    lazarus_abi::repair::detector_name(detector(kind))
 }
 
 fn rdtsc() -> u64 {

@@ -129,7 +129,7 @@ pub fn capture_crash(
         });
     }
     let note = ids.note(NoteInput {
-        detector: info.kind.detector_name(),
+        detector: lazarus_resurrect::detector_name(&info.kind),
         crashed_vcpu: info.vcpu,
         boot_id,
         detail: crash_summary(info, record),
@@ -159,7 +159,7 @@ pub(crate) fn recovery(ids: &BuildIds, rec: Recovery, boot_id: &str) -> Captured
         regs: to_regs(info.regs.as_ref(), info.sregs.as_ref()),
     }];
     let note = ids.note(NoteInput {
-        detector: info.kind.detector_name(),
+        detector: lazarus_resurrect::detector_name(&info.kind),
         crashed_vcpu: info.vcpu,
         boot_id,
         detail,

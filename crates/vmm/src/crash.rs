@@ -52,27 +52,6 @@ pub enum CrashKind {
     },
 }
 
-impl CrashKind {
-    /// The detector that saw it, as the repair ABI numbers them
-    /// (`lazarus_abi::repair::DETECT_*`; names by `detector_name`).
-    pub fn detector(&self) -> u32 {
-        use lazarus_abi::repair::*;
-        match self {
-            CrashKind::GuestPanic { .. } => DETECT_PANIC,
-            CrashKind::TripleFault => DETECT_TRIPLE_FAULT,
-            CrashKind::Hang { .. } => DETECT_HANG,
-            CrashKind::InternalError { .. } => DETECT_INTERNAL_ERROR,
-            CrashKind::EntryFailure { .. } => DETECT_ENTRY_FAILURE,
-            CrashKind::SystemEvent { .. } | CrashKind::UnhandledExit { .. } => DETECT_OTHER,
-        }
-    }
-
-    /// The detector's name: `pvpanic`, `triple-fault`, `watchdog`, ...
-    pub fn detector_name(&self) -> &'static str {
-        lazarus_abi::repair::detector_name(self.detector())
-    }
-}
-
 impl std::fmt::Display for CrashKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
