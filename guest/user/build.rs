@@ -1,3 +1,6 @@
+//! Links every user program with `user.ld`: a static, non-PIE executable
+//! at `USER_IMAGE_BASE` with one writable segment.
+
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rustc-link-arg-bins=-T{dir}/user.ld");

@@ -7,6 +7,7 @@
 
 /// `/dev/rand`: reads fill the buffer with pseudo-random bytes.
 pub mod rand {
+    /// Device name: `/dev/rand`.
     pub const DEV: &str = "rand";
     /// ioctl: reseed the generator with `arg` (0 = fresh entropy).
     pub const IOC_RESEED: u64 = 1;
@@ -16,7 +17,9 @@ pub mod rand {
 
 /// `/dev/ramdisk`: a 64 KiB memory disk; each open has its own position.
 pub mod ramdisk {
+    /// Device name: `/dev/ramdisk`.
     pub const DEV: &str = "ramdisk";
+    /// Disk size in bytes.
     pub const SIZE: u64 = 64 * 1024;
     /// Opens at once; one more open fails with EMFILE.
     pub const MAX_OPENS: usize = 16;
@@ -36,11 +39,14 @@ pub mod ramdisk {
 /// in the calling process's kernel context (or, for [`IOC_TIMER_FAULT`],
 /// in a timer callback).
 pub mod crashtest {
+    /// Device name: `/dev/crashtest`.
     pub const DEV: &str = "crashtest";
     /// ioctl: returns [`PING_REPLY`].
     pub const IOC_PING: u64 = 0;
+    /// The known answer to [`IOC_PING`]; anything else is a wrong reply.
     pub const PING_REPLY: i64 = 0x1a2a;
 
+    /// First crashing command; every ioctl from here on crashes the kernel.
     pub const IOC_CRASH_BASE: u64 = 100;
     /// `ExtApi::panic("crashtest: requested panic")`.
     pub const IOC_PANIC: u64 = 100;
@@ -177,8 +183,11 @@ pub mod crashtest {
 pub mod kv {
     /// Service name registered with `SYS_SVC_REGISTER`.
     pub const SERVICE: &str = "kv";
+    /// Bytes of the request and reply headers.
     pub const HEADER_LEN: usize = 8;
+    /// Longest key in bytes.
     pub const KEY_MAX: usize = 32;
+    /// Longest value in bytes.
     pub const VALUE_MAX: usize = 180;
 
     /// Stores key -> value. Reply: empty.

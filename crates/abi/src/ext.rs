@@ -6,24 +6,31 @@
 //! the kernel goes through the [`ExtApi`] table handed to `init`. That keeps
 //! the boundary narrow enough for the repair image to reason about.
 
+/// [`ExtDescriptor::magic`]: "LZRSEXT1"; the loader refuses an extension
+/// without it (`ENOEXEC`).
 pub const EXT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSEXT1");
+/// The [`ExtApi`] version; an extension built for another one is refused.
 pub const EXT_API_VERSION: u32 = 1;
 
 /// Functions the kernel offers to extensions. All may be called from
 /// process context; those marked "irq-safe" also from timer callbacks.
 #[repr(C)]
 pub struct ExtApi {
+    /// [`EXT_API_VERSION`] of the kernel that filled the table.
     pub version: u32,
     /// Writes to the kernel log (console). irq-safe.
     pub log: extern "C" fn(msg: *const u8, len: usize),
     /// Kernel heap allocation; null on failure.
     pub alloc: extern "C" fn(size: usize, align: usize) -> *mut u8,
+    /// Frees what `alloc` returned, with the same size; null is ignored.
     pub free: extern "C" fn(ptr: *mut u8, size: usize, align: usize),
     /// Creates a kernel lock owned by the calling extension; returns its id
     /// or a negative errno.
     pub lock_create: extern "C" fn(name: *const u8, len: usize) -> i32,
     /// Acquires a lock; blocks (schedules) while another process holds it.
     pub lock_acquire: extern "C" fn(id: i32) -> i32,
+    /// Releases a lock the calling process holds and wakes its waiters;
+    /// 0, or -EPERM if the caller does not hold it.
     pub lock_release: extern "C" fn(id: i32) -> i32,
     /// Pid of the process the kernel is running on behalf of (0 in irq).
     pub current_pid: extern "C" fn() -> u32,
@@ -34,10 +41,12 @@ pub struct ExtApi {
     /// Calls `callback(arg)` from the timer interrupt every `period` ticks.
     /// Returns a timer id or a negative errno.
     pub timer_add: extern "C" fn(callback: extern "C" fn(u64), arg: u64, period: u64) -> i32,
+    /// Removes a timer `timer_add` returned; 0 or -EINVAL.
     pub timer_remove: extern "C" fn(id: i32) -> i32,
     /// Copies between kernel and the current process's memory after
     /// checking the user range; returns 0 or a negative errno.
     pub copy_to_user: extern "C" fn(dst: u64, src: *const u8, len: usize) -> i64,
+    /// The other direction of `copy_to_user`, with the same checks.
     pub copy_from_user: extern "C" fn(dst: *mut u8, src: u64, len: usize) -> i64,
     /// Reports a fatal kernel error (like Linux's `BUG()`/`panic()`).
     pub panic: extern "C" fn(msg: *const u8, len: usize) -> !,
@@ -67,17 +76,35 @@ pub struct ExtApi {
 /// `len` bytes. The kernel checks this contract on every reply: a broken
 /// one is an extension failure (`CRASH_EXT_FAILED`) and the extension is
 /// reset.
+///
+/// `open` runs for the opening process `pid`; its non-negative result is
+/// the per-open value (`aux`) the kernel passes to the other operations of
+/// that open file. Without `open`, `aux` is 0.
 pub type DevOpen = extern "C" fn(pid: u32) -> i64;
+/// Reads into the user buffer at `user_buf` (through
+/// `ExtApi::copy_to_user`); returns the bytes read.
 pub type DevRead = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;
+/// Writes from the user buffer at `user_buf` (through
+/// `ExtApi::copy_from_user`); returns the bytes written.
 pub type DevWrite = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;
+/// A device-defined command (`crate::dev`) with one argument.
 pub type DevIoctl = extern "C" fn(aux: u64, cmd: u64, arg: u64) -> i64;
+/// Called whenever a descriptor of the device is closed (every duplicate
+/// too, with the same `aux`).
 pub type DevClose = extern "C" fn(aux: u64);
 
+/// What an extension's entry point returns: identity, lifecycle hooks and
+/// device operations. Lives in the extension's image; the kernel checks it
+/// lies inside the image and is 8-aligned before reading it.
 #[repr(C)]
 pub struct ExtDescriptor {
+    /// [`EXT_MAGIC`].
     pub magic: u64,
+    /// [`EXT_API_VERSION`] the extension was built against.
     pub api_version: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// Module name (NUL-padded), as `lsmod` and crash reports show it.
     pub name: [u8; 16],
     /// The device appears as `/dev/<dev_name>`.
     pub dev_name: [u8; 16],
@@ -85,10 +112,15 @@ pub struct ExtDescriptor {
     pub init: extern "C" fn(api: &'static ExtApi) -> i32,
     /// Called before unload. Must release everything init acquired.
     pub exit: extern "C" fn(),
+    /// See [`DevOpen`]; absent: every open succeeds with `aux` 0.
     pub open: Option<DevOpen>,
+    /// See [`DevRead`]; absent: reads fail with `ENOTSUP`.
     pub read: Option<DevRead>,
+    /// See [`DevWrite`]; absent: writes fail with `ENOTSUP`.
     pub write: Option<DevWrite>,
+    /// See [`DevIoctl`]; absent: ioctls fail with `ENOTSUP`.
     pub ioctl: Option<DevIoctl>,
+    /// See [`DevClose`].
     pub close: Option<DevClose>,
 }
 

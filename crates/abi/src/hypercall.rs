@@ -7,11 +7,15 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// One hypercall, filled by the kernel; the hypervisor writes only `ret`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Hypercall {
+    /// The call, an `HC_*` number.
     pub nr: u64,
+    /// Its arguments, as listed at each `HC_*`; unused ones are ignored.
     pub args: [u64; 5],
+    /// Written by the hypervisor: >= 0 success, < 0 a negated errno.
     pub ret: i64,
 }
 
@@ -55,8 +59,13 @@ pub const HC_RECOVERED: u64 = 7;
 /// Largest single [`HC_CONSOLE_WRITE`].
 pub const CONSOLE_WRITE_MAX: u64 = 64 * 1024;
 
+/// [`HC_MILESTONE`]: the kernel is initialised and has spawned `/init`.
 pub const MILESTONE_KERNEL_READY: u64 = 1;
+/// [`HC_MILESTONE`]: a process first waits for console input (the system
+/// is interactive); the boot benchmarks stop here.
 pub const MILESTONE_SHELL_PROMPT: u64 = 2;
 
+/// [`HC_EXT_EVENT`] first argument: an extension was loaded.
 pub const EXT_EVENT_LOADED: u64 = 0;
+/// [`HC_EXT_EVENT`] first argument: an extension was unloaded.
 pub const EXT_EVENT_UNLOADED: u64 = 1;

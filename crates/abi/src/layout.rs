@@ -3,7 +3,9 @@
 //! The hypervisor builds the boot page tables, so it and the kernel must
 //! agree on every address below.
 
+/// A 4 KiB page.
 pub const PAGE_SIZE: u64 = 4096;
+/// A 2 MiB page (the physmap and the kernel image window use them).
 pub const LARGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
 
 /// Guest-physical address of the boot GDT the hypervisor installs.
@@ -43,6 +45,8 @@ pub const EXT_SLOT_SIZE: u64 = 16 * 1024 * 1024;
 
 /// `ExtApi::ioremap` mappings (4 KiB pages, uncached).
 pub const IOREMAP_REGION: u64 = EXT_REGION + 512 * 1024 * 1024;
+/// Bytes of that region; `ioremap` fails once it is used up (mappings are
+/// never freed).
 pub const IOREMAP_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Where user programs are linked.
@@ -61,13 +65,17 @@ pub const MAX_MEMORY: u64 = 3 * 1024 * 1024 * 1024;
 /// Default guest RAM.
 pub const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
 
-/// I/O port of the 16550 console (COM1) and its IRQ line.
+/// I/O port of the 16550 console (COM1).
 pub const PORT_COM1: u16 = 0x3f8;
+/// COM1's IRQ line (I/O APIC input), routed to [`VEC_COM1`].
 pub const IRQ_COM1: u32 = 4;
 /// pvpanic-style port: the guest writes [`PVPANIC_PANICKED`] after filling
 /// the crash record in its state root.
 pub const PORT_PVPANIC: u16 = 0x505;
+/// pvpanic event bit: the guest panicked (the kernel's crash signal).
 pub const PVPANIC_PANICKED: u8 = 1;
+/// pvpanic event bit "crash loaded"; the hypervisor only advertises it
+/// (reads of the port return both bits).
 pub const PVPANIC_CRASH_LOADED: u8 = 2;
 /// 32-bit write of the guest-physical address of a
 /// [`crate::hypercall::Hypercall`] block.
@@ -81,20 +89,29 @@ pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 /// too (2 MiB pages, cache disabled), so the kernel can reach the I/O APIC
 /// at `PHYSMAP_BASE + IOAPIC_BASE` without building mappings of its own.
 pub const MMIO_WINDOW_START: u64 = 0xFEC0_0000;
+/// End (exclusive) of that window.
 pub const MMIO_WINDOW_END: u64 = 0xFF00_0000;
-/// IDT vectors the kernel uses for external interrupts.
+/// IDT vector of the local APIC timer (the kernel tick).
 pub const VEC_TIMER: u8 = 0x20;
+/// IDT vector of the COM1 receive interrupt.
 pub const VEC_COM1: u8 = 0x24;
+/// IDT vector of the local APIC's spurious interrupt.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 /// Kernel timer frequency.
 pub const TICK_HZ: u64 = 100;
 
-/// GDT selectors. PLATFORM.md: they must follow Linux's layout.
+// GDT selectors. PLATFORM.md: they must follow Linux's layout.
+/// GDT selector: kernel 64-bit code.
 pub const SEL_KERNEL_CS: u16 = 0x10;
+/// GDT selector: kernel data.
 pub const SEL_KERNEL_DS: u16 = 0x18;
+/// GDT selector: user 32-bit code (RPL 3); unused, kept for Linux's layout.
 pub const SEL_USER_CS32: u16 = 0x23;
+/// GDT selector: user data (RPL 3).
 pub const SEL_USER_DS: u16 = 0x2b;
+/// GDT selector: user 64-bit code (RPL 3).
 pub const SEL_USER_CS: u16 = 0x33;
+/// GDT selector: the TSS.
 pub const SEL_TSS: u16 = 0x40;
 
 /// Translates a kernel-image virtual address to guest-physical.

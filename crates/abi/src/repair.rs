@@ -35,29 +35,44 @@ pub const PROGRAM_VA: u64 = IMAGE_VA + PROGRAM_OFFSET;
 // Offsets inside the image.
 /// [`RepairHeader`] then [`RepairInput`] then [`ResumePlan`].
 pub const MAILBOX_OFFSET: u64 = 0;
+/// [`RepairInput`], written by the hypervisor before every run.
 pub const INPUT_OFFSET: u64 = 0x100;
+/// [`ResumePlan`], zeroed by the hypervisor before every run and written by
+/// the repair program.
 pub const PLAN_OFFSET: u64 = 0x800;
 /// Page tables built by the hypervisor.
 pub const PAGE_TABLES_OFFSET: u64 = 0x1000;
+/// Bytes reserved for those page tables.
 pub const PAGE_TABLES_SIZE: u64 = 0x8000;
 /// The repair program's stack (grows down from its end).
 pub const STACK_OFFSET: u64 = 0x9000;
+/// Bytes of that stack.
 pub const STACK_SIZE: u64 = 0x10000;
 /// The repair program's ELF segments.
 pub const PROGRAM_OFFSET: u64 = 0x20000;
+/// Largest program (all segments, `.bss` included), in bytes.
 pub const PROGRAM_MAX: u64 = 0x60000;
 /// Pristine code copies and their table of contents.
 pub const PRISTINE_OFFSET: u64 = 0x80000;
 
+/// [`RepairHeader::magic`]: "LZRSREPR".
 pub const HEADER_MAGIC: u64 = u64::from_le_bytes(*b"LZRSREPR");
+/// Version of this image layout and mailbox ([`RepairHeader::version`]).
 pub const REPAIR_VERSION: u32 = 2;
+/// Pristine copies an image holds: the kernel and one per extension slot.
 pub const MAX_PRISTINE: usize = 1 + crate::root::MAX_EXTS;
 
+/// The first bytes of the image, written by the hypervisor whenever it
+/// (re)builds the image; the repair program finds its symbol table here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct RepairHeader {
+    /// [`HEADER_MAGIC`].
     pub magic: u64,
+    /// [`REPAIR_VERSION`].
     pub version: u32,
+    /// Pristine copies in use (entries of [`RepairInput::pristine`] with a
+    /// nonzero length).
     pub pristine_count: u32,
     /// Bytes of the image in use.
     pub image_size: u64,
@@ -67,8 +82,11 @@ pub struct RepairHeader {
     /// at `symbols_offset`, their names (NUL-free, not terminated) in
     /// `names_len` bytes at `names_offset`. Offsets are in the image.
     pub symbols_offset: u64,
+    /// See `symbols_offset`.
     pub names_offset: u64,
+    /// See `symbols_offset`.
     pub symbol_count: u32,
+    /// See `symbols_offset`.
     pub names_len: u32,
 }
 
@@ -78,12 +96,15 @@ pub struct RepairHeader {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ImageSymbol {
+    /// Kernel virtual address of the function's first byte.
     pub addr: u64,
+    /// Bytes of the function (saturated at `u32::MAX`; 0 if unknown).
     pub size: u32,
-    /// Offset of the name in the names area; the name runs to the next
-    /// symbol's name (or `name_len` bytes): see `name_len`.
+    /// Offset of the name in the names area (`RepairHeader::names_offset`).
     pub name_off: u32,
+    /// Bytes of the name (the image builder cuts long names).
     pub name_len: u32,
+    /// Padding; zero.
     pub _pad: u32,
 }
 
@@ -95,9 +116,11 @@ pub struct ImageSymbol {
 pub struct Pristine {
     /// Extension slot, or [`NONE`] for the kernel.
     pub ext_slot: u32,
+    /// Padding; zero.
     pub _pad: u32,
     /// Kernel virtual address the copy belongs at.
     pub va: u64,
+    /// Bytes of the copy; 0 marks an unused entry.
     pub len: u64,
     /// Offset of the copy in the image.
     pub image_offset: u64,
@@ -109,17 +132,25 @@ pub struct Pristine {
 }
 
 impl Pristine {
+    /// Whether this is the kernel's copy (not an extension's).
     pub const fn kernel(&self) -> bool {
         self.ext_slot == NONE
     }
 }
 
-// How the hypervisor detected the crash.
+// How the hypervisor detected the crash (`RepairInput::detector`).
+/// The kernel wrote the pvpanic port (it filled its crash record).
 pub const DETECT_PANIC: u32 = 1;
+/// The vCPU triple-faulted (shutdown); the kernel could not report.
 pub const DETECT_TRIPLE_FAULT: u32 = 2;
+/// The watchdog saw the heartbeat stop (a hard lockup).
 pub const DETECT_HANG: u32 = 3;
+/// KVM reported an internal error (e.g. an emulation failure).
 pub const DETECT_INTERNAL_ERROR: u32 = 4;
+/// Anything else: a crash system event or an exit the hypervisor cannot
+/// continue from.
 pub const DETECT_OTHER: u32 = 5;
+/// KVM failed to enter the guest (invalid vCPU state).
 pub const DETECT_ENTRY_FAILURE: u32 = 6;
 
 /// The name of a detector, as dumps and the crash database record it.
@@ -138,17 +169,27 @@ pub const fn detector_name(d: u32) -> &'static str {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct RepairInput {
+    /// How the crash was detected: a `DETECT_*`.
     pub detector: u32,
+    /// Index of the crashed vCPU (the one the program runs on).
     pub vcpu: u32,
+    /// Guest-physical address of the kernel's state root.
     pub root_gpa: u64,
+    /// Bytes of guest RAM.
     pub mem_size: u64,
     /// Registers of the crashed vCPU at the exit.
     pub rip: u64,
+    /// See `rip`.
     pub rsp: u64,
+    /// See `rip`.
     pub rbp: u64,
+    /// See `rip`.
     pub rflags: u64,
+    /// See `rip`.
     pub cr2: u64,
+    /// See `rip`.
     pub cr3: u64,
+    /// See `rip` (the code segment selector).
     pub cs: u64,
     /// Crashes of the same signature in a row so far (loop detection).
     pub repeat: u32,
@@ -158,24 +199,34 @@ pub struct RepairInput {
     /// copies (a native-speed memcmp) and found it intact, so the program
     /// skips that pass. Zero: the program compares and restores.
     pub code_verified: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// The pristine copies in the image, as of this run (unused entries
+    /// have `len` 0).
     pub pristine: [Pristine; MAX_PRISTINE],
 }
 
-// Plan actions.
+// Plan actions (`ResumePlan::action`).
+/// The plan as the hypervisor left it (zeroed): the program decided
+/// nothing. Anything but [`PLAN_RESUME`] falls back.
 pub const PLAN_NONE: u32 = 0;
+/// Repaired: enter the kernel at `entry` on `stack_top` with `cr3`.
 pub const PLAN_RESUME: u32 = 1;
 /// Repair is not safe: dump and reboot.
 pub const PLAN_FALLBACK: u32 = 2;
 
-// Flags in `ResumePlan::ext_actions[slot]`.
+// Values of `ResumePlan::ext_actions[slot]` (0: nothing done).
+/// The extension was restored from its pristine copy and will be
+/// initialised again.
 pub const EXT_ACTION_RESET: u32 = 1;
+/// The extension reached the crash limit and was disabled.
 pub const EXT_ACTION_DISABLED: u32 = 2;
 
 /// What the repair program decided and did.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ResumePlan {
+    /// A `PLAN_*`.
     pub action: u32,
     /// Quarantined pid (0: none, e.g. a fault in interrupt context).
     pub quarantined: u32,
@@ -185,19 +236,29 @@ pub struct ResumePlan {
     pub interrupted: u32,
     /// Resume: the kernel's recovery entry, a stack for it, its page tables.
     pub entry: u64,
+    /// See `entry`; 16-byte aligned, inside the kernel image.
     pub stack_top: u64,
+    /// See `entry`; must be the kernel's master PML4.
     pub cr3: u64,
-    /// Diagnosis.
+    /// Diagnosis: a `KIND_*`.
     pub kind: u32,
+    /// Kernel locks the program freed (held by the offender or the reset
+    /// extension).
     pub locks_released: u32,
+    /// Blocked processes it made runnable.
     pub waiters_woken: u32,
+    /// Bytes of kernel or extension code it restored from pristine copies.
     pub code_bytes_restored: u32,
+    /// Kernel invariants it found broken and repaired.
     pub invariant_fixes: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// Per extension slot, an `EXT_ACTION_*` or 0.
     pub ext_actions: [u32; crate::root::MAX_EXTS],
     /// TSC when the program started and finished (profiling: the rest of
     /// the run is entry, exits and page-table warm-up).
     pub tsc_start: u64,
+    /// See `tsc_start`.
     pub tsc_end: u64,
     /// Why, in words (NUL-padded).
     pub reason: [u8; 96],
@@ -211,22 +272,39 @@ pub struct ResumePlan {
 }
 
 // Diagnosis kinds (names as in the offline diagnosis reports).
+/// Not classified.
 pub const KIND_UNKNOWN: u32 = 0;
+/// An explicit kernel panic.
 pub const KIND_PANIC: u32 = 1;
+/// A page fault below 4 KiB (a null pointer dereference).
 pub const KIND_NULL_DEREF: u32 = 2;
+/// A page fault on a write to an unmapped address.
 pub const KIND_WILD_WRITE: u32 = 3;
+/// Any other page fault.
 pub const KIND_PAGE_FAULT: u32 = 4;
+/// A general-protection fault.
 pub const KIND_GP: u32 = 5;
+/// An invalid opcode in ring 0.
 pub const KIND_INVALID_OPCODE: u32 = 6;
+/// A divide error.
 pub const KIND_DIVIDE: u32 = 7;
+/// A double fault with the stack pointer in a kernel stack's guard page.
 pub const KIND_STACK_OVERFLOW: u32 = 8;
+/// Any other double fault.
 pub const KIND_DOUBLE_FAULT: u32 = 9;
+/// The heartbeat stopped (interrupts off in the kernel).
 pub const KIND_HARD_LOCKUP: u32 = 10;
+/// A kernel path ran too long without scheduling.
 pub const KIND_SOFT_LOCKUP: u32 = 11;
+/// A lockup while spinning on a kernel lock another process holds.
 pub const KIND_DEADLOCK: u32 = 12;
+/// A kernel list failed its integrity checks.
 pub const KIND_LIST_CORRUPTION: u32 = 13;
+/// A CPU exception in interrupt context (e.g. a timer callback).
 pub const KIND_IRQ_FAULT: u32 = 14;
+/// A triple fault: the kernel could not report the crash itself.
 pub const KIND_TRIPLE_FAULT: u32 = 15;
+/// A KVM internal error (e.g. an instruction KVM cannot emulate).
 pub const KIND_KVM_INTERNAL: u32 = 16;
 /// A fail-silent extension: no crash, but it broke its contract or a
 /// client reported it (`CRASH_EXT_FAILED`). Nobody is quarantined.
@@ -235,6 +313,8 @@ pub const KIND_EXT_FAILED: u32 = 17;
 /// that process is quarantined before it runs on it.
 pub const KIND_CONTEXT_CORRUPT: u32 = 18;
 
+/// The name of a diagnosis kind, as reports, dumps and the crash database
+/// record it (`"unknown"` for an unknown code).
 pub const fn kind_name(k: u32) -> &'static str {
     match k {
         KIND_PANIC => "panic",

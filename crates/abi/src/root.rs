@@ -11,34 +11,56 @@ pub use crate::hypercall::RootHeader;
 use crate::trap::TrapFrame;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// [`RootHeader::magic`]: "LZRSROOT".
 pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSROOT");
+/// Version of every layout in this crate, checked at boot
+/// ([`crate::boot::BootInfo`]) and at root registration; bump it on any
+/// layout change.
 pub const ABI_VERSION: u32 = 2;
 
+// Table sizes: every table in the root is a fixed-size array.
+/// Entries of [`KernelRoot::cpus`].
 pub const MAX_CPUS: usize = 4;
+/// Entries of [`KernelRoot::procs`]: live processes at once.
 pub const MAX_PROCS: usize = 64;
+/// File descriptors per process.
 pub const MAX_FDS: usize = 16;
+/// Entries of [`KernelRoot::locks`].
 pub const MAX_LOCKS: usize = 64;
+/// Extension slots.
 pub const MAX_EXTS: usize = 8;
+/// Entries of [`KernelRoot::pipes`].
 pub const MAX_PIPES: usize = 32;
+/// Entries of [`KernelRoot::timers`].
 pub const MAX_TIMERS: usize = 16;
+/// Entries of [`KernelRoot::services`].
 pub const MAX_SERVICES: usize = 8;
+/// IPC messages queued at once, all mailboxes together.
 pub const MAX_MSGS: usize = 64;
+/// Bytes of each pipe's ring buffer.
 pub const PIPE_BUF: usize = 1024;
 /// Kernel heap: blocks of this size, tracked out of band (see [`HeapMap`]).
 pub const HEAP_BLOCK: usize = 256;
+/// Blocks in the kernel heap (2 MiB in all).
 pub const HEAP_BLOCKS: usize = 8192;
 /// `HeapMap::owner` of a kernel allocation (extensions are slot + 1).
 pub const HEAP_OWNER_KERNEL: u8 = 0xff;
+/// Bytes of console input buffered for readers ([`ConsoleIn`]).
 pub const CONSOLE_BUF: usize = 1024;
 
 /// "No process / no extension" in u32 id fields.
 pub const NONE: u32 = u32::MAX;
 
-// Process states.
+// Process states (`Proc::state`).
+/// An unused process-table entry.
 pub const PS_FREE: u32 = 0;
+/// Ready to run, on the run queue.
 pub const PS_RUNNABLE: u32 = 1;
+/// Running on a CPU.
 pub const PS_RUNNING: u32 = 2;
+/// Waiting (`Proc::wait_reason`).
 pub const PS_BLOCKED: u32 = 3;
+/// Exited; waits for its parent to collect the status.
 pub const PS_ZOMBIE: u32 = 4;
 /// Crashed the kernel; never runs again, memory kept until reaped.
 pub const PS_QUARANTINED: u32 = 5;
@@ -48,6 +70,7 @@ pub const PS_QUARANTINED: u32 = 5;
 /// resuming from `wait` should not wait for).
 pub const PS_RECLAIM: u32 = 6;
 
+/// A process state's name as `ps` shows it (`"?"` if unknown).
 pub const fn proc_state_name(s: u32) -> &'static str {
     match s {
         PS_FREE => "free",
@@ -63,25 +86,40 @@ pub const fn proc_state_name(s: u32) -> &'static str {
 
 // Why a blocked process waits (`Proc::wait_reason`); `wait_obj` names the
 // object (pipe index, lock index, child pid...).
+/// Not waiting.
 pub const W_NONE: u32 = 0;
+/// In `SYS_WAIT`, for a child to end.
 pub const W_CHILD: u32 = 1;
+/// In `SYS_SLEEP` or `ExtApi::sleep_ticks`, until `Proc::wake_tick`.
 pub const W_SLEEP: u32 = 2;
+/// Reading an empty pipe.
 pub const W_PIPE_READ: u32 = 3;
+/// Writing a full pipe.
 pub const W_PIPE_WRITE: u32 = 4;
+/// Reading the console with no input buffered.
 pub const W_CONSOLE: u32 = 5;
+/// In `SYS_IPC_RECV` with an empty mailbox.
 pub const W_IPC: u32 = 6;
+/// For a kernel lock another process holds.
 pub const W_LOCK: u32 = 7;
 
-// File-descriptor kinds.
+// File-descriptor kinds (`Fd::kind`).
+/// A closed descriptor.
 pub const FD_NONE: u32 = 0;
+/// The serial console.
 pub const FD_CONSOLE: u32 = 1;
+/// The read end of a pipe.
 pub const FD_PIPE_READ: u32 = 2;
+/// The write end of a pipe.
 pub const FD_PIPE_WRITE: u32 = 3;
+/// An extension's device.
 pub const FD_DEVICE: u32 = 4;
 
+/// One entry of a process's file-descriptor table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Fd {
+    /// An `FD_*` kind.
     pub kind: u32,
     /// Pipe index or extension slot.
     pub obj: u32,
@@ -89,13 +127,20 @@ pub struct Fd {
     pub aux: u64,
 }
 
+/// A process: entry [`KernelRoot::slot_of`]`(pid)` of the process table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Proc {
+    /// Process id (never 0; 1 is `/init`).
     pub pid: u32,
+    /// A `PS_*` state.
     pub state: u32,
+    /// Parent's pid; orphans are re-parented to 1.
     pub parent: u32,
+    /// Exit status once it ended ([`crate::syscall::EXIT_KILLED`],
+    /// [`crate::syscall::EXIT_QUARANTINED`] or its own).
     pub exit_status: i32,
+    /// Program name (NUL-padded).
     pub name: [u8; 16],
     /// Physical address of the process's PML4.
     pub cr3: u64,
@@ -103,11 +148,15 @@ pub struct Proc {
     pub kstack_top: u64,
     /// Saved kernel RSP while switched out.
     pub kctx_rsp: u64,
+    /// While blocked: a `W_*` reason.
     pub wait_reason: u32,
+    /// While blocked: the object waited on (pipe or lock index), else 0.
     pub wait_obj: u32,
     /// Tick at which a sleeping process wakes.
     pub wake_tick: u64,
+    /// Start of the user heap (page-aligned end of the program image).
     pub brk_base: u64,
+    /// Current program break (`SYS_SBRK`): the heap is `[brk_base, brk)`.
     pub brk: u64,
     /// Ticks this process has been scheduled.
     pub ticks: u64,
@@ -117,16 +166,20 @@ pub struct Proc {
     pub syscall_nr: u64,
     /// Extension slot executing on behalf of this process, or [`NONE`].
     pub cur_ext: u32,
+    /// Reserved; no flag is defined (0).
     pub flags: u32,
     /// Lock this process is spinning on (`ExtApi::lock_try_acquire`
     /// failed and it has not acquired since), or [`NONE`]. Turns a lockup
     /// into a diagnosable deadlock.
     pub spinning_on: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// Pages of user memory mapped.
     pub mem_pages: u64,
     /// Virtual address of the user-mode trap frame on the kernel stack, set
     /// while the process is inside the kernel.
     pub user_frame: u64,
+    /// The file-descriptor table, indexed by fd.
     pub fds: [Fd; MAX_FDS],
     /// While switched out: `trap::seal` of its saved context and user trap
     /// frame, checked before it runs again, so that corruption of a
@@ -135,9 +188,12 @@ pub struct Proc {
     pub ctx_seal: u64,
 }
 
-// Lock states.
+// Lock states (`KLock::state`).
+/// An unused lock-table entry.
 pub const LOCK_UNUSED: u32 = 0;
+/// Created and not held.
 pub const LOCK_FREE: u32 = 1;
+/// Held by `KLock::owner`.
 pub const LOCK_HELD: u32 = 2;
 
 /// A kernel lock. Locks live in this table (not inside other objects) so
@@ -145,23 +201,36 @@ pub const LOCK_HELD: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct KLock {
+    /// A `LOCK_*` state.
     pub state: u32,
     /// Holding pid, 0 if none.
     pub owner: u32,
     /// Extension slot that created it, or [`NONE`] for the core kernel.
     pub ext: u32,
+    /// Processes blocked waiting for it.
     pub waiters: u32,
+    /// Name given at creation (NUL-padded).
     pub name: [u8; 24],
+    /// Heartbeat (tick) of the last acquisition.
     pub acquired_tick: u64,
+    /// Times it was acquired.
     pub acquisitions: u64,
 }
 
-// Extension slot states.
+// Extension slot states (`ExtSlot::state`).
+/// An unused slot.
 pub const EXT_FREE: u32 = 0;
+/// Being loaded, or reset by the repair: mapped, its init not yet run
+/// (again) successfully.
 pub const EXT_LOADING: u32 = 1;
+
+/// Loaded and initialised; its device can be opened.
 pub const EXT_LIVE: u32 = 2;
+/// Still mapped but out of service: its re-init failed or it crashed too
+/// often.
 pub const EXT_DISABLED: u32 = 3;
 
+/// An extension state's name as `lsmod` shows it (`"?"` if unknown).
 pub const fn ext_state_name(s: u32) -> &'static str {
     match s {
         EXT_FREE => "free",
@@ -172,21 +241,32 @@ pub const fn ext_state_name(s: u32) -> &'static str {
     }
 }
 
+/// One extension slot; its code lives at `EXT_REGION + slot *
+/// EXT_SLOT_SIZE` (`crate::layout`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ExtSlot {
+    /// An `EXT_*` state.
     pub state: u32,
+    /// Times an extension was loaded into this slot (kept across unloads;
+    /// resets do not count).
     pub load_count: u32,
+    /// Resets by the repair since the last load (the repair disables the
+    /// extension at `RepairInput::ext_crash_limit`).
     pub crash_count: u32,
     /// Open file descriptors referring to this extension's device.
     pub open_count: u32,
+    /// Module name (NUL-padded).
     pub name: [u8; 16],
+    /// Device name under `/dev` (NUL-padded).
     pub dev_name: [u8; 16],
     /// Virtual load base and mapped size.
     pub base: u64,
+    /// See `base`.
     pub size: u64,
     /// Executable range (virtual), for code checksums.
     pub text_start: u64,
+    /// See `text_start` (exclusive end).
     pub text_end: u64,
     /// Virtual address of its `ExtDescriptor`.
     pub descriptor: u64,
@@ -198,51 +278,76 @@ pub struct ExtSlot {
     pub last_complaint_tick: u64,
 }
 
+/// A pipe: a ring buffer and the count of descriptors on each end.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Pipe {
     /// Nonzero while allocated.
     pub in_use: u32,
+    /// Open read-end descriptors.
     pub readers: u32,
+    /// Open write-end descriptors; 0 means end of file for readers.
     pub writers: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// Index in `buf` of the oldest unread byte.
     pub head: u64,
+    /// Unread bytes, from `head` (wrapping).
     pub len: u64,
+    /// The ring buffer.
     pub buf: [u8; PIPE_BUF],
 }
 
+/// A periodic timer an extension registered (`ExtApi::timer_add`); the
+/// callback runs in the timer interrupt.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Timer {
+    /// Nonzero while registered.
     pub in_use: u32,
+    /// The owning extension's slot.
     pub ext: u32,
+    /// Period in ticks (at least 1).
     pub period_ticks: u64,
+    /// Heartbeat at which it fires next.
     pub next_tick: u64,
     /// `extern "C" fn(arg: u64)` in the owning extension.
     pub callback: u64,
+    /// The argument passed to `callback`.
     pub arg: u64,
 }
 
+/// A named IPC service (`SYS_SVC_REGISTER`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Service {
+    /// The registered process; 0 for a free entry.
     pub pid: u32,
+    /// Padding; zero.
     pub _pad: u32,
+    /// Service name (NUL-padded).
     pub name: [u8; 16],
 }
 
+/// A queued IPC message; all mailboxes share one table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Message {
+    /// Nonzero while queued.
     pub in_use: u32,
+    /// Sender's pid.
     pub src: u32,
+    /// Recipient's pid (whose mailbox it is in).
     pub dst: u32,
+    /// Bytes of `data` used.
     pub len: u32,
     /// Arrival order, so each mailbox is FIFO.
     pub seq: u64,
+    /// The payload.
     pub data: [u8; crate::syscall::IPC_MSG_MAX],
 }
 
+/// Per-CPU state and counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct Cpu {
@@ -252,36 +357,55 @@ pub struct Cpu {
     pub in_irq: u32,
     /// Extension slot whose timer callback is running, or [`NONE`].
     pub irq_ext: u32,
+    /// Nonzero once the CPU runs the kernel.
     pub online: u32,
+    /// Interrupts handled; not maintained by the kernel yet (0).
     pub irqs: u64,
+    /// System calls handled.
     pub syscalls: u64,
+    /// Switches to another process.
     pub context_switches: u64,
+    /// Timer ticks that found the CPU idle.
     pub idle_ticks: u64,
 }
 
+/// Console input received and not yet read: a ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ConsoleIn {
+    /// Index in `buf` of the oldest unread byte.
     pub head: u64,
+    /// Unread bytes, from `head` (wrapping); input beyond the buffer is
+    /// dropped.
     pub len: u64,
+    /// The ring buffer.
     pub buf: [u8; CONSOLE_BUF],
 }
 
+/// Physical memory and kernel heap accounting.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct MemStats {
+    /// 4 KiB frames of guest RAM.
     pub frames_total: u64,
+    /// Frames not allocated.
     pub frames_free: u64,
     /// Physical address of the frame bitmap (1 bit per frame, 1 = used).
     pub bitmap_phys: u64,
+    /// Its length in 64-bit words.
     pub bitmap_words: u64,
+    /// Kernel virtual address of the heap ([`HeapMap`] block 0).
     pub heap_start: u64,
+    /// Bytes of heap.
     pub heap_size: u64,
+    /// Bytes allocated (whole blocks).
     pub heap_used: u64,
+    /// Reserved; zero.
     pub _reserved: u64,
 }
 
 // Crash kinds reported by the kernel in `CrashRecord::kind`.
+/// No crash recorded.
 pub const CRASH_NONE: u32 = 0;
 /// An explicit kernel panic (a `panic!` or the extension API's panic).
 pub const CRASH_PANIC: u32 = 1;
@@ -303,6 +427,8 @@ pub const CRASH_EXT_FAILED: u32 = 5;
 /// process.
 pub const CRASH_CONTEXT_CORRUPT: u32 = 6;
 
+/// A kernel crash kind's name, as dumps record it (`"unknown"` if
+/// unknown).
 pub const fn crash_kind_name(k: u32) -> &'static str {
     match k {
         CRASH_PANIC => "panic",
@@ -320,19 +446,29 @@ pub const fn crash_kind_name(k: u32) -> &'static str {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ListNode {
+    /// The next node (the head itself at the end).
     pub next: u64,
+    /// The previous node.
     pub prev: u64,
 }
 
+/// The kernel's account of its last crash, filled just before it writes
+/// the pvpanic port. A crash the kernel could not report (a triple fault,
+/// a hang) leaves the previous record, with an older `seq`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct CrashRecord {
     /// Incremented for every crash the kernel reports.
     pub seq: u64,
+    /// A `CRASH_*` kind.
     pub kind: u32,
+    /// The CPU that crashed.
     pub cpu: u32,
+    /// The exception vector of an oops (`frame.vector`).
     pub vector: u64,
+    /// The CPU's error code of an oops.
     pub error_code: u64,
+    /// The faulting address of a page fault, else 0.
     pub cr2: u64,
     /// Offending pid (0 = none, e.g. idle or early boot).
     pub pid: u32,
@@ -340,26 +476,37 @@ pub struct CrashRecord {
     pub ext: u32,
     /// Nonzero if the crash happened in interrupt context.
     pub in_irq: u32,
+    /// Bytes of `message` used.
     pub msg_len: u32,
+    /// Registers at the crash: the exception's frame, or the caller's for a
+    /// panic (enough for a backtrace).
     pub frame: TrapFrame,
+    /// What happened, in words (e.g. `oops: page fault at ...`).
     pub message: [u8; 128],
 }
 
+/// All kernel state that diagnosis and repair need (see the module docs).
+/// Written by the kernel; read by the hypervisor (header only), the dump
+/// and its analysis, fault injection, and the repair program, which also
+/// repairs it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct KernelRoot {
     /// The part the hypervisor reads: magic, version, size and the
     /// heartbeat (timer ticks since boot) its watchdog watches move.
     pub header: RootHeader,
+    /// Bytes of guest RAM.
     pub mem_size: u64,
     /// Physical address of the master PML4 (kernel half shared by all).
     pub master_pml4: u64,
     /// Kernel text range (virtual), for code checksums.
     pub kernel_text_start: u64,
+    /// See `kernel_text_start` (exclusive end).
     pub kernel_text_end: u64,
     /// Kernel entry point that resumes scheduling after a repair, and the
     /// stack it starts on (the boot/idle stack, abandoned at a crash).
     pub recovery_entry: u64,
+    /// See `recovery_entry`.
     pub recovery_stack: u64,
     /// Where a fresh kernel context "returns" to restart a process from
     /// its user-mode trap frame (the repair program builds such contexts).
@@ -367,28 +514,47 @@ pub struct KernelRoot {
     /// The IDT and the table of entry stubs it is built from, so the
     /// repair program can rebuild a corrupted IDT.
     pub idt: u64,
+    /// See `idt`.
     pub isr_table: u64,
+    /// The next pid to try allocating (pids count up and wrap, skipping 0).
     pub next_pid: u32,
+    /// Index in `runq` of the next pid to run.
     pub runq_head: u32,
+    /// Pids queued in `runq` from `runq_head` (wrapping).
     pub runq_len: u32,
+    /// Padding; zero.
     pub _pad0: u32,
     /// Ring buffer of runnable pids.
     pub runq: [u32; MAX_PROCS],
+    /// Per-CPU state.
     pub cpus: [Cpu; MAX_CPUS],
+    /// The process table, indexed by [`KernelRoot::slot_of`].
     pub procs: [Proc; MAX_PROCS],
+    /// Every kernel lock; a lock's id is its index.
     pub locks: [KLock; MAX_LOCKS],
+    /// Extension slots.
     pub exts: [ExtSlot; MAX_EXTS],
+    /// Extension timers; a timer's id is its index.
     pub timers: [Timer; MAX_TIMERS],
+    /// Registered IPC services.
     pub services: [Service; MAX_SERVICES],
+    /// Sequence number of the last message sent (`Message::seq`).
     pub msg_seq: u64,
+    /// Queued IPC messages.
     pub msgs: [Message; MAX_MSGS],
+    /// Pipes; a pipe's index is `Fd::obj` of its descriptors.
     pub pipes: [Pipe; MAX_PIPES],
+    /// Console input not yet read.
     pub console_in: ConsoleIn,
     /// Kernel list extensions register nodes on (ExtApi::list_add).
     pub ext_list: ListNode,
+    /// Memory accounting.
     pub mem: MemStats,
+    /// The kernel heap's allocation map.
     pub heap: HeapMap,
+    /// The last crash the kernel reported.
     pub crash: CrashRecord,
+    /// Resurrections so far.
     pub recovery: RecoveryLog,
 }
 
@@ -407,6 +573,7 @@ pub struct HeapMap {
     pub start: [u8; HEAP_BLOCKS],
 }
 
+/// Records kept in [`RecoveryLog`] (the oldest are overwritten).
 pub const MAX_RECOVERIES: usize = 16;
 
 /// One resurrection, appended by the repair program; the hypervisor fills
@@ -414,20 +581,29 @@ pub const MAX_RECOVERIES: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct RecoveryRecord {
+    /// Number of this recovery, from 0.
     pub seq: u64,
+    /// Heartbeat (tick) at the repair.
     pub tick: u64,
     /// Crash exit to the first user instruction, in nanoseconds (0 until
     /// known).
     pub latency_ns: u64,
+    /// The quarantined pid, 0 if none.
     pub pid: u32,
+    /// The faulty extension's slot, or [`NONE`].
     pub ext: u32,
     /// `lazarus_abi::repair` diagnosis kind (a `KIND_*`).
     pub kind: u32,
+    /// Bytes of code restored from pristine copies.
     pub code_bytes_restored: u32,
+    /// The quarantined process's name (NUL-padded).
     pub name: [u8; 16],
+    /// The faulty extension's name (NUL-padded).
     pub ext_name: [u8; 16],
 }
 
+/// The log of resurrections, kept in the root so that it survives them;
+/// user programs read it with `SYS_RECOVERIES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct RecoveryLog {
@@ -438,6 +614,7 @@ pub struct RecoveryLog {
     /// Set by the repair; the kernel reports to the hypervisor (and
     /// clears it) just before it returns to a user process.
     pub awaiting_user: u32,
+    /// The last [`MAX_RECOVERIES`] recoveries (see `count`).
     pub records: [RecoveryRecord; MAX_RECOVERIES],
 }
 

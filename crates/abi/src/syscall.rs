@@ -18,6 +18,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// from ring 3 as a system call.
 pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x0b];
 
+/// (status) -> never returns; the parent's `SYS_WAIT` sees `status`.
 pub const SYS_EXIT: u64 = 0;
 /// (fd, buf, len) -> bytes read; blocks until at least one byte.
 pub const SYS_READ: u64 = 1;
@@ -25,6 +26,7 @@ pub const SYS_READ: u64 = 1;
 pub const SYS_WRITE: u64 = 2;
 /// (path, path_len) -> fd. Paths are "/dev/NAME" for extension devices.
 pub const SYS_OPEN: u64 = 3;
+/// (fd) -> 0.
 pub const SYS_CLOSE: u64 = 4;
 /// (fd, cmd, arg) -> device-defined.
 pub const SYS_IOCTL: u64 = 5;
@@ -36,9 +38,11 @@ pub const SYS_SPAWN: u64 = 6;
 pub const SYS_WAIT: u64 = 7;
 /// [`SYS_WAIT`] flag: do not block.
 pub const WNOHANG: u64 = 1;
+/// () -> 0; lets another runnable process run.
 pub const SYS_YIELD: u64 = 8;
-/// (milliseconds)
+/// (milliseconds) -> 0; rounded up to whole ticks ([`crate::layout::TICK_HZ`]).
 pub const SYS_SLEEP: u64 = 9;
+/// () -> the caller's pid.
 pub const SYS_GETPID: u64 = 10;
 /// (*mut [i32; 2]) -> 0; [0] is the read end.
 pub const SYS_PIPE: u64 = 11;
@@ -64,7 +68,8 @@ pub const SYS_SVC_LOOKUP: u64 = 20;
 pub const SYS_POWEROFF: u64 = 21;
 /// () -> milliseconds since boot.
 pub const SYS_UPTIME: u64 = 22;
-/// (pid) -> 0.
+/// (pid) -> 0. The process exits with [`EXIT_KILLED`]; pid 1 cannot be
+/// killed (`EPERM`).
 pub const SYS_KILL: u64 = 23;
 /// (fd) -> new fd referring to the same object.
 pub const SYS_DUP: u64 = 24;
@@ -87,6 +92,8 @@ pub mod complaint {
     /// It returned a wrong reply to a request with a known answer.
     pub const BAD_REPLY: u64 = 3;
 
+    /// How a complaint reads in the kernel log and crash message; `None`
+    /// for an unknown reason (the kernel refuses it).
     pub const fn name(r: u64) -> Option<&'static str> {
         match r {
             ERROR => Some("returned an unexpected error"),
@@ -99,36 +106,66 @@ pub mod complaint {
 /// At most one accepted complaint per extension in this many ticks.
 pub const COMPLAINT_INTERVAL_TICKS: u64 = 50;
 
+/// Largest IPC message in bytes (`SYS_IPC_SEND` fails with `E2BIG` above).
 pub const IPC_MSG_MAX: usize = 240;
+/// Longest path or name `SYS_OPEN`, `SYS_SPAWN`, the extension and the
+/// service calls accept, in bytes (`E2BIG` above).
 pub const PATH_MAX: usize = 64;
+/// Longest argument block `SYS_SPAWN` accepts, in bytes (`E2BIG` above).
 pub const ARGS_MAX: usize = 512;
 
+/// Error numbers: system calls, hypercalls and extension API calls return
+/// them negated. The values are Linux's.
 pub mod errno {
+    /// Not allowed (releasing a lock one does not hold, killing pid 1).
     pub const EPERM: i64 = 1;
+    /// No such file, device path or service.
     pub const ENOENT: i64 = 2;
+    /// No such (live) process.
     pub const ESRCH: i64 = 3;
     /// A system call aborted by a kernel repair (the extension it was in
     /// was reset); the caller may retry.
     pub const EINTR: i64 = 4;
+    /// I/O error; also what the kernel substitutes for an invalid error
+    /// code from an extension.
     pub const EIO: i64 = 5;
+    /// A path, argument block or message too long.
     pub const E2BIG: i64 = 7;
+    /// Not a valid executable or extension image.
     pub const ENOEXEC: i64 = 8;
+    /// Not an open file descriptor.
     pub const EBADF: i64 = 9;
+    /// No child to wait for.
     pub const ECHILD: i64 = 10;
+    /// Temporarily impossible (no free pid, complaint rate limit); retry.
     pub const EAGAIN: i64 = 11;
+    /// Out of memory (frames, heap or page tables).
     pub const ENOMEM: i64 = 12;
+    /// A bad user address.
     pub const EFAULT: i64 = 14;
+    /// Busy (a lock held, an extension still open).
     pub const EBUSY: i64 = 16;
+    /// Already exists (a loaded extension, a registered service).
     pub const EEXIST: i64 = 17;
+    /// No such (live) device or extension.
     pub const ENODEV: i64 = 19;
+    /// An invalid argument.
     pub const EINVAL: i64 = 22;
+    /// The process's file-descriptor table is full.
     pub const EMFILE: i64 = 24;
+    /// A kernel table is full (locks, extensions, messages).
     pub const ENOSPC: i64 = 28;
+    /// Writing to a pipe with no reader.
     pub const EPIPE: i64 = 32;
+    /// Not a device (for a device-only call).
     pub const ENOTTY: i64 = 25;
+    /// No such system call (or hypercall).
     pub const ENOSYS: i64 = 38;
+    /// The object does not support the operation (a device without that
+    /// operation).
     pub const ENOTSUP: i64 = 95;
 
+    /// A short description of `e` (positive), for messages.
     pub const fn name(e: i64) -> &'static str {
         match e {
             EPERM => "operation not permitted",
@@ -164,29 +201,46 @@ pub const EXIT_KILLED: i32 = -9;
 /// kernel; distinct from every status a process can pass to exit.
 pub const EXIT_QUARANTINED: i32 = -1000;
 
-/// One row of `ps`.
+/// One row of `ps`, filled by the kernel ([`SYS_PS`]) from the process
+/// table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ProcInfo {
+    /// Process id.
     pub pid: u32,
+    /// Parent's pid (0 for `/init`).
     pub parent: u32,
+    /// A `crate::root::PS_*` state.
     pub state: u32,
+    /// Exit status, meaningful once the process has ended.
     pub exit_status: i32,
+    /// Program name (NUL-padded).
     pub name: [u8; 16],
+    /// Timer ticks it has been scheduled.
     pub ticks: u64,
+    /// Pages of user memory mapped.
     pub mem_pages: u64,
 }
 
-/// One row of `lsmod`.
+/// One row of `lsmod`, filled by the kernel ([`SYS_EXT_LIST`]) from the
+/// extension table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct ExtInfo {
+    /// Extension slot (index in the kernel's table).
     pub slot: u32,
+    /// A `crate::root::EXT_*` state.
     pub state: u32,
+    /// Module name (NUL-padded).
     pub name: [u8; 16],
+    /// Device name under `/dev` (NUL-padded).
     pub dev_name: [u8; 16],
+    /// Kernel virtual load address.
     pub base: u64,
+    /// Bytes mapped at `base`.
     pub size: u64,
+    /// Resets by the repair since it was last loaded.
     pub crash_count: u32,
+    /// Times an extension was loaded into this slot (resets do not count).
     pub load_count: u32,
 }

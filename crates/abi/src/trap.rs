@@ -3,6 +3,14 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// The registers at an exception or interrupt, lowest address first: the
+/// general-purpose registers (pushed by the common entry stub, `r15` at
+/// the lowest address), the vector and error code (pushed by the
+/// per-vector stub), then the CPU's interrupt frame (`rip` to `ss`).
+/// Its size is [`TRAPFRAME_SIZE`].
+// The register fields are named after the register they hold and are
+// described together above; the non-register fields have their own docs.
+#[allow(missing_docs)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct TrapFrame {
@@ -21,7 +29,9 @@ pub struct TrapFrame {
     pub rcx: u64,
     pub rbx: u64,
     pub rax: u64,
+    /// IDT vector ([`VEC_PAGE_FAULT`], ...; 32 and up are interrupts).
     pub vector: u64,
+    /// The CPU's error code for the vectors that have one, else 0.
     pub error_code: u64,
     // Pushed by the CPU.
     pub rip: u64,
@@ -32,6 +42,7 @@ pub struct TrapFrame {
 }
 
 impl TrapFrame {
+    /// Whether the trap interrupted ring 3 (the saved `cs` has RPL 3).
     pub const fn from_user(&self) -> bool {
         self.cs & 3 == 3
     }
@@ -61,17 +72,27 @@ pub fn seal(context: &[u64; SWITCH_CONTEXT_WORDS], frame: &[u64; TRAP_FRAME_WORD
     if h == 0 { 1 } else { h }
 }
 
-/// Byte offsets the assembly entry stubs rely on.
+/// Bytes of a [`TrapFrame`], which the assembly entry stubs rely on.
 pub const TRAPFRAME_SIZE: usize = 22 * 8;
 
+/// CPU exception vector: divide error (#DE).
 pub const VEC_DIVIDE: u64 = 0;
+/// CPU exception vector: debug (#DB).
 pub const VEC_DEBUG: u64 = 1;
+/// CPU exception vector: non-maskable interrupt.
 pub const VEC_NMI: u64 = 2;
+/// CPU exception vector: breakpoint (#BP, `int3`).
 pub const VEC_BREAKPOINT: u64 = 3;
+/// CPU exception vector: invalid opcode (#UD); from ring 3 it is also the
+/// system-call trap ([`crate::syscall::SYSCALL_INSN`]).
 pub const VEC_INVALID_OPCODE: u64 = 6;
+/// CPU exception vector: double fault (#DF).
 pub const VEC_DOUBLE_FAULT: u64 = 8;
+/// CPU exception vector: stack-segment fault (#SS).
 pub const VEC_STACK_FAULT: u64 = 12;
+/// CPU exception vector: general protection (#GP).
 pub const VEC_GP: u64 = 13;
+/// CPU exception vector: page fault (#PF); the faulting address is in CR2.
 pub const VEC_PAGE_FAULT: u64 = 14;
 
 /// Human name of a CPU exception vector.

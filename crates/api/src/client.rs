@@ -13,18 +13,27 @@ const MAX_BODY: usize = 64 << 20;
 /// Why a request got no HTTP answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Nobody listens on the socket (or it does not exist).
     #[error("cannot connect to the API socket {}: {source}", path.display())]
     Connect {
+        /// The socket path.
         path: PathBuf,
+        /// Why the connection failed.
         #[source]
         source: io::Error,
     },
+    /// The method or path cannot be sent (not a word, spaces or control
+    /// characters); nothing was sent.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Reading or writing the connection failed.
     #[error("talking to the API socket: {0}")]
     Io(#[from] io::Error),
+    /// The whole answer did not arrive within the client's timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The answer is not valid HTTP, is truncated or exceeds the size
+    /// limits.
     #[error("malformed response from the API: {0}")]
     BadResponse(String),
 }
@@ -32,11 +41,14 @@ pub enum ClientError {
 /// An HTTP answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The body (JSON from a lazarus server), possibly empty.
     pub body: Vec<u8>,
 }
 
 impl ApiResponse {
+    /// Whether the status is 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -66,6 +78,7 @@ impl Client {
         }
     }
 
+    /// Replaces the two-minute wait for a whole answer.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

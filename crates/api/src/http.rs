@@ -13,9 +13,11 @@ const MAX_HEADERS: usize = 32;
 pub struct Limits {
     /// Request line and headers together.
     pub max_head_bytes: usize,
+    /// The body (a larger `Content-Length` is answered 413).
     pub max_body_bytes: usize,
     /// The whole request must arrive within this time.
     pub read_timeout: Duration,
+    /// Longest a write of the answer may block.
     pub write_timeout: Duration,
 }
 

@@ -13,14 +13,21 @@ use crate::types::{
 /// CLI over its running VM; every method may be called from several
 /// connection threads at once.
 pub trait Backend: Send + Sync + 'static {
+    /// `GET /` and `GET /vm`.
     fn status(&self) -> Result<Status, BackendError>;
+    /// `GET /recoveries`.
     fn recoveries(&self) -> Result<RecoveryList, BackendError>;
+    /// `GET /crashes`.
     fn crashes(&self) -> Result<CrashList, BackendError>;
-    /// The injection record, as JSON (its shape is the injector's).
+    /// `PUT /inject`. The injection record, as JSON (its shape is the
+    /// injector's).
     fn inject(&self, req: InjectRequest) -> Result<serde_json::Value, BackendError>;
+    /// `PUT /dump`: takes an on-demand dump (an empty request when the
+    /// body was absent).
     fn dump(&self, req: DumpRequest) -> Result<DumpResponse, BackendError>;
-    /// Pauses or resumes; returns the status afterwards.
+    /// `PATCH /vm`. Pauses or resumes; returns the status afterwards.
     fn set_state(&self, state: RequestedState) -> Result<Status, BackendError>;
+    /// `GET /metrics`.
     fn metrics(&self) -> Result<Metrics, BackendError>;
 }
 
@@ -43,6 +50,7 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// The HTTP status this error is answered with.
     pub fn status(&self) -> u16 {
         match self {
             BackendError::BadRequest(_) => 400,

@@ -31,6 +31,7 @@ const DRAIN_BYTES: usize = 1 << 20;
 /// How the server behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Limits on each request and its answer.
     pub limits: Limits,
     /// Connections served at once; more are answered 503 at once.
     pub max_connections: usize,
@@ -48,14 +49,27 @@ impl Default for ServerConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The path exists and is not a socket; it is left alone.
     #[error("{}: exists and is not a socket; refusing to replace it", path.display())]
-    NotASocket { path: PathBuf },
+    NotASocket {
+        /// The socket path asked for.
+        path: PathBuf,
+    },
+    /// The path is a socket someone still listens on.
     #[error("{}: another process is serving on this socket", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The socket path asked for.
+        path: PathBuf,
+    },
+    /// Creating, binding or configuring the socket, or starting the
+    /// accept thread, failed.
     #[error("{}: {what}: {source}", path.display())]
     Io {
+        /// The socket path asked for.
         path: PathBuf,
+        /// The step that failed, in words.
         what: &'static str,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
@@ -107,6 +121,7 @@ impl ApiServer {
         })
     }
 
+    /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -52,6 +52,8 @@ pub struct NewCrash {
     pub kind: String,
     /// One-line human summary.
     pub title: String,
+    /// When it crashed, in milliseconds since the Unix epoch (at most
+    /// `i64::MAX`: SQLite integers).
     pub time_unix_ms: u64,
     /// Which boot of the guest crashed, to tell repeated crashes in one
     /// run (resurrected) from crashes after reboots.
@@ -74,13 +76,17 @@ pub struct NewCrash {
 /// All crashes that share one signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bucket {
+    /// The crash signature shared by the bucket's crashes.
     pub signature: String,
     /// Kind of the most recent crash in the bucket.
     pub kind: String,
     /// Title of the most recent crash in the bucket.
     pub title: String,
+    /// Crashes in the bucket.
     pub count: u64,
+    /// The oldest crash, in milliseconds since the Unix epoch.
     pub first_seen_unix_ms: u64,
+    /// The most recent crash, in milliseconds since the Unix epoch.
     pub last_seen_unix_ms: u64,
     /// The most recent dump of this bucket that still exists on disk, so
     /// support can open one right away even after old dumps were cleaned.
@@ -92,26 +98,39 @@ pub struct Bucket {
 /// One crash inside a bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CrashSummary {
+    /// Row id, unique in the database; [`CrashDb::crash`] takes it.
     pub id: i64,
+    /// As in [`NewCrash`].
     pub time_unix_ms: u64,
+    /// As in [`NewCrash`].
     pub boot_id: String,
+    /// As in [`NewCrash`].
     pub kind: String,
+    /// As in [`NewCrash`].
     pub title: String,
+    /// As in [`NewCrash`].
     pub extension: Option<String>,
+    /// As in [`NewCrash`].
     pub process: Option<String>,
+    /// As in [`NewCrash`]: "halt", "reboot", "resurrect" or
+    /// "fallback-reboot".
     pub action: String,
     /// Why resurrection fell back to a reboot, if it did.
     pub fallback: Option<String>,
+    /// The ELF core dump, if one was written.
     pub dump_path: Option<PathBuf>,
     /// Whether `dump_path` still exists.
     pub dump_exists: bool,
+    /// The diagnosis report's JSON file, if it was written to one.
     pub report_path: Option<PathBuf>,
 }
 
 /// A bucket and its crashes, most recent first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BucketDetail {
+    /// The bucket.
     pub bucket: Bucket,
+    /// Its crashes, most recent first.
     pub crashes: Vec<CrashSummary>,
 }
 

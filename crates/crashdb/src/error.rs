@@ -19,7 +19,9 @@ pub enum DbError {
     /// A file-system operation on the data directory failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -28,29 +30,39 @@ pub enum DbError {
     /// "repaired" by recreating it: it may hold someone's data.
     #[error("{path} is not a lazarus crash database (corrupt or not SQLite): {source}")]
     NotADatabase {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
 
     /// A healthy SQLite database that belongs to some other program.
     #[error("{path} is a SQLite database of another program, not a lazarus crash database")]
-    Foreign { path: PathBuf },
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+    },
 
     /// Written by a newer lazarus; reading it could misinterpret it.
     #[error(
         "{path} has crash-database schema version {found}, newer than this lazarus supports ({supported})"
     )]
     NewerSchema {
+        /// The database file.
         path: PathBuf,
+        /// Its schema version (`PRAGMA user_version`).
         found: i64,
+        /// The newest this build reads, [`crate::SCHEMA_VERSION`].
         supported: i64,
     },
 
     /// Any other SQLite failure (locked past the busy timeout, disk full, ...).
     #[error("crash database {path}: {source}")]
     Sqlite {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
@@ -62,7 +74,9 @@ pub enum DbError {
     /// More than one signature starts with this prefix.
     #[error("signature prefix '{prefix}' is ambiguous: it matches {}", candidates.join(", "))]
     AmbiguousSignature {
+        /// The prefix as given (trimmed).
         prefix: String,
+        /// Every signature it matches, sorted.
         candidates: Vec<String>,
     },
 

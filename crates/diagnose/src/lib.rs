@@ -36,6 +36,7 @@ const MAX_INSN: usize = 15;
 /// read; damage inside the dump is reported in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DiagnoseError {
+    /// Reading the dump file failed (an I/O error, not damage inside it).
     #[error("reading the dump: {0}")]
     Dump(#[from] DumpError),
 }

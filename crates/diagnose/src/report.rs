@@ -12,21 +12,39 @@ pub const REPORT_VERSION: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrashKind {
+    /// An explicit kernel panic (`panic!` or the extension API's panic).
     Panic,
+    /// A page fault below 4 KiB: a null pointer dereference.
     NullDeref,
+    /// A page fault on a write to an unmapped address.
     WildWrite,
+    /// Any other page fault in the kernel.
     PageFault,
+    /// A general-protection fault (e.g. a non-canonical address).
     GeneralProtection,
+    /// An invalid opcode (`ud2`) in ring 0.
     InvalidOpcode,
+    /// A divide error.
     DivideError,
+    /// A double fault caused by running into a kernel stack's guard page.
     StackOverflow,
+    /// Any other double fault.
     DoubleFault,
+    /// The watchdog saw the heartbeat stop (interrupts off in a loop).
     HardLockup,
+    /// The kernel found a path running too long without scheduling.
     SoftLockup,
+    /// A lockup while the offender spins on a lock that a live process
+    /// (possibly itself) holds.
     Deadlock,
+    /// A kernel list failed its integrity checks (often a use after free).
     ListCorruption,
+    /// A CPU exception in interrupt context (e.g. a timer callback); the
+    /// interrupted process is not blamed.
     IrqFault,
+    /// The vCPU triple-faulted; the kernel could not report anything.
     TripleFault,
+    /// KVM could not run the guest (e.g. an instruction it cannot emulate).
     KvmInternalError,
     /// Not a crash of the kernel: an extension broke its contract or a
     /// client reported it failed; the process it failed is its victim.
@@ -37,6 +55,7 @@ pub enum CrashKind {
     /// Not a crash: a dump taken on request (the control API's
     /// `PUT /dump`) of a healthy, paused guest.
     OnDemand,
+    /// Neither the detector nor the kernel's record says which kind.
     Unknown,
 }
 
@@ -123,29 +142,37 @@ impl std::fmt::Display for CrashKind {
 /// The instruction at the faulting address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instruction {
+    /// Its virtual address (the faulting RIP).
     pub address: u64,
     /// The instruction's bytes, lowercase hex.
     pub bytes: String,
     /// Intel syntax, or "(bad)" when the bytes do not decode.
     pub disassembly: String,
+    /// Where it is: `module!function+0xoff` (`module+0xoff` without
+    /// symbols); `None` outside known code.
     pub symbol: Option<String>,
 }
 
 /// One frame of the backtrace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
+    /// Position in the backtrace, 0 for the faulting instruction.
     pub index: usize,
     /// The faulting RIP for frame 0, a return address for the others.
     pub address: u64,
     /// "kernel" or the extension's name; `None` outside any known code.
     pub module: Option<String>,
+    /// The (demangled) function containing `address`, when symbols are
+    /// known.
     pub function: Option<String>,
     /// Offset of `address` from the function's start.
     pub offset: Option<u64>,
     /// Offset of `address` from the module's load base (stable across
     /// boots even without symbols).
     pub module_offset: Option<u64>,
+    /// Source file of `address`, from the debug info.
     pub file: Option<String>,
+    /// Source line in `file`.
     pub line: Option<u32>,
     /// Functions inlined at this address, innermost first.
     pub inlined: Vec<String>,
@@ -190,8 +217,11 @@ impl Frame {
 /// A process from the kernel's process table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
+    /// Process id.
     pub pid: u32,
+    /// Program name.
     pub name: String,
+    /// Its state at the crash as `ps` names it ("running", "blocked", ...).
     pub state: String,
     /// Extension slot executing on its behalf.
     pub cur_ext: Option<u32>,
@@ -204,16 +234,22 @@ pub struct ProcessInfo {
 /// An extension slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtensionInfo {
+    /// Extension slot in the kernel.
     pub slot: u32,
+    /// Module name ("slot N" when the kernel's table has none).
     pub name: String,
+    /// Load address; `None` when the dump does not locate the module.
     pub base: Option<u64>,
+    /// GNU build id of its ELF (lowercase hex), to find its symbols.
     pub build_id: Option<String>,
 }
 
 /// A kernel lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
+    /// The lock's index in the kernel's lock table.
     pub id: u32,
+    /// The name given at creation.
     pub name: String,
     /// Holding pid (0 = free).
     pub owner: u32,
@@ -224,8 +260,11 @@ pub struct LockInfo {
 /// The lock a process spins on and who holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockWait {
+    /// The lock.
     pub lock: LockInfo,
+    /// The process holding it.
     pub owner_pid: u32,
+    /// That process's name.
     pub owner_name: Option<String>,
     /// The spinning process holds the lock itself (AA deadlock).
     pub recursive: bool,
@@ -234,39 +273,58 @@ pub struct LockWait {
 /// The diagnosis of one dump.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// [`REPORT_VERSION`].
     pub report_version: u32,
+    /// What kind of crash.
     pub kind: CrashKind,
     /// One line: the kind and where.
     pub title: String,
     /// Short stable id of the bug: the same for the same bug across runs
     /// and boots, different for different bugs.
     pub signature: String,
+    /// How the hypervisor detected it (the dump note's `detector`:
+    /// "pvpanic", "watchdog", ..., or "on-demand").
     pub detector: String,
     /// The hypervisor's one-line summary.
     pub detail: String,
     /// The CPU exception's name, for an oops.
     pub exception: Option<String>,
+    /// The exception vector, for an oops.
     pub vector: Option<u64>,
+    /// The CPU's error code, for an oops.
     pub error_code: Option<u64>,
     /// The faulting address of a page fault.
     pub fault_address: Option<u64>,
     /// The kernel's own message, or the hypervisor's summary.
     pub message: String,
+    /// The vCPU that crashed.
     pub crashed_vcpu: u32,
+    /// Whether the crash happened in interrupt context.
     pub in_irq: bool,
+    /// The VM boot that crashed (the dump note's `boot_id`).
     pub boot_id: String,
+    /// When the dump was written, in milliseconds since the Unix epoch.
     pub time_unix_ms: u64,
+    /// The lazarus that wrote the dump.
     pub lazarus_version: String,
+    /// GNU build id of the kernel (lowercase hex).
     pub kernel_build_id: Option<String>,
+    /// The instruction at the faulting RIP, if the dump holds it.
     pub faulting_instruction: Option<Instruction>,
+    /// Frame-pointer backtrace from the faulting RIP, at most
+    /// [`crate::MAX_FRAMES`] frames.
     pub backtrace: Vec<Frame>,
     /// The process the crash is blamed on (`None` in interrupt context).
     pub process: Option<ProcessInfo>,
     /// For a crash in interrupt context: the process it interrupted; for
     /// an extension failure: the process it failed.
     pub interrupted_process: Option<ProcessInfo>,
+    /// The extension the crash is blamed on: the one executing (from the
+    /// kernel's record or the faulting RIP) or the one reported failing.
     pub extension: Option<ExtensionInfo>,
+    /// Kernel locks the blamed process held.
     pub locks_held: Vec<LockInfo>,
+    /// For a deadlock: the lock the offender spins on and its holder.
     pub spinning_on: Option<LockWait>,
     /// Registers at the faulting instruction.
     pub registers: Option<Regs>,

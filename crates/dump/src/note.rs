@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// x86-64 registers of one vCPU (a superset of gdb's `user_regs_struct`
-/// plus the control registers the diagnoser needs).
+/// plus the control registers the diagnoser needs). Segment fields hold
+/// selectors; `fs_base`/`gs_base` the segment bases. A register the source
+/// did not have (a trap frame has no control registers) is 0.
+// Every field is named after the register it holds (JSON keys too).
+#[allow(missing_docs)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Regs {
     pub rax: u64,
@@ -79,20 +83,26 @@ impl From<&TrapFrame> for Regs {
 /// One vCPU's registers at the exit that ended the run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VcpuState {
+    /// vCPU index.
     pub id: u32,
+    /// Its registers as KVM reported them.
     pub regs: Regs,
 }
 
 /// A kernel extension that was loaded when the guest crashed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtLoad {
+    /// Extension slot in the kernel.
     pub slot: u32,
+    /// Module name, as loaded (`ramdisk`).
     pub name: String,
     /// Virtual load base and mapped size.
     pub base: u64,
+    /// See `base`.
     pub size: u64,
     /// Executable range (virtual).
     pub text_start: u64,
+    /// See `text_start` (exclusive end).
     pub text_end: u64,
     /// GNU build id of the module's ELF, lowercase hex.
     pub build_id: Option<String>,
@@ -103,7 +113,9 @@ pub struct ExtLoad {
 pub struct CrashNote {
     /// [`FORMAT_VERSION`].
     pub format_version: u32,
+    /// Version of the lazarus that wrote the dump.
     pub lazarus_version: String,
+    /// When the dump was written, in milliseconds since the Unix epoch.
     pub time_unix_ms: u64,
     /// Random per VM boot.
     pub boot_id: String,
@@ -113,10 +125,12 @@ pub struct CrashNote {
     pub detector: String,
     /// One-line human summary from the hypervisor.
     pub detail: String,
+    /// Index of the vCPU that crashed (see `vcpus`).
     pub crashed_vcpu: u32,
     /// Guest-physical address of `lazarus_abi::root::KernelRoot`, if the
     /// kernel registered it.
     pub root_gpa: Option<u64>,
+    /// GNU build id of the kernel ELF (lowercase hex), to find its symbols.
     pub kernel_build_id: Option<String>,
     /// Live extensions at crash time.
     pub extensions: Vec<ExtLoad>,
@@ -129,14 +143,23 @@ pub struct CrashNote {
 /// The kernel's [`CrashRecord`], in host-friendly form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestRecord {
+    /// The kernel's crash count (`CrashRecord::seq`).
     pub seq: u64,
+    /// `lazarus_abi::root::CRASH_*` kind.
     pub kind: u32,
+    /// Exception vector of an oops.
     pub vector: u64,
+    /// CPU error code of an oops.
     pub error_code: u64,
+    /// Faulting address of a page fault, else 0.
     pub cr2: u64,
+    /// Offending pid (0: none).
     pub pid: u32,
+    /// Executing extension slot, or `lazarus_abi::root::NONE`.
     pub ext: u32,
+    /// Nonzero if it crashed in interrupt context.
     pub in_irq: u32,
+    /// The kernel's message (lossy UTF-8, up to the first NUL).
     pub message: String,
     /// Registers at the faulting instruction, from the trap frame (control
     /// registers zero).

@@ -29,10 +29,15 @@ const PHDR_SIZE: u64 = 56;
 /// A `PT_LOAD` segment of the dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// Kernel (or user) virtual address the segment maps.
     pub vaddr: u64,
+    /// Guest-physical address of its first byte.
     pub paddr: u64,
+    /// File offset of its data.
     pub offset: u64,
+    /// Bytes of data in the file.
     pub filesz: u64,
+    /// Bytes it covers in memory (bytes past `filesz` read as zero).
     pub memsz: u64,
     /// `PF_*` bits.
     pub flags: u32,

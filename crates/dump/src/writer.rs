@@ -39,6 +39,7 @@ use crate::{NOTE_NAME_CORE, NOTE_NAME_LAZARUS, NT_LAZARUS_CRASH};
 pub struct DumpInput<'a> {
     /// Guest RAM, guest-physical `0..len`.
     pub ram: &'a [u8],
+    /// The crash note; its registers also become the `NT_PRSTATUS` notes.
     pub note: CrashNote,
 }
 

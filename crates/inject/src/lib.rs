@@ -218,6 +218,7 @@ impl FromStr for Structure {
 /// What to inject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultSpec {
+    /// The kind of fault.
     pub fault: FaultType,
     /// Target extension by name for code faults (any slot in use, even a
     /// disabled one); if `None`, the live extensions are tried in random
@@ -254,6 +255,7 @@ impl FaultSpec {
 /// reported, replayed and reverted.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Injection {
+    /// The kind of fault applied.
     pub fault: FaultType,
     /// What was hit: `crashtest+0x1a3`, `root.locks[3]+0x8`,
     /// `pid 2 (shell) kstack top-0x60`.
@@ -262,7 +264,9 @@ pub struct Injection {
     pub va: u64,
     /// Guest-physical address of `before`/`after` (one contiguous range).
     pub gpa: u64,
+    /// The bytes at `gpa` before the fault.
     pub before: Vec<u8>,
+    /// The bytes written there (as long as `before`).
     pub after: Vec<u8>,
     /// Human-readable account, e.g. the disassembly before → after.
     pub detail: String,
@@ -298,38 +302,83 @@ impl Injection {
 /// Why an injection could not be made or reverted.
 #[derive(thiserror::Error, Debug)]
 pub enum InjectError {
+    /// The kernel has not registered a state root, or its header is bad.
     #[error("no usable kernel state root at {gpa:#x}: {source}")]
     NoRoot {
+        /// The root's guest-physical address (0: not registered).
         gpa: u64,
+        /// What is wrong with it.
         #[source]
         source: RootError,
     },
+    /// [`FaultSpec::ext`] names no extension slot in use.
     #[error("extension {0:?} is not loaded")]
     ExtNotLoaded(String),
+    /// A code fault without a target, and no extension is live.
     #[error("no extension is loaded")]
     NoExtension,
+    /// The extension's slot describes an implausible code range (guest
+    /// data is not trusted).
     #[error("extension {name:?} (slot {slot}) has an unusable code range: {reason}")]
     BadExtension {
+        /// The extension's name.
         name: String,
+        /// Its slot.
         slot: usize,
+        /// What is wrong with the range.
         reason: String,
     },
+    /// The extension's code has no instruction this fault type can change
+    /// (e.g. no branch for [`FaultType::DeleteBranch`]).
     #[error("no instruction in {ext} is suitable for {fault}")]
-    NoSuitableInstruction { fault: FaultType, ext: String },
+    NoSuitableInstruction {
+        /// The fault type.
+        fault: FaultType,
+        /// The extension's name.
+        ext: String,
+    },
+    /// [`FaultType::CorruptStack`] found no live process with a plausible
+    /// saved kernel stack.
     #[error("no live process has a usable kernel stack")]
     NoLiveProcess,
+    /// A target's kernel virtual address does not translate.
     #[error("kernel address {va:#x} is not mapped by the master page tables")]
-    Unmapped { va: u64 },
+    Unmapped {
+        /// The address.
+        va: u64,
+    },
+    /// A guest-physical range outside guest RAM.
     #[error("[{gpa:#x}, +{len:#x}) is not inside guest RAM")]
-    BadAddress { gpa: u64, len: u64 },
+    BadAddress {
+        /// Start of the range.
+        gpa: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// Writing guest memory failed.
     #[error("writing guest memory at {gpa:#x} failed: {reason}")]
-    Write { gpa: u64, reason: String },
+    Write {
+        /// Where.
+        gpa: u64,
+        /// The memory layer's error.
+        reason: String,
+    },
+    /// Reverting: the guest (or a repair) has rewritten the injected bytes
+    /// since; they are left alone.
     #[error("memory at [{gpa:#x}, +{len:#x}) no longer holds the injected bytes; not reverting")]
-    Changed { gpa: u64, len: u64 },
+    Changed {
+        /// Start of the range.
+        gpa: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// Reverting: `before` and `after` are empty or differ in length.
     #[error("injection record is malformed (before/after empty or of different lengths)")]
     Malformed,
+    /// Parsing: not the name of a [`FaultType`].
     #[error("unknown fault type {0:?} (expected one of: {names})", names = fault_names())]
     UnknownFault(String),
+    /// Parsing: not the name of a [`Structure`].
     #[error("unknown kernel structure {0:?} (expected one of: {names})", names = structure_names())]
     UnknownStructure(String),
 }

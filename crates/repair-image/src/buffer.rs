@@ -13,6 +13,8 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// The image's host memory: a memfd mapped once (shared, populated) for
+/// the hypervisor; [`SlotWindow::show`] maps the same memfd for the guest.
 pub struct SlotBuffer {
     fd: OwnedFd,
     ptr: *mut u8,
@@ -45,6 +47,8 @@ fn map(addr: *mut u8, len: usize, flags: libc::c_int, fd: libc::c_int) -> std::i
 }
 
 impl SlotBuffer {
+    /// A zeroed buffer of `len` bytes (the repair slot's size), populated
+    /// up front so that the repair path never faults it in.
     pub fn new(len: usize) -> std::io::Result<Self> {
         // SAFETY: the name is a NUL-terminated literal; the result is
         // checked before use.
@@ -74,14 +78,18 @@ impl SlotBuffer {
         Ok(b)
     }
 
+    /// Host address of the mapping (what a fresh repair slot registers as
+    /// its `userspace_addr`).
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr
     }
 
+    /// Size in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the size is 0.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -103,12 +111,15 @@ impl SlotBuffer {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len()) };
     }
 
+    /// Sets `len` bytes at `off` to `v`; in range, like [`Self::write`].
     pub fn fill(&mut self, off: u64, len: usize, v: u8) {
         let off = self.check(off, len);
         // SAFETY: in range (checked) of our own mapping.
         unsafe { std::ptr::write_bytes(self.ptr.add(off), v, len) };
     }
 
+    /// The `len` bytes at `off`; in range, like [`Self::write`]. Not to be
+    /// called while the guest can write the image.
     pub fn read(&self, off: u64, len: usize) -> &[u8] {
         let off = self.check(off, len);
         // SAFETY: in range (checked); the guest can only write the image
@@ -159,10 +170,12 @@ impl SlotWindow {
         self.ptr
     }
 
+    /// Size in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the size is 0.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -195,6 +208,7 @@ impl SlotWindow {
         Ok(())
     }
 
+    /// Whether the image (not the decoy) is mapped.
     pub fn shown(&self) -> bool {
         self.shown
     }

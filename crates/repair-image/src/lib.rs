@@ -19,18 +19,33 @@ use zerocopy::{FromBytes, IntoBytes};
 
 pub use buffer::{SlotBuffer, SlotWindow};
 
+/// Why an image could not be built or refreshed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The repair program does not parse as an ELF, or its entry point is
+    /// outside the program area.
     #[error("the repair program is not a valid ELF: {0}")]
     BadProgram(String),
+    /// A segment of the program lies outside the program area
+    /// (`PROGRAM_VA` to `PROGRAM_VA + PROGRAM_MAX`); its extent in bytes.
     #[error("the repair program does not fit its area ({0} bytes)")]
     ProgramTooLarge(u64),
+    /// The pristine copies and the symbol table do not fit the image.
     #[error("pristine copies need {need} bytes but the image has room for {room}")]
-    NoRoom { need: u64, room: u64 },
+    NoRoom {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes available after `PRISTINE_OFFSET`.
+        room: u64,
+    },
+    /// More sources than `MAX_PRISTINE` (the kernel and one per slot).
     #[error("too many pristine copies ({0})")]
     TooManyCopies(usize),
+    /// Guest RAM is 0, above `MAX_MEMORY` or not a multiple of 2 MiB, so
+    /// the image's page tables cannot map it.
     #[error("guest RAM of {0} bytes cannot be mapped for the repair program")]
     BadRamSize(u64),
+    /// The image's memory (a memfd) could not be created or mapped.
     #[error("allocating the image: {0}")]
     Alloc(std::io::Error),
 }
@@ -44,6 +59,7 @@ pub struct PristineSource {
     pub va: u64,
     /// The leading part of `bytes` that is code and read-only data.
     pub code_len: u64,
+    /// The code as the kernel runs it (relocated, before any init ran).
     pub bytes: Vec<u8>,
     /// Functions in this code, at the addresses they run at.
     pub symbols: Vec<SymbolSource>,
@@ -52,8 +68,11 @@ pub struct PristineSource {
 /// A function for the image's symbol table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SymbolSource {
+    /// Kernel virtual address it runs at.
     pub addr: u64,
+    /// Bytes of code (0 if unknown).
     pub size: u64,
+    /// Demangled name; cut at [`SYMBOL_NAME_MAX`] bytes in the image.
     pub name: String,
 }
 
@@ -61,6 +80,8 @@ pub struct SymbolSource {
 pub const SYMBOL_NAME_MAX: usize = 88;
 
 impl PristineSource {
+    /// The kernel's copy: all of `bytes`, at `va`, counts as code; no
+    /// symbols yet.
     pub fn kernel(va: u64, bytes: Vec<u8>) -> Self {
         let code_len = bytes.len() as u64;
         Self {
@@ -76,15 +97,23 @@ impl PristineSource {
 /// How much of the image each part uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ImageSize {
+    /// Bytes in use in all (see [`RepairImage::size`]).
     pub total: u64,
+    /// The repair program's segments.
     pub program: u64,
+    /// The pristine copies (each rounded up to 16 bytes).
     pub pristine: u64,
     /// The symbol table and its names.
     pub symbols: u64,
+    /// Functions in the symbol table.
     pub symbol_count: u32,
+    /// The page-table area.
     pub page_tables: u64,
 }
 
+/// The repair image (see the crate docs): built once per VM, its pristine
+/// copies refreshed whenever kernel code changes, its mailbox filled
+/// before every repair.
 pub struct RepairImage {
     buf: SlotBuffer,
     /// Writable segments of the program, to reset before every run.
@@ -274,6 +303,7 @@ impl RepairImage {
         }
     }
 
+    /// Times the pristine copies were replaced (`RepairHeader::generation`).
     pub fn generation(&self) -> u64 {
         self.generation
     }

@@ -13,9 +13,11 @@ use lazarus_vmm::memory::GuestRam;
 pub struct GuestKernelMemory {
     /// Physical frames (4 KiB) managed by the kernel, and those in use.
     pub frames_total: u64,
+    /// See `frames_total`.
     pub frames_used: u64,
     /// Kernel heap size and the bytes its allocator counts as in use.
     pub heap_size_bytes: u64,
+    /// See `heap_size_bytes`.
     pub heap_used_bytes: u64,
     /// Heap blocks marked allocated in the allocation map.
     pub heap_blocks_used: u64,

@@ -22,9 +22,13 @@ use lazarus_vmm::memory::GuestRam;
 /// Copied guest-physical ranges, sorted and disjoint.
 #[derive(Debug, Default)]
 pub struct MemSnapshot {
+    /// Bytes of guest RAM the ranges are in (the size of
+    /// [`MemSnapshot::to_ram_image`]).
     pub mem_size: u64,
     /// (guest-physical address, offset in `data`, length)
     pub ranges: Vec<(u64, usize, usize)>,
+    /// The copied bytes, at the offsets `ranges` gives (after padding that
+    /// page-aligns the first).
     pub data: Vec<u8>,
     /// Where `data` goes back when the snapshot is dropped.
     pool: Option<BufferPool>,
@@ -44,6 +48,7 @@ impl MemSnapshot {
         self.ranges.iter().map(|r| r.2).sum()
     }
 
+    /// Whether nothing was copied.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

@@ -87,8 +87,11 @@ pub fn build_id_of_loaded(mut read: impl FnMut(u64, &mut [u8]) -> bool) -> Optio
 /// A kernel extension found in an initramfs.
 #[derive(Clone, Debug)]
 pub struct Module {
+    /// `NAME` of `ext/NAME.ko`, as the kernel loads it.
     pub name: String,
+    /// Its GNU build id (lowercase hex), if it has one.
     pub build_id: Option<String>,
+    /// The ELF file's bytes.
     pub elf: Vec<u8>,
 }
 
@@ -139,6 +142,7 @@ impl SymbolStore {
         SymbolStore { dir: dir.into() }
     }
 
+    /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -24,7 +24,9 @@ pub struct Symbol {
     pub function: String,
     /// Offset of the address from the function's start.
     pub offset: u64,
+    /// Source file, from DWARF (`None` without debug info).
     pub file: Option<String>,
+    /// Source line in `file`.
     pub line: Option<u32>,
     /// Functions inlined at the address, innermost first (from DWARF).
     pub inlined: Vec<String>,
@@ -63,6 +65,7 @@ pub(crate) fn demangle(name: &str) -> String {
 /// A function and where it is (link-time address).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionSymbol {
+    /// Link-time address of its first byte.
     pub start: u64,
     /// Size from the symbol table, or up to the next function when the
     /// symbol has none (assembly labels).
@@ -124,11 +127,14 @@ fn function_table(file: &object::File<'_>) -> Vec<Func> {
 }
 
 impl Symbolizer {
+    /// Reads the ELF file at `path`; see [`Symbolizer::from_bytes`].
     pub fn open(path: &Path) -> Result<Self, SymbolError> {
         let data = std::fs::read(path).map_err(SymbolError::io(path))?;
         Self::from_bytes(&data)
     }
 
+    /// Indexes the functions of an ELF file and loads its DWARF, if any
+    /// (bad DWARF is an error; no DWARF only loses file and line).
     pub fn from_bytes(data: &[u8]) -> Result<Self, SymbolError> {
         let file = object::File::parse(data).map_err(|e| SymbolError::NotElf(e.to_string()))?;
         let funcs = function_table(&file);

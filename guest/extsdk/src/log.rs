@@ -13,6 +13,7 @@ pub struct FixedBuf<const N: usize> {
 }
 
 impl<const N: usize> FixedBuf<N> {
+    /// An empty buffer of `N` bytes.
     pub const fn new() -> Self {
         FixedBuf {
             buf: [0; N],
@@ -20,6 +21,7 @@ impl<const N: usize> FixedBuf<N> {
         }
     }
 
+    /// The text written so far (truncated at `N` bytes).
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }

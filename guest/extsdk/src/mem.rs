@@ -18,10 +18,12 @@ impl KAlloc {
         Some(KAlloc { ptr, size, align })
     }
 
+    /// Kernel virtual address of the block.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
+    /// Bytes asked for (the kernel rounds up to its 256-byte blocks).
     pub fn size(&self) -> usize {
         self.size
     }

@@ -11,6 +11,8 @@ pub struct KLock {
 }
 
 impl KLock {
+    /// A lock not yet created in the kernel (id -1): call
+    /// [`KLock::create`] in `init`.
     pub const fn new() -> KLock {
         KLock {
             id: AtomicI32::new(-1),
@@ -59,6 +61,7 @@ impl Default for KLock {
     }
 }
 
+/// A held [`KLock`]; dropping it releases the lock.
 pub struct KLockGuard<'a> {
     lock: &'a KLock,
 }
@@ -75,6 +78,7 @@ pub struct IrqGuard {
 }
 
 impl IrqGuard {
+    /// Disables interrupts, remembering whether they were enabled.
     pub fn new() -> IrqGuard {
         IrqGuard {
             state: (crate::api().irq_disable)(),

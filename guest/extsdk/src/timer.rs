@@ -10,6 +10,7 @@ pub fn add(callback: extern "C" fn(u64), arg: u64, period: u64) -> Result<i32, i
     }
 }
 
+/// Removes timer `id`; `Err(-EINVAL)` if it is not registered.
 pub fn remove(id: i32) -> Result<(), i32> {
     match (crate::api().timer_remove)(id) {
         r if r < 0 => Err(r),

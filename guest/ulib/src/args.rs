@@ -23,10 +23,12 @@ impl Args {
         self.iter().nth(i)
     }
 
+    /// Number of arguments, the program path included.
     pub fn len(&self) -> usize {
         self.iter().count()
     }
 
+    /// Whether there are none (not even the program path).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -38,6 +40,7 @@ impl Args {
     }
 }
 
+/// Iterator over [`Args`], from [`Args::iter`].
 pub struct ArgsIter {
     rest: &'static [u8],
 }

@@ -26,11 +26,13 @@ pub fn fnv1a64_extend(mut hash: u64, data: &[u8]) -> u64 {
 pub struct XorShift(u64);
 
 impl XorShift {
+    /// A generator seeded with `seed` (0 is replaced: it would repeat).
     pub fn new(seed: u64) -> XorShift {
         // Zero is xorshift's fixed point.
         XorShift(if seed == 0 { FNV_OFFSET } else { seed })
     }
 
+    /// The next 64 pseudo-random bits.
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

@@ -14,6 +14,7 @@ pub fn load(name: &str) -> Result<u32> {
     check(r).map(|slot| slot as u32)
 }
 
+/// Unloads extension NAME (`EBUSY` while its device is open).
 pub fn unload(name: &str) -> Result<()> {
     // SAFETY: the kernel reads `name.len()` bytes of the name.
     let r = unsafe { syscall3(SYS_EXT_UNLOAD, name.as_ptr() as u64, name.len() as u64, 0) };

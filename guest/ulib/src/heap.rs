@@ -15,6 +15,8 @@ use crate::process::sbrk;
 pub const GROW_MIN: usize = 64 * 1024;
 const PAGE: usize = 4096;
 
+/// The process's global allocator: a linked-list heap over memory from
+/// `SYS_SBRK`, behind a spin lock.
 pub struct SbrkHeap {
     locked: AtomicBool,
     heap: UnsafeCell<Heap>,
@@ -36,6 +38,7 @@ impl Drop for Guard<'_> {
 }
 
 impl SbrkHeap {
+    /// An empty heap; it takes memory from the kernel on first use.
     pub const fn new() -> SbrkHeap {
         SbrkHeap {
             locked: AtomicBool::new(false),

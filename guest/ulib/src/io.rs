@@ -13,8 +13,11 @@ use lazarus_abi::syscall::{
 
 use crate::syscall::{Errno, Result, check, syscall1, syscall3};
 
+/// Input: the console, or a pipe the parent mapped at spawn.
 pub const STDIN: i32 = 0;
+/// Output: the console, or a pipe the parent mapped at spawn.
 pub const STDOUT: i32 = 1;
+/// Always the console.
 pub const STDERR: i32 = 2;
 
 /// Reads at most `buf.len()` bytes; blocks until at least one is there.
@@ -72,6 +75,7 @@ pub fn open(path: &str) -> Result<i32> {
     check(r).map(|fd| fd as i32)
 }
 
+/// Closes `fd`; the object goes away with its last descriptor.
 pub fn close(fd: i32) -> Result<()> {
     // SAFETY: no memory is passed.
     check(unsafe { syscall1(SYS_CLOSE, fd as u64) }).map(drop)
@@ -108,6 +112,7 @@ pub struct FdWriter<const N: usize> {
 }
 
 impl<const N: usize> FdWriter<N> {
+    /// An empty writer to `fd`, buffering `N` bytes.
     pub const fn new(fd: i32) -> Self {
         FdWriter {
             fd,
@@ -116,6 +121,7 @@ impl<const N: usize> FdWriter<N> {
         }
     }
 
+    /// Writes out what is buffered.
     pub fn flush(&mut self) {
         if self.len > 0 {
             let _ = write_all(self.fd, &self.buf[..self.len]);
@@ -166,6 +172,7 @@ macro_rules! print {
     ($($arg:tt)*) => { $crate::io::_print($crate::io::STDOUT, format_args!($($arg)*)) };
 }
 
+/// [`print!`] with a newline.
 #[macro_export]
 macro_rules! println {
     () => { $crate::io::_print($crate::io::STDOUT, format_args!("\n")) };
@@ -180,6 +187,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { $crate::io::_print($crate::io::STDERR, format_args!($($arg)*)) };
 }
 
+/// [`eprint!`] with a newline.
 #[macro_export]
 macro_rules! eprintln {
     () => { $crate::io::_print($crate::io::STDERR, format_args!("\n")) };
@@ -207,6 +215,8 @@ pub struct LineReader {
 }
 
 impl LineReader {
+    /// A reader of `fd`; `echo` writes what is typed back to fd 1 (the
+    /// shell leaves it off: the host terminal already echoes).
     pub const fn new(fd: i32, echo: bool) -> LineReader {
         LineReader {
             fd,

@@ -19,9 +19,13 @@ pub type Msg = [u8; IPC_MSG_MAX];
 /// A decoded request.
 #[derive(Debug)]
 pub struct Request<'a> {
+    /// An `OP_*` of `lazarus_abi::dev::kv`.
     pub op: u8,
+    /// Chosen by the client; the reply echoes it.
     pub tag: u32,
+    /// At most `KEY_MAX` bytes (a cursor for `OP_LIST`).
     pub key: &'a [u8],
+    /// At most `VALUE_MAX` bytes; empty except for `OP_PUT`.
     pub value: &'a [u8],
 }
 
@@ -30,8 +34,11 @@ pub struct Request<'a> {
 pub struct Reply<'a> {
     /// 0 or a positive errno.
     pub status: u8,
+    /// `FLAG_MORE` for a partial `OP_LIST`.
     pub flags: u8,
+    /// The request's tag.
     pub tag: u32,
+    /// The op's answer (see `lazarus_abi::dev::kv`).
     pub payload: &'a [u8],
 }
 
@@ -50,6 +57,8 @@ pub fn encode_request(buf: &mut Msg, op: u8, tag: u32, key: &[u8], value: &[u8])
     Ok(k + value.len())
 }
 
+/// Decodes a request; `None` if it is malformed (lengths out of range or
+/// not matching the message).
 pub fn decode_request(msg: &[u8]) -> Option<Request<'_>> {
     let header = msg.get(..HEADER_LEN)?;
     let klen = usize::from(header[1]);
@@ -76,6 +85,7 @@ pub fn encode_reply(buf: &mut Msg, status: u8, flags: u8, tag: u32, len: usize) 
     HEADER_LEN + len
 }
 
+/// Decodes a reply; `None` if it is shorter than its header says.
 pub fn decode_reply(msg: &[u8]) -> Option<Reply<'_>> {
     let header = msg.get(..HEADER_LEN)?;
     let len = usize::from(u16::from_le_bytes([header[2], header[3]]));
@@ -168,6 +178,7 @@ impl Client {
         }
     }
 
+    /// Stores `value` under `key`.
     pub fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
         let (status, _, _) = self.call(OP_PUT, key.as_bytes(), value)?;
         Self::ok(status)

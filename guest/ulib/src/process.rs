@@ -24,7 +24,9 @@ pub fn exit(status: i32) -> ! {
 /// Where a child's fd 0 and fd 1 come from; `None` inherits the console.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdFds {
+    /// The parent's fd that becomes the child's fd 0.
     pub stdin: Option<i32>,
+    /// The parent's fd that becomes the child's fd 1.
     pub stdout: Option<i32>,
 }
 
@@ -103,6 +105,7 @@ impl core::fmt::Display for Status {
     }
 }
 
+/// The calling process's pid.
 pub fn getpid() -> u32 {
     // SAFETY: no memory is passed.
     unsafe { syscall1(SYS_GETPID, 0) as u32 }
@@ -114,6 +117,7 @@ pub fn yield_now() {
     unsafe { syscall1(SYS_YIELD, 0) };
 }
 
+/// Blocks for at least `ms` milliseconds (whole timer ticks).
 pub fn sleep_ms(ms: u64) {
     // SAFETY: no memory is passed.
     unsafe { syscall1(SYS_SLEEP, ms) };
@@ -125,6 +129,8 @@ pub fn uptime_ms() -> u64 {
     unsafe { syscall1(SYS_UPTIME, 0) as u64 }
 }
 
+/// Kills `pid` (its exit status becomes `EXIT_KILLED`); pid 1 cannot be
+/// killed.
 pub fn kill(pid: u32) -> Result<()> {
     // SAFETY: no memory is passed.
     check(unsafe { syscall1(SYS_KILL, u64::from(pid)) }).map(drop)

@@ -10,8 +10,14 @@ use lazarus_abi::syscall::errno;
 
 /// A system-call error: the positive errno the kernel returned negated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i64);
+pub struct Errno(
+    /// The errno (positive), a `lazarus_abi::syscall::errno` value.
+    pub i64,
+);
 
+// The constants mirror `lazarus_abi::syscall::errno`, where each is
+// documented; they are numerous and named after the errno they carry.
+#[allow(missing_docs)]
 impl Errno {
     pub const ENOENT: Errno = Errno(errno::ENOENT);
     pub const ESRCH: Errno = Errno(errno::ESRCH);
@@ -42,6 +48,7 @@ impl fmt::Display for Errno {
     }
 }
 
+/// What the system-call wrappers return.
 pub type Result<T> = core::result::Result<T, Errno>;
 
 /// Turns a raw return value into `Ok(value)` or `Err(errno)`.
