@@ -160,6 +160,8 @@ fn ram_round_trip_restores_data_and_zeroes_new_pages() {
     diff_ram(&ram, &again, &mut diffs);
     assert!(diffs.is_empty(), "{diffs:?}");
     // Zeroed pages stay resident; the snapshot copies them as zeros.
+    // SAFETY: page 200 lies inside the `len`-byte mapping `base` points
+    // at, which `mem` keeps alive; no vCPU runs in this test.
     unsafe { base.add(200 * PAGE).write(1) };
     copy_ram_out(&mem, len, &mut again).unwrap();
     diff_ram(&ram, &again, &mut diffs);
