@@ -91,7 +91,7 @@ pub mod crashtest {
     pub const IOC_TRIPLE_FAULT: u64 = 113;
     /// Executes an SSE instruction in ring 0 (SSE is off in the kernel):
     /// #UD on hardware, an emulation failure (KVM internal error) under
-    /// the emulated ring 0 of PLATFORM.md.
+    /// the emulated ring 0 of docs/PLATFORM.md.
     pub const IOC_EMULATION_FAILURE: u64 = 114;
     /// Overwrites the first instruction of a kernel function (the one
     /// behind `ExtApi::log`) with `ud2` and calls it: corrupted kernel code,

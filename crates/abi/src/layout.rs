@@ -100,7 +100,7 @@ pub const VEC_SPURIOUS: u8 = 0xFF;
 /// Kernel timer frequency.
 pub const TICK_HZ: u64 = 100;
 
-// GDT selectors. PLATFORM.md: they must follow Linux's layout.
+// GDT selectors. docs/PLATFORM.md: they must follow Linux's layout.
 /// GDT selector: kernel 64-bit code.
 pub const SEL_KERNEL_CS: u16 = 0x10;
 /// GDT selector: kernel data.

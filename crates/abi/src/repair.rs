@@ -5,7 +5,7 @@
 //! it mapped into the VM, at [`SLOT_GPA`] (a slot whose host memory is
 //! swapped from a zeroed decoy to the image, or a fresh slot); the
 //! repair program then runs on the crashed vCPU in ring 3 (native speed on
-//! the emulated-ring-0 hosts of PLATFORM.md) with the image's own page
+//! the emulated-ring-0 hosts of docs/PLATFORM.md) with the image's own page
 //! tables, which map the image and all of guest RAM. It diagnoses and
 //! repairs the kernel through its state root, writes a [`ResumePlan`] into
 //! the mailbox and rings the doorbell (a write to [`DOORBELL_VA`], which

@@ -2,7 +2,7 @@
 //!
 //! Calling convention: a ring-3 program executes `ud2` with the number in
 //! RAX and arguments in RDI, RSI, RDX, R10, R8; the kernel returns in RAX
-//! (negative = `-errno`) and resumes after the `ud2`. PLATFORM.md explains
+//! (negative = `-errno`) and resumes after the `ud2`. docs/PLATFORM.md explains
 //! why it is not `syscall` or `int 0x80`.
 
 //! Process entry: RIP = ELF entry, RSP = 16-byte aligned top of the user

@@ -65,7 +65,7 @@ impl SlotBuffer {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // Populated up front: PLATFORM.md measured fresh memory at ~25x
+        // Populated up front: docs/PLATFORM.md measured fresh memory at ~25x
         // slower to write, which would land on the repair path.
         let ptr = map(
             std::ptr::null_mut(),

@@ -1,4 +1,4 @@
-//! The hidden repair image (ARCHITECTURE.md, part 3).
+//! The hidden repair image (docs/ARCHITECTURE.md, "Resurrection").
 //!
 //! It lives in host memory, page-aligned so that the hypervisor can hand
 //! it to KVM as a memory slot only while a crash is repaired. It holds:

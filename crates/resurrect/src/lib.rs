@@ -1,4 +1,4 @@
-//! Resurrection (ARCHITECTURE.md parts 3 and 4): the crash handler that
+//! Resurrection (docs/ARCHITECTURE.md): the crash handler that
 //! runs the hidden repair image on a crashed lazarus kernel and resumes
 //! the kernel where the repair program says, without a reboot.
 //!

@@ -1,7 +1,7 @@
 //! A crash-time snapshot of the guest memory a dump needs, taken in the
 //! few hundred microseconds before the repair changes anything.
 //!
-//! Copying all of RAM would delay resumption by milliseconds (PLATFORM.md:
+//! Copying all of RAM would delay resumption by milliseconds (docs/PLATFORM.md:
 //! ~13 GB/s at best), so, like makedumpfile's default filtering, the
 //! snapshot holds kernel memory only: boot structures and page tables, the
 //! kernel image (with its state root), the kernel heap, every page mapped

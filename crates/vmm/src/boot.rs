@@ -34,7 +34,7 @@ pub const PHYSMAP_PDS: u64 = 4;
 /// Entries per paging structure.
 const ENTRIES: u64 = 512;
 
-/// GDT contents, following Linux's layout (PLATFORM.md).
+/// GDT contents, following Linux's layout (docs/PLATFORM.md).
 pub const GDT: [u64; 8] = [
     0,                     // 0x00 null
     0x00cf_9b00_0000_ffff, // 0x08 kernel code, 32-bit

@@ -15,7 +15,7 @@
 //! reading it on kernels before 6.7) tells which pages hold data (present
 //! or swapped out). The image's pages fault in once, on the first copy
 //! into them; passing the previous snapshot as `reuse` recycles them, so
-//! later copies cost no page faults (PLATFORM.md: fresh memory is ~25x
+//! later copies cost no page faults (docs/PLATFORM.md: fresh memory is ~25x
 //! slower). On restore, pages that held data are copied back and pages
 //! that got data only after the snapshot are zeroed, which is what they
 //! were then.
@@ -28,7 +28,7 @@
 //!
 //! After RAM is rewritten, KVM's shadow page tables no longer match the
 //! guest's page tables, and this KVM keeps using them for ring-3 code
-//! (PLATFORM.md). Removing a memory slot discards the shadow pages of
+//! (docs/PLATFORM.md). Removing a memory slot discards the shadow pages of
 //! that slot, so a restore deletes and re-registers the RAM slot.
 //!
 //! Not captured: the host-side statistics (exit counts, hypercall counts),

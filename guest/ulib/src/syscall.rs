@@ -1,6 +1,6 @@
 //! Raw system calls and the error type of their wrappers.
 //!
-//! The kernel is entered with `ud2` (PLATFORM.md: `syscall` and `int 0x80`
+//! The kernel is entered with `ud2` (docs/PLATFORM.md: `syscall` and `int 0x80`
 //! do not work under the development KVM); see `lazarus_abi::syscall`.
 
 use core::arch::asm;

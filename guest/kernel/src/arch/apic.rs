@@ -1,5 +1,5 @@
 //! x2APIC timer and EOI, the I/O APIC route for the console, and masking of
-//! the legacy PIC (PLATFORM.md: its LVT0 ExtINT path would steal IRQs).
+//! the legacy PIC (docs/PLATFORM.md: its LVT0 ExtINT path would steal IRQs).
 
 use super::cpu::{outb, rdmsr, wrmsr};
 use lazarus_abi::layout::{IOAPIC_BASE, PHYSMAP_BASE, TICK_HZ, VEC_SPURIOUS, VEC_TIMER};

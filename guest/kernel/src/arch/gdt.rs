@@ -1,4 +1,4 @@
-//! GDT and TSS, laid out as PLATFORM.md requires (Linux's selectors).
+//! GDT and TSS, laid out as docs/PLATFORM.md requires (Linux's selectors).
 
 use core::arch::asm;
 use core::mem::size_of;
