@@ -7,6 +7,16 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// [`RootHeader::magic`]: "LZRSROOT".
+pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSROOT");
+/// Version of every layout in this crate, checked at boot
+/// ([`crate::boot::BootInfo`]) and at root registration; bump it on any
+/// layout change.
+pub const ABI_VERSION: u32 = 2;
+/// Extension slots: `HC_EXT_EVENT` names one, and the kernel's state root
+/// has one entry per slot.
+pub const MAX_EXTS: usize = 8;
+
 /// One hypercall, filled by the kernel; the hypervisor writes only `ret`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -174,6 +174,8 @@ mod tests {
             on_crash: "resurrect".into(),
             recoveries: 0,
             last_recovery: None,
+            fallbacks: 0,
+            last_fallback: None,
         }
     }
 

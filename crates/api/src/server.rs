@@ -348,6 +348,8 @@ mod tests {
                 on_crash: "halt".into(),
                 recoveries: 0,
                 last_recovery: None,
+                fallbacks: 0,
+                last_fallback: None,
             })
         }
         fn recoveries(&self) -> Result<RecoveryList, BackendError> {

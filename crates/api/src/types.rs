@@ -49,6 +49,27 @@ pub struct Status {
     pub recoveries: u64,
     /// The most recent resurrection, if any.
     pub last_recovery: Option<RecoveryInfo>,
+    /// Crashes this session that could not be resurrected safely and fell
+    /// back to a reboot.
+    #[serde(default)]
+    pub fallbacks: u64,
+    /// The most recent of them, if any.
+    #[serde(default)]
+    pub last_fallback: Option<FallbackInfo>,
+}
+
+/// A crash that fell back to a reboot, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackInfo {
+    /// Which boot (1-based) crashed.
+    pub boot: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// A stable code for the reason (`lazarus_resurrect::Fallback::code`,
+    /// e.g. "refused", "over-budget", "no-state-root").
+    pub code: String,
+    /// The reason, in words.
+    pub reason: String,
 }
 
 /// One resurrection (`GET /recoveries`).

@@ -143,7 +143,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                     let summary = lazarus_triage::capture::describe(&vm, &info);
                     eprintln!("lazarus: the guest crashed: {summary}");
                     if let Some(a) = &api {
-                        a.session().crash_detected();
+                        a.session().crash_detected(Fallback::of(&info));
                     }
                     match (Fallback::of(&info), &info.fallback) {
                         (Some(why), _) => eprintln!(

@@ -5,12 +5,12 @@
 //! `lazarus_abi::layout` documents.
 
 use lazarus_abi::boot::{BOOT_MAGIC, BootInfo};
+use lazarus_abi::hypercall::ABI_VERSION;
 use lazarus_abi::layout::{
     BOOT_GDT_GPA, BOOT_INFO_GPA, BOOT_KERNEL_PD_GPA, BOOT_KERNEL_PDPT_GPA, BOOT_PHYSMAP_PD_GPA,
     BOOT_PHYSMAP_PDPT_GPA, BOOT_PML4_GPA, BOOT_RESERVED_END, LARGE_PAGE_SIZE, MMIO_WINDOW_END,
     MMIO_WINDOW_START, PAGE_SIZE,
 };
-use lazarus_abi::root::ABI_VERSION;
 use zerocopy::FromZeros;
 
 use crate::error::{Error, Result};

@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::layout::DEFAULT_MEMORY;
-use lazarus_abi::root::MAX_CPUS;
 
 use crate::console::{ConsoleInput, ConsoleOutput};
 use crate::handler::CrashHandlerBuilder;

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use lazarus_abi::hypercall::{
     CONSOLE_WRITE_MAX, EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_CONSOLE_WRITE, HC_EXT_EVENT,
-    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_RECOVERED, HC_REGISTER_ROOT, Hypercall,
+    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_RECOVERED, HC_REGISTER_ROOT, Hypercall, MAX_EXTS,
 };
-use lazarus_abi::root::MAX_EXTS;
+
 use lazarus_abi::syscall::errno;
 use tracing::{debug, info, warn};
 

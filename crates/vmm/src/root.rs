@@ -6,8 +6,8 @@
 //! The guest registers the root's guest-physical address once; the header
 //! is still guest-controlled data, so it is re-checked on every read.
 
+use lazarus_abi::hypercall::ABI_VERSION;
 use lazarus_abi::hypercall::RootHeader;
-use lazarus_abi::root::ABI_VERSION;
 
 use crate::memory::GuestRam;
 
@@ -58,7 +58,7 @@ pub fn read_header(mem: &GuestRam, gpa: u64, size: u64) -> Result<RootHeader, Ro
 pub(crate) mod tests {
     use super::*;
     use crate::memory::{create_guest_ram, write_obj};
-    use lazarus_abi::root::ROOT_MAGIC;
+    use lazarus_abi::hypercall::ROOT_MAGIC;
 
     /// A root size the tests register.
     pub(crate) const ROOT_SIZE: u64 = 4096;

@@ -5,9 +5,12 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lazarus_api::{API_VERSION, BackendError, RecoveryInfo, RequestedState, Status, VmState};
+use lazarus_api::{
+    API_VERSION, BackendError, FallbackInfo, RecoveryInfo, RequestedState, Status, VmState,
+};
 use lazarus_crashdb::DataDir;
 use lazarus_inject::Injector;
+use lazarus_resurrect::Fallback;
 use lazarus_triage::{Background, unix_ms};
 use lazarus_vmm::{ConsoleInput, ControlError, PauseGuard, RunState, VmControl};
 
@@ -39,6 +42,8 @@ pub(crate) struct SessionState {
     pub(crate) recovery_total: u64,
     pub(crate) latencies_us: VecDeque<u64>,
     pub(crate) crashes: u64,
+    pub(crate) fallbacks: u64,
+    pub(crate) last_fallback: Option<FallbackInfo>,
     /// Injections without a seed of their own draw from this one.
     pub(crate) injector: Injector,
     pub(crate) injections: u64,
@@ -80,6 +85,8 @@ impl ApiSession {
                 recovery_total: 0,
                 latencies_us: VecDeque::new(),
                 crashes: 0,
+                fallbacks: 0,
+                last_fallback: None,
                 injector: Injector::new(unix_ms()),
                 injections: 0,
             }),
@@ -112,8 +119,20 @@ impl ApiSession {
     }
 
     /// A crash that was not resurrected (halt, reboot or fallback).
-    pub fn crash_detected(&self) {
-        lock(&self.state).crashes += 1;
+    /// A crash ended the guest's run; `fallback` says why resurrection
+    /// was not safe, when it was tried.
+    pub fn crash_detected(&self, fallback: Option<&Fallback>) {
+        let mut st = lock(&self.state);
+        st.crashes += 1;
+        if let Some(f) = fallback {
+            st.fallbacks += 1;
+            st.last_fallback = Some(FallbackInfo {
+                boot: st.boots,
+                time_unix_ms: unix_ms(),
+                code: f.code().to_string(),
+                reason: f.to_string(),
+            });
+        }
     }
 
     /// The attached VM's control handle and boot id.
@@ -152,6 +171,8 @@ impl ApiSession {
             on_crash: self.on_crash.to_string(),
             recoveries: st.recovery_total,
             last_recovery: st.recoveries.back().cloned(),
+            fallbacks: st.fallbacks,
+            last_fallback: st.last_fallback.clone(),
         }
     }
 

@@ -3,8 +3,8 @@
 use super::*;
 use crate::memory::create_guest_ram;
 use crate::root::tests::{ROOT_SIZE, plant_root};
+use lazarus_abi::hypercall::ABI_VERSION;
 use lazarus_abi::hypercall::{MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT};
-use lazarus_abi::root::ABI_VERSION;
 use vm_memory::{Bytes, GuestAddress};
 
 const MEM: u64 = 16 << 20;
