@@ -230,12 +230,15 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
                 .and_then(|()| vcpu.fd.set_regs(&state.regs));
             match set {
                 Ok(()) => None,
+                // The guest cannot be resumed: a crash outcome with the
+                // reason, so that the caller dumps and reboots.
                 Err(e) => {
                     warn!(vcpu = vcpu.id, "cannot resume the vCPU: {e}");
-                    Some(VcpuEvent::Failed(Error::Kvm {
-                        op: "KVM_SET_REGS",
+                    crash.fallback = Some(std::sync::Arc::new(Error::Kvm {
+                        op: "KVM_SET_REGS (resume)",
                         source: e,
-                    }))
+                    }));
+                    Some(VcpuEvent::Crash(Box::new(crash)))
                 }
             }
         }
