@@ -34,9 +34,9 @@ pub mod ramdisk {
 }
 
 /// `/dev/crashtest`: deliberately crashes the kernel, in the spirit of
-/// Linux's LKDTM. Commands below [`IOC_CRASH_BASE`] are harmless; every
+/// Linux's LKDTM. Commands below [`IOC_CRASH_BASE`](crashtest::IOC_CRASH_BASE) are harmless; every
 /// command from it on runs one kind of kernel crash directly in the ioctl,
-/// in the calling process's kernel context (or, for [`IOC_TIMER_FAULT`],
+/// in the calling process's kernel context (or, for [`IOC_TIMER_FAULT`](crashtest::IOC_TIMER_FAULT),
 /// in a timer callback).
 pub mod crashtest {
     /// Device name: `/dev/crashtest`.

@@ -58,7 +58,7 @@ pub const HC_REBOOT: u64 = 3;
 pub const HC_EXT_EVENT: u64 = 4;
 /// args: [gpa, len]. Console output in one exit instead of one per byte.
 pub const HC_CONSOLE_WRITE: u64 = 5;
-/// args: [milestone]. Marks boot progress for measurement.
+/// args: `[milestone]`. Marks boot progress for measurement.
 pub const HC_MILESTONE: u64 = 6;
 
 /// args: [recovery count]. The kernel is about to return to a user

@@ -44,7 +44,7 @@ pub const SYS_YIELD: u64 = 8;
 pub const SYS_SLEEP: u64 = 9;
 /// () -> the caller's pid.
 pub const SYS_GETPID: u64 = 10;
-/// (*mut [i32; 2]) -> 0; [0] is the read end.
+/// (*mut [i32; 2]) -> 0; `[0]` is the read end.
 pub const SYS_PIPE: u64 = 11;
 /// (increment) -> previous break.
 pub const SYS_SBRK: u64 = 12;

@@ -101,9 +101,9 @@ pub fn boot_info(p: &BootParams<'_>) -> Result<BootInfo> {
 
 /// The boot page tables as (guest-physical address, 4 KiB table) pairs.
 ///
-/// - PML4[256] -> physmap PDPT; its entries 0..4 -> four page directories
+/// - `PML4[256]` -> physmap PDPT; its entries 0..4 -> four page directories
 ///   mapping RAM (2 MiB pages) and the MMIO window (cache disabled).
-/// - PML4[511] -> kernel PDPT; entry 510 -> a page directory mapping
+/// - `PML4[511]` -> kernel PDPT; entry 510 -> a page directory mapping
 ///   physical `[0, min(mem, 1 GiB))`.
 pub fn page_tables(mem_size: u64) -> Vec<(u64, [u64; 512])> {
     let rw = PTE_PRESENT | PTE_WRITABLE;

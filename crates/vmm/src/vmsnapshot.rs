@@ -23,7 +23,7 @@
 //! The state is read between runs, and KVM finishes an exit's port or
 //! MMIO access (e.g. RIP past an `out`) only on the next KVM_RUN: so
 //! [`Vm::run`] completes that step for every vCPU before it returns (see
-//! [`crate::vcpu::complete_pending_io`]); otherwise a restored vCPU would repeat the
+//! `crate::vcpu::complete_pending_io`); otherwise a restored vCPU would repeat the
 //! `out` it stopped at, e.g. the milestone hypercall.
 //!
 //! After RAM is rewritten, KVM's shadow page tables no longer match the

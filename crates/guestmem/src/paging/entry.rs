@@ -151,10 +151,10 @@ pub enum WalkError {
         /// The table.
         table: u64,
     },
-    /// The walk met more tables or leaves than its [`Limits`] allow.
+    /// The walk met more tables or leaves than its [`Limits`](super::Limits) allow.
     #[error("page-table walk exceeded its budget")]
     Budget,
-    /// A range given to [`translate_range`] is empty or wraps around.
+    /// A range given to [`translate_range`](super::translate_range) is empty or wraps around.
     #[error("bad virtual range {va:#x}+{len:#x}")]
     BadRange {
         /// Start of the range.
@@ -162,7 +162,7 @@ pub enum WalkError {
         /// Its length.
         len: u64,
     },
-    /// [`translate_range`]: the page at `va` is not physically contiguous
+    /// [`translate_range`](super::translate_range): the page at `va` is not physically contiguous
     /// with the start of the range.
     #[error("virtual range is not physically contiguous at {va:#x}")]
     Discontiguous {

@@ -30,7 +30,7 @@ impl Translation {
 /// Translates `va` through the tables at `cr3` (its low 12 bits, PCID or
 /// PCD/PWT, are ignored) as the CPU would, with 4 KiB, 2 MiB and 1 GiB
 /// pages, except that a table that is its own ancestor is refused as a
-/// [`WalkError::Cycle`] (as [`walk_range`] refuses it). The translated
+/// [`WalkError::Cycle`] (as [`walk_range`](super::walk_range) refuses it). The translated
 /// byte must be inside memory.
 pub fn translate<M: PhysMemory + ?Sized>(
     mem: &M,
