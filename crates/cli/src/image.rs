@@ -46,7 +46,14 @@ impl BootImage {
             ),
         };
         let (initramfs, initramfs_name) = match &args.initramfs {
-            Some(p) => read(p, "initramfs")?,
+            Some(p) => {
+                let (data, name) = read(p, "initramfs")?;
+                // The guest cannot report a bad /init usefully (it panics
+                // and reboots): refuse it here, before a VM exists.
+                lazarus_image::check_initramfs(&data)
+                    .map_err(|e| failure(BAD_INPUT, format!("{name}: {e}")))?;
+                (data, name)
+            }
             None => (
                 Cow::Borrowed(lazarus_image::INITRAMFS),
                 "built-in initramfs".to_string(),

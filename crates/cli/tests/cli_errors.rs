@@ -125,3 +125,31 @@ fn help_documents_exit_codes() {
     assert!(text.contains("--memory"));
     assert!(text.contains("canonical"));
 }
+
+/// Runs `lazarus run --initramfs` on `contents`, which must be refused.
+fn bad_initramfs(contents: &[u8], needle: &str) {
+    let dir = lazarus_testkit::temp_dir("cli-initramfs");
+    let path = dir.path().join("initramfs.cpio");
+    std::fs::write(&path, contents).expect("write initramfs");
+    let out = lazarus(&["run", "--initramfs", lazarus_testkit::path_str(&path)]);
+    expect_error(&out, 4, needle);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("initramfs '"), "{stderr}");
+}
+
+#[test]
+fn initramfs_is_checked_before_boot() {
+    let good = lazarus_image::INITRAMFS;
+    bad_initramfs(b"", "empty file");
+    bad_initramfs(b"this is not a cpio archive, not even close, no no no no no no no no no no no no no no no no no no no no", "not a newc cpio archive");
+    bad_initramfs(&good[..good.len() / 2], "truncated cpio archive");
+    // The default archive's first entry is init: its name at byte 110
+    // (after the header), its ELF at 116 (4-byte aligned).
+    assert_eq!(&good[110..115], b"init\0");
+    let mut renamed = good.to_vec();
+    renamed[110..114].copy_from_slice(b"tini");
+    bad_initramfs(&renamed, "no /init");
+    let mut not_elf = good.to_vec();
+    not_elf[117] = b'X';
+    bad_initramfs(&not_elf, "/init is not an x86-64 executable");
+}

@@ -1,5 +1,10 @@
 //! The built-in default boot image: the kernel ELF and the initramfs that
-//! this crate's build script produced from the guest crates.
+//! this crate's build script produced from the guest crates, and the
+//! checks an initramfs must pass to boot ([`check`]).
+
+pub mod check;
+
+pub use check::{InitramfsError, check_initramfs};
 
 /// The kernel ELF, with symbols.
 pub const KERNEL_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kernel.elf"));
