@@ -54,6 +54,7 @@ pub struct ShowArgs {
 /// Runs `lazarus crashes [show SIG]`.
 pub fn run(args: &CrashesArgs) -> anyhow::Result<ExitCode> {
     let data = DataDir::resolve(args.data_dir.as_deref()).map_err(db_error)?;
+    data.check().map_err(db_error)?;
     let path = data.db_path();
     // Reading must not create a database: no file simply means no crashes.
     let exists = path

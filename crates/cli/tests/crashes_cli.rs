@@ -278,3 +278,13 @@ fn missing_show_argument_is_usage_error() {
     let out = lazarus(&["crashes", "show"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn data_dir_that_is_a_file_is_bad_input() {
+    let dir = Scratch::new("file-datadir");
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"").expect("write");
+    let arg = file.to_str().expect("UTF-8 path");
+    let out = lazarus(&["crashes", "--data-dir", arg]);
+    expect_error(&out, 4, "data is not a directory");
+}

@@ -95,6 +95,15 @@ impl DataDir {
             .find(|p| p.is_file())
     }
 
+    /// Fails when the root exists but is not a directory; for readers,
+    /// which must not create it (a missing root just holds nothing).
+    pub fn check(&self) -> Result<(), DbError> {
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(DbError::NotADirectory(self.root.clone()));
+        }
+        Ok(())
+    }
+
     /// Creates the directory and its subdirectories. A newly created root
     /// gets mode 0700: dumps hold the guest's whole memory. An existing
     /// root keeps the mode its owner gave it.
@@ -111,10 +120,13 @@ impl DataDir {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         match builder.create(&self.root) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.root.is_dir() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.check()?,
             Err(e) => return Err(io(&self.root)(e)),
         }
         for dir in [self.dumps_dir(), self.reports_dir(), self.symbols_dir()] {
+            if dir.exists() && !dir.is_dir() {
+                return Err(DbError::NotADirectory(dir));
+            }
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         Ok(())

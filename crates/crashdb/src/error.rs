@@ -16,6 +16,11 @@ pub enum DbError {
     )]
     NoDataDir,
 
+    /// The data directory (or one of its subdirectories) is something
+    /// else, e.g. a file: said plainly rather than as "File exists".
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+
     /// A file-system operation on the data directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -100,6 +105,7 @@ impl DbError {
         matches!(
             self,
             DbError::NotADatabase { .. }
+                | DbError::NotADirectory(_)
                 | DbError::Foreign { .. }
                 | DbError::NewerSchema { .. }
                 | DbError::UnknownSignature(_)

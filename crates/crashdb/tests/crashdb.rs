@@ -494,3 +494,32 @@ fn version_1_database_is_migrated_and_keeps_its_crashes() {
         .expect("user_version");
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+#[test]
+fn a_data_directory_that_is_a_file_says_so() {
+    let scratch = Scratch::new("file-datadir");
+    let file = scratch.path().join("data");
+    std::fs::write(&file, b"not a directory").expect("write");
+    let err = DataDir::new(&file)
+        .ensure()
+        .expect_err("a file is no data dir");
+    assert!(
+        matches!(&err, DbError::NotADirectory(p) if *p == file),
+        "{err}"
+    );
+    assert!(err.is_bad_input());
+    assert!(
+        err.to_string().ends_with("data is not a directory"),
+        "{err}"
+    );
+    assert!(matches!(
+        DataDir::new(&file).check(),
+        Err(DbError::NotADirectory(_))
+    ));
+
+    let root = scratch.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("dumps"), b"").expect("write");
+    let err = DataDir::new(&root).ensure().expect_err("dumps is a file");
+    assert!(matches!(err, DbError::NotADirectory(_)), "{err}");
+}
