@@ -56,10 +56,15 @@ fn boot_once(image: &BootImage, args: &BenchBootArgs, run: u32) -> anyhow::Resul
     config.console_out = ConsoleOutput::Null;
     config.console_in = ConsoleInput::none();
     config.stop_at_milestone = Some(MILESTONE_SHELL_PROMPT);
-    config.timeout = Some(
-        Duration::try_from_secs_f64(args.timeout)
-            .map_err(|_| failure(BAD_INPUT, format!("invalid --timeout {}", args.timeout)))?,
-    );
+    // 0 means no timeout (as for `run`).
+    config.timeout = if args.timeout == 0.0 {
+        None
+    } else {
+        Some(
+            Duration::try_from_secs_f64(args.timeout)
+                .map_err(|_| failure(BAD_INPUT, format!("invalid --timeout {}", args.timeout)))?,
+        )
+    };
     let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
     let outcome = vm.run()?;
     let prompt = match outcome {

@@ -14,6 +14,9 @@ Exit codes:
   3  the guest crashed
   4  bad input: missing or corrupt kernel or initramfs, bad memory size or vCPU count
   5  KVM unavailable: /dev/kvm missing or not accessible
+  6  ctl: the API socket cannot be reached (nobody listens, no answer in time)
+  7  ctl: the server refused the request (4xx)
+  8  ctl: the server failed (5xx)
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to see more.";
 
@@ -34,6 +37,20 @@ A guest reboot request restarts the VM from the boot image.";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line, then reads `--timeout 0` as "no timeout"
+    /// (a zero deadline would expire before the guest runs).
+    pub fn parse_args() -> Self {
+        let mut cli = <Self as Parser>::parse();
+        if let Command::Run(args) = &mut cli.command
+            && args.timeout == Some(0.0)
+        {
+            args.timeout = None;
+        }
+        cli
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +117,7 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// Give up after this many seconds (exit code 1).
+    /// Give up after this many seconds (exit code 1); 0 means no timeout.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
     /// What to do when the guest kernel crashes. Every crash first gets a
@@ -216,7 +233,8 @@ pub struct BenchBootArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Give up on a boot that takes longer than this many seconds.
+    /// Give up on a boot that takes longer than this many seconds; 0 means
+    /// no timeout.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     pub timeout: f64,
 }

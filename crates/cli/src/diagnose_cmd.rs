@@ -52,6 +52,16 @@ pub fn default_symbols_dir() -> anyhow::Result<PathBuf> {
 
 /// Runs `lazarus diagnose`.
 pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    // A store named explicitly must exist: ignoring a typo would give a
+    // report without symbols and no hint why.
+    if let Some(d) = &args.symbols
+        && !d.is_dir()
+    {
+        return Err(failure(
+            BAD_INPUT,
+            format!("symbol store '{}': not a directory", d.display()),
+        ));
+    }
     let dump = Dump::open(&args.dump)
         .map_err(|e| failure(BAD_INPUT, format!("{}: {e}", args.dump.display())))?;
     let dir = match &args.symbols {

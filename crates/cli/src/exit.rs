@@ -51,6 +51,15 @@ pub fn code(e: &anyhow::Error) -> u8 {
 }
 
 pub fn vmm_code(e: &lazarus_vmm::Error) -> u8 {
+    // The VMM cannot tell whose fault a handler's error is; the
+    // resurrector's own error type can (a kernel ELF it cannot read).
+    if let lazarus_vmm::Error::CrashHandler(inner) = e
+        && inner
+            .downcast_ref::<lazarus_resurrect::SetupError>()
+            .is_some_and(|s| s.is_bad_input())
+    {
+        return BAD_INPUT;
+    }
     match e.kind() {
         ErrorKind::KvmUnavailable => KVM_UNAVAILABLE,
         ErrorKind::BadInput => BAD_INPUT,

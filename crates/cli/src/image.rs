@@ -1,6 +1,7 @@
 //! Reading the boot image and turning the options into a `VmConfig`.
 
 use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 
 use lazarus_vmm::{Error as VmmError, VmConfig};
@@ -20,12 +21,27 @@ pub struct BootImage {
     pub memory_mib: u64,
 }
 
-fn read(path: &Path, what: &str) -> anyhow::Result<(Cow<'static, [u8]>, String)> {
+/// The largest kernel ELF read: far above any real one (with debug info),
+/// so that `--kernel /dev/zero` fails at once instead of filling memory.
+pub const MAX_KERNEL_SIZE: u64 = 256 * MIB;
+
+/// Reads at most `max` bytes of `path`; more is an error (a device or a
+/// wrong file), reported without reading the rest.
+fn read(path: &Path, what: &str, max: u64) -> anyhow::Result<(Cow<'static, [u8]>, String)> {
     let name = format!("{what} '{}'", path.display());
-    match std::fs::read(path) {
-        Ok(data) => Ok((Cow::Owned(data), name)),
-        Err(e) => Err(failure(BAD_INPUT, format!("{name}: {e}"))),
+    let bad = |e: std::io::Error| failure(BAD_INPUT, format!("{name}: {e}"));
+    let file = std::fs::File::open(path).map_err(bad)?;
+    let mut data = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(bad)?;
+    if data.len() as u64 > max {
+        return Err(failure(
+            BAD_INPUT,
+            format!("{name}: larger than {} MiB, the most accepted", max / MIB),
+        ));
     }
+    Ok((Cow::Owned(data), name))
 }
 
 impl BootImage {
@@ -39,7 +55,7 @@ impl BootImage {
             )
         })?;
         let (kernel, kernel_name) = match &args.kernel {
-            Some(p) => read(p, "kernel image")?,
+            Some(p) => read(p, "kernel image", MAX_KERNEL_SIZE)?,
             None => (
                 Cow::Borrowed(lazarus_image::KERNEL_ELF),
                 "built-in kernel image".to_string(),
@@ -47,7 +63,10 @@ impl BootImage {
         };
         let (initramfs, initramfs_name) = match &args.initramfs {
             Some(p) => {
-                let (data, name) = read(p, "initramfs")?;
+                // It must fit in guest RAM; never read more than the
+                // largest RAM a guest may have.
+                let max = mem_size.min(lazarus_abi::layout::MAX_MEMORY);
+                let (data, name) = read(p, "initramfs", max)?;
                 // The guest cannot report a bad /init usefully (it panics
                 // and reboots): refuse it here, before a VM exists.
                 lazarus_image::check_initramfs(&data)
@@ -83,6 +102,11 @@ impl BootImage {
         let code = vmm_code(&e);
         let message = match &e {
             VmmError::Kernel(inner) => format!("{}: {inner}", self.kernel_name),
+            // A kernel the resurrector cannot read (e.g. cut short in its
+            // section headers, which booting itself never reads).
+            VmmError::CrashHandler(_) if code == BAD_INPUT => {
+                format!("{}: {e}", self.kernel_name)
+            }
             VmmError::InitramfsTooLarge { .. } => format!("{}: {e}", self.initramfs_name),
             VmmError::InvalidMemorySize { reason, .. } => {
                 format!("invalid memory size {} MiB: {reason}", self.memory_mib)

@@ -10,6 +10,9 @@
 //! | 3    | the guest crashed |
 //! | 4    | bad input: missing or corrupt kernel or initramfs, bad memory size, bad vCPU count |
 //! | 5    | KVM unavailable: /dev/kvm missing or not accessible |
+//! | 6    | `ctl`: the API socket cannot be reached |
+//! | 7    | `ctl`: the server refused the request (4xx) |
+//! | 8    | `ctl`: the server failed (5xx) |
 //!
 //! Errors are reported as one line on stderr: `lazarus: error: ...`.
 //! Logs go to stderr too; `RUST_LOG` selects them (default `warn`).
@@ -37,12 +40,10 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{BenchCommand, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),

@@ -1,6 +1,6 @@
 //! Bad input to the `lazarus` binary: each case must exit with its
-//! documented code and one clear line on stderr, never a panic. None of
-//! these boots a kernel.
+//! documented code and one clear line on stderr, never a panic. Only
+//! `timeout_zero_means_none` boots a kernel.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -152,4 +152,97 @@ fn initramfs_is_checked_before_boot() {
     let mut not_elf = good.to_vec();
     not_elf[117] = b'X';
     bad_initramfs(&not_elf, "/init is not an x86-64 executable");
+}
+
+/// Cut inside its section headers (or its debug info), the kernel still
+/// boots as far as the loader cares, but the resurrector cannot read it:
+/// that is bad input too, not an internal error.
+#[test]
+fn kernel_truncated_in_its_section_headers() {
+    let elf = lazarus_image::KERNEL_ELF;
+    let dir = lazarus_testkit::temp_dir("cli-kernel");
+    let path = dir.path().join("kernel.elf");
+    for n in [
+        elf.len() - 1,
+        elf.len() - 100,
+        elf.len() - 2000,
+        elf.len() / 2,
+    ] {
+        std::fs::write(&path, &elf[..n]).expect("write kernel");
+        let out = lazarus(&["run", "--kernel", lazarus_testkit::path_str(&path)]);
+        expect_error(&out, 4, "kernel image '");
+    }
+}
+
+/// A device that never ends is refused after a bounded read, not read
+/// until memory runs out.
+#[test]
+fn endless_inputs_are_bounded() {
+    let started = std::time::Instant::now();
+    let out = lazarus(&["run", "--kernel", "/dev/zero"]);
+    expect_error(&out, 4, "kernel image '/dev/zero': larger than 256 MiB");
+    let out = lazarus(&["run", "--memory", "64", "--initramfs", "/dev/zero"]);
+    expect_error(&out, 4, "initramfs '/dev/zero': larger than 64 MiB");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn explicit_symbol_store_must_exist() {
+    let out = lazarus(&[
+        "diagnose",
+        "/nonexistent/dump.core",
+        "--symbols",
+        "/nonexistent/symbols",
+    ]);
+    expect_error(
+        &out,
+        4,
+        "symbol store '/nonexistent/symbols': not a directory",
+    );
+}
+
+#[test]
+fn help_lists_every_exit_code() {
+    let out = lazarus(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for code in 0..=8 {
+        assert!(
+            text.contains(&format!("\n  {code}  ")),
+            "exit code {code} missing: {text}"
+        );
+    }
+    let out = lazarus(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 means no timeout"), "{text}");
+}
+
+/// `--timeout 0` means no timeout: the guest boots and powers off (a zero
+/// deadline used to end the run before the guest started). Boots a guest.
+#[test]
+fn timeout_zero_means_none() {
+    use std::io::Write;
+    let data = lazarus_testkit::temp_dir("cli-timeout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lazarus"))
+        .args([
+            "run",
+            "--timeout",
+            "0",
+            "--data-dir",
+            lazarus_testkit::path_str(data.path()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("run lazarus");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"poweroff\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
 }

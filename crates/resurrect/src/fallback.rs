@@ -137,3 +137,11 @@ pub enum SetupError {
     #[error("registering the repair slot: {0}")]
     Slot(String),
 }
+
+impl SetupError {
+    /// Whether the caller's input is at fault (a kernel ELF that cannot be
+    /// read), rather than the host: callers report the two differently.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, SetupError::KernelElf(_))
+    }
+}
