@@ -11,7 +11,7 @@ Exit codes:
   0  the guest powered off cleanly (run: the guest's power-off status, 0 normally)
   1  hypervisor or internal error (also an expired --timeout)
   2  usage error
-  3  the guest crashed
+  3  the guest crashed (run: with --on-crash halt, or a boot failure or crash loop)
   4  bad input: missing or corrupt kernel or initramfs, bad memory size or vCPU count
   5  KVM unavailable: /dev/kvm missing or not accessible
   6  ctl: the API socket cannot be reached (nobody listens, no answer in time)
@@ -25,7 +25,8 @@ The guest console is attached to stdin and stdout. The host terminal stays in
 canonical mode: it echoes what you type and sends each line to the guest when
 you press Enter; Ctrl-C ends lazarus. Input can be piped, e.g.
   printf 'ps\\npoweroff\\n' | lazarus run
-A guest reboot request restarts the VM from the boot image.";
+A guest reboot request restarts the VM from the boot image; a guest that keeps
+rebooting or crashing, or cannot boot, stops with exit code 3 (--max-reboots).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,9 +130,20 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "HOW", default_value_t = SlotArg::Resident)]
     pub repair_slot: SlotArg,
     /// Declare the guest hung when the kernel's heartbeat stops for this
-    /// many milliseconds (0 disables the watchdog).
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    /// many milliseconds (0 disables the watchdog). At least 50: the
+    /// kernel boots for 10-20 ms before its first heartbeat, so a shorter
+    /// watchdog would find every boot hung.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = parse_watchdog_ms)]
     pub watchdog_ms: u64,
+    /// Give up (exit code 3) when the guest needs more than N reboots,
+    /// after crashes or asked for by the guest, within --reboot-window;
+    /// 0 allows none. A reboot after a crash that crashes again before the
+    /// shell prompt gives up at once.
+    #[arg(long, value_name = "N", default_value_t = crate::reboot_limit::DEFAULT_MAX_REBOOTS)]
+    pub max_reboots: u32,
+    /// The window of --max-reboots, in seconds (0: the whole run).
+    #[arg(long, value_name = "SECS", default_value_t = crate::reboot_limit::DEFAULT_WINDOW_SECS)]
+    pub reboot_window: u64,
     /// Where dumps, reports, symbols and the crash database go [default:
     /// $LAZARUS_DATA_DIR, else $XDG_DATA_HOME/lazarus, else
     /// ~/.local/share/lazarus].
@@ -279,4 +291,23 @@ pub struct CampaignArgs {
     /// No progress bar (also off when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Shortest `--watchdog-ms` accepted (other than 0). The kernel's timer
+/// ticks every 10 ms (`TICK_HZ`) and its first heartbeat comes 10-20 ms of
+/// boot work after it registers with the hypervisor; 50 ms leaves a margin
+/// on a loaded host. Refused rather than raised: a watchdog silently
+/// different from the one asked for would surprise whoever tunes it.
+pub const MIN_WATCHDOG_MS: u64 = 50;
+
+/// Parses `--watchdog-ms`: 0 (off) or at least [`MIN_WATCHDOG_MS`].
+fn parse_watchdog_ms(s: &str) -> Result<u64, String> {
+    let ms: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    if ms != 0 && ms < MIN_WATCHDOG_MS {
+        return Err(format!(
+            "{ms} ms is shorter than the kernel needs to boot before its first heartbeat; \
+             use 0 (no watchdog) or at least {MIN_WATCHDOG_MS}"
+        ));
+    }
+    Ok(ms)
 }

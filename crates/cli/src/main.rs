@@ -36,6 +36,7 @@ mod demo;
 mod diagnose_cmd;
 mod exit;
 mod image;
+mod reboot_limit;
 mod run;
 
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ use crate::api::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;
+use crate::reboot_limit::{Cause, RebootLimit};
 
 /// Runs the guest; returns the process exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -54,6 +55,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let mut boots = 0u64;
+    let mut limit = RebootLimit::new(args.max_reboots, Duration::from_secs(args.reboot_window));
     // Set while rebooting after a crash: when the crash was detected.
     let mut crashed_at: Option<Instant> = None;
     let result = loop {
@@ -88,7 +90,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         } else {
             None
         };
-        let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
+        // No `?` in the loop: the dumps still being written must be
+        // finished (see `crashes.finish()` below) whatever ends the run.
+        let mut vm = match Vm::new(config) {
+            Ok(vm) => vm,
+            Err(e) => break Err(image.explain(e)),
+        };
         if let Some(a) = &api {
             a.session().attach(vm.control(), &boot_id, boots);
         }
@@ -109,7 +116,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
         }
         let next = loop {
-            let outcome = vm.run().context("running the guest")?;
+            let outcome = match vm.run().context("running the guest") {
+                Ok(outcome) => outcome,
+                Err(e) => break Err(e),
+            };
             // Make sure everything the guest printed is out before we talk.
             let _ = std::io::stdout().flush();
             crashes.finished().iter().for_each(print_result);
@@ -131,6 +141,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 }
                 VmOutcome::PowerOff(status) => break Ok(Some(exit_status(status))),
                 VmOutcome::RebootRequested => {
+                    if let Err(why) = limit.on_reboot(
+                        Cause::Requested,
+                        vm.milestone(MILESTONE_SHELL_PROMPT).is_some(),
+                        Instant::now(),
+                    ) {
+                        break Err(failure(CRASHED, why));
+                    }
                     eprintln!("lazarus: the guest asked for a reboot; restarting it");
                     break Ok(None);
                 }
@@ -145,13 +162,30 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                     if let Some(a) = &api {
                         a.session().crash_detected(Fallback::of(&info));
                     }
+                    // Decided before saying "rebooting": a boot failure or
+                    // a crash loop ends the run instead.
+                    let give_up = match args.on_crash {
+                        OnCrash::Halt => None,
+                        OnCrash::Reboot | OnCrash::Resurrect => limit
+                            .on_reboot(
+                                Cause::Crash,
+                                vm.milestone(MILESTONE_SHELL_PROMPT).is_some(),
+                                info.detected_at,
+                            )
+                            .err(),
+                    };
+                    let then = if give_up.is_some() {
+                        "giving up"
+                    } else {
+                        "rebooting"
+                    };
                     match (Fallback::of(&info), &info.fallback) {
                         (Some(why), _) => eprintln!(
-                            "lazarus: cannot resurrect it safely ({why}; {}); rebooting",
+                            "lazarus: cannot resurrect it safely ({why}; {}); {then}",
                             why.code()
                         ),
                         (None, Some(why)) => {
-                            eprintln!("lazarus: cannot resurrect it safely ({why}); rebooting")
+                            eprintln!("lazarus: cannot resurrect it safely ({why}); {then}")
                         }
                         (None, None) => {}
                     }
@@ -172,8 +206,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                             break Err(failure(CRASHED, format!("the guest crashed: {summary}")));
                         }
                         OnCrash::Reboot | OnCrash::Resurrect => {
-                            // The dump is written while the guest reboots.
+                            // The dump is written while the guest reboots
+                            // (or by `finish` below if we give up).
                             crashes.persist_in_background(captured);
+                            if let Some(why) = give_up {
+                                break Err(failure(CRASHED, why));
+                            }
                             crashed_at = Some(info.detected_at);
                             eprintln!("lazarus: rebooting the guest");
                             break Ok(None);
