@@ -265,6 +265,12 @@ pub fn exit(pid: u32, status: i32) {
     if matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM) {
         return;
     }
+    // Nothing can take init's place, and a kernel without it serves no
+    // one: a crash (as Linux's "Attempted to kill init!"), which the
+    // hypervisor then sees, instead of a guest idling forever.
+    if pid == 1 {
+        crate::crash::panic_with(b"init exited");
+    }
     let parent = p.parent;
     sched::runq_remove(pid);
     release(pid);
