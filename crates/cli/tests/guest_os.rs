@@ -138,3 +138,15 @@ fn timer_preempts_cpu_bound_processes() {
     );
     assert!(g.poweroff().success());
 }
+
+/// A shell command with a bad argument prints its usage once, whatever is
+/// wrong with the argument.
+#[test]
+fn usage_is_printed_once() {
+    let mut g = common::boot();
+    for line in ["kill", "kill 1 2", "kill x"] {
+        let out = g.cmd(line);
+        assert_eq!(out.matches("kill PID").count(), 1, "{line:?}: {out}");
+    }
+    assert!(g.poweroff().success());
+}

@@ -203,7 +203,11 @@ fn one_arg<'a>(cmd: &str, args: &[&'a str]) -> Option<&'a str> {
 }
 
 fn kill(args: &[&str]) {
-    let Some(pid) = one_arg("kill", args).and_then(|a| a.parse::<u32>().ok()) else {
+    // `one_arg` already printed the usage for a wrong argument count.
+    let Some(arg) = one_arg("kill", args) else {
+        return;
+    };
+    let Ok(pid) = arg.parse::<u32>() else {
         return usage("kill");
     };
     if let Err(e) = process::kill(pid) {
