@@ -157,7 +157,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         OnCrash::Reboot => "reboot",
                         OnCrash::Resurrect => "fallback-reboot",
                     };
-                    let summary = lazarus_triage::capture::describe(&vm, &info);
+                    // The capture reads the kernel's own account once; its
+                    // note's detail is the line printed.
+                    let captured = lazarus_triage::capture_crash(
+                        crashes.build_ids(),
+                        &vm,
+                        &info,
+                        &boot_id,
+                        action,
+                    );
+                    let summary = captured.note.detail.clone();
                     eprintln!("lazarus: the guest crashed: {summary}");
                     if let Some(a) = &api {
                         a.session().crash_detected(Fallback::of(&info));
@@ -189,13 +198,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         }
                         (None, None) => {}
                     }
-                    let captured = lazarus_triage::capture_crash(
-                        crashes.build_ids(),
-                        &vm,
-                        &info,
-                        &boot_id,
-                        action,
-                    );
                     match args.on_crash {
                         OnCrash::Halt => {
                             let r = crashes.persist(captured);

@@ -15,7 +15,6 @@ use lazarus_abi::layout::{
 };
 use lazarus_abi::root::{KernelRoot, MAX_EXTS, MAX_PROCS};
 use lazarus_guestmem::{Limits, PageSize, Visit, VisitControl, walk_range};
-use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use lazarus_vmm::memory::GuestRam;
 
@@ -128,16 +127,6 @@ fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>
     });
 }
 
-/// Guest RAM as bytes (the VM is stopped while this runs).
-fn ram_bytes(mem: &GuestRam, size: u64) -> Option<&[u8]> {
-    let host = mem.get_host_address(GuestAddress(0)).ok()?;
-    mem.check_range(GuestAddress(0), size as usize)
-        .then_some(())?;
-    // SAFETY: [0, size) is one mapped region of `mem` (checked); the only
-    // writer, the guest, is stopped while the returned slice is used.
-    Some(unsafe { std::slice::from_raw_parts(host, size as usize) })
-}
-
 /// Takes the snapshot. `offender_cr3` is the faulting process's PML4.
 pub fn take(
     mem: &GuestRam,
@@ -148,7 +137,8 @@ pub fn take(
     pool: &BufferPool,
 ) -> MemSnapshot {
     let t_start = std::time::Instant::now();
-    let Some(ram) = ram_bytes(mem, mem_size) else {
+    // SAFETY: every vCPU is stopped while the crash handler runs.
+    let Some(ram) = (unsafe { lazarus_vmm::memory::ram_bytes(mem) }) else {
         return MemSnapshot::default();
     };
     let mut want: Vec<(u64, u64)> = vec![

@@ -95,12 +95,6 @@ fn record_of<'a>(info: &CrashInfo, root: Option<&'a KernelRoot>) -> Option<&'a C
         .map(|r| &r.crash)
 }
 
-/// Describes a crash of a stopped VM (no resurrection changed it).
-pub fn describe(vm: &Vm, info: &CrashInfo) -> String {
-    let root = vm_root(vm);
-    crash_summary(info, record_of(info, root.as_deref()))
-}
-
 /// Takes a stopped VM's memory and state after `info`.
 pub fn capture_crash(
     ids: &BuildIds,

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use lazarus_crashdb::{DataDir, NewCrash};
 use lazarus_dump::DumpInput;
 use lazarus_symbols::SymbolStore;
-use lazarus_vmm::memory::GuestRam;
-use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::capture::{Captured, RamSource};
 use crate::error::TriageError;
@@ -25,22 +23,6 @@ pub struct Persisted {
     pub title: String,
     /// The report as text.
     pub text: String,
-}
-
-/// Guest RAM as one byte slice.
-fn ram_bytes(ram: &GuestRam, size: usize) -> Result<&[u8], TriageError> {
-    let host = ram
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| TriageError::GuestMemory(format!("no host mapping: {e}")))?;
-    if !ram.check_range(GuestAddress(0), size) {
-        return Err(TriageError::GuestMemory(format!(
-            "not {size} contiguous bytes"
-        )));
-    }
-    // SAFETY: `check_range` confirmed [0, size) is one mapped region of
-    // `ram`, which the caller's borrow keeps alive; the guest that could
-    // write it is stopped for good.
-    Ok(unsafe { std::slice::from_raw_parts(host, size) })
 }
 
 /// Writes the dump, diagnoses it and records it in the crash database.
@@ -72,7 +54,12 @@ pub(crate) fn write_report(
     let dump = data.dumps_dir().join(format!("{stem}.core"));
     let image;
     let ram: &[u8] = match &c.ram {
-        RamSource::Shared(ram, size) => ram_bytes(ram, *size)?,
+        // SAFETY: a shared RAM source is a crashed VM's, stopped for good.
+        RamSource::Shared(ram, size) => unsafe { lazarus_vmm::memory::ram_bytes(ram) }
+            .and_then(|b| b.get(..*size))
+            .ok_or_else(|| {
+                TriageError::GuestMemory(format!("not {size} contiguous bytes from 0"))
+            })?,
         RamSource::Snapshot(snap) => {
             image = snap.to_ram_image();
             &image

@@ -96,6 +96,22 @@ pub fn write_bytes(mem: &GuestRam, gpa: u64, data: &[u8]) -> Result<()> {
         .map_err(|e| Error::GuestMemory(format!("write at {gpa:#x}: {e}")))
 }
 
+/// All of guest RAM as one host byte slice, to copy it out at native speed
+/// (crash snapshots, dumps); `None` if RAM is not one mapping from 0.
+///
+/// # Safety
+///
+/// Nothing may write guest RAM while the slice lives: no vCPU of the VM
+/// may run (the guest is stopped, or gone for good).
+pub unsafe fn ram_bytes(mem: &GuestRam) -> Option<&[u8]> {
+    let size = usize::try_from(ram_size(mem)).ok()?;
+    let host = mem.get_host_address(GuestAddress(0)).ok()?;
+    mem.check_range(GuestAddress(0), size).then_some(())?;
+    // SAFETY: [0, size) is one mapped region of `mem` (checked), kept
+    // alive by the borrow; the caller guarantees no one writes it.
+    Some(unsafe { std::slice::from_raw_parts(host, size) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -293,7 +293,10 @@ fn pvpanic_reports_the_kernel_crash_record() {
     // (triage) reads it and tells the kernel's own account.
     let record = lazarus_guestmem::read_crash_record(run.vm.memory(), root_gpa).expect("record");
     assert_eq!(record.kind, CRASH_PANIC);
-    let summary = lazarus_triage::capture::describe(&run.vm, &info);
+    let ids = lazarus_triage::BuildIds::default();
+    let summary = lazarus_triage::capture_crash(&ids, &run.vm, &info, "tiny", "halt")
+        .note
+        .detail;
     assert!(summary.contains("tiny panic"), "{summary}");
     assert_eq!(run.vm.hypercall_counts(), (2, 0));
 }
