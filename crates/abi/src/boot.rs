@@ -5,7 +5,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Most vCPUs a guest may have (`BootInfo::num_cpus`); the kernel's state
 /// root has one entry per CPU.
-pub const MAX_CPUS: usize = 4;
+pub const MAX_CPUS: usize = 8;
 
 /// [`BootInfo::magic`]: "LZRSBOOT"; without it the kernel panics at entry.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSBOOT");

@@ -12,7 +12,7 @@ pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSROOT");
 /// Version of every layout in this crate, checked at boot
 /// ([`crate::boot::BootInfo`]) and at root registration; bump it on any
 /// layout change.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 /// Extension slots: `HC_EXT_EVENT` names one, and the kernel's state root
 /// has one entry per slot.
 pub const MAX_EXTS: usize = 8;
@@ -42,8 +42,12 @@ pub struct RootHeader {
     pub abi_version: u32,
     /// Bytes registered, header included.
     pub root_size: u32,
-    /// Timer ticks since boot; the hypervisor's watchdog watches it move.
+    /// Timer ticks since boot (the boot CPU's); the hypervisor's
+    /// watchdog watches it move.
     pub heartbeat: u64,
+    /// Per-CPU heartbeats, indexed by vCPU; one that stops while others
+    /// move is a lockup of that CPU alone. 0 for a CPU not started.
+    pub cpu_heartbeat: [u64; crate::boot::MAX_CPUS],
 }
 
 /// args: [gpa of the state root, its size, ABI version]. The root starts
@@ -65,6 +69,14 @@ pub const HC_MILESTONE: u64 = 6;
 /// process for the first time since a repair (or goes idle with nothing
 /// runnable): resurrection latency ends.
 pub const HC_RECOVERED: u64 = 7;
+
+/// args: [vCPU index, rip, rsp, rdi, cr3]. Starts a vCPU that has not
+/// run yet in 64-bit mode with the boot CPU's segments and control
+/// registers, these registers and interrupts off: the paravirtual
+/// equivalent of INIT-SIPI-SIPI (as PSCI's CPU_ON or Xen's VCPUOP_up).
+/// Fails with EINVAL for a bad index, address or page table, and EBUSY
+/// for a vCPU already started.
+pub const HC_CPU_ON: u64 = 8;
 
 /// Largest single [`HC_CONSOLE_WRITE`].
 pub const CONSOLE_WRITE_MAX: u64 = 64 * 1024;

@@ -171,8 +171,8 @@ pub struct Proc {
     /// failed and it has not acquired since), or [`NONE`]. Turns a lockup
     /// into a diagnosable deadlock.
     pub spinning_on: u32,
-    /// Padding; zero.
-    pub _pad: u32,
+    /// The CPU this process last ran on (`ps` shows it).
+    pub last_cpu: u32,
     /// Pages of user memory mapped.
     pub mem_pages: u64,
     /// Virtual address of the user-mode trap frame on the kernel stack, set
@@ -366,6 +366,38 @@ pub struct Cpu {
     pub context_switches: u64,
     /// Timer ticks that found the CPU idle.
     pub idle_ticks: u64,
+    /// Timer ticks this CPU handled (its own heartbeat is in the header).
+    pub ticks: u64,
+    /// Top of this CPU's idle stack, where a repair on this CPU restarts
+    /// it (`KernelRoot::recovery_entry`).
+    pub recovery_stack: u64,
+    /// Times this CPU waited for the big kernel lock.
+    pub bkl_waits: u64,
+}
+
+/// The big kernel lock: one CPU at a time runs kernel code (ring 3 runs
+/// on every CPU in parallel). Kept in the state root so the repair image
+/// knows which CPU was inside the kernel and whether the others are
+/// merely waiting at its door.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct BigLock {
+    /// 1 while held (changed atomically); 0 free.
+    pub locked: u32,
+    /// The CPU holding it, or [`NONE`].
+    pub owner_cpu: u32,
+    /// The pid running on that CPU when it took the lock (0: idle).
+    pub owner_pid: u32,
+    /// Nested acquisitions by the owner (interrupts taken in the kernel).
+    pub depth: u32,
+    /// Bit per CPU waiting for it (halted, woken by an IPI at release).
+    pub waiters: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Times it was taken.
+    pub acquisitions: u64,
+    /// Times a CPU found it held and waited.
+    pub contended: u64,
 }
 
 /// Console input received and not yet read: a ring buffer.
@@ -502,10 +534,11 @@ pub struct KernelRoot {
     pub kernel_text_start: u64,
     /// See `kernel_text_start` (exclusive end).
     pub kernel_text_end: u64,
-    /// Kernel entry point that resumes scheduling after a repair, and the
-    /// stack it starts on (the boot/idle stack, abandoned at a crash).
+    /// Kernel entry point that resumes scheduling after a repair, on the
+    /// crashed CPU's idle stack (`Cpu::recovery_stack`, abandoned at a
+    /// crash).
     pub recovery_entry: u64,
-    /// See `recovery_entry`.
+    /// The boot CPU's `Cpu::recovery_stack` (kept for older readers).
     pub recovery_stack: u64,
     /// Where a fresh kernel context "returns" to restart a process from
     /// its user-mode trap frame (the repair program builds such contexts).
@@ -527,6 +560,8 @@ pub struct KernelRoot {
     pub runq: [u32; MAX_PROCS],
     /// Per-CPU state.
     pub cpus: [Cpu; MAX_CPUS],
+    /// The big kernel lock.
+    pub bkl: BigLock,
     /// The process table, indexed by [`KernelRoot::slot_of`].
     pub procs: [Proc; MAX_PROCS],
     /// Every kernel lock; a lock's id is its index.

@@ -134,6 +134,19 @@ impl ControlShared {
         self.changed.notify_all();
     }
 
+    /// Kicks vCPU `id`'s thread out of (or before) KVM_RUN, if it runs.
+    pub(crate) fn kick(&self, id: u32) {
+        let st = lock(&self.state);
+        for &(i, thread) in &st.threads {
+            if i == id {
+                // SAFETY: `thread` is a live vCPU thread: threads remove
+                // themselves under this lock before ending. The kick
+                // handler only sets `immediate_exit`.
+                unsafe { libc::pthread_kill(thread, kick_signal()) };
+            }
+        }
+    }
+
     /// A run of the VM starts `n` vCPU threads.
     pub(crate) fn run_started(&self, n: usize) {
         lock(&self.state).running = n;

@@ -228,6 +228,31 @@ pub fn setup_boot_cpu(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     Ok(())
 }
 
+/// Starts a vCPU that has not run yet (`HC_CPU_ON`): 64-bit mode as the
+/// boot processor enters it, the guest's registers, then runnable (a vCPU
+/// with an in-kernel LAPIC is created waiting for INIT/SIPI).
+pub fn start_cpu(vcpu: &VcpuFd, start: &crate::hypercall::CpuStart) -> Result<()> {
+    let mut sregs = long_mode_sregs(vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?);
+    sregs.cr3 = start.cr3;
+    vcpu.set_sregs(&sregs)
+        .map_err(Error::kvm("KVM_SET_SREGS"))?;
+    vcpu.set_regs(&kvm_regs {
+        rip: start.rip,
+        rsp: start.rsp,
+        rdi: start.arg,
+        rflags: 0x2,
+        ..Default::default()
+    })
+    .map_err(Error::kvm("KVM_SET_REGS"))?;
+    vcpu.set_fpu(&initial_fpu())
+        .map_err(Error::kvm("KVM_SET_FPU"))?;
+    vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+    })
+    .map_err(Error::kvm("KVM_SET_MP_STATE"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use lazarus_abi::hypercall::{
-    CONSOLE_WRITE_MAX, EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_CONSOLE_WRITE, HC_EXT_EVENT,
-    HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_RECOVERED, HC_REGISTER_ROOT, Hypercall, MAX_EXTS,
+    CONSOLE_WRITE_MAX, EXT_EVENT_LOADED, EXT_EVENT_UNLOADED, HC_CONSOLE_WRITE, HC_CPU_ON,
+    HC_EXT_EVENT, HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_RECOVERED, HC_REGISTER_ROOT, Hypercall,
+    MAX_EXTS,
 };
 
 use lazarus_abi::syscall::errno;
@@ -48,6 +49,22 @@ pub enum HcAction {
     ExtEvent(ExtEvent),
     /// The kernel is back in user mode after a repair (its recovery count).
     Recovered(u64),
+    /// A vCPU was asked to start ([`Hypercalls::take_cpu_start`] has its
+    /// registers); its thread must be kicked to pick them up.
+    StartCpu(u32),
+}
+
+/// Where a vCPU started by `HC_CPU_ON` begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuStart {
+    /// First instruction (virtual).
+    pub rip: u64,
+    /// Initial stack pointer (virtual).
+    pub rsp: u64,
+    /// Passed in RDI.
+    pub arg: u64,
+    /// Page-table root (guest-physical).
+    pub cr3: u64,
 }
 
 /// When a milestone was first reached.
@@ -80,12 +97,30 @@ struct State {
     last_ext_event: Option<ExtEvent>,
     hypercalls: u64,
     rejected: u64,
+    /// vCPUs the VM has (HC_CPU_ON's bound).
+    vcpus: u32,
+    /// Bit per vCPU started (vCPU 0 boots started).
+    started: u64,
+    /// Starts asked for and not yet picked up by the vCPU's thread.
+    starts: BTreeMap<u32, CpuStart>,
 }
 
 /// Hypercall handling and the state it keeps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hypercalls {
     state: Mutex<State>,
+}
+
+impl Default for Hypercalls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether `va` is a canonical 48-bit virtual address.
+fn canonical(va: u64) -> bool {
+    let top = va >> 47;
+    top == 0 || top == (1 << 17) - 1
 }
 
 /// Why a hypercall failed: an errno for the guest, a reason for the log.
@@ -102,9 +137,60 @@ fn fail(errno: i64, reason: impl Into<String>) -> Failure {
 }
 
 impl Hypercalls {
-    /// Nothing registered, nothing counted.
+    /// Nothing registered, nothing counted, for a one-vCPU VM.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_vcpus(1)
+    }
+
+    /// Likewise for a VM of `vcpus` vCPUs, vCPU 0 running.
+    pub fn with_vcpus(vcpus: u32) -> Self {
+        Self {
+            state: Mutex::new(State {
+                vcpus,
+                started: 1,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// The start `HC_CPU_ON` asked of vCPU `id`, once.
+    pub fn take_cpu_start(&self, id: u32) -> Option<CpuStart> {
+        lock(&self.state).starts.remove(&id)
+    }
+
+    fn cpu_on(&self, mem: &GuestRam, args: [u64; 5]) -> Result<(i64, HcAction), Failure> {
+        let [cpu, rip, rsp, arg, cr3] = args;
+        let mut st = lock(&self.state);
+        if cpu >= u64::from(st.vcpus) {
+            return Err(fail(
+                errno::EINVAL,
+                format!("vCPU {cpu} does not exist (the VM has {})", st.vcpus),
+            ));
+        }
+        if st.started & (1 << cpu) != 0 {
+            return Err(fail(errno::EBUSY, format!("vCPU {cpu} already started")));
+        }
+        if !canonical(rip) || !canonical(rsp) {
+            return Err(fail(
+                errno::EINVAL,
+                format!("non-canonical entry {rip:#x} or stack {rsp:#x}"),
+            ));
+        }
+        if !cr3.is_multiple_of(4096) || !range_in_ram(ram_size(mem), cr3, 4096) {
+            return Err(fail(
+                errno::EINVAL,
+                format!("page-table root {cr3:#x} is not a page of guest RAM"),
+            ));
+        }
+        let id = cpu as u32;
+        st.started |= 1 << cpu;
+        st.starts.insert(id, CpuStart { rip, rsp, arg, cr3 });
+        info!(
+            vcpu = id,
+            rip = format_args!("{rip:#x}"),
+            "guest started a vCPU"
+        );
+        Ok((0, HcAction::StartCpu(id)))
     }
 
     /// Handles an `out` to the hypercall port carrying `data`.
@@ -239,6 +325,7 @@ impl Hypercalls {
                 Ok((0, HcAction::ExtEvent(event)))
             }
             HC_RECOVERED => Ok((0, HcAction::Recovered(a0))),
+            HC_CPU_ON => self.cpu_on(mem, hc.args),
             HC_CONSOLE_WRITE => {
                 if a1 > CONSOLE_WRITE_MAX {
                     return Err(fail(
@@ -315,6 +402,7 @@ impl Hypercalls {
             milestones: st.milestones.clone(),
             ext_events: st.ext_events,
             last_ext_event: st.last_ext_event,
+            started_cpus: st.started,
         }
     }
 
@@ -325,6 +413,8 @@ impl Hypercalls {
         st.milestones.clone_from(&saved.milestones);
         st.ext_events = saved.ext_events;
         st.last_ext_event = saved.last_ext_event;
+        st.started = saved.started_cpus;
+        st.starts.clear();
     }
 }
 
@@ -339,6 +429,9 @@ pub struct HypercallState {
     pub ext_events: u64,
     /// The latest of them.
     pub last_ext_event: Option<ExtEvent>,
+    /// Bit per vCPU started (with the vCPUs' own state, which says how
+    /// far they got).
+    pub started_cpus: u64,
 }
 
 /// Human name of a hypercall number.
@@ -351,6 +444,7 @@ pub fn name(nr: u64) -> &'static str {
         HC_CONSOLE_WRITE => "console-write",
         HC_MILESTONE => "milestone",
         HC_RECOVERED => "recovered",
+        HC_CPU_ON => "cpu-on",
         _ => "unknown",
     }
 }

@@ -70,6 +70,7 @@ pub(crate) mod tests {
             abi_version: ABI_VERSION,
             root_size: ROOT_SIZE as u32,
             heartbeat: 42,
+            ..RootHeader::default()
         };
         write_obj(mem, gpa, &header).unwrap();
     }

@@ -145,6 +145,12 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
             ctx.control.park(vcpu, &ctx.stop);
             continue;
         }
+        if let Some(start) = ctx.devices.hypercalls.take_cpu_start(vcpu.id)
+            && let Err(e) = crate::cpu::start_cpu(&vcpu.fd, &start)
+        {
+            // The guest asked for it; the vCPU stays where it was.
+            warn!(vcpu = vcpu.id, "cannot start the vCPU: {e}");
+        }
         let flow = match vcpu.fd.run() {
             Ok(exit) => handle_exit(exit, ctx, vcpu.id),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -328,6 +334,10 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
         HcAction::ExtEvent(ev) => notify(ctx, Notification::CodeChanged(ev)),
         HcAction::Recovered(count) => notify(ctx, Notification::Recovered(count)),
+        HcAction::StartCpu(id) => {
+            ctx.control.kick(id);
+            Flow::Continue
+        }
         HcAction::Milestone(m) => {
             ctx.guest_ready.store(true, Ordering::Release);
             if m != 0 && ctx.stop_at_milestone.load(Ordering::Acquire) == m {

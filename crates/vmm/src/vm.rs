@@ -201,7 +201,7 @@ impl Vm {
             devices: Devices {
                 mem: mem.clone(),
                 serial: Arc::new(Mutex::new(serial)),
-                hypercalls: Arc::new(Hypercalls::new()),
+                hypercalls: Arc::new(Hypercalls::with_vcpus(config.vcpus)),
                 stats: Arc::new(ExitStats::default()),
             },
             stop: Arc::new(AtomicBool::new(false)),

@@ -67,7 +67,7 @@ fn poweroff_reboot_and_unknown() {
         HcAction::PowerOff(-1)
     );
     assert_eq!(f.call(HC_REBOOT, [0; 5]), (0, HcAction::Reboot));
-    for nr in [0, 8, 999, u64::MAX] {
+    for nr in [0, 9, 999, u64::MAX] {
         assert_eq!(f.call(nr, [0; 5]), (-errno::ENOSYS, HcAction::Continue));
     }
     assert_eq!(
@@ -265,4 +265,48 @@ fn block_at_the_last_valid_address_works() {
         f.call_at(gpa, HC_POWEROFF, [0; 5]),
         (0, HcAction::PowerOff(0))
     );
+}
+
+#[test]
+fn cpu_on_checks_everything_and_starts_once() {
+    let mut f = Fixture::new();
+    f.hc = Hypercalls::with_vcpus(2);
+    let good = [1, 0xffff_ffff_8000_1000, 0xffff_ffff_8010_0000, 7, 0x1000];
+    let bad = |i: usize, v: u64| {
+        let mut a = good;
+        a[i] = v;
+        a
+    };
+    for args in [
+        bad(0, 2),                     // no such vCPU
+        bad(0, u64::MAX),              // likewise
+        bad(1, 0x0000_8000_0000_0000), // non-canonical entry
+        bad(2, 0x1234_0000_0000_0000), // non-canonical stack
+        bad(4, 0x1001),                // unaligned page table
+        bad(4, MEM),                   // page table outside RAM
+    ] {
+        assert_eq!(
+            f.call(HC_CPU_ON, args),
+            (-errno::EINVAL, HcAction::Continue),
+            "{args:x?}"
+        );
+    }
+    assert_eq!(f.hc.take_cpu_start(1), None);
+    // The boot vCPU runs already.
+    assert_eq!(
+        f.call(HC_CPU_ON, bad(0, 0)),
+        (-errno::EBUSY, HcAction::Continue)
+    );
+    assert_eq!(f.call(HC_CPU_ON, good), (0, HcAction::StartCpu(1)));
+    assert_eq!(f.call(HC_CPU_ON, good), (-errno::EBUSY, HcAction::Continue));
+    let start = f.hc.take_cpu_start(1).unwrap();
+    assert_eq!(
+        (start.rip, start.rsp, start.arg, start.cr3),
+        (good[1], good[2], 7, 0x1000)
+    );
+    assert_eq!(f.hc.take_cpu_start(1), None);
+    // A snapshot from before the start brings the vCPU back unstarted.
+    let saved = Hypercalls::with_vcpus(2).save_state();
+    f.hc.restore_state(&saved);
+    assert_eq!(f.call(HC_CPU_ON, good), (0, HcAction::StartCpu(1)));
 }
