@@ -95,6 +95,12 @@ pub const MMIO_WINDOW_END: u64 = 0xFF00_0000;
 pub const VEC_TIMER: u8 = 0x20;
 /// IDT vector of the COM1 receive interrupt.
 pub const VEC_COM1: u8 = 0x24;
+/// IDT vector of the reschedule IPI: wakes a halted CPU (idle, or
+/// waiting for the big kernel lock) to look at the run queue again.
+pub const VEC_RESCHED: u8 = 0xF1;
+/// IDT vector of the TLB-shootdown IPI: a kernel mapping shared by every
+/// CPU changed.
+pub const VEC_TLB: u8 = 0xF2;
 /// IDT vector of the local APIC's spurious interrupt.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 /// Kernel timer frequency.

@@ -165,9 +165,10 @@ impl Resurrector {
         // loop (the repair did not stop it). Different processes crashing
         // in the same place are separate crashes: each was quarantined.
         let rip = guest_record.as_ref().map_or(regs.rip, |r| r.frame.rip);
-        let pid = guest_record
-            .as_ref()
-            .map_or(root.cpus[0].current, |r| r.pid);
+        let pid = guest_record.as_ref().map_or_else(
+            || root.cpus.get(vm.vcpu.id as usize).map_or(0, |c| c.current),
+            |r| r.pid,
+        );
         let key = (rip, u64::from(detector), pid);
         self.repeat = match self.last {
             Some((k, at)) if k == key && at.elapsed() < LOOP_WINDOW => self.repeat + 1,

@@ -8,7 +8,7 @@ static mut INPUT_WAITED: bool = false;
 /// The first time any process waits for console input, the system is up
 /// and interactive: tell the hypervisor (the boot benchmark stops here).
 pub fn note_waiting_for_input() {
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe {
         if !INPUT_WAITED {
             INPUT_WAITED = true;

@@ -23,7 +23,7 @@ pub fn report_in(kind: u32, ext: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     let c = &mut r.crash;
     c.seq += 1;
     c.kind = kind;
-    c.cpu = 0;
+    c.cpu = crate::arch::percpu::id() as u32;
     c.vector = frame.vector;
     c.error_code = frame.error_code;
     c.cr2 = if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT {
@@ -33,7 +33,7 @@ pub fn report_in(kind: u32, ext: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     };
     c.pid = current_pid();
     c.ext = ext;
-    c.in_irq = r.cpus[0].in_irq;
+    c.in_irq = r.cpus[c.cpu as usize].in_irq;
     c.frame = *frame;
     let n = msg.len().min(c.message.len());
     c.message = [0; 128];

@@ -41,7 +41,7 @@ fn get(id: i32) -> Result<&'static mut KLock, i64> {
 fn take(l: &mut KLock, me: u32) {
     l.state = LOCK_HELD;
     l.owner = me;
-    l.acquired_tick = k().header.heartbeat;
+    l.acquired_tick = crate::tick::now();
     l.acquisitions += 1;
 }
 

@@ -7,6 +7,7 @@
 extern crate alloc;
 
 mod arch;
+mod bkl;
 mod boot;
 mod console;
 mod crash;
@@ -25,6 +26,7 @@ mod proc;
 mod reclaim;
 mod recovery;
 mod sched;
+mod smp;
 mod state;
 mod syscall;
 mod tick;
@@ -78,8 +80,11 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
         env!("CARGO_PKG_VERSION"),
         info.mem_size >> 20
     );
-    arch::gdt::init();
+    arch::gdt::init(0);
     arch::idt::init();
+    // From here on every kernel path holds the big kernel lock; the idle
+    // loop drops it when it halts.
+    bkl::lock();
 
     let r = k();
     r.header.magic = ROOT_MAGIC;
@@ -93,6 +98,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     r.kernel_text_end = &raw const __text_end as u64;
     r.recovery_entry = recovery::recovery_entry as *const () as u64;
     r.recovery_stack = (&raw const BOOT_STACK as u64) + BOOT_STACK_SIZE as u64;
+    r.cpus[0].recovery_stack = r.recovery_stack;
     r.trap_return = arch::idt::trap_return_addr();
     r.idt = arch::idt::idt_addr();
     r.isr_table = arch::idt::isr_table_addr();
@@ -154,6 +160,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
         Ok(_) => {}
         Err(_) => crash::panic_with(b"boot: cannot start /init"),
     }
+    smp::start_aps(info.num_cpus, info.lapic_timer_hz);
     hypercall::call(HC_MILESTONE, [MILESTONE_KERNEL_READY, 0, 0, 0, 0]);
     sched::idle_loop()
 }

@@ -7,7 +7,7 @@
 //! path on these hosts: reload the CPU tables, acknowledge the interrupt
 //! that was in service, run the init of reset extensions, and schedule.
 
-use crate::arch::{apic, gdt, idt};
+use crate::arch::{apic, gdt, idt, percpu};
 use crate::state::k;
 use core::arch::global_asm;
 use lazarus_abi::root::NONE;
@@ -15,8 +15,9 @@ use lazarus_abi::root::NONE;
 global_asm!(
     r#"
 .global recovery_entry
-// The hypervisor enters here with RSP = KernelRoot::recovery_stack and
-// CR3 = the master PML4, interrupts off.
+// The hypervisor enters here on the crashed CPU with RSP = its
+// Cpu::recovery_stack (its idle stack) and CR3 = the master PML4,
+// interrupts off.
 recovery_entry:
     xor ebp, ebp
     call kernel_recover
@@ -30,10 +31,12 @@ unsafe extern "C" {
 
 #[unsafe(no_mangle)]
 extern "C" fn kernel_recover() -> ! {
-    gdt::init();
+    let me = percpu::id();
+    gdt::init(me);
     idt::reload();
     apic::ack_in_service();
-    let cpu = &mut k().cpus[0];
+    crate::bkl::recover();
+    let cpu = crate::state::this_cpu();
     cpu.current = 0;
     cpu.in_irq = 0;
     cpu.irq_ext = NONE;
@@ -50,11 +53,11 @@ pub fn deferred_reinit() {
     let pending = core::mem::take(&mut k().recovery.pending_reinit);
     for slot in 0..lazarus_abi::root::MAX_EXTS {
         if pending & (1 << slot) != 0 {
-            let cpu = &mut k().cpus[0];
+            let cpu = crate::state::this_cpu();
             cpu.in_irq += 1;
             cpu.irq_ext = slot as u32;
             crate::ext::reinit(slot);
-            let cpu = &mut k().cpus[0];
+            let cpu = crate::state::this_cpu();
             cpu.in_irq -= 1;
             cpu.irq_ext = NONE;
         }

@@ -1,16 +1,24 @@
-//! Scheduling: a round-robin run queue in the state root, the context
-//! switch and the idle loop. Blocking and waking are in `wait`, the timer
-//! tick in `tick`.
+//! Scheduling: one round-robin run queue in the state root shared by every
+//! CPU, the context switch and the per-CPU idle loops. Blocking and waking
+//! are in `wait`, the timer tick in `tick`.
+//!
+//! One global queue rather than per-CPU queues with balancing: every
+//! kernel path holds the big kernel lock anyway, so a shared queue costs
+//! no extra locking, balances by construction, and keeps the repair's view
+//! of "who is runnable" in one place. A process made runnable while some
+//! CPU idles wakes that CPU with an IPI, so it starts at once instead of
+//! at that CPU's next tick.
 //!
 //! The kernel is not preemptible: a process is only switched out when it
-//! blocks, exits, or when the timer interrupts it in user mode. That keeps
-//! every kernel path free of locking on one CPU, and makes "the process
-//! that was running" a well-defined answer after a crash.
+//! blocks, exits, or when the timer interrupts it in user mode. That makes
+//! "the process that was running on the crashed CPU" a well-defined
+//! answer after a crash.
 
-use crate::arch::{cpu, gdt};
+use crate::arch::{apic, cpu, gdt, percpu};
 use crate::state::{current, current_pid, k, proc_by_pid};
 use core::arch::global_asm;
 use lazarus_abi::hypercall::HC_RECOVERED;
+use lazarus_abi::layout::VEC_RESCHED;
 use lazarus_abi::root::{CRASH_CONTEXT_CORRUPT, Proc};
 use lazarus_abi::root::{MAX_PROCS, PS_RUNNABLE, PS_RUNNING, W_NONE};
 use lazarus_abi::trap::{SWITCH_CONTEXT_WORDS, TRAP_FRAME_WORDS, seal};
@@ -95,8 +103,6 @@ extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
     }
 }
 
-static mut IDLE_RSP: u64 = 0;
-
 pub fn runq_push(pid: u32) {
     let r = k();
     if r.runq_len as usize >= MAX_PROCS {
@@ -140,6 +146,18 @@ pub fn make_runnable(pid: u32) {
         p.state = PS_RUNNABLE;
         p.wait_reason = W_NONE;
         runq_push(pid);
+        kick_idle_cpu();
+    }
+}
+
+/// Wakes one other idle CPU, if any, to run what was just queued.
+fn kick_idle_cpu() {
+    let me = percpu::id();
+    let r = k();
+    if let Some(cpu) =
+        (0..r.cpus.len()).find(|&c| c != me && r.cpus[c].online != 0 && r.cpus[c].current == 0)
+    {
+        apic::send_ipi(cpu, VEC_RESCHED);
     }
 }
 
@@ -167,56 +185,55 @@ fn switch_to(next: Option<u32>) {
         }
         return;
     }
+    let me = percpu::id();
     let (save, prev): (*mut u64, *mut Proc) = match current() {
         Some(p) => (&raw mut p.kctx_rsp, p),
-        // SAFETY: only used by this CPU's idle context.
-        None => (&raw mut IDLE_RSP, core::ptr::null_mut()),
+        None => (&raw mut percpu::of(me).idle_rsp, core::ptr::null_mut()),
     };
     let r = k();
-    r.cpus[0].context_switches += 1;
+    r.cpus[me].context_switches += 1;
     match next.and_then(proc_by_pid) {
         Some(n) => {
             let next: *const Proc = n;
             n.state = PS_RUNNING;
+            n.last_cpu = me as u32;
             if n.kernel_entry_tick != 0 {
-                n.kernel_entry_tick = r.header.heartbeat.max(1);
+                n.kernel_entry_tick = crate::tick::now().max(1);
             }
             let (pid, top, cr3, rsp) = (n.pid, n.kstack_top, n.cr3, n.kctx_rsp);
-            r.cpus[0].current = pid;
+            r.cpus[me].current = pid;
             gdt::set_kernel_stack(top);
             if cpu::read_cr3() != cr3 {
                 // SAFETY: every process PML4 shares the kernel half.
                 unsafe { cpu::write_cr3(cr3) };
             }
-            // A context built from scratch (new process, or restarted by a
-            // repair) "returns" straight into trap_return, i.e. to user mode.
-            // SAFETY: `rsp` points at a saved context of 7 words.
-            if unsafe { ((rsp + 48) as *const u64).read() } == k().trap_return {
-                note_user_return();
-            }
             // SAFETY: `rsp` is the saved context of a process that is not
-            // running; `save` outlives the switch (state root / static).
+            // running (the big kernel lock keeps other CPUs from switching
+            // to it meanwhile); `save` outlives the switch (state root /
+            // per-CPU data).
             unsafe { switch_context(save, rsp, prev, next) };
         }
         None => {
             if cur == 0 {
                 return; // already idle
             }
-            r.cpus[0].current = 0;
+            r.cpus[me].current = 0;
             let master = r.master_pml4;
+            let idle = percpu::of(me).idle_rsp;
             // SAFETY: the master PML4 maps the whole kernel; switching to it
             // lets the previous process's page tables be freed.
             unsafe {
                 cpu::write_cr3(master);
-                switch_context(save, IDLE_RSP, prev, core::ptr::null());
+                switch_context(save, idle, prev, core::ptr::null());
             }
         }
     }
 }
 
-/// The boot CPU's idle loop: runs whatever is runnable, else halts.
+/// A CPU's idle loop, entered with the big kernel lock held: runs
+/// whatever is runnable, else drops the lock and halts until an interrupt.
 pub fn idle_loop() -> ! {
-    k().cpus[0].current = 0;
+    crate::state::this_cpu().current = 0;
     loop {
         match runq_pop() {
             Some(pid) => switch_to(Some(pid)),
@@ -226,8 +243,10 @@ pub fn idle_loop() -> ! {
                 // waiting for, say, console input).
                 note_user_return();
                 if !crate::reclaim::reclaim_one() {
+                    crate::bkl::unlock();
                     cpu::sti_hlt();
                     cpu::cli();
+                    crate::bkl::lock();
                 }
             }
         }

@@ -10,11 +10,12 @@ static mut ROOT: MaybeUninit<KernelRoot> = MaybeUninit::zeroed();
 
 /// The state root.
 ///
-/// The kernel runs on one CPU with interrupts disabled on every path that
-/// touches the root (interrupt handlers only run in user mode, in the idle
-/// loop or where an extension enabled them), so accesses never overlap.
-/// Callers keep the returned borrow short and re-fetch after any call that
-/// may schedule.
+/// Every kernel path that touches the root holds the big kernel lock
+/// (`bkl`), with interrupts disabled (handlers only run in user mode, in
+/// the idle loop or where an extension enabled them), so accesses never
+/// overlap; the few fields touched without it (the lock itself, the
+/// heartbeats) are accessed atomically. Callers keep the returned borrow
+/// short and re-fetch after any call that may schedule.
 #[inline(always)]
 pub fn k() -> &'static mut KernelRoot {
     let root = &raw mut ROOT;
@@ -34,7 +35,13 @@ pub fn kernel_virt_to_phys(va: u64) -> u64 {
 /// Pid running on this CPU (0 = idle / none).
 #[inline(always)]
 pub fn current_pid() -> u32 {
-    k().cpus[0].current
+    k().cpus[crate::arch::percpu::id()].current
+}
+
+/// This CPU's entry in the state root.
+#[inline(always)]
+pub fn this_cpu() -> &'static mut lazarus_abi::root::Cpu {
+    &mut k().cpus[crate::arch::percpu::id()]
 }
 
 pub fn proc_by_pid(pid: u32) -> Option<&'static mut Proc> {
@@ -51,7 +58,7 @@ pub fn current() -> Option<&'static mut Proc> {
 
 /// The extension currently executing on this CPU, if any.
 pub fn current_ext() -> u32 {
-    let cpu = &k().cpus[0];
+    let cpu = this_cpu();
     if cpu.irq_ext != NONE {
         return cpu.irq_ext;
     }

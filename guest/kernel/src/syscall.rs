@@ -14,10 +14,10 @@ pub fn dispatch(tf: &mut TrapFrame) {
     let (a0, a1, a2, a3, a4) = (tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8);
     if let Some(p) = current() {
         p.syscall_nr = nr;
-        p.kernel_entry_tick = k().header.heartbeat.max(1);
+        p.kernel_entry_tick = crate::tick::now().max(1);
         p.user_frame = tf as *mut TrapFrame as u64;
     }
-    k().cpus[0].syscalls += 1;
+    crate::state::this_cpu().syscalls += 1;
     let r = call(nr, a0, a1, a2, a3, a4);
     tf.rax = match r {
         Ok(v) => v,
@@ -91,7 +91,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
             crate::hypercall::call(lazarus_abi::hypercall::HC_POWEROFF, [a0, 0, 0, 0, 0]);
             crate::arch::cpu::halt_forever()
         }
-        SYS_UPTIME => Ok(k().header.heartbeat * (1000 / lazarus_abi::layout::TICK_HZ)),
+        SYS_UPTIME => Ok(crate::tick::now() * (1000 / lazarus_abi::layout::TICK_HZ)),
         SYS_KILL => proc::kill(a0 as u32).map(|_| 0),
         SYS_DUP => fd::dup(a0),
         SYS_RECOVERIES => recoveries(a0, a1),

@@ -1,29 +1,60 @@
-//! The timer interrupt: the heartbeat, CPU time accounting, sleepers,
+//! The timer interrupt: the heartbeats, CPU time accounting, sleepers,
 //! extension timers, deferred work after a repair, preemption of user
 //! processes and the soft-lockup check.
+//!
+//! Every CPU has its own tick and heartbeat. Kernel time (the root
+//! header's `heartbeat`, which sleepers and timers count in) is the boot
+//! CPU's tick, so it advances at `TICK_HZ` whatever the number of CPUs.
 
-use crate::arch::apic;
+use crate::arch::percpu;
 use crate::state::{current, k};
 use crate::{sched, wait};
+use core::sync::atomic::{AtomicU64, Ordering};
 use lazarus_abi::trap::TrapFrame;
 
 /// A kernel path running longer than this without scheduling, with
 /// interrupts enabled, is a soft lockup.
 pub const SOFT_LOCKUP_TICKS: u64 = 10;
 
-/// Timer interrupt.
+fn counter(c: *mut u64) -> &'static AtomicU64 {
+    // SAFETY: a field of the state root, alive for the kernel's lifetime,
+    // written by one CPU and read by others (and the hypervisor).
+    unsafe { AtomicU64::from_ptr(c) }
+}
+
+/// The part of a tick that needs no lock: this CPU's heartbeat (and the
+/// kernel's time on the boot CPU). Done even while the CPU waits for the
+/// big kernel lock, so the hypervisor's watchdog blames the CPU that holds
+/// it too long, not the ones waiting at the door.
+pub fn beat_only() -> u64 {
+    let cpu = percpu::id();
+    let header = &raw mut k().header;
+    // SAFETY: `header` points into the state root.
+    counter(unsafe { &raw mut (*header).cpu_heartbeat[cpu] }).fetch_add(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    let time = counter(unsafe { &raw mut (*header).heartbeat });
+    if cpu == 0 {
+        time.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        time.load(Ordering::SeqCst)
+    }
+}
+
+/// Timer interrupt (acknowledged already), with the big kernel lock held.
 pub fn tick(frame: &TrapFrame) {
-    apic::eoi();
+    let now = beat_only();
+    let me = percpu::id();
     let r = k();
-    r.header.heartbeat += 1;
-    let now = r.header.heartbeat;
-    let pid = r.cpus[0].current;
+    r.cpus[me].ticks += 1;
+    let pid = r.cpus[me].current;
     match current() {
         Some(p) => p.ticks += 1,
-        None => k().cpus[0].idle_ticks += 1,
+        None => k().cpus[me].idle_ticks += 1,
     }
-    wait::wake_due(now);
-    crate::timer::run_due(now);
+    if me == 0 {
+        wait::wake_due(now);
+        crate::timer::run_due(now);
+    }
     if k().recovery.pending_reinit != 0 {
         crate::recovery::deferred_reinit();
     }
@@ -46,4 +77,12 @@ pub fn tick(frame: &TrapFrame) {
             );
         }
     }
+}
+
+/// Kernel time in ticks (the boot CPU's heartbeat).
+#[inline(always)]
+pub fn now() -> u64 {
+    let header = &raw mut k().header;
+    // SAFETY: `header` points into the state root.
+    counter(unsafe { &raw mut (*header).heartbeat }).load(Ordering::SeqCst)
 }

@@ -9,7 +9,7 @@ static mut ACTIVE: u32 = 0;
 pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
     let r = k();
     let i = r.timers.iter().position(|t| t.in_use == 0).ok_or(ENOSPC)?;
-    let now = r.header.heartbeat;
+    let now = crate::tick::now();
     r.timers[i] = Timer {
         in_use: 1,
         ext,
@@ -18,7 +18,7 @@ pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
         callback,
         arg,
     };
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE += 1 };
     Ok(i as i32)
 }
@@ -32,7 +32,7 @@ pub fn remove(id: i32) -> Result<(), i64> {
         return Err(EINVAL);
     }
     *t = Timer::default();
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE = ACTIVE.saturating_sub(1) };
     Ok(())
 }
@@ -41,7 +41,7 @@ pub fn remove(id: i32) -> Result<(), i64> {
 /// removed timers behind our back).
 pub fn recount() {
     let n = k().timers.iter().filter(|t| t.in_use != 0).count() as u32;
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE = n };
 }
 
@@ -56,7 +56,7 @@ pub fn remove_for_ext(ext: u32) {
 /// Runs due callbacks, marking the CPU as in interrupt context on behalf
 /// of the owning extension so a fault there is attributed correctly.
 pub fn run_due(now: u64) {
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     if unsafe { ACTIVE } == 0 {
         return;
     }
@@ -66,14 +66,14 @@ pub fn run_due(now: u64) {
             continue;
         }
         k().timers[i].next_tick = now + t.period_ticks;
-        let cpu = &mut k().cpus[0];
+        let cpu = crate::state::this_cpu();
         cpu.in_irq += 1;
         cpu.irq_ext = t.ext;
         // SAFETY: the extension registered this address as an
         // `extern "C" fn(u64)` inside its own loaded image.
         let f: extern "C" fn(u64) = unsafe { core::mem::transmute(t.callback) };
         f(t.arg);
-        let cpu = &mut k().cpus[0];
+        let cpu = crate::state::this_cpu();
         cpu.in_irq -= 1;
         cpu.irq_ext = NONE;
     }

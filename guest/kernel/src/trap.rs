@@ -1,9 +1,18 @@
 //! Where every exception and interrupt lands.
+//!
+//! Interrupts are acknowledged at once, before the big kernel lock is
+//! taken: a CPU waiting for the lock halts with interrupts on, and must
+//! still receive the wake-up IPI and its own ticks meanwhile.
 
-use crate::{console, crash, proc, sched, syscall, tick};
-use lazarus_abi::layout::{VEC_COM1, VEC_SPURIOUS, VEC_TIMER};
+use crate::arch::{apic, percpu};
+use crate::{bkl, console, crash, proc, smp, syscall, tick};
+use core::sync::atomic::{AtomicBool, Ordering};
+use lazarus_abi::layout::{VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_TIMER, VEC_TLB};
 use lazarus_abi::syscall::SYSCALL_INSN;
 use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE};
+
+/// Console input arrived while its CPU waited for the lock.
+static CONSOLE_PENDING: AtomicBool = AtomicBool::new(false);
 
 fn is_syscall(tf: &TrapFrame) -> bool {
     tf.vector == VEC_INVALID_OPCODE
@@ -13,13 +22,38 @@ fn is_syscall(tf: &TrapFrame) -> bool {
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     let v = tf.vector;
+    if v >= 32 && v != VEC_SPURIOUS as u64 {
+        apic::eoi();
+    }
+    if v == VEC_TLB as u64 {
+        // Needs no lock: the sender holds it and waits for us.
+        smp::on_tlb_ipi();
+        return;
+    }
+    if percpu::this().waiting_bkl != 0 {
+        // Halted inside `bkl::lock`: note what came and go back to wait.
+        if v == VEC_TIMER as u64 {
+            tick::beat_only();
+        } else if v == VEC_COM1 as u64 {
+            CONSOLE_PENDING.store(true, Ordering::SeqCst);
+        } else if v < 32 {
+            crash::oops(tf);
+        }
+        return;
+    }
+    let took = !bkl::held_by_me();
+    if took {
+        bkl::lock();
+    }
+    if CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
+        console::on_interrupt();
+    }
     if v == VEC_TIMER as u64 {
         tick::tick(tf);
     } else if v == VEC_COM1 as u64 {
         console::on_interrupt();
-        crate::arch::apic::eoi();
-    } else if v == VEC_SPURIOUS as u64 {
-        // Spurious: no EOI.
+    } else if v == VEC_SPURIOUS as u64 || v == VEC_RESCHED as u64 {
+        // Spurious: no EOI. Reschedule: the halt it ended was the point.
     } else if v < 32 {
         if tf.from_user() {
             if is_syscall(tf) {
@@ -31,10 +65,21 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         } else {
             crash::oops(tf);
         }
-    } else {
-        crate::arch::apic::eoi();
     }
-    if tf.from_user() {
-        sched::note_user_return();
+    // Back to user mode, `trap_return` drops the lock (`exit_to_user`);
+    // back into kernel code (the idle halt), drop it here.
+    if took && !tf.from_user() {
+        bkl::unlock();
+    }
+}
+
+/// Called by `trap_return` on every return to user mode, including a new
+/// or restarted process's first: the first one after a repair ends the
+/// resurrection, and the CPU leaves the kernel.
+#[unsafe(no_mangle)]
+extern "C" fn exit_to_user() {
+    crate::sched::note_user_return();
+    if bkl::held_by_me() {
+        bkl::unlock();
     }
 }

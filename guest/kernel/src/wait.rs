@@ -38,17 +38,17 @@ pub fn block(reason: u32, obj: u32) {
 }
 
 pub fn sleep_ticks(ticks: u64) {
-    let wake = k().header.heartbeat + ticks.max(1);
+    let wake = crate::tick::now() + ticks.max(1);
     if let Some(p) = current() {
         p.wake_tick = wake;
     }
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe {
         if wake < NEXT_WAKE {
             NEXT_WAKE = wake;
         }
     }
-    while k().header.heartbeat < wake {
+    while crate::tick::now() < wake {
         block(W_SLEEP, 0);
     }
 }
@@ -56,7 +56,7 @@ pub fn sleep_ticks(ticks: u64) {
 /// Wakes the sleepers due at `now` (timer interrupt); cheap when none is.
 #[inline(always)]
 pub fn wake_due(now: u64) {
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     if now >= unsafe { NEXT_WAKE } {
         wake_sleepers(now);
     }
@@ -75,6 +75,6 @@ fn wake_sleepers(now: u64) {
             }
         }
     }
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     unsafe { NEXT_WAKE = next };
 }

@@ -316,12 +316,18 @@ impl Fixer<'_> {
         cpu.current = 0;
         cpu.in_irq = 0;
         cpu.irq_ext = NONE;
+        // The crashed CPU restarts on its own idle stack (older kernels
+        // had one CPU and only the root's).
+        let stack = match cpu.recovery_stack {
+            0 => self.r.recovery_stack,
+            s => s,
+        };
         let (text_lo, text_hi) = (self.r.kernel_text_start, self.r.kernel_text_end);
         if !(text_lo..text_hi).contains(&self.r.recovery_entry) {
             return Err("the kernel's recovery entry is not in its code");
         }
         self.m
-            .kva(self.r.recovery_stack - 8)
+            .kva(stack - 8)
             .ok_or("the recovery stack is not mapped")?;
         let ext_name = self
             .r
@@ -345,7 +351,7 @@ impl Fixer<'_> {
         log.count += 1;
         log.awaiting_user = 1;
         self.plan.entry = self.r.recovery_entry;
-        self.plan.stack_top = self.r.recovery_stack;
+        self.plan.stack_top = stack;
         self.plan.cr3 = self.r.master_pml4;
         Ok(())
     }

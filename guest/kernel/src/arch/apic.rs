@@ -12,11 +12,19 @@ const X2APIC_LVT_TIMER: u32 = 0x832;
 const X2APIC_TIMER_INIT: u32 = 0x838;
 const X2APIC_TIMER_DIV: u32 = 0x83e;
 
+const X2APIC_ICR: u32 = 0x830;
+
+/// The boot CPU's interrupt controllers: the legacy PICs masked, then its
+/// local APIC.
 pub fn init(lapic_timer_hz: u64) {
     // Mask both 8259 PICs.
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
+    init_local(lapic_timer_hz);
+}
 
+/// This CPU's local APIC: x2APIC mode, the periodic tick timer.
+pub fn init_local(lapic_timer_hz: u64) {
     let base = rdmsr(IA32_APIC_BASE);
     wrmsr(IA32_APIC_BASE, base | (1 << 11) | (1 << 10));
     wrmsr(X2APIC_TPR, 0);
@@ -31,6 +39,12 @@ pub fn init(lapic_timer_hz: u64) {
     wrmsr(X2APIC_TIMER_INIT, hz / TICK_HZ);
 }
 
+/// Sends `vector` to CPU `cpu` (its x2APIC id is its index): fixed
+/// delivery, physical destination.
+pub fn send_ipi(cpu: usize, vector: u8) {
+    wrmsr(X2APIC_ICR, ((cpu as u64) << 32) | vector as u64);
+}
+
 #[inline(always)]
 pub fn eoi() {
     wrmsr(X2APIC_EOI, 0);
@@ -38,12 +52,14 @@ pub fn eoi() {
 
 /// Acknowledges interrupts left in service by a crash inside a handler
 /// (otherwise the LAPIC never delivers that vector, or any lower one,
-/// again). Our vectors (timer, console) are all in ISR register 1.
+/// again). Handlers acknowledge early, so this is rarely needed.
 pub fn ack_in_service() {
-    const X2APIC_ISR1: u32 = 0x811;
-    let isr = rdmsr(X2APIC_ISR1);
-    for _ in 0..isr.count_ones() {
-        eoi();
+    const X2APIC_ISR0: u32 = 0x810;
+    for reg in 0..8 {
+        let isr = rdmsr(X2APIC_ISR0 + reg);
+        for _ in 0..isr.count_ones() {
+            eoi();
+        }
     }
 }
 

@@ -127,6 +127,23 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Flushes the whole TLB, global entries included (toggling CR4.PGE).
+pub fn flush_tlb_all() {
+    // SAFETY: clearing and restoring PGE only flushes the TLB.
+    unsafe {
+        asm!(
+            "mov {t}, cr4",
+            "mov {s}, {t}",
+            "and {t}, ~0x80",
+            "mov cr4, {t}",
+            "mov cr4, {s}",
+            t = out(reg) _,
+            s = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
 #[inline(always)]
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

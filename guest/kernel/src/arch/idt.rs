@@ -52,6 +52,11 @@ trap_common:
     call trap_dispatch
 .global trap_return
 trap_return:
+    // Returning to ring 3 (CS in the frame, 18 words up): leave the kernel.
+    test qword ptr [rsp + 144], 3
+    jz 1f
+    call exit_to_user
+1:
     pop r15
     pop r14
     pop r13

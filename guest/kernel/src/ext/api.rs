@@ -58,7 +58,7 @@ extern "C" fn api_lock_release(id: i32) -> i32 {
 }
 
 extern "C" fn api_current_pid() -> u32 {
-    if k().cpus[0].in_irq > 0 {
+    if crate::state::this_cpu().in_irq > 0 {
         0
     } else {
         current_pid()
@@ -66,11 +66,11 @@ extern "C" fn api_current_pid() -> u32 {
 }
 
 extern "C" fn api_ticks() -> u64 {
-    k().header.heartbeat
+    crate::tick::now()
 }
 
 extern "C" fn api_sleep_ticks(t: u64) {
-    if k().cpus[0].in_irq == 0 {
+    if crate::state::this_cpu().in_irq == 0 {
         crate::wait::sleep_ticks(t);
     }
 }
@@ -137,7 +137,7 @@ extern "C" fn api_irq_restore(state: u64) {
 
 extern "C" fn api_entropy() -> u64 {
     let t = crate::arch::cpu::rdtsc();
-    t ^ (t << 21) ^ k().header.heartbeat.rotate_left(17) ^ phys_to_virt(0)
+    t ^ (t << 21) ^ crate::tick::now().rotate_left(17) ^ phys_to_virt(0)
 }
 
 extern "C" fn api_lock_try_acquire(id: i32) -> i32 {
@@ -161,7 +161,7 @@ extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
         return 0;
     };
     let pages = (end - first).div_ceil(PAGE_SIZE);
-    // SAFETY: one CPU, interrupts off.
+    // SAFETY: the big kernel lock is held.
     let va = unsafe { IOREMAP_NEXT };
     if pages == 0 || end > 1 << 46 || va + pages * PAGE_SIZE > IOREMAP_REGION + IOREMAP_SIZE {
         return 0;

@@ -14,7 +14,7 @@ static mut NWORDS: usize = 0;
 static mut HINT: usize = 0;
 
 fn bitmap() -> &'static mut [u64; WORDS] {
-    // SAFETY: single CPU, and every kernel path runs with interrupts off
+    // SAFETY: the big kernel lock is held on every kernel path
     // (interrupt handlers never allocate frames).
     unsafe { &mut *addr_of_mut!(BITMAP) }
 }

@@ -93,7 +93,7 @@ pub fn free(ptr: *mut u8, size: usize) {
 struct KernelHeap;
 
 // SAFETY: alloc/free hand out disjoint block runs inside the heap range,
-// tracked by the map; the kernel runs on one CPU with interrupts off.
+// tracked by the map; every kernel path holds the big kernel lock.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         alloc(l.size(), l.align(), HEAP_OWNER_KERNEL)

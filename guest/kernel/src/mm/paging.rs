@@ -63,6 +63,10 @@ pub fn unmap(pml4: u64, va: u64) -> Option<u64> {
     let pa = *e & ADDR;
     *e = 0;
     crate::arch::cpu::invlpg(va);
+    if va >= lazarus_abi::layout::PHYSMAP_BASE {
+        // Kernel mappings are shared by every CPU's address space.
+        crate::smp::tlb_shootdown();
+    }
     Some(pa)
 }
 

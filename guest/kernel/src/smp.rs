@@ -1,0 +1,121 @@
+//! Bringing up the other CPUs, and the IPIs between CPUs.
+//!
+//! The boot CPU starts each application processor with `HC_CPU_ON`, the
+//! paravirtual equivalent of INIT-SIPI-SIPI: the hypervisor enters it in
+//! 64-bit mode at `ap_start` on its idle stack, so no real-mode trampoline
+//! is needed.
+
+use crate::arch::{apic, cpu, gdt, idt, percpu};
+use crate::klog::kprintln;
+use crate::state::k;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use lazarus_abi::boot::MAX_CPUS;
+use lazarus_abi::hypercall::HC_CPU_ON;
+use lazarus_abi::layout::VEC_TLB;
+
+const AP_STACK_SIZE: usize = 32 * 1024;
+
+/// Idle (and recovery) stacks of CPUs 1.. (the boot CPU's is the boot
+/// stack).
+#[repr(C, align(16))]
+struct ApStacks([[u8; AP_STACK_SIZE]; MAX_CPUS]);
+static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK_SIZE]; MAX_CPUS]);
+
+/// The LAPIC timer input frequency, for the APs' timers.
+static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    r#"
+.global ap_start
+// HC_CPU_ON enters here: RDI = the CPU's index, RSP = its idle stack.
+ap_start:
+    xor ebp, ebp
+    call ap_main
+    ud2
+"#
+);
+
+unsafe extern "C" {
+    fn ap_start();
+}
+
+/// Top of CPU `cpu`'s idle stack.
+fn ap_stack_top(cpu: usize) -> u64 {
+    // SAFETY: only the address is taken.
+    (unsafe { &raw const AP_STACKS.0[cpu] }) as u64 + AP_STACK_SIZE as u64
+}
+
+/// Starts CPUs 1..`count`. Called by the boot CPU holding the big kernel
+/// lock: each new CPU waits for it before running anything.
+pub fn start_aps(count: u32, lapic_timer_hz: u64) {
+    LAPIC_HZ.store(lapic_timer_hz, Ordering::SeqCst);
+    let master = k().master_pml4;
+    for cpu in 1..(count as usize).min(MAX_CPUS) {
+        let stack = ap_stack_top(cpu);
+        k().cpus[cpu].recovery_stack = stack;
+        let rc = crate::hypercall::call(
+            HC_CPU_ON,
+            [
+                cpu as u64,
+                ap_start as *const () as u64,
+                stack,
+                cpu as u64,
+                master,
+            ],
+        );
+        if rc != 0 {
+            kprintln!("[kernel] cpu {cpu}: the hypervisor refused to start it ({rc})");
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn ap_main(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    gdt::init(cpu);
+    idt::reload();
+    apic::init_local(LAPIC_HZ.load(Ordering::SeqCst));
+    crate::bkl::lock();
+    let c = &mut k().cpus[cpu];
+    c.online = 1;
+    c.irq_ext = lazarus_abi::root::NONE;
+    kprintln!("[kernel] cpu {cpu} online");
+    crate::sched::idle_loop()
+}
+
+/// CPUs that have not yet flushed for the current shootdown.
+static TLB_PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// After a kernel mapping shared by every CPU was removed: makes every
+/// other online CPU flush its TLB, and waits until they have. The caller
+/// holds the big kernel lock, so the others are in user mode, idle or
+/// waiting for the lock, all with interrupts deliverable.
+pub fn tlb_shootdown() {
+    let me = percpu::id();
+    let r = k();
+    let mut mask = 0u64;
+    for c in 0..MAX_CPUS {
+        if c != me && r.cpus[c].online != 0 {
+            mask |= 1 << c;
+        }
+    }
+    if mask == 0 {
+        return;
+    }
+    TLB_PENDING.fetch_or(mask, Ordering::SeqCst);
+    for c in 0..MAX_CPUS {
+        if mask & (1 << c) != 0 {
+            apic::send_ipi(c, VEC_TLB);
+        }
+    }
+    while TLB_PENDING.load(Ordering::SeqCst) & mask != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// The shootdown IPI: flush everything, global pages included.
+pub fn on_tlb_ipi() {
+    cpu::flush_tlb_all();
+    TLB_PENDING.fetch_and(!(1 << percpu::id()), Ordering::SeqCst);
+}
