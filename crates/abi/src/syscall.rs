@@ -82,6 +82,8 @@ pub const SYS_RECOVERIES: u64 = 25;
 /// reported less than [`COMPLAINT_INTERVAL_TICKS`] ago, `ENODEV` if it is
 /// not live, `ENOTTY` if the fd is not a device.
 pub const SYS_EXT_COMPLAIN: u64 = 26;
+/// (*mut CpuInfo, max) -> count: one row per CPU the VM has.
+pub const SYS_CPUS: u64 = 27;
 
 /// Reasons for [`SYS_EXT_COMPLAIN`].
 pub mod complaint {
@@ -220,6 +222,34 @@ pub struct ProcInfo {
     pub ticks: u64,
     /// Pages of user memory mapped.
     pub mem_pages: u64,
+    /// The CPU it last ran on.
+    pub cpu: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+}
+
+/// One row of `cpus`, filled by the kernel ([`SYS_CPUS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CpuInfo {
+    /// The CPU's index.
+    pub cpu: u32,
+    /// Nonzero once it runs the kernel.
+    pub online: u32,
+    /// Pid running on it, 0 when idle.
+    pub current: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Timer ticks it handled.
+    pub ticks: u64,
+    /// Those of its ticks that found it idle.
+    pub idle_ticks: u64,
+    /// Switches to another process.
+    pub context_switches: u64,
+    /// System calls it handled.
+    pub syscalls: u64,
+    /// Times it waited for the big kernel lock.
+    pub bkl_waits: u64,
 }
 
 /// One row of `lsmod`, filled by the kernel ([`SYS_EXT_LIST`]) from the

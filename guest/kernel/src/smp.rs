@@ -24,6 +24,13 @@ static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK_SIZE]; MAX_CPUS]);
 
 /// The LAPIC timer input frequency, for the APs' timers.
 static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
+/// CPUs the VM has (started or not).
+static COUNT: AtomicU64 = AtomicU64::new(1);
+
+/// CPUs the VM has, as the hypervisor said at boot.
+pub fn count() -> usize {
+    COUNT.load(Ordering::SeqCst) as usize
+}
 
 global_asm!(
     r#"
@@ -50,6 +57,7 @@ fn ap_stack_top(cpu: usize) -> u64 {
 /// lock: each new CPU waits for it before running anything.
 pub fn start_aps(count: u32, lapic_timer_hz: u64) {
     LAPIC_HZ.store(lapic_timer_hz, Ordering::SeqCst);
+    COUNT.store(u64::from(count).clamp(1, MAX_CPUS as u64), Ordering::SeqCst);
     let master = k().master_pml4;
     for cpu in 1..(count as usize).min(MAX_CPUS) {
         let stack = ap_stack_top(cpu);

@@ -95,6 +95,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_KILL => proc::kill(a0 as u32).map(|_| 0),
         SYS_DUP => fd::dup(a0),
         SYS_RECOVERIES => recoveries(a0, a1),
+        SYS_CPUS => cpus(a0, a1),
         _ => Err(ENOSYS),
     }
 }
@@ -147,9 +148,33 @@ fn ps(buf: u64, max: u64) -> KResult<u64> {
             name: p.name,
             ticks: p.ticks,
             mem_pages: p.mem_pages,
+            cpu: p.last_cpu,
+            _pad: 0,
         };
         uaccess::write_obj(buf + n * sz, &info)?;
         n += 1;
+    }
+    Ok(n)
+}
+
+fn cpus(buf: u64, max: u64) -> KResult<u64> {
+    let sz = core::mem::size_of::<CpuInfo>() as u64;
+    let n = (crate::smp::count() as u64).min(max);
+    uaccess::check(buf, n * sz, true)?;
+    for i in 0..n {
+        let c = k().cpus[i as usize];
+        let info = CpuInfo {
+            cpu: i as u32,
+            online: c.online,
+            current: c.current,
+            _pad: 0,
+            ticks: c.ticks,
+            idle_ticks: c.idle_ticks,
+            context_switches: c.context_switches,
+            syscalls: c.syscalls,
+            bkl_waits: c.bkl_waits,
+        };
+        uaccess::write_obj(buf + i * sz, &info)?;
     }
     Ok(n)
 }

@@ -164,6 +164,26 @@ pub fn ps() -> Result<Vec<ProcInfo>> {
     Ok(rows)
 }
 
+/// One row per CPU: its ticks, idle ticks and current process.
+pub fn cpus() -> Result<Vec<lazarus_abi::syscall::CpuInfo>> {
+    let mut rows =
+        alloc::vec![lazarus_abi::syscall::CpuInfo::default(); lazarus_abi::boot::MAX_CPUS];
+    // SAFETY: the kernel writes at most `rows.len()` records into `rows`.
+    let r = unsafe {
+        syscall5(
+            lazarus_abi::syscall::SYS_CPUS,
+            rows.as_mut_ptr() as u64,
+            rows.len() as u64,
+            0,
+            0,
+            0,
+        )
+    };
+    let n = check(r)? as usize;
+    rows.truncate(n.min(rows.len()));
+    Ok(rows)
+}
+
 /// The kernel's log of resurrections (most recent last, up to 16).
 pub fn recoveries() -> Result<Vec<lazarus_abi::root::RecoveryRecord>> {
     let mut rows = alloc::vec![lazarus_abi::root::RecoveryRecord::default(); lazarus_abi::root::MAX_RECOVERIES];

@@ -25,7 +25,12 @@ const PROMPT: &str = "lazarus> ";
 /// (name, usage, description) of every command, for `help`.
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("help", "help", "list commands"),
-    ("ps", "ps", "list processes"),
+    ("ps", "ps", "list processes (CPU: where each last ran)"),
+    (
+        "cpus",
+        "cpus",
+        "list CPUs: ticks, idle time, current process",
+    ),
     (
         "run",
         "run PROG [ARGS] [| PROG [ARGS]]... [&]",
@@ -142,6 +147,7 @@ impl Shell {
         match cmd {
             "help" => help(),
             "ps" => tables::ps(),
+            "cpus" => tables::cpus(),
             "lsmod" => tables::lsmod(),
             "recoveries" => tables::recoveries(),
             "run" => self.jobs.run(args),

@@ -15,19 +15,55 @@ pub fn ps() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>5} {:>5} {:<11} {:>8} {:>8} NAME",
-        "PID", "PPID", "STATE", "TICKS", "MEM"
+        "{:>5} {:>5} {:<11} {:>3} {:>8} {:>8} NAME",
+        "PID", "PPID", "STATE", "CPU", "TICKS", "MEM"
     );
     for p in rows {
         let _ = writeln!(
             out,
-            "{:>5} {:>5} {:<11} {:>8} {:>7}K {}",
+            "{:>5} {:>5} {:<11} {:>3} {:>8} {:>7}K {}",
             p.pid,
             p.parent,
             proc_state_name(p.state),
+            p.cpu,
             p.ticks,
             p.mem_pages * 4,
             name_str(&p.name)
+        );
+    }
+    print!("{out}");
+}
+
+pub fn cpus() {
+    let rows = match process::cpus() {
+        Ok(rows) => rows,
+        Err(e) => return println!("cpus: {e}"),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>3} {:<7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>9} {:>9}",
+        "CPU", "STATE", "CURRENT", "TICKS", "IDLE", "IDLE%", "SWITCHES", "SYSCALLS", "BKLWAITS"
+    );
+    for c in rows {
+        let current = match (c.online, c.current) {
+            (0, _) => "-".into(),
+            (_, 0) => "idle".into(),
+            (_, pid) => alloc::format!("{pid}"),
+        };
+        let idle_pct = (c.idle_ticks * 100).checked_div(c.ticks).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:>3} {:<7} {:>7} {:>9} {:>9} {:>4}% {:>9} {:>9} {:>9}",
+            c.cpu,
+            if c.online != 0 { "online" } else { "offline" },
+            current,
+            c.ticks,
+            c.idle_ticks,
+            idle_pct,
+            c.context_switches,
+            c.syscalls,
+            c.bkl_waits
         );
     }
     print!("{out}");
