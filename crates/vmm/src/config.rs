@@ -27,8 +27,9 @@ pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
 pub struct VmConfig {
     /// Guest RAM in bytes: a multiple of 2 MiB in `[MIN_MEMORY, MAX_MEMORY]`.
     pub mem_size: u64,
-    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others start
-    /// in the "wait for INIT/SIPI" state.
+    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others wait
+    /// in KVM's "wait for INIT/SIPI" state until the kernel starts them
+    /// with `HC_CPU_ON`.
     pub vcpus: u32,
     /// The kernel ELF.
     pub kernel: Cow<'static, [u8]>,
