@@ -1,6 +1,6 @@
 //! A campaign's results: counts per outcome and fault type, the recovery
 //! latency, memory samples and every fault's record. Serialized as the
-//! JSON of `lazarus campaign --json` (keys `faults`, `outcomes`,
+//! JSON of `lazarus campaign --json` (keys `faults`, `vcpus`, `outcomes`,
 //! `by_type`, `latency_ms`, ...), so field names and order are stable.
 
 use std::collections::BTreeMap;
@@ -57,6 +57,8 @@ pub struct Report {
     pub ext: String,
     /// The fault types drawn from.
     pub types: Vec<String>,
+    /// vCPUs of the guest (`VmConfig::vcpus` of the first VM booted).
+    pub vcpus: u32,
     /// Wall-clock duration of the campaign.
     pub duration_s: f64,
     /// VMs booted (the first one and one after every fault that needed a
@@ -81,6 +83,7 @@ pub(crate) struct Collected {
     pub(crate) seed: u64,
     pub(crate) ext: String,
     pub(crate) types: Vec<String>,
+    pub(crate) vcpus: u32,
     pub(crate) took: Duration,
     pub(crate) boots: u64,
     pub(crate) records: Vec<FaultRecord>,
@@ -124,6 +127,7 @@ pub(crate) fn summarize(c: Collected) -> Report {
         seed: c.seed,
         ext: c.ext,
         types: c.types,
+        vcpus: c.vcpus,
         duration_s: c.took.as_secs_f64(),
         boots: c.boots,
         outcomes,
@@ -161,6 +165,7 @@ mod tests {
             seed: 3,
             ext: "ramdisk".into(),
             types: vec!["bit-flip".into(), "crash-test".into()],
+            vcpus: 2,
             took: Duration::from_secs(2),
             boots: 2,
             records: vec![
@@ -196,6 +201,7 @@ mod tests {
             "\"seed\"",
             "\"ext\"",
             "\"types\"",
+            "\"vcpus\"",
             "\"duration_s\"",
             "\"boots\"",
             "\"outcomes\"",
@@ -217,6 +223,7 @@ mod tests {
         assert_eq!(v["latency_ms"]["median"], 1.0);
         assert_eq!(v["latency_ms"]["p99"], 2.0);
         assert_eq!(v["records"][0]["outcome"], "recovered");
+        assert_eq!(v["vcpus"], 2);
     }
 
     #[test]
@@ -225,6 +232,7 @@ mod tests {
             seed: 1,
             ext: "ramdisk".into(),
             types: vec!["bit-flip".into()],
+            vcpus: 1,
             took: Duration::ZERO,
             boots: 1,
             records: vec![record(1, "bit-flip", Outcome::NotActivated, None)],

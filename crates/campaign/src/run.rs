@@ -40,7 +40,10 @@ pub fn run(
     let mut records: Vec<FaultRecord> = Vec::new();
     let mut sampler = Sampler::new(start);
     let mut boots = 1u64;
-    let mut session = Session::boot(vm(), config)?;
+    let first = vm();
+    // Recorded from what was booted, so the report cannot disagree with it.
+    let vcpus = first.vcpus;
+    let mut session = Session::boot(first, config)?;
 
     let mut n = 0u64;
     loop {
@@ -82,6 +85,7 @@ pub fn run(
         seed: config.seed,
         ext: config.ext.clone(),
         types,
+        vcpus,
         took: start.elapsed(),
         boots,
         records,

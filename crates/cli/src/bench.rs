@@ -37,6 +37,7 @@ struct ExitReport {
 struct Report {
     runs: usize,
     memory_mib: u64,
+    vcpus: u32,
     boot_ms: Stats,
     /// Time to MILESTONE_KERNEL_READY, when every run reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,7 +117,7 @@ pub fn boot(args: &BenchBootArgs) -> anyhow::Result<u8> {
         }
         samples.push(s);
     }
-    let report = summarize(&samples, image.memory_mib);
+    let report = summarize(&samples, image.memory_mib, image.vcpus);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -125,7 +126,7 @@ pub fn boot(args: &BenchBootArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn summarize(samples: &[Sample], memory_mib: u64) -> Report {
+fn summarize(samples: &[Sample], memory_mib: u64, vcpus: u32) -> Report {
     let boot: Vec<f64> = samples.iter().map(|s| s.boot_ms).collect();
     let ready: Option<Vec<f64>> = samples.iter().map(|s| s.kernel_ready_ms).collect();
     let totals: Vec<u64> = samples.iter().map(|s| s.exits.total()).collect();
@@ -145,6 +146,7 @@ fn summarize(samples: &[Sample], memory_mib: u64) -> Report {
     Report {
         runs: samples.len(),
         memory_mib,
+        vcpus,
         boot_ms: stats(&boot),
         kernel_ready_ms: ready.map(|r| stats(&r)),
         exits: ExitReport {
@@ -159,8 +161,8 @@ fn summarize(samples: &[Sample], memory_mib: u64) -> Report {
 
 fn print_table(r: &Report) {
     println!(
-        "boot to shell prompt: {} runs, {} MiB",
-        r.runs, r.memory_mib
+        "boot to shell prompt: {} runs, {} MiB, {} vCPUs",
+        r.runs, r.memory_mib, r.vcpus
     );
     println!(
         "{:<22} {:>10} {:>10} {:>10} {:>10}",

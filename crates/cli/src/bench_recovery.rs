@@ -66,6 +66,7 @@ fn mode(samples: Vec<f64>, lost: u64, written: u64) -> Mode {
 #[derive(Debug, Serialize)]
 struct Report {
     memory_mib: u64,
+    vcpus: u32,
     /// How the repair image was mapped (`--repair-slot`).
     repair_slot: String,
     crashes: usize,
@@ -159,6 +160,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
 
     let report = Report {
         memory_mib: image.memory_mib,
+        vcpus: image.vcpus,
         repair_slot: format!("{:?}", args.repair_slot).to_lowercase(),
         crashes: args.crashes,
         kinds,
@@ -181,10 +183,11 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
 
 fn print_table(r: &Report) {
     println!(
-        "recovery from {} crashes ({}), {} MiB guest, {} kv keys, {} repair slot",
+        "recovery from {} crashes ({}), {} MiB guest with {} vCPUs, {} kv keys, {} repair slot",
         r.crashes,
         r.kinds.join(", "),
         r.memory_mib,
+        r.vcpus,
         r.keys,
         r.repair_slot
     );

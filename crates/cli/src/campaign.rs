@@ -88,8 +88,8 @@ fn progress_bar(args: &CampaignArgs) -> anyhow::Result<ProgressBar> {
 
 fn print_table(r: &Report) {
     println!(
-        "campaign: {} faults, seed {}, target extension {}, {:.0} s, {} boot(s)",
-        r.faults, r.seed, r.ext, r.duration_s, r.boots
+        "campaign: {} faults, seed {}, target extension {}, {} vCPUs, {:.0} s, {} boot(s)",
+        r.faults, r.seed, r.ext, r.vcpus, r.duration_s, r.boots
     );
     print!("{:<22}", "fault type");
     for o in Outcome::ALL {

@@ -12,7 +12,7 @@ Exit codes:
   1  hypervisor or internal error (also an expired --timeout)
   2  usage error
   3  the guest crashed (run: with --on-crash halt, or a boot failure or crash loop)
-  4  bad input: missing or corrupt kernel or initramfs, bad memory size or vCPU count
+  4  bad input: missing or corrupt kernel or initramfs, bad memory size
   5  KVM unavailable: /dev/kvm missing or not accessible
   6  ctl: the API socket cannot be reached (nobody listens, no answer in time)
   7  ctl: the server refused the request (4xx)
@@ -97,6 +97,10 @@ pub struct ImageArgs {
     /// Guest memory in MiB (a multiple of 2, at least 16).
     #[arg(long, value_name = "MIB", default_value_t = lazarus_abi::layout::DEFAULT_MEMORY >> 20)]
     pub memory: u64,
+    /// Number of vCPUs, 1 to 8 (the most the kernel tracks). vCPU 0 boots;
+    /// the kernel starts the others, and one it never starts costs nothing.
+    #[arg(long, value_name = "N", default_value_t = lazarus_vmm::config::DEFAULT_VCPUS, value_parser = parse_vcpus)]
+    pub vcpus: u32,
     /// Kernel ELF to boot [default: the built-in kernel].
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
@@ -115,9 +119,6 @@ pub struct ImageArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub image: ImageArgs,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub vcpus: u32,
     /// Give up after this many seconds (exit code 1); 0 means no timeout.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -300,6 +301,17 @@ pub struct CampaignArgs {
 /// different from the one asked for would surprise whoever tunes it.
 pub const MIN_WATCHDOG_MS: u64 = 50;
 
+/// Parses `--vcpus`: 1 to [`lazarus_vmm::MAX_VCPUS`]. Checked here, as a
+/// usage error naming the range, so that every command that boots a VM
+/// refuses a bad count the same way before reading any image.
+pub fn parse_vcpus(s: &str) -> Result<u32, String> {
+    let max = lazarus_vmm::MAX_VCPUS;
+    match s.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a VM has 1 to {max} vCPUs")),
+    }
+}
+
 /// Parses `--watchdog-ms`: 0 (off) or at least [`MIN_WATCHDOG_MS`].
 fn parse_watchdog_ms(s: &str) -> Result<u64, String> {
     let ms: u64 = s.parse().map_err(|e| format!("{e}"))?;
@@ -310,4 +322,35 @@ fn parse_watchdog_ms(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn vcpus_from_one_to_max() {
+        let max = lazarus_vmm::MAX_VCPUS;
+        assert_eq!(parse_vcpus("1"), Ok(1));
+        assert_eq!(parse_vcpus(&max.to_string()), Ok(max));
+        for bad in ["0", &(max + 1).to_string(), "-1", "two", "", "99999999999"] {
+            let e = parse_vcpus(bad).expect_err(bad);
+            assert_eq!(e, format!("a VM has 1 to {max} vCPUs"), "{bad:?}");
+        }
+    }
+
+    /// The help text spells the range out; it must follow `MAX_VCPUS`.
+    #[test]
+    fn vcpus_help_names_the_range() {
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run");
+        let arg = run
+            .get_arguments()
+            .find(|a| a.get_id() == "vcpus")
+            .expect("--vcpus");
+        let help = arg.get_help().expect("help").to_string();
+        let range = format!("1 to {}", lazarus_vmm::MAX_VCPUS);
+        assert!(help.contains(&range), "{help}");
+    }
 }

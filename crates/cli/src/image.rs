@@ -19,6 +19,9 @@ pub struct BootImage {
     pub initramfs_name: String,
     pub mem_size: u64,
     pub memory_mib: u64,
+    /// `--vcpus`, kept beside the memory size for the reports that record
+    /// how the guest was configured.
+    pub vcpus: u32,
 }
 
 /// The largest kernel ELF read: far above any real one (with debug info),
@@ -46,7 +49,8 @@ fn read(path: &Path, what: &str, max: u64) -> anyhow::Result<(Cow<'static, [u8]>
 
 impl BootImage {
     /// Reads the files named on the command line (or takes the built-in
-    /// image) and checks the memory size's arithmetic.
+    /// image) and checks the memory size's arithmetic (the vCPU count was
+    /// checked by its parser).
     pub fn load(args: &ImageArgs) -> anyhow::Result<Self> {
         let mem_size = args.memory.checked_mul(MIB).ok_or_else(|| {
             failure(
@@ -85,6 +89,7 @@ impl BootImage {
             initramfs_name,
             mem_size,
             memory_mib: args.memory,
+            vcpus: args.vcpus,
         })
     }
 
@@ -92,6 +97,7 @@ impl BootImage {
     pub fn config(&self, args: &ImageArgs) -> VmConfig {
         let mut config = VmConfig::new(self.kernel.clone(), self.initramfs.clone());
         config.mem_size = self.mem_size;
+        config.vcpus = self.vcpus;
         config.cmdline = args.cmdline.clone();
         config.kvm_device = args.kvm_device.clone();
         config

@@ -8,7 +8,7 @@
 //! | 1    | hypervisor or internal error (including a `--timeout` that expired) |
 //! | 2    | usage error (bad command line) |
 //! | 3    | the guest crashed |
-//! | 4    | bad input: missing or corrupt kernel or initramfs, bad memory size, bad vCPU count |
+//! | 4    | bad input: missing or corrupt kernel or initramfs, bad memory size |
 //! | 5    | KVM unavailable: /dev/kvm missing or not accessible |
 //! | 6    | `ctl`: the API socket cannot be reached |
 //! | 7    | `ctl`: the server refused the request (4xx) |

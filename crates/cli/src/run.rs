@@ -44,7 +44,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             };
             let session = ApiSession::new(
                 policy,
-                args.vcpus,
+                args.image.vcpus,
                 args.image.memory,
                 data,
                 crashes_bg.clone(),
@@ -61,7 +61,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let result = loop {
         boots += 1;
         let mut config = image.config(&args.image);
-        config.vcpus = args.vcpus;
         config.console_out = ConsoleOutput::Stdout;
         config.console_in = input.clone();
         config.timeout = timeout;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// Boots with the API at `DIR/api.sock` and data in `DIR/data`.
+/// Boots with the API at `DIR/api.sock`, data in `DIR/data`, 64 MiB and
+/// three vCPUs.
 fn boot(name: &str) -> (Guest, PathBuf, TempDir) {
     let dir = common::temp_dir(name);
     let sock = dir.path().join("api.sock");
@@ -23,6 +24,8 @@ fn boot(name: &str) -> (Guest, PathBuf, TempDir) {
     let g = common::boot_with(&[
         "--memory",
         "64",
+        "--vcpus",
+        "3",
         "--api-sock",
         sock.to_str().expect("utf-8"),
         "--data-dir",
@@ -118,7 +121,8 @@ fn private_socket_status_metrics_and_ctl() {
     let s = get(&sock, "/");
     assert_eq!(s["state"], "running", "{s}");
     assert_eq!(s["boots"], 1);
-    assert_eq!(s["vcpus"], 1);
+    // `--vcpus` reaches the VM the API reports on.
+    assert_eq!(s["vcpus"], 3);
     assert_eq!(s["memory_mib"], 64);
     assert_eq!(s["on_crash"], "resurrect");
     assert_eq!(s["recoveries"], 0);

@@ -1,6 +1,7 @@
 //! `lazarus bench recovery` end to end, small: all three ways back run
-//! (the snapshot baseline once hung after a KVM quirk change) and the
-//! JSON has the documented keys.
+//! (the snapshot baseline once hung after a KVM quirk change; with three
+//! vCPUs it snapshots and restores more than one) and the JSON has the
+//! documented keys, the vCPU count among them.
 
 mod common;
 
@@ -22,6 +23,8 @@ fn bench_recovery_runs_all_three_ways_back() {
             "2",
             "--keys",
             "20",
+            "--vcpus",
+            "3",
             "--json",
         ])
         .stdout(Stdio::piped())
@@ -42,6 +45,7 @@ fn bench_recovery_runs_all_three_ways_back() {
     let out = child.wait_with_output().expect("output");
     assert!(out.status.success(), "{:?}", out.status);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["vcpus"], 3, "{r:#}");
     for mode in ["resurrect", "reboot", "snapshot"] {
         for key in ["median_ms", "p99_ms", "kv_keys_lost"] {
             assert!(r[mode][key].is_number(), "{mode}.{key} missing: {r:#}");

@@ -51,6 +51,8 @@ fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
     assert!(stdout.contains("recovery latency:"), "{stdout}");
     let r = report(&json);
     assert_eq!(r["faults"], 8, "{r:#}");
+    // The default vCPU count reached the VM and the report.
+    assert_eq!(r["vcpus"], lazarus_vmm::config::DEFAULT_VCPUS, "{r:#}");
     for key in ["outcomes", "by_type", "latency_ms"] {
         assert!(r.get(key).is_some(), "missing {key}: {r:#}");
     }

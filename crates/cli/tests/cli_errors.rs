@@ -77,10 +77,45 @@ fn too_little_memory() {
     expect_error(&out, 4, "memory");
 }
 
+/// Asserts a usage error (exit 2, as clap's) that names `arg` and
+/// contains `needle`, without a panic.
+fn expect_usage_error(out: &Output, arg: &str, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error: invalid value"), "{stderr}");
+    assert!(first.contains(arg) && first.contains(needle), "{stderr}");
+}
+
+/// Every command that boots a VM takes `--vcpus` from 1 to MAX_VCPUS and
+/// refuses anything else before reading an image or opening KVM.
 #[test]
 fn bad_vcpu_count() {
-    let out = lazarus(&["run", "--vcpus", "0"]);
-    expect_error(&out, 4, "vCPU");
+    let max = lazarus_vmm::MAX_VCPUS;
+    let range = format!("a VM has 1 to {max} vCPUs");
+    let too_many = (max + 1).to_string();
+    for cmd in [
+        &["run"][..],
+        &["demo"],
+        &["bench", "boot"],
+        &["bench", "recovery"],
+        &["campaign"],
+    ] {
+        for bad in ["0", too_many.as_str(), "two"] {
+            let mut args = cmd.to_vec();
+            args.extend(["--vcpus", bad]);
+            let out = lazarus(&args);
+            expect_usage_error(&out, "--vcpus", &range);
+        }
+    }
+    // The largest count passes the parser (the missing kernel stops the
+    // run before a VM is built).
+    let max = max.to_string();
+    let out = lazarus(&["run", "--vcpus", &max, "--kernel", "/nonexistent/k"]);
+    expect_error(&out, 4, "kernel image");
+    let out = lazarus(&["campaign", "--vcpus", &max, "--kernel", "/nonexistent/k"]);
+    expect_error(&out, 4, "kernel image");
 }
 
 #[test]
@@ -124,6 +159,32 @@ fn help_documents_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--memory"));
     assert!(text.contains("canonical"));
+}
+
+/// `--vcpus` is listed, with its default, by every command that boots.
+#[test]
+fn help_lists_vcpus_with_its_default() {
+    let default = format!("[default: {}]", lazarus_vmm::config::DEFAULT_VCPUS);
+    for cmd in [
+        &["run"][..],
+        &["demo"],
+        &["bench", "boot"],
+        &["bench", "recovery"],
+        &["campaign"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = lazarus(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("--vcpus <N>"))
+            .take_while(|l| !l.trim_start().starts_with("--kernel"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(line.contains(&default), "{args:?}: {text}");
+    }
 }
 
 /// Runs `lazarus run --initramfs` on `contents`, which must be refused.

@@ -14,6 +14,11 @@ use crate::kvm::DEFAULT_KVM_DEVICE;
 /// Most vCPUs a VM may have (the kernel root tracks this many CPUs).
 pub const MAX_VCPUS: u32 = MAX_CPUS as u32;
 
+/// vCPUs of a VM unless told otherwise: two, so that the kernel's SMP
+/// paths are exercised by default. A vCPU the kernel never starts waits
+/// in KVM and costs nothing.
+pub const DEFAULT_VCPUS: u32 = 2;
+
 /// LAPIC timer input frequency: KVM's APIC bus runs at 1 ns per cycle.
 pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
 
@@ -22,8 +27,9 @@ pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
 pub struct VmConfig {
     /// Guest RAM in bytes: a multiple of 2 MiB in `[MIN_MEMORY, MAX_MEMORY]`.
     pub mem_size: u64,
-    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others start
-    /// in the "wait for INIT/SIPI" state.
+    /// Number of vCPUs (1..=[`MAX_VCPUS`]); vCPU 0 boots, the others wait
+    /// in KVM's "wait for INIT/SIPI" state until the kernel starts them
+    /// with `HC_CPU_ON`.
     pub vcpus: u32,
     /// The kernel ELF.
     pub kernel: Cow<'static, [u8]>,
@@ -51,15 +57,15 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// A configuration with defaults: 128 MiB, one vCPU, console on
-    /// stdout, no input, no stop milestone, no timeout.
+    /// A configuration with defaults: 128 MiB, [`DEFAULT_VCPUS`] vCPUs,
+    /// console on stdout, no input, no stop milestone, no timeout.
     pub fn new(
         kernel: impl Into<Cow<'static, [u8]>>,
         initramfs: impl Into<Cow<'static, [u8]>>,
     ) -> Self {
         Self {
             mem_size: DEFAULT_MEMORY,
-            vcpus: 1,
+            vcpus: DEFAULT_VCPUS,
             kernel: kernel.into(),
             initramfs: initramfs.into(),
             cmdline: String::new(),
