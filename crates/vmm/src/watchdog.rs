@@ -8,11 +8,13 @@
 //! of wall-clock time (a kernel halted with interrupts off burns no CPU).
 
 use std::mem::offset_of;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::RootHeader;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::console::lock;
 use crate::memory::GuestRam;
 
 /// Default time without a heartbeat before the guest is declared hung.
@@ -21,6 +23,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Why the watchdog fired.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stall {
+    /// The vCPU whose heartbeat stopped: the hang is delivered to it.
+    pub vcpu: u32,
     /// The heartbeat value that stopped moving.
     pub heartbeat: u64,
     /// Wall-clock time since it last moved.
@@ -47,6 +51,9 @@ pub fn thread_cpu_time(thread: libc::pthread_t) -> Option<Duration> {
     }
     Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
+
+/// The vCPU that the pre-SMP `heartbeat` belongs to.
+const BOOT_VCPU: u32 = 0;
 
 /// Watches one guest's heartbeat (see the module doc).
 pub struct Watchdog {
@@ -98,6 +105,7 @@ impl Watchdog {
                 // Without a CPU clock, fall back to wall time alone.
                 let waited = wall >= self.timeout * if cpu.is_some() { 10 } else { 1 };
                 (spun || waited).then_some(Stall {
+                    vcpu: BOOT_VCPU,
                     heartbeat: beat,
                     wall,
                     cpu,
@@ -108,6 +116,37 @@ impl Watchdog {
                 None
             }
         }
+    }
+}
+
+/// Hangs the watchdog found, each waiting for its own vCPU's thread
+/// (kicked out of KVM_RUN) to turn it into a crash of that vCPU: only that
+/// thread has the hung CPU's registers.
+#[derive(Debug, Default)]
+pub struct PendingHangs(Mutex<Vec<Stall>>);
+
+impl PendingHangs {
+    /// Leaves `stall` for its vCPU. `false`, and nothing changes, when one
+    /// is already waiting there: that vCPU never picked it up.
+    pub fn post(&self, stall: Stall) -> bool {
+        let mut pending = lock(&self.0);
+        if pending.iter().any(|s| s.vcpu == stall.vcpu) {
+            return false;
+        }
+        pending.push(stall);
+        true
+    }
+
+    /// The hang waiting for `vcpu`, if any.
+    pub fn take(&self, vcpu: u32) -> Option<Stall> {
+        let mut pending = lock(&self.0);
+        let i = pending.iter().position(|s| s.vcpu == vcpu)?;
+        Some(pending.swap_remove(i))
+    }
+
+    /// Forgets every waiting hang (the VM's state was replaced).
+    pub fn clear(&self) {
+        lock(&self.0).clear();
     }
 }
 
@@ -137,7 +176,7 @@ mod tests {
         // Stalled while the vCPU burns CPU: fires.
         std::thread::sleep(Duration::from_millis(5));
         let stall = wd.check(&mem, Some(root), Some(Duration::from_millis(200)));
-        assert!(stall.is_some_and(|s| s.heartbeat == 4));
+        assert!(stall.is_some_and(|s| s.heartbeat == 4 && s.vcpu == 0));
     }
 
     #[test]
@@ -153,5 +192,24 @@ mod tests {
         std::thread::sleep(Duration::from_millis(170));
         // Ten timeouts of wall time: a halted guest is hung too.
         assert!(wd.check(&mem, Some(root), cpu).is_some());
+    }
+
+    #[test]
+    fn pending_hangs_wait_for_their_own_vcpu() {
+        let stall = |vcpu| Stall {
+            vcpu,
+            heartbeat: 1,
+            wall: Duration::from_millis(1),
+            cpu: None,
+        };
+        let pending = PendingHangs::default();
+        assert!(pending.post(stall(1)));
+        assert!(!pending.post(stall(1)), "vCPU 1 has not picked it up");
+        assert!(pending.post(stall(2)));
+        assert_eq!(pending.take(0), None);
+        assert_eq!(pending.take(1), Some(stall(1)));
+        assert_eq!(pending.take(1), None);
+        pending.clear();
+        assert_eq!(pending.take(2), None);
     }
 }

@@ -174,21 +174,27 @@ impl Vm {
                     if let Some(w) = watchdog.as_mut() {
                         let cpu = boot_thread.and_then(thread_cpu_time);
                         if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
-                            warn!(?stall, "watchdog: the kernel heartbeat stopped");
+                            warn!(
+                                vcpu = stall.vcpu,
+                                ?stall,
+                                "watchdog: the kernel heartbeat stopped"
+                            );
                             if self.ctx.handler.is_none() {
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
-                            let mut pending = crate::console::lock(&self.ctx.hang);
-                            if pending.is_some() {
-                                // The vCPU never picked the hang up.
+                            // The hang goes to the hung vCPU's own thread:
+                            // it alone has that CPU's registers.
+                            let Some((_, h)) = handles.iter().find(|(id, _)| *id == stall.vcpu)
+                            else {
+                                return Ok(Some(VcpuEvent::Hang(stall)));
+                            };
+                            if !self.ctx.hang.post(stall.clone()) {
+                                // That vCPU never picked its last hang up.
+                                self.ctx.hang.take(stall.vcpu);
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
-                            *pending = Some(stall);
-                            drop(pending);
                             w.reset();
-                            if let Some((_, h)) = handles.first() {
-                                kick(h);
-                            }
+                            kick(h);
                         }
                     }
                 }
@@ -206,15 +212,16 @@ impl Vm {
             Some(VcpuEvent::StopRequested) => VmOutcome::Stopped,
             Some(VcpuEvent::Failed(e)) => return Err(e),
             Some(VcpuEvent::Hang(stall)) => {
-                // The vCPU threads are stopped: its state is the hang's.
-                let fd = self.vcpu_fd(0);
+                // The vCPU threads are stopped: the hung vCPU's state is
+                // the hang's.
+                let fd = self.vcpu_fd(stall.vcpu);
                 VmOutcome::Crash(Box::new(CrashInfo {
                     kind: CrashKind::Hang {
                         heartbeat: stall.heartbeat,
                         stalled_ms: stall.wall.as_millis() as u64,
                         cpu_ms: stall.cpu.map(|c| c.as_millis() as u64),
                     },
-                    vcpu: 0,
+                    vcpu: stall.vcpu,
                     regs: fd.and_then(|f| f.get_regs().ok()),
                     sregs: fd.and_then(|f| f.get_sregs().ok()),
                     detected_at: std::time::Instant::now(),
