@@ -1,5 +1,5 @@
 //! Running the VM: the vCPU threads, and the control loop that waits for
-//! the event that ends a run while it watches the kernel's heartbeat.
+//! the event that ends a run while it watches the kernel's heartbeats.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +111,7 @@ impl Vm {
     }
 
     /// Waits for the first event that ends this run, watching the
-    /// kernel's heartbeat meanwhile.
+    /// kernel's heartbeats meanwhile.
     fn wait_for_event(
         &self,
         handles: &[(u32, JoinHandle<Vcpu>)],
@@ -119,7 +119,8 @@ impl Vm {
     ) -> Result<Option<VcpuEvent>> {
         use std::os::unix::thread::JoinHandleExt;
         let mut watchdog = self.watchdog.map(Watchdog::new);
-        let boot_thread = handles.first().map(|(_, h)| h.as_pthread_t());
+        // Each vCPU with its thread's CPU time, refilled at every check.
+        let mut cpu_times: Vec<(u32, Option<Duration>)> = Vec::with_capacity(handles.len());
         let poll = watchdog
             .as_ref()
             .map_or(LIVENESS_POLL, |w| w.poll_interval().min(LIVENESS_POLL));
@@ -172,12 +173,17 @@ impl Vm {
                         continue;
                     }
                     if let Some(w) = watchdog.as_mut() {
-                        let cpu = boot_thread.and_then(thread_cpu_time);
-                        if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
+                        cpu_times.clear();
+                        cpu_times.extend(
+                            handles
+                                .iter()
+                                .map(|(id, h)| (*id, thread_cpu_time(h.as_pthread_t()))),
+                        );
+                        if let Some(stall) = w.check(&self.mem, self.root_gpa(), &cpu_times) {
                             warn!(
                                 vcpu = stall.vcpu,
                                 ?stall,
-                                "watchdog: the kernel heartbeat stopped"
+                                "watchdog: a kernel heartbeat stopped"
                             );
                             if self.ctx.handler.is_none() {
                                 return Ok(Some(VcpuEvent::Hang(stall)));
@@ -193,7 +199,7 @@ impl Vm {
                                 self.ctx.hang.take(stall.vcpu);
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
-                            w.reset();
+                            w.reset_vcpu(stall.vcpu);
                             kick(h);
                         }
                     }
