@@ -39,7 +39,7 @@ pub enum CrashKind {
         /// The exit, as KVM described it.
         reason: String,
     },
-    /// The watchdog saw the kernel's heartbeat stop (a hard lockup): the
+    /// The watchdog saw a CPU's heartbeat stop (a hard lockup): that
     /// vCPU was kicked out of the guest and its state captured.
     Hang {
         /// The heartbeat value that stopped moving.

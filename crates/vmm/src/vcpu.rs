@@ -24,7 +24,7 @@ use crate::handler::{CrashHandler, Notification, NotifyContext, StoppedVm, Verdi
 use crate::hypercall::HcAction;
 use crate::kick::{KVM_RUN_PTR, kick_signal};
 use crate::stats::ExitKind;
-use crate::watchdog::Stall;
+use crate::watchdog::{PendingHangs, Stall};
 
 /// How long a crashed vCPU waits for the others to stop before the crash
 /// handler is told it cannot have the whole machine.
@@ -80,8 +80,9 @@ pub struct VcpuContext {
     pub handler: Option<std::sync::Mutex<Box<dyn CrashHandler>>>,
     /// Memory slots are added and removed from the vCPU thread.
     pub vm_fd: Arc<kvm_ioctls::VmFd>,
-    /// Set by the watchdog (which then kicks vCPU 0): the guest is hung.
-    pub hang: std::sync::Mutex<Option<Stall>>,
+    /// Hangs the watchdog found, per vCPU: it kicks the hung vCPU's
+    /// thread, which alone turns its hang into a crash.
+    pub hang: PendingHangs,
     /// Which vCPU's thread runs the crash handler, since when (the control
     /// thread kicks it when it runs long, and keeps the watchdog quiet
     /// meanwhile). Shared with [`crate::control::VmControl`].
@@ -156,8 +157,8 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 stats.record(ExitKind::Interrupted);
                 vcpu.fd.set_kvm_immediate_exit(0);
-                // A kick from the watchdog: the kernel is hung.
-                match lock(&ctx.hang).take() {
+                // A kick from the watchdog: this CPU is hung.
+                match ctx.hang.take(vcpu.id) {
                     Some(stall) => Flow::Crash(CrashKind::Hang {
                         heartbeat: stall.heartbeat,
                         stalled_ms: stall.wall.as_millis() as u64,

@@ -33,6 +33,7 @@ use crate::memory::{GuestRam, create_guest_ram, validate_mem_size};
 use crate::serial::SerialDevice;
 use crate::stats::{ExitCounts, ExitStats};
 use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent};
+use crate::watchdog::PendingHangs;
 
 mod run;
 
@@ -211,7 +212,7 @@ impl Vm {
             ),
             handler,
             vm_fd: vm_fd.clone(),
-            hang: Mutex::new(None),
+            hang: PendingHangs::default(),
             handling: Arc::new(Mutex::new(None)),
             control: Arc::new(ControlShared::default()),
         });

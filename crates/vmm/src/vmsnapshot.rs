@@ -186,7 +186,7 @@ impl Vm {
         }
         ctx.devices.hypercalls.restore_state(&snap.hypercalls);
         ctx.guest_ready.store(snap.guest_ready, Ordering::Release);
-        *lock(&ctx.hang) = None;
+        ctx.hang.clear();
         *lock(&ctx.handling) = None;
         debug!(ram = ?t_ram, total = ?t0.elapsed(), "whole-VM snapshot restored");
         Ok(())

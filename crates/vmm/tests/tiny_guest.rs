@@ -1,17 +1,21 @@
 //! Boots hand-assembled guests under KVM and checks what the VMM makes of
 //! them. Fails (never skips) when /dev/kvm cannot be used.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lazarus_abi::hypercall::{
     HC_CONSOLE_WRITE, HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_REGISTER_ROOT,
-    MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT,
+    MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT, RootHeader,
 };
 use lazarus_abi::layout::{KERNEL_PHYS_BASE, KERNEL_VIRT_BASE};
 use lazarus_abi::root::{ABI_VERSION, CRASH_PANIC, KernelRoot, ROOT_MAGIC};
 use lazarus_vmm::{
-    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashKind, ExitKind, Vm, VmConfig, VmOutcome,
+    CaptureBuffer, ConsoleInput, ConsoleOutput, CrashHandler, CrashHandlerBuilder, CrashInfo,
+    CrashKind, ExitKind, HandlerError, HandlerSetup, Notification, NotifyContext, StoppedVm,
+    Verdict, Vm, VmConfig, VmOutcome,
 };
+use zerocopy::IntoBytes;
 
 const MEM: u64 = 16 << 20;
 /// Offsets inside the guest image.
@@ -449,5 +453,120 @@ fn reboot_request_is_reported() {
         matches!(run.outcome, VmOutcome::RebootRequested),
         "{:?}",
         run.outcome
+    );
+}
+
+/// vCPU 0 registers a root and ticks `cpu_heartbeat[0]` forever, while
+/// `cpu_heartbeat[1]` claims vCPU 1 runs; vCPU 1 is never started, so its
+/// heartbeat never moves: vCPU 1 alone is hung.
+fn second_cpu_stalls() -> Image {
+    let beat0 = ROOT_OFF + std::mem::offset_of!(RootHeader, cpu_heartbeat) as u64;
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF);
+    let tick = code.here();
+    let next = tick as i64 + 7;
+    code.0.extend([0x48, 0xff, 0x05]); // inc qword [rip + rel32]
+    code.0.extend(((beat0 as i64 - next) as i32).to_le_bytes());
+    code.jcc_back(0xeb, tick);
+    let mut img = Image::new(&code);
+    let root_size = size_of::<KernelRoot>() as u64;
+    img.block(
+        BLOCK_OFF,
+        HC_REGISTER_ROOT,
+        [
+            KERNEL_PHYS_BASE + ROOT_OFF,
+            root_size,
+            u64::from(ABI_VERSION),
+            0,
+            0,
+        ],
+    );
+    let mut cpu_heartbeat = [0; lazarus_abi::boot::MAX_CPUS];
+    cpu_heartbeat[..2].copy_from_slice(&[1, 1]);
+    let header = RootHeader {
+        magic: ROOT_MAGIC,
+        abi_version: ABI_VERSION,
+        root_size: root_size as u32,
+        heartbeat: 1,
+        cpu_heartbeat,
+    };
+    img.put(ROOT_OFF, header.as_bytes());
+    img
+}
+
+/// Two vCPUs and a short watchdog, for the stalled-CPU guest (vCPU 1's
+/// idle thread is found after ten timeouts of wall time; vCPU 0's would
+/// need as long a starvation on the host).
+fn two_cpus_short_watchdog(c: &mut VmConfig) {
+    c.vcpus = 2;
+    c.watchdog = Some(Duration::from_millis(50));
+}
+
+#[test]
+fn a_stalled_second_cpu_is_the_hang_not_the_boot_cpu() {
+    let Some(run) = boot_with(&second_cpu_stalls(), two_cpus_short_watchdog) else {
+        return;
+    };
+    let VmOutcome::Crash(info) = run.outcome else {
+        panic!("{:?}", run.outcome);
+    };
+    assert!(
+        matches!(info.kind, CrashKind::Hang { heartbeat: 1, .. }),
+        "{:?}",
+        info.kind
+    );
+    assert_eq!(info.vcpu, 1, "{}", info.summary());
+    assert!(info.regs.is_some());
+    // vCPU 0 kept ticking all along.
+    assert!(run.vm.root_header().expect("root header").cpu_heartbeat[0] > 1);
+}
+
+/// Records which vCPU each crash was handled on, and halts.
+#[derive(Debug, Default, Clone)]
+struct Recorder(Arc<Mutex<Vec<(u32, u32, CrashKind)>>>);
+
+impl CrashHandlerBuilder for Recorder {
+    fn build(self: Box<Self>, _: &HandlerSetup<'_>) -> Result<Box<dyn CrashHandler>, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl CrashHandler for Recorder {
+    fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
+        let seen = (crash.vcpu, vm.vcpu.id, crash.kind.clone());
+        self.0.lock().expect("recorder").push(seen);
+        Verdict::Halt
+    }
+
+    fn on_notification(
+        &mut self,
+        _: NotifyContext<'_>,
+        _: Notification,
+    ) -> Result<Option<String>, HandlerError> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn a_stalled_second_cpu_is_handled_on_its_own_thread() {
+    let recorder = Recorder::default();
+    let handler = recorder.clone();
+    let Some(run) = boot_with(&second_cpu_stalls(), move |c| {
+        two_cpus_short_watchdog(c);
+        c.crash_handler = Some(Box::new(handler));
+    }) else {
+        return;
+    };
+    let VmOutcome::Crash(info) = run.outcome else {
+        panic!("{:?}", run.outcome);
+    };
+    assert_eq!(info.vcpu, 1, "{}", info.summary());
+    let seen = recorder.0.lock().expect("recorder").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (crashed, thread, kind) = &seen[0];
+    assert_eq!((*crashed, *thread), (1, 1), "{seen:?}");
+    assert!(
+        matches!(kind, CrashKind::Hang { heartbeat: 1, .. }),
+        "{kind:?}"
     );
 }

@@ -1,5 +1,5 @@
 //! Running the VM: the vCPU threads, and the control loop that waits for
-//! the event that ends a run while it watches the kernel's heartbeat.
+//! the event that ends a run while it watches the kernel's heartbeats.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,7 +111,7 @@ impl Vm {
     }
 
     /// Waits for the first event that ends this run, watching the
-    /// kernel's heartbeat meanwhile.
+    /// kernel's heartbeats meanwhile.
     fn wait_for_event(
         &self,
         handles: &[(u32, JoinHandle<Vcpu>)],
@@ -119,7 +119,8 @@ impl Vm {
     ) -> Result<Option<VcpuEvent>> {
         use std::os::unix::thread::JoinHandleExt;
         let mut watchdog = self.watchdog.map(Watchdog::new);
-        let boot_thread = handles.first().map(|(_, h)| h.as_pthread_t());
+        // Each vCPU with its thread's CPU time, refilled at every check.
+        let mut cpu_times: Vec<(u32, Option<Duration>)> = Vec::with_capacity(handles.len());
         let poll = watchdog
             .as_ref()
             .map_or(LIVENESS_POLL, |w| w.poll_interval().min(LIVENESS_POLL));
@@ -172,23 +173,34 @@ impl Vm {
                         continue;
                     }
                     if let Some(w) = watchdog.as_mut() {
-                        let cpu = boot_thread.and_then(thread_cpu_time);
-                        if let Some(stall) = w.check(&self.mem, self.root_gpa(), cpu) {
-                            warn!(?stall, "watchdog: the kernel heartbeat stopped");
+                        cpu_times.clear();
+                        cpu_times.extend(
+                            handles
+                                .iter()
+                                .map(|(id, h)| (*id, thread_cpu_time(h.as_pthread_t()))),
+                        );
+                        if let Some(stall) = w.check(&self.mem, self.root_gpa(), &cpu_times) {
+                            warn!(
+                                vcpu = stall.vcpu,
+                                ?stall,
+                                "watchdog: a kernel heartbeat stopped"
+                            );
                             if self.ctx.handler.is_none() {
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
-                            let mut pending = crate::console::lock(&self.ctx.hang);
-                            if pending.is_some() {
-                                // The vCPU never picked the hang up.
+                            // The hang goes to the hung vCPU's own thread:
+                            // it alone has that CPU's registers.
+                            let Some((_, h)) = handles.iter().find(|(id, _)| *id == stall.vcpu)
+                            else {
+                                return Ok(Some(VcpuEvent::Hang(stall)));
+                            };
+                            if !self.ctx.hang.post(stall.clone()) {
+                                // That vCPU never picked its last hang up.
+                                self.ctx.hang.take(stall.vcpu);
                                 return Ok(Some(VcpuEvent::Hang(stall)));
                             }
-                            *pending = Some(stall);
-                            drop(pending);
-                            w.reset();
-                            if let Some((_, h)) = handles.first() {
-                                kick(h);
-                            }
+                            w.reset_vcpu(stall.vcpu);
+                            kick(h);
                         }
                     }
                 }
@@ -206,15 +218,16 @@ impl Vm {
             Some(VcpuEvent::StopRequested) => VmOutcome::Stopped,
             Some(VcpuEvent::Failed(e)) => return Err(e),
             Some(VcpuEvent::Hang(stall)) => {
-                // The vCPU threads are stopped: its state is the hang's.
-                let fd = self.vcpu_fd(0);
+                // The vCPU threads are stopped: the hung vCPU's state is
+                // the hang's.
+                let fd = self.vcpu_fd(stall.vcpu);
                 VmOutcome::Crash(Box::new(CrashInfo {
                     kind: CrashKind::Hang {
                         heartbeat: stall.heartbeat,
                         stalled_ms: stall.wall.as_millis() as u64,
                         cpu_ms: stall.cpu.map(|c| c.as_millis() as u64),
                     },
-                    vcpu: 0,
+                    vcpu: stall.vcpu,
                     regs: fd.and_then(|f| f.get_regs().ok()),
                     sregs: fd.and_then(|f| f.get_sregs().ok()),
                     detected_at: std::time::Instant::now(),
