@@ -34,9 +34,16 @@ pub(crate) fn check_plan(
     Ok(())
 }
 
-/// The registers that enter the kernel's recovery entry in ring 0, with
-/// the kernel's IDT (`idt`).
-pub(crate) fn resume_state(crash_sregs: &kvm_sregs, plan: &ResumePlan, idt: u64) -> ResumeState {
+/// The registers that enter the kernel's recovery entry in ring 0 on vCPU
+/// `vcpu`, with the kernel's IDT (`idt`). The entry gets the vCPU's index
+/// in RDI: the boot GDT loaded here does not tell the kernel which CPU it
+/// is on.
+pub(crate) fn resume_state(
+    crash_sregs: &kvm_sregs,
+    plan: &ResumePlan,
+    idt: u64,
+    vcpu: u32,
+) -> ResumeState {
     let mut sregs = long_mode_sregs(*crash_sregs);
     sregs.cr3 = plan.cr3;
     sregs.idt.base = idt;
@@ -44,6 +51,7 @@ pub(crate) fn resume_state(crash_sregs: &kvm_sregs, plan: &ResumePlan, idt: u64)
     let regs = kvm_regs {
         rip: plan.entry,
         rsp: plan.stack_top,
+        rdi: u64::from(vcpu),
         rflags: 0x2,
         ..Default::default()
     };

@@ -7,7 +7,7 @@
 //! path on these hosts: reload the CPU tables, acknowledge the interrupt
 //! that was in service, run the init of reset extensions, and schedule.
 
-use crate::arch::{apic, gdt, idt, percpu};
+use crate::arch::{apic, gdt, idt};
 use crate::state::k;
 use core::arch::global_asm;
 use lazarus_abi::root::NONE;
@@ -15,9 +15,9 @@ use lazarus_abi::root::NONE;
 global_asm!(
     r#"
 .global recovery_entry
-// The hypervisor enters here on the crashed CPU with RSP = its
-// Cpu::recovery_stack (its idle stack) and CR3 = the master PML4,
-// interrupts off.
+// The hypervisor enters here on the crashed CPU with RDI = its index,
+// RSP = its Cpu::recovery_stack (its idle stack), CR3 = the master PML4,
+// the boot GDT, interrupts off.
 recovery_entry:
     xor ebp, ebp
     call kernel_recover
@@ -30,8 +30,9 @@ unsafe extern "C" {
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn kernel_recover() -> ! {
-    let me = percpu::id();
+extern "C" fn kernel_recover(cpu: u64) -> ! {
+    // Until this CPU's own GDT is loaded, `percpu::id` cannot tell.
+    let me = (cpu as usize).min(lazarus_abi::boot::MAX_CPUS - 1);
     gdt::init(me);
     idt::reload();
     apic::ack_in_service();

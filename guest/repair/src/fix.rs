@@ -43,6 +43,8 @@ pub struct Fixer<'a> {
     pub m: Mem,
     pub r: &'a mut KernelRoot,
     pub plan: &'a mut ResumePlan,
+    /// The crashed CPU, where the kernel resumes.
+    pub vcpu: u32,
 }
 
 pub fn alive(p: &Proc) -> bool {

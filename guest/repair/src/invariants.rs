@@ -59,12 +59,23 @@ fn processes(fx: &mut Fixer) -> Result<(), &'static str> {
             fx.r.procs[i].parent = 1;
             fx.plan.invariant_fixes += 1;
         }
-        // One CPU, and it is between contexts: nothing is running.
-        if fx.r.procs[i].state == PS_RUNNING {
+        // The crashed CPU is between contexts: only what another CPU is
+        // running (in user mode: it does not hold the kernel) runs.
+        let pid = fx.r.procs[i].pid;
+        if fx.r.procs[i].state == PS_RUNNING && !running_elsewhere(fx, pid) {
             fx.r.procs[i].state = PS_RUNNABLE;
         }
     }
     Ok(())
+}
+
+/// Whether `pid` is the current process of an online CPU other than the
+/// crashed one.
+fn running_elsewhere(fx: &Fixer, pid: u32) -> bool {
+    fx.r.cpus
+        .iter()
+        .enumerate()
+        .any(|(c, cpu)| c as u32 != fx.vcpu && cpu.online != 0 && cpu.current == pid)
 }
 
 fn owner_alive(fx: &Fixer, pid: u32) -> bool {

@@ -129,6 +129,14 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
         pml4: r.master_pml4,
     };
 
+    // Another CPU inside the kernel may be halfway through changing any
+    // structure the repair would touch (only the big lock's owner can be:
+    // the others are in user mode, idle or waiting at its door).
+    let (holder, locked) = (r.bkl.owner_cpu, r.bkl.locked);
+    if locked != 0 && holder != lazarus_abi::root::NONE && holder != inp.vcpu {
+        return Err("another CPU is inside the kernel (it holds the big kernel lock)");
+    }
+
     // Code first: a corrupted instruction stream would make everything
     // below pointless, and the diagnosis reads code addresses.
     if inp.code_verified == 0 {
@@ -155,7 +163,12 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
         return Err("the core kernel crashed with no process or extension to blame");
     }
 
-    let mut fx = fix::Fixer { m, r, plan };
+    let mut fx = fix::Fixer {
+        m,
+        r,
+        plan,
+        vcpu: inp.vcpu,
+    };
     if d.ext != lazarus_abi::root::NONE {
         fx.handle_extension(d.ext as usize, d.offender, inp)?;
     }
