@@ -105,6 +105,44 @@ pub mod crashtest {
     /// a broken contract the kernel catches.
     pub const IOC_BREAK_READ: u64 = 52;
 
+    /// Not a crash: takes the extension's lock ([`IOC_HOLD_LOCK`]'s),
+    /// blocking while another process holds it, and returns holding it.
+    pub const IOC_LOCK_A: u64 = 53;
+    /// Not a crash: likewise for the extension's second lock.
+    pub const IOC_LOCK_B: u64 = 54;
+    /// Not a crash: one non-blocking attempt at the second lock: 0 (now
+    /// held) or `EBUSY`. A caller retrying it spins on its CPU.
+    pub const IOC_TRY_LOCK_B: u64 = 55;
+    /// Not a crash: releases both locks where the caller holds them.
+    pub const IOC_UNLOCK: u64 = 56;
+    /// Spins with interrupts off until the first lock is free: the half
+    /// of an ABBA deadlock that locks up its CPU.
+    pub const IOC_SPIN_LOCK_A: u64 = 57;
+    /// Not a crash: sleeps inside the extension for `arg` milliseconds,
+    /// so that a fault elsewhere finds this process inside it.
+    pub const IOC_SLEEP_IN_EXT: u64 = 58;
+
+    /// Scenarios across processes (and, on several vCPUs, across CPUs)
+    /// that `crash NAME` plays; each crashes the kernel once.
+    pub const SCENARIOS: &[(&str, &str)] = &[
+        (
+            "lock-waiter",
+            "fault holding a lock another process spins on; it gets the lock",
+        ),
+        (
+            "ext-victim",
+            "fault while another process sleeps inside the same extension",
+        ),
+        (
+            "abba",
+            "ABBA deadlock: one process spins on A holding B, another waits for B holding A",
+        ),
+        (
+            "irq-fault-ap",
+            "null read in a timer callback on the last CPU (not the boot CPU)",
+        ),
+    ];
+
     /// Failures that are not crashes: the extension keeps running but
     /// fails its callers (name for tools, ioctl, description).
     pub const FAILURES: &[(&str, u64, &str)] = &[

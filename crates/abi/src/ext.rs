@@ -10,7 +10,7 @@
 /// without it (`ENOEXEC`).
 pub const EXT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSEXT1");
 /// The [`ExtApi`] version; an extension built for another one is refused.
-pub const EXT_API_VERSION: u32 = 1;
+pub const EXT_API_VERSION: u32 = 2;
 
 /// Functions the kernel offers to extensions. All may be called from
 /// process context; those marked "irq-safe" also from timer callbacks.
@@ -69,6 +69,9 @@ pub struct ExtApi {
     /// uncached into the kernel, like Linux's `ioremap`; returns the
     /// virtual address or 0.
     pub ioremap: extern "C" fn(phys: u64, len: u64) -> u64,
+    /// The CPU the caller runs on (Linux's `smp_processor_id`); only
+    /// stable while the caller does not sleep.
+    pub cpu_id: extern "C" fn() -> u32,
 }
 
 /// Device operations; any may be absent (null). Each returns a value or

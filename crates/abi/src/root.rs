@@ -314,6 +314,10 @@ pub struct Timer {
     pub callback: u64,
     /// The argument passed to `callback`.
     pub arg: u64,
+    /// The CPU it fires on: the one that armed it, as Linux's timers do.
+    pub cpu: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 /// A named IPC service (`SYS_SVC_REGISTER`).

@@ -48,12 +48,13 @@ macro_rules! field {
 }
 
 /// Every field of the root, in memory order.
-pub(crate) fn root_fields() -> [Field; 33] {
+pub(crate) fn root_fields() -> [Field; 35] {
     [
         field!(header.magic),
         field!(header.abi_version),
         field!(header.root_size),
         field!(header.heartbeat),
+        field!(header.cpu_heartbeat),
         field!(mem_size),
         field!(master_pml4),
         field!(kernel_text_start),
@@ -69,6 +70,7 @@ pub(crate) fn root_fields() -> [Field; 33] {
         field!(_pad0),
         field!(runq[]),
         field!(cpus[]),
+        field!(bkl),
         field!(procs[]),
         field!(locks[]),
         field!(exts[]),

@@ -82,12 +82,17 @@ impl Recovery {
             "" => String::new(),
             f => format!(" at {f}"),
         };
+        // On SMP: which CPU crashed, and that the others were stopped too.
+        let cpu = match self.others_stopped {
+            0 => String::new(),
+            n => format!(" on vCPU {} of {}", self.crash.vcpu, n + 1),
+        };
         let code = match self.plan.code_bytes_restored {
             0 => String::new(),
             n => format!("; restored {n} bytes of corrupted code"),
         };
         format!(
-            "resurrected after {}{ext}{at}: {who}{code}; {:.3} ms",
+            "resurrected after {}{ext}{at}{cpu}: {who}{code}; {:.3} ms",
             self.kind(),
             self.latency.as_secs_f64() * 1e3
         )

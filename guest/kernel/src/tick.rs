@@ -51,10 +51,10 @@ pub fn tick(frame: &TrapFrame) {
         Some(p) => p.ticks += 1,
         None => k().cpus[me].idle_ticks += 1,
     }
-    if me == 0 {
-        wait::wake_due(now);
-        crate::timer::run_due(now);
-    }
+    // Whichever CPU ticks first after a deadline serves it: sleepers and
+    // extension timers are not tied to the boot CPU.
+    wait::wake_due(now);
+    crate::timer::run_due(now);
     if k().recovery.pending_reinit != 0 {
         crate::recovery::deferred_reinit();
     }

@@ -17,6 +17,8 @@ pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
         next_tick: now + period.max(1),
         callback,
         arg,
+        cpu: crate::arch::percpu::id() as u32,
+        _pad: 0,
     };
     // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE += 1 };
@@ -60,9 +62,10 @@ pub fn run_due(now: u64) {
     if unsafe { ACTIVE } == 0 {
         return;
     }
+    let me = crate::arch::percpu::id() as u32;
     for i in 0..MAX_TIMERS {
         let t = k().timers[i];
-        if t.in_use == 0 || t.next_tick > now {
+        if t.in_use == 0 || t.next_tick > now || t.cpu != me {
             continue;
         }
         k().timers[i].next_tick = now + t.period_ticks;

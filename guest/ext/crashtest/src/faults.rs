@@ -126,6 +126,29 @@ pub fn deadlock(lock: &KLock) -> ! {
     }
 }
 
+/// Spins with interrupts off until `lock` is free, then takes it: the
+/// half of an ABBA deadlock that locks up its CPU while the other half
+/// waits for a lock this caller holds.
+pub fn spin_on(lock: &KLock) -> i64 {
+    (api().irq_disable)();
+    while (api().lock_try_acquire)(lock.id()) != 0 {
+        core::hint::spin_loop();
+    }
+    0
+}
+
+/// Sleeps inside the extension for `ms` milliseconds, a tick at a time.
+pub fn sleep_in_ext(ms: u64) -> i64 {
+    let ticks = ms
+        .div_ceil(1000 / lazarus_extsdk::abi::layout::TICK_HZ)
+        .min(60_000);
+    let start = (api().ticks)();
+    while (api().ticks)().wrapping_sub(start) < ticks {
+        (api().sleep_ticks)(1);
+    }
+    0
+}
+
 pub fn double_fault() -> ! {
     // SAFETY: deliberately moves RSP to an unmapped page and pushes: the
     // #PF cannot be delivered on that stack, so the CPU raises #DF.

@@ -12,16 +12,21 @@ use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use lazarus_extsdk::abi::dev::crashtest::{
     IOC_BREAK_PING, IOC_BREAK_READ, IOC_CORRUPT_CODE, IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT,
-    IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION,
-    IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SOFT_LOCKUP,
-    IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_UD2, IOC_WILD_WRITE, PING_REPLY,
+    IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_LOCK_A,
+    IOC_LOCK_B, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SLEEP_IN_EXT,
+    IOC_SOFT_LOCKUP, IOC_SPIN_LOCK_A, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT,
+    IOC_TRY_LOCK_B, IOC_UD2, IOC_UNLOCK, IOC_WILD_WRITE, PING_REPLY,
 };
-use lazarus_extsdk::errno::{EBUSY, EINVAL};
+use lazarus_extsdk::errno::{EAGAIN, EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
 use lazarus_extsdk::{declare_extension, klog, timer};
 
-/// Held by one process and spun on by another in the deadlock kind.
+/// Held by one process and spun on by another in the deadlock kind; lock
+/// A of the multi-process scenarios.
 static LOCK: KLock = KLock::new();
+/// Lock B of the multi-process scenarios.
+static LOCK_B: KLock = KLock::new();
+
 /// The faulting timer, if armed (-1 = none), removed on unload.
 static TIMER: AtomicI32 = AtomicI32::new(-1);
 /// Fail-silent modes ([`IOC_BREAK_PING`], [`IOC_BREAK_READ`]); a reset
@@ -30,7 +35,10 @@ static PING_BROKEN: AtomicBool = AtomicBool::new(false);
 static READ_BROKEN: AtomicBool = AtomicBool::new(false);
 
 fn init() -> i32 {
-    match LOCK.create("crashtest") {
+    match LOCK
+        .create("crashtest")
+        .and_then(|()| LOCK_B.create("crashtest-b"))
+    {
         Ok(()) => 0,
         Err(e) => e,
     }
@@ -45,6 +53,11 @@ extern "C" fn exit() {
 
 extern "C" fn timer_fault(_arg: u64) {
     faults::null_read();
+}
+
+/// Releases `lock` if the caller holds it (EPERM otherwise is fine).
+fn unlock(lock: &KLock) {
+    (lazarus_extsdk::api().lock_release)(lock.id());
 }
 
 extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
@@ -73,6 +86,16 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_SOFT_LOCKUP => faults::soft_lockup(),
         IOC_DEADLOCK => faults::deadlock(&LOCK),
         IOC_HOLD_LOCK => faults::hold_lock(&LOCK),
+        IOC_LOCK_A => i64::from(LOCK.acquire_raw()),
+        IOC_LOCK_B => i64::from(LOCK_B.acquire_raw()),
+        IOC_TRY_LOCK_B => i64::from((lazarus_extsdk::api().lock_try_acquire)(LOCK_B.id())),
+        IOC_UNLOCK => {
+            unlock(&LOCK);
+            unlock(&LOCK_B);
+            0
+        }
+        IOC_SPIN_LOCK_A => faults::spin_on(&LOCK),
+        IOC_SLEEP_IN_EXT => faults::sleep_in_ext(arg),
         IOC_PEEK_PHYS | IOC_POKE_PHYS => phys_access(cmd, arg),
         IOC_TRIPLE_FAULT => faults::triple_fault(),
         IOC_EMULATION_FAILURE => faults::emulation_failure(),
@@ -82,6 +105,12 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_TIMER_FAULT => {
             if TIMER.load(Ordering::Acquire) >= 0 {
                 return -EBUSY;
+            }
+            // Timers fire on the CPU that arms them. arg: 0 = this one,
+            // n = only CPU n-1 (EAGAIN elsewhere: the caller retries until
+            // the scheduler runs it there).
+            if arg != 0 && u64::from((lazarus_extsdk::api().cpu_id)()) != arg - 1 {
+                return -EAGAIN;
             }
             match timer::add(timer_fault, 0, 1) {
                 Ok(id) => {

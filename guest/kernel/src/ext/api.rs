@@ -154,6 +154,10 @@ extern "C" fn api_list_del(node: *mut ListNode) -> i32 {
 
 static mut IOREMAP_NEXT: u64 = lazarus_abi::layout::IOREMAP_REGION;
 
+extern "C" fn api_cpu_id() -> u32 {
+    crate::arch::percpu::id() as u32
+}
+
 extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
     use lazarus_abi::layout::{IOREMAP_REGION, IOREMAP_SIZE};
     let first = phys & !(PAGE_SIZE - 1);
@@ -209,4 +213,5 @@ pub static API: ExtApi = ExtApi {
     list_add: api_list_add,
     list_del: api_list_del,
     ioremap: api_ioremap,
+    cpu_id: api_cpu_id,
 };

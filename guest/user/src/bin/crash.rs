@@ -12,8 +12,10 @@ use alloc::string::String;
 use core::fmt::Write;
 
 use lazarus_ulib::abi::dev::crashtest::{
-    DEV, FAILURES, IOC_BREAK_PING, IOC_BREAK_READ, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_PEEK_PHYS,
-    IOC_PING, IOC_POKE_PHYS, KINDS, PING_REPLY, kind_by_name,
+    DEV, FAILURES, IOC_BREAK_PING, IOC_BREAK_READ, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_LOCK_A,
+    IOC_LOCK_B, IOC_NULL_READ, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SLEEP_IN_EXT,
+    IOC_SPIN_LOCK_A, IOC_TIMER_FAULT, IOC_TRY_LOCK_B, IOC_UNLOCK, KINDS, PING_REPLY, SCENARIOS,
+    kind_by_name,
 };
 use lazarus_ulib::abi::syscall::complaint;
 use lazarus_ulib::io::{close, ioctl, read};
@@ -33,6 +35,10 @@ fn main(args: Args) -> i32 {
             for (name, nr, what) in KINDS {
                 let _ = writeln!(out, "  {name:<16} {nr:>4}  {what}");
             }
+            let _ = writeln!(out, "scenarios across processes and CPUs:");
+            for (name, what) in SCENARIOS {
+                let _ = writeln!(out, "  {name:<16}       {what}");
+            }
             let _ = writeln!(out, "not crashes (the extension fails its callers):");
             for (name, nr, what) in FAILURES {
                 let _ = writeln!(out, "  {name:<16} {nr:>4}  {what}");
@@ -43,6 +49,14 @@ fn main(args: Args) -> i32 {
         "ping" => IOC_PING,
         "peek" | "poke" => return phys(&args),
         "fail-silent" => return fail_silent(),
+        "lock-waiter" => return lock_waiter(),
+        "ext-victim" => return ext_victim(),
+        "abba" => return abba(),
+        "irq-fault-ap" => return irq_fault_ap(),
+        // The other halves of the scenarios, started by them.
+        "spin-lock-b" => return spin_lock_b(),
+        "sleep-in-ext" => return sleep_in_ext(),
+        "abba-partner" => return abba_partner(),
         "overlong-read" => return overlong_read(),
         // The lock holder of the deadlock kind (started by it, below).
         "hold-lock" => IOC_HOLD_LOCK,
@@ -232,6 +246,177 @@ fn overlong_read() -> i32 {
         other => {
             println!("crash: after the reset the extension read {other:?}");
             1
+        }
+    }
+}
+
+/// Runs `ioctl(cmd, arg)` on a fresh descriptor, printing a failure.
+fn call(cmd: u64, arg: u64) -> Result<u64, Errno> {
+    let fd = open().ok_or(Errno::ENODEV)?;
+    let r = ioctl(fd, cmd, arg);
+    let _ = close(fd);
+    r
+}
+
+/// Starts `/bin/crash ROLE` in the background.
+fn start(role: &str) -> bool {
+    match process::spawn("/bin/crash", &[role], Default::default()) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("crash: cannot start {role}: {e}");
+            false
+        }
+    }
+}
+
+/// Holds lock B, lets another process spin on it (on another CPU when
+/// there is one), then faults holding it: the repair must release it so
+/// that the spinner proceeds.
+fn lock_waiter() -> i32 {
+    if let Err(e) = call(IOC_LOCK_B, 0) {
+        println!("crash: lock-waiter: cannot take lock B: {e}");
+        return 1;
+    }
+    if !start("spin-lock-b") {
+        return 1;
+    }
+    process::sleep_ms(300);
+    println!("crash: triggering lock-waiter (fault holding lock B)");
+    let r = call(IOC_NULL_READ, 0);
+    println!("crash: the fault returned {r:?}");
+    1
+}
+
+/// The spinner of `lock-waiter`: retries lock B from user mode, a system
+/// call per attempt, until it has it (or gives up after 60 s).
+fn spin_lock_b() -> i32 {
+    let Some(fd) = open() else {
+        return 1;
+    };
+    let start = process::uptime_ms();
+    let mut tries = 0u64;
+    loop {
+        tries += 1;
+        match ioctl(fd, IOC_TRY_LOCK_B, 0) {
+            Ok(_) => break,
+            Err(Errno::EBUSY) => {}
+            Err(e) => {
+                println!("crash: spin-lock-b: {e}");
+                return 1;
+            }
+        }
+        if process::uptime_ms().saturating_sub(start) > 60_000 {
+            println!("crash: spin-lock-b: lock B never came free");
+            return 1;
+        }
+    }
+    let _ = ioctl(fd, IOC_UNLOCK, 0);
+    let _ = close(fd);
+    println!("crash: spin-lock-b: got lock B after {tries} tries and released it");
+    0
+}
+
+/// Faults while another process sleeps inside the same extension: that
+/// process is a victim, not an offender.
+fn ext_victim() -> i32 {
+    if !start("sleep-in-ext") {
+        return 1;
+    }
+    process::sleep_ms(300);
+    println!("crash: triggering ext-victim (fault while another process is inside crashtest)");
+    let r = call(IOC_NULL_READ, 0);
+    println!("crash: the fault returned {r:?}");
+    1
+}
+
+/// The victim of `ext-victim`: its call into the extension is unwound
+/// by the reset; it carries on and finds the extension working.
+fn sleep_in_ext() -> i32 {
+    let r = call(IOC_SLEEP_IN_EXT, 10_000);
+    match r {
+        Ok(_) => {
+            println!("crash: sleep-in-ext: the call completed without a repair");
+            1
+        }
+        Err(e) => {
+            let ok = ping_ok();
+            println!("crash: sleep-in-ext: the call returned {e}; still running; ping ok: {ok}");
+            if ok { 0 } else { 1 }
+        }
+    }
+}
+
+/// ABBA: this process holds A and waits for B; the partner holds B and
+/// spins on A with interrupts off, locking up its CPU. The repair breaks
+/// the cycle by quarantining the spinner; this process gets B.
+fn abba() -> i32 {
+    if let Err(e) = call(IOC_LOCK_A, 0) {
+        println!("crash: abba: cannot take lock A: {e}");
+        return 1;
+    }
+    if !start("abba-partner") {
+        return 1;
+    }
+    process::sleep_ms(200);
+    println!("crash: triggering abba (holding A, waiting for B)");
+    let Some(fd) = open() else {
+        return 1;
+    };
+    // The repair quarantines the spinner and resets the extension: this
+    // process, waiting inside it, is its victim and its wait is unwound.
+    match ioctl(fd, IOC_LOCK_B, 0) {
+        Ok(_) => {
+            let _ = ioctl(fd, IOC_UNLOCK, 0);
+            println!("crash: abba: got lock B once the partner was gone");
+            0
+        }
+        Err(e) => {
+            let ok = ping_ok();
+            println!("crash: abba: the wait for lock B returned {e}; still running; ping ok: {ok}");
+            if ok { 0 } else { 1 }
+        }
+    }
+}
+
+/// The partner of `abba`: takes B, then spins on A.
+fn abba_partner() -> i32 {
+    let Some(fd) = open() else {
+        return 1;
+    };
+    if let Err(e) = ioctl(fd, IOC_LOCK_B, 0) {
+        println!("crash: abba-partner: cannot take lock B: {e}");
+        return 1;
+    }
+    process::sleep_ms(400);
+    let r = ioctl(fd, IOC_SPIN_LOCK_A, 0);
+    println!("crash: abba-partner: the spin returned {r:?}");
+    1
+}
+
+/// A fault in a timer callback (interrupt context) on the last CPU.
+fn irq_fault_ap() -> i32 {
+    let cpus = process::cpus().map_or(1, |c| c.len());
+    if cpus < 2 {
+        println!("crash: irq-fault-ap needs at least 2 vCPUs");
+        return 2;
+    }
+    println!("crash: triggering irq-fault-ap on cpu {}", cpus - 1);
+    let Some(fd) = open() else {
+        return 1;
+    };
+    // The timer is armed on the CPU the call runs on: retry until the
+    // scheduler has put this process there.
+    let start = process::uptime_ms();
+    loop {
+        match ioctl(fd, IOC_TIMER_FAULT, cpus as u64) {
+            Ok(_) => return 0,
+            Err(Errno::EAGAIN) if process::uptime_ms().saturating_sub(start) < 30_000 => {
+                process::sleep_ms(1);
+            }
+            Err(e) => {
+                println!("crash: {e}");
+                return 1;
+            }
         }
     }
 }
