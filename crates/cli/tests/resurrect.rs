@@ -51,6 +51,11 @@ fn worker_progresses(g: &mut Guest, name: &str) {
 fn check_kind(kind: &str, expect_kind: &str, blames_process: bool) {
     let (mut g, dir) = boot_loaded(kind);
     let line = crash_and_resurrect(&mut g, kind);
+    // Every vCPU was stopped for the repair, not only the crashed one.
+    assert!(
+        line.contains(" on vCPU ") && line.contains(" of 2: "),
+        "{line}"
+    );
     assert!(
         line.starts_with(&format!("resurrected after {expect_kind} ")),
         "{line}"
@@ -82,8 +87,11 @@ fn survivors_intact(mut g: Guest, expect_kind: &str, dir: TempDir) {
     assert!(out.contains("still alive"), "{out}\n{}", g.transcript);
     let (intact, lost) = kv_check(&g.cmd("kv check"));
     assert_eq!((intact, lost), (60, 0), "{}", g.transcript);
-    worker_progresses(&mut g, "alpha");
-    worker_progresses(&mut g, "beta");
+    // Both workers progress, and so does every CPU (two by default).
+    g.every_cpu_progresses(|g| {
+        worker_progresses(g, "alpha");
+        worker_progresses(g, "beta");
+    });
     let ps = g.cmd("ps");
     assert!(ps.contains("kvstore") && ps.contains("worker"), "{ps}");
     let rec = g.cmd("recoveries");
@@ -204,6 +212,51 @@ fn survives_fifty_consecutive_crashes_in_one_boot() {
     assert!(out.contains("fifty crashes later"), "{out}");
     assert!(g.poweroff().success());
     drop(dir);
+}
+
+/// The single-CPU kernel still resurrects: every crash kind in one boot
+/// on one vCPU, with the data and the workers intact.
+#[test]
+fn every_crash_kind_in_one_boot_on_one_vcpu() {
+    let dir = temp_dir("one-vcpu");
+    let mut g = common::boot_with(&[
+        "--memory",
+        "64",
+        "--vcpus",
+        "1",
+        "--data-dir",
+        path_str(dir.path()),
+    ]);
+    g.cmd("kv fill 60");
+    g.cmd("run worker alpha 600 &");
+    g.cmd("run worker beta 600 &");
+    g.wait_lines(
+        &["worker alpha: round", "worker beta: round"],
+        Duration::from_secs(30),
+    );
+    g.resync();
+    for kind in [
+        "panic",
+        "null-read",
+        "wild-write",
+        "gp",
+        "ud2",
+        "divide",
+        "stack-overflow",
+        "hard-lockup",
+        "soft-lockup",
+        "deadlock",
+        "double-fault",
+        "list-corruption",
+        "timer-fault",
+        "triple-fault",
+        "emulation-failure",
+    ] {
+        let line = crash_and_resurrect(&mut g, kind);
+        assert!(!line.contains(" on vCPU "), "one vCPU: {line}");
+        g.resync();
+    }
+    survivors_intact(g, "kvm-internal-error", dir);
 }
 
 #[test]

@@ -263,3 +263,40 @@ pub fn kv_check(out: &str) -> (u64, u64) {
     assert_eq!(nums.len(), 2, "unexpected kv check line {line:?}");
     (nums[0], nums[1])
 }
+
+/// Busy ticks (ticks not idle) of each online CPU, from the shell's `cpus`.
+pub fn cpu_busy_ticks(out: &str) -> Vec<u64> {
+    let rows: Vec<u64> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[1] != "online" {
+                return None;
+            }
+            let ticks: u64 = f[3].parse().ok()?;
+            let idle: u64 = f[4].parse().ok()?;
+            Some(ticks.saturating_sub(idle))
+        })
+        .collect();
+    assert!(!rows.is_empty(), "no CPU rows in:\n{out}");
+    rows
+}
+
+impl Guest {
+    /// Every online CPU does work while `wait` runs (e.g. waiting for
+    /// workers to report progress): its busy ticks grow.
+    pub fn every_cpu_progresses(&mut self, wait: impl FnOnce(&mut Guest)) {
+        let before = cpu_busy_ticks(&self.cmd("cpus"));
+        wait(self);
+        self.resync();
+        let after = cpu_busy_ticks(&self.cmd("cpus"));
+        assert_eq!(before.len(), after.len(), "{}", self.transcript);
+        for (cpu, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert!(
+                a > b,
+                "cpu {cpu} did no work ({b} -> {a} busy ticks):\n{}",
+                self.transcript
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ pub mod vm;
 
 use std::path::Path;
 
-pub use console::{Guest, PROMPT, kv_check};
+pub use console::{Guest, PROMPT, cpu_busy_ticks, kv_check};
 pub use vm::{VmGuest, boot_vm, default_config};
 
 /// Fails the test, with a clear message, when this machine cannot run

@@ -1,7 +1,9 @@
 //! The `lazarus` binary under test, driven through lazarus-testkit.
 #![allow(dead_code, unused_imports)]
 
-pub use lazarus_testkit::{Guest, PROMPT, kv_check, path_str, require_kvm, temp_dir};
+pub use lazarus_testkit::{
+    Guest, PROMPT, cpu_busy_ticks, kv_check, path_str, require_kvm, temp_dir,
+};
 
 /// `lazarus run` with the default options, at its shell prompt.
 pub fn boot() -> Guest {

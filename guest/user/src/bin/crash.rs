@@ -288,30 +288,41 @@ fn lock_waiter() -> i32 {
 }
 
 /// The spinner of `lock-waiter`: retries lock B from user mode, a system
-/// call per attempt, until it has it (or gives up after 60 s).
+/// call per attempt, until it has it (or gives up after 60 s). The reset
+/// that follows the repair closes the device under it (today's extension
+/// resets do), so it reopens it as any client would.
 fn spin_lock_b() -> i32 {
-    let Some(fd) = open() else {
-        return 1;
-    };
     let start = process::uptime_ms();
     let mut tries = 0u64;
+    let mut fd = None;
     loop {
+        if process::uptime_ms().saturating_sub(start) > 60_000 {
+            println!("crash: spin-lock-b: lock B never came free");
+            return 1;
+        }
+        let Some(f) = fd.or_else(|| ext::open_device(DEV).ok()) else {
+            process::yield_now();
+            continue;
+        };
+        fd = Some(f);
         tries += 1;
-        match ioctl(fd, IOC_TRY_LOCK_B, 0) {
+        match ioctl(f, IOC_TRY_LOCK_B, 0) {
             Ok(_) => break,
             Err(Errno::EBUSY) => {}
+            Err(Errno::ENODEV | Errno::EBADF) => {
+                let _ = close(f);
+                fd = None;
+            }
             Err(e) => {
                 println!("crash: spin-lock-b: {e}");
                 return 1;
             }
         }
-        if process::uptime_ms().saturating_sub(start) > 60_000 {
-            println!("crash: spin-lock-b: lock B never came free");
-            return 1;
-        }
     }
-    let _ = ioctl(fd, IOC_UNLOCK, 0);
-    let _ = close(fd);
+    if let Some(f) = fd {
+        let _ = ioctl(f, IOC_UNLOCK, 0);
+        let _ = close(f);
+    }
     println!("crash: spin-lock-b: got lock B after {tries} tries and released it");
     0
 }
@@ -371,6 +382,9 @@ fn abba() -> i32 {
             0
         }
         Err(e) => {
+            // Our descriptor would keep a disabled extension from being
+            // reloaded.
+            let _ = close(fd);
             let ok = ping_ok();
             println!("crash: abba: the wait for lock B returned {e}; still running; ping ok: {ok}");
             if ok { 0 } else { 1 }
