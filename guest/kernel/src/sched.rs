@@ -141,23 +141,54 @@ pub fn runq_remove(pid: u32) {
     r.runq_len = kept as u32;
 }
 
+/// Queues `pid` at the head of the run queue.
+fn runq_push_front(pid: u32) {
+    let r = k();
+    if r.runq_len as usize >= MAX_PROCS {
+        return;
+    }
+    r.runq_head = (r.runq_head + MAX_PROCS as u32 - 1) % MAX_PROCS as u32;
+    r.runq[r.runq_head as usize] = pid;
+    r.runq_len += 1;
+}
+
+/// Wakes a process from a wait. It goes to the head of the queue (it
+/// slept, so it has used little CPU: a server answering a request must
+/// not wait behind every CPU-bound process), and some CPU is told to run
+/// it now: an idle one, else one running another process, which the
+/// reschedule IPI preempts (wake-up preemption).
 pub fn make_runnable(pid: u32) {
     if let Some(p) = proc_by_pid(pid) {
         p.state = PS_RUNNABLE;
         p.wait_reason = W_NONE;
-        runq_push(pid);
-        kick_idle_cpu();
+        runq_push_front(pid);
+        kick_a_cpu();
     }
 }
 
-/// Wakes one other idle CPU, if any, to run what was just queued.
-fn kick_idle_cpu() {
+/// Sends the reschedule IPI to another CPU: an idle one if any, else one
+/// running a process (a different one each time).
+fn kick_a_cpu() {
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
     let me = percpu::id();
     let r = k();
-    if let Some(cpu) =
-        (0..r.cpus.len()).find(|&c| c != me && r.cpus[c].online != 0 && r.cpus[c].current == 0)
-    {
+    let n = r.cpus.len();
+    let others = (0..n).filter(|&c| c != me && r.cpus[c].online != 0);
+    if let Some(cpu) = others.clone().find(|&c| r.cpus[c].current == 0) {
         apic::send_ipi(cpu, VEC_RESCHED);
+        return;
+    }
+    let start = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if let Some(cpu) = others.min_by_key(|&c| (c + n - start % n) % n) {
+        apic::send_ipi(cpu, VEC_RESCHED);
+    }
+}
+
+/// The reschedule IPI arrived in user mode: give the CPU to the process
+/// that was woken, if it has not been picked up elsewhere meanwhile.
+pub fn on_resched(from_user: bool) {
+    if from_user && k().runq_len > 0 && current_pid() != 0 {
+        yield_now();
     }
 }
 

@@ -52,8 +52,10 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         tick::tick(tf);
     } else if v == VEC_COM1 as u64 {
         console::on_interrupt();
-    } else if v == VEC_SPURIOUS as u64 || v == VEC_RESCHED as u64 {
-        // Spurious: no EOI. Reschedule: the halt it ended was the point.
+    } else if v == VEC_RESCHED as u64 {
+        crate::sched::on_resched(tf.from_user());
+    } else if v == VEC_SPURIOUS as u64 {
+        // Spurious: no EOI.
     } else if v < 32 {
         if tf.from_user() {
             if is_syscall(tf) {
