@@ -9,6 +9,7 @@ extern crate alloc;
 mod arch;
 mod bkl;
 mod boot;
+mod config;
 mod console;
 mod crash;
 mod elf;
@@ -80,6 +81,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
         env!("CARGO_PKG_VERSION"),
         info.mem_size >> 20
     );
+    config::init(&info.cmdline);
     arch::gdt::init(0);
     arch::idt::init();
     // From here on every kernel path holds the big kernel lock; the idle

@@ -81,6 +81,13 @@ fn saved_seal(p: &Proc) -> u64 {
 /// anything runs on it.
 #[unsafe(no_mangle)]
 extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
+    if !crate::config::seals() {
+        // SAFETY: as below; an unsealed context is never checked.
+        if let Some(p) = unsafe { prev.as_mut() } {
+            p.ctx_seal = 0;
+        }
+        return;
+    }
     // SAFETY: `switch_to` passes entries of the process table or null.
     if let Some(p) = unsafe { prev.as_mut() } {
         p.ctx_seal = saved_seal(p);

@@ -29,8 +29,10 @@ fn counter(c: *mut u64) -> &'static AtomicU64 {
 pub fn beat_only() -> u64 {
     let cpu = percpu::id();
     let header = &raw mut k().header;
-    // SAFETY: `header` points into the state root.
-    counter(unsafe { &raw mut (*header).cpu_heartbeat[cpu] }).fetch_add(1, Ordering::SeqCst);
+    if crate::config::heartbeat() {
+        // SAFETY: `header` points into the state root.
+        counter(unsafe { &raw mut (*header).cpu_heartbeat[cpu] }).fetch_add(1, Ordering::SeqCst);
+    }
     // SAFETY: as above.
     let time = counter(unsafe { &raw mut (*header).heartbeat });
     if cpu == 0 {
