@@ -101,6 +101,9 @@ pub const VEC_RESCHED: u8 = 0xF1;
 /// IDT vector of the TLB-shootdown IPI: a kernel mapping shared by every
 /// CPU changed.
 pub const VEC_TLB: u8 = 0xF2;
+/// IDT vector of the stop IPI: the CPU leaves the kernel for good
+/// (power-off), so nothing runs on it while the machine goes down.
+pub const VEC_STOP: u8 = 0xF3;
 /// IDT vector of the local APIC's spurious interrupt.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 /// Kernel timer frequency.

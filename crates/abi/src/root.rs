@@ -214,6 +214,10 @@ pub struct KLock {
     pub acquired_tick: u64,
     /// Times it was acquired.
     pub acquisitions: u64,
+    /// The CPU the holder took it on ([`NONE`] when free).
+    pub owner_cpu: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 // Extension slot states (`ExtSlot::state`).

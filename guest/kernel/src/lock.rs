@@ -1,4 +1,5 @@
-//! Kernel locks that record their owner, in the state root's lock table.
+//! Kernel locks that record their owner process and CPU, in the state
+//! root's lock table.
 //! A contended lock blocks the caller (the kernel is not preemptible, so a
 //! holder only loses the CPU by blocking itself).
 
@@ -18,6 +19,7 @@ pub fn create(name: &[u8], ext: u32) -> Result<i32, i64> {
     *l = KLock {
         state: LOCK_FREE,
         ext,
+        owner_cpu: NONE,
         ..KLock::default()
     };
     let n = name.len().min(l.name.len());
@@ -41,6 +43,7 @@ fn get(id: i32) -> Result<&'static mut KLock, i64> {
 fn take(l: &mut KLock, me: u32) {
     l.state = LOCK_HELD;
     l.owner = me;
+    l.owner_cpu = crate::arch::percpu::id() as u32;
     l.acquired_tick = crate::tick::now();
     l.acquisitions += 1;
 }
@@ -88,6 +91,7 @@ pub fn release(id: i32) -> Result<(), i64> {
     }
     l.state = LOCK_FREE;
     l.owner = 0;
+    l.owner_cpu = NONE;
     wait::wake_all(W_LOCK, id as u32);
     Ok(())
 }
@@ -99,6 +103,7 @@ pub fn release_all(pid: u32) {
         if l.state == LOCK_HELD && l.owner == pid {
             l.state = LOCK_FREE;
             l.owner = 0;
+            l.owner_cpu = NONE;
             wait::wake_all(W_LOCK, i as u32);
         }
     }

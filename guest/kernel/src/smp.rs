@@ -12,7 +12,7 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::hypercall::HC_CPU_ON;
-use lazarus_abi::layout::VEC_TLB;
+use lazarus_abi::layout::{VEC_STOP, VEC_TLB};
 
 const AP_STACK_SIZE: usize = 32 * 1024;
 
@@ -126,4 +126,28 @@ pub fn tlb_shootdown() {
 pub fn on_tlb_ipi() {
     cpu::flush_tlb_all();
     TLB_PENDING.fetch_and(!(1 << percpu::id()), Ordering::SeqCst);
+}
+
+/// Stops every other CPU (power-off): each halts for good with
+/// interrupts off, its heartbeat cleared so that no watchdog takes it for
+/// a hang. The caller holds the big kernel lock.
+pub fn stop_others() {
+    let me = percpu::id();
+    for c in 0..MAX_CPUS {
+        if c != me && k().cpus[c].online != 0 {
+            apic::send_ipi(c, VEC_STOP);
+        }
+    }
+}
+
+/// The stop IPI (taken without the big kernel lock, which its sender
+/// holds).
+pub fn on_stop_ipi() -> ! {
+    let me = percpu::id();
+    k().cpus[me].online = 0;
+    let header = &raw mut k().header;
+    // SAFETY: `header` points into the state root; the hypervisor reads
+    // the heartbeats, nothing else writes this CPU's.
+    unsafe { core::ptr::write_volatile(&raw mut (*header).cpu_heartbeat[me], 0) };
+    cpu::halt_forever()
 }

@@ -88,6 +88,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_SVC_REGISTER => ipc::register(path_arg(a0, a1)?),
         SYS_SVC_LOOKUP => ipc::lookup(path_arg(a0, a1)?),
         SYS_POWEROFF => {
+            crate::smp::stop_others();
             crate::hypercall::call(lazarus_abi::hypercall::HC_POWEROFF, [a0, 0, 0, 0, 0]);
             crate::arch::cpu::halt_forever()
         }

@@ -7,7 +7,7 @@
 use crate::arch::{apic, percpu};
 use crate::{bkl, console, crash, proc, smp, syscall, tick};
 use core::sync::atomic::{AtomicBool, Ordering};
-use lazarus_abi::layout::{VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_TIMER, VEC_TLB};
+use lazarus_abi::layout::{VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_STOP, VEC_TIMER, VEC_TLB};
 use lazarus_abi::syscall::SYSCALL_INSN;
 use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE};
 
@@ -24,6 +24,9 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     let v = tf.vector;
     if v >= 32 && v != VEC_SPURIOUS as u64 {
         apic::eoi();
+    }
+    if v == VEC_STOP as u64 {
+        smp::on_stop_ipi();
     }
     if v == VEC_TLB as u64 {
         // Needs no lock: the sender holds it and waits for us.

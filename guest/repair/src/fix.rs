@@ -82,6 +82,7 @@ impl Fixer<'_> {
         let l = &mut self.r.locks[id];
         l.state = LOCK_FREE;
         l.owner = 0;
+        l.owner_cpu = NONE;
         self.plan.locks_released += 1;
         self.wake_all(W_LOCK, id as u32);
     }
