@@ -165,6 +165,24 @@ pub const fn detector_name(d: u32) -> &'static str {
     }
 }
 
+/// Another vCPU as the hypervisor stopped it for the repair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct StoppedCpu {
+    /// Nonzero for an entry that describes a stopped vCPU.
+    pub valid: u32,
+    /// Its index.
+    pub vcpu: u32,
+    /// Where it stopped.
+    pub rip: u64,
+    /// Its stack pointer.
+    pub rsp: u64,
+    /// Its flags (IF: interrupts on).
+    pub rflags: u64,
+    /// Its code segment selector (the low two bits: its ring).
+    pub cs: u64,
+}
+
 /// What the hypervisor tells the repair program.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -204,6 +222,9 @@ pub struct RepairInput {
     /// The pristine copies in the image, as of this run (unused entries
     /// have `len` 0).
     pub pristine: [Pristine; MAX_PRISTINE],
+    /// Every other vCPU, stopped while the program runs (by index; the
+    /// crashed one's entry is not valid).
+    pub others: [StoppedCpu; crate::boot::MAX_CPUS],
 }
 
 // Plan actions (`ResumePlan::action`).

@@ -37,8 +37,8 @@ use std::mem::offset_of;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lazarus_abi::repair::{MAX_PRISTINE, PLAN_RESUME, Pristine, RepairInput};
-use lazarus_abi::root::{KernelRoot, MAX_EXTS, RecoveryLog, RecoveryRecord};
+use lazarus_abi::repair::{MAX_PRISTINE, PLAN_RESUME, Pristine, RepairInput, StoppedCpu};
+use lazarus_abi::root::{KernelRoot, MAX_CPUS, MAX_EXTS, RecoveryLog, RecoveryRecord};
 use lazarus_repair_image::{ImageSize, PristineSource, RepairImage, SlotWindow, SymbolSource};
 use lazarus_vmm::memory::GuestRam;
 use lazarus_vmm::{
@@ -91,6 +91,27 @@ pub struct Resurrector {
     /// started at the first repair that needs it).
     reaper: Option<SlotReaper>,
     count: u64,
+}
+
+/// The other vCPUs' stopping points, for the repair program.
+fn stopped_cpus(others: &[lazarus_vmm::VcpuRegs]) -> [StoppedCpu; MAX_CPUS] {
+    let mut out = [StoppedCpu::default(); MAX_CPUS];
+    for o in others {
+        let (Some(regs), Some(sregs)) = (o.regs, o.sregs) else {
+            continue;
+        };
+        if let Some(slot) = out.get_mut(o.id as usize) {
+            *slot = StoppedCpu {
+                valid: 1,
+                vcpu: o.id,
+                rip: regs.rip,
+                rsp: regs.rsp,
+                rflags: regs.rflags,
+                cs: u64::from(sregs.cs.selector),
+            };
+        }
+    }
+    out
 }
 
 impl Resurrector {
@@ -208,6 +229,7 @@ impl Resurrector {
             code_verified: u32::from(self.code_intact(vm.mem, &root)),
             _pad: 0,
             pristine: [Pristine::default(); MAX_PRISTINE],
+            others: stopped_cpus(&vm.others),
         };
         self.image.prepare(input);
         let started = Instant::now();

@@ -136,6 +136,20 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     if locked != 0 && holder != lazarus_abi::root::NONE && holder != inp.vcpu {
         return Err("another CPU is inside the kernel (it holds the big kernel lock)");
     }
+    // The same from the stopped CPUs' own registers: one stopped in ring 0
+    // inside extension code is running a driver the repair may reset.
+    for o in inp
+        .others
+        .iter()
+        .filter(|o| o.valid != 0 && o.vcpu != inp.vcpu)
+    {
+        if o.cs & 3 == 0
+            && (lazarus_abi::layout::EXT_REGION..lazarus_abi::layout::IOREMAP_REGION)
+                .contains(&o.rip)
+        {
+            return Err("another CPU is running extension code");
+        }
+    }
 
     // Code first: a corrupted instruction stream would make everything
     // below pointless, and the diagnosis reads code addresses.
