@@ -119,7 +119,9 @@ fn the_other_vcpu_is_stopped_during_the_repair() {
     crash_and_power_off(&mut vm, &input, &console);
     let rec = rx.try_recv().expect("one resurrection reported");
     assert_eq!(rec.others_stopped, 1, "{}", rec.summary());
-    assert_eq!(rec.crash.vcpu, 0);
+    // The crash happens on whichever CPU ran the process.
+    assert!(rec.crash.vcpu < 2, "{}", rec.summary());
+    assert!(rec.summary().contains(" of 2: "), "{}", rec.summary());
     assert!(
         console
             .text()
