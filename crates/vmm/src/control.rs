@@ -207,12 +207,13 @@ impl ControlShared {
     }
 
     fn pause(self: &Arc<Self>, timeout: Duration) -> Result<PauseGuard, ControlError> {
-        self.pause_except(None, timeout)
+        self.pause_except(None, timeout, None)
     }
 
     /// Stops every vCPU but `me` (whose thread calls this, for a crash),
     /// and returns the registers they recorded when they parked. Gives up
-    /// early when the VM is being stopped.
+    /// as soon as the VM is being stopped (its vCPU threads then leave
+    /// rather than park, and the run waits for this thread).
     pub(crate) fn stop_others(
         self: &Arc<Self>,
         me: u32,
@@ -222,7 +223,7 @@ impl ControlShared {
         if vm_stop.load(Ordering::Acquire) {
             return Err(ControlError::NotRunning);
         }
-        let guard = self.pause_except(Some(me), timeout)?;
+        let guard = self.pause_except(Some(me), timeout, Some(vm_stop))?;
         let others = guard.vcpus();
         Ok((others, guard))
     }
@@ -231,6 +232,7 @@ impl ControlShared {
         self: &Arc<Self>,
         me: Option<u32>,
         timeout: Duration,
+        vm_stop: Option<&AtomicBool>,
     ) -> Result<PauseGuard, ControlError> {
         let start = Instant::now();
         let mut st = lock(&self.state);
@@ -250,7 +252,8 @@ impl ControlShared {
         let mut last_kick: Option<Instant> = None;
         loop {
             let (parked, running) = (st.parked.len(), st.running);
-            if running == 0 {
+            let stopping = vm_stop.is_some_and(|s| s.load(Ordering::Acquire));
+            if running == 0 || stopping {
                 drop(st);
                 drop(guard);
                 return Err(ControlError::NotRunning);
@@ -510,6 +513,28 @@ mod tests {
             ),
             "{err:?}"
         );
+        assert!(!shared.pause_requested());
+    }
+
+    #[test]
+    fn the_stop_flag_ends_a_stop_in_progress() {
+        let shared = Arc::new(ControlShared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        shared.run_started(2);
+        let stopper = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !shared.pause_requested() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                stop.store(true, Ordering::Release);
+                shared.wake_all();
+            })
+        };
+        // Without the flag this would wait out its whole timeout.
+        let err = shared.stop_others(0, Duration::from_secs(30), &stop).err();
+        stopper.join().expect("stopper");
+        assert_eq!(err, Some(ControlError::NotRunning));
         assert!(!shared.pause_requested());
     }
 }
