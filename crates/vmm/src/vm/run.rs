@@ -35,6 +35,7 @@ impl Vm {
         }
         let deadline = self.timeout.map(|t| Instant::now() + t);
         self.ctx.stop.store(false, Ordering::Release);
+        self.ctx.crash_ended_run.store(false, Ordering::Release);
 
         let mut handles: Vec<(u32, JoinHandle<Vcpu>)> = Vec::new();
         let mut spawn_error = None;
