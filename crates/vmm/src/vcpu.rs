@@ -239,7 +239,12 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
     );
     *lock(&ctx.handling) = None;
     let event = apply_verdict(vcpu, verdict, crash);
-    if event.is_some() {
+    if event.is_none() {
+        // A hang the watchdog left for a vCPU while it was stopped predates
+        // the repair, which may have freed it: the watchdog starts afresh
+        // after a handled crash, and finds it again if it is still hung.
+        ctx.hang.clear();
+    } else {
         ctx.crash_ended_run.store(true, Ordering::Release);
     }
     // The handler before the hold: a vCPU parked with a crash of its own
