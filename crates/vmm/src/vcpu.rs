@@ -142,6 +142,9 @@ fn thread_main(mut vcpu: Vcpu, ctx: &VcpuContext, events: &Sender<Report>) -> Vc
 enum Flow {
     Continue,
     Event(VcpuEvent),
+    /// For the handler, once the exit is over (the vCPU may have to park
+    /// while it waits for the handler).
+    Notify(Notification),
     Crash(CrashKind),
     InternalError,
 }
@@ -189,6 +192,10 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
         let crash = match flow {
             Flow::Continue => continue,
             Flow::Event(event) => return Some(event),
+            Flow::Notify(n) => match notify(vcpu, ctx, n) {
+                Some(event) => return Some(event),
+                None => continue,
+            },
             Flow::Crash(kind) => crash_info(vcpu, kind),
             Flow::InternalError => {
                 let kind = internal_error(vcpu);
@@ -254,10 +261,10 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
     event
 }
 
-/// Takes the crash handler for the calling vCPU, one crash at a time,
-/// never blocking on its lock: a vCPU blocked there would not stop, and
-/// the current handler's stop would time out. While the handler is busy
-/// the vCPU parks (with `park`) whenever a hold asks it to, counted as
+/// Takes the crash handler for the calling vCPU, one user at a time,
+/// never blocking on its lock: a vCPU blocked there would not stop, and a
+/// crash handler's stop would time out. While the handler is busy the
+/// vCPU parks (with `park`) whenever a hold asks it to, counted as
 /// stopped, else retries shortly (the holder is taking its hold, or a
 /// notification has the handler). `None`: the VM is stopping, or a crash
 /// verdict ended the run.
@@ -393,8 +400,8 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Continue => Flow::Continue,
         HcAction::PowerOff(status) => Flow::Event(VcpuEvent::PowerOff(status)),
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
-        HcAction::ExtEvent(ev) => notify(ctx, Notification::CodeChanged(ev)),
-        HcAction::Recovered(count) => notify(ctx, Notification::Recovered(count)),
+        HcAction::ExtEvent(ev) => Flow::Notify(Notification::CodeChanged(ev)),
+        HcAction::Recovered(count) => Flow::Notify(Notification::Recovered(count)),
         HcAction::StartCpu(id) => {
             ctx.control.kick(id);
             Flow::Continue
@@ -411,27 +418,30 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
     }
 }
 
-/// Forwards a notification to the crash handler, if there is one.
-fn notify(ctx: &VcpuContext, n: Notification) -> Flow {
-    let Some(handler) = &ctx.handler else {
-        return Flow::Continue;
-    };
+/// Forwards a notification to the crash handler, if there is one; waits
+/// for a busy handler like a crash does (parked while a hold asks).
+/// `None`: the guest runs on.
+fn notify(vcpu: &Vcpu, ctx: &VcpuContext, n: Notification) -> Option<VcpuEvent> {
+    let handler = ctx.handler.as_ref()?;
+    let park = || ctx.control.park(vcpu, &ctx.stop);
+    // The run is ending: nobody needs the notification any more.
+    let mut handler = take_handler(handler, ctx, park)?;
     let cx = NotifyContext {
         mem: &ctx.devices.mem,
         root_gpa: ctx.devices.hypercalls.root_gpa(),
     };
-    let done = lock(handler).on_notification(cx, n);
-    match done {
+    match handler.on_notification(cx, n) {
         Ok(Some(line)) => {
+            drop(handler);
             let msg = format!("[lazarus] {line}\n");
             let mut serial = lock(&ctx.devices.serial);
             let _ = serial.write_console(msg.as_bytes());
-            Flow::Continue
+            None
         }
-        Ok(None) => Flow::Continue,
+        Ok(None) => None,
         // E.g. the repair image may still be mapped: the guest must not
         // run on.
-        Err(why) => Flow::Event(VcpuEvent::Failed(Error::CrashHandler(why))),
+        Err(why) => Some(VcpuEvent::Failed(Error::CrashHandler(why))),
     }
 }
 
