@@ -9,6 +9,11 @@
 //! signal as [`crate::kick::kick`] and waits until every vCPU of the run is
 //! parked. The watchdog ignores the frozen heartbeat while a hold exists.
 //!
+//! A vCPU that crashes while another vCPU's crash is handled (or while a
+//! hold is being taken) parks the same way, with the registers of its crash
+//! and the crash itself recorded ([`VcpuRegs::crash`]): it counts as
+//! stopped at once, and its own crash goes to the handler after the hold.
+//!
 //! A [`VmControl`] is cloneable and does not keep the VM alive: it shares
 //! guest RAM and the counters, never the vCPU or VM file descriptors.
 
@@ -21,6 +26,7 @@ use vm_memory::GuestAddress;
 
 use crate::console::lock;
 use crate::cpu::Vcpu;
+use crate::crash::{CrashInfo, CrashKind};
 use crate::hypercall::Hypercalls;
 use crate::kick::kick_signal;
 use crate::loader::GuestLayout;
@@ -60,6 +66,12 @@ pub struct VcpuRegs {
     pub regs: Option<kvm_regs>,
     /// Its segment and control registers, likewise.
     pub sregs: Option<kvm_sregs>,
+    /// A crash of its own, waiting for the handler: the vCPU crashed while
+    /// another crash was handled, and these are its registers at that
+    /// crash. Its turn comes after the current handler's verdict, so a
+    /// handler may cover both in one repair. `None` for a vCPU stopped in
+    /// the ordinary way.
+    pub crash: Option<CrashKind>,
 }
 
 /// What the VM is doing, as the control API reports it.
@@ -170,18 +182,42 @@ impl ControlShared {
     /// Parks the calling vCPU thread while a pause is held or until `stop`.
     /// Never panics: a failed register read is recorded as missing.
     pub(crate) fn park(&self, vcpu: &Vcpu, stop: &AtomicBool) {
-        let regs = vcpu.fd.get_regs().ok();
-        let sregs = vcpu.fd.get_sregs().ok();
+        self.park_as(
+            VcpuRegs {
+                id: vcpu.id,
+                regs: vcpu.fd.get_regs().ok(),
+                sregs: vcpu.fd.get_sregs().ok(),
+                crash: None,
+            },
+            stop,
+        );
+    }
+
+    /// Parks the thread of a vCPU that crashed (`crash`) and cannot have
+    /// the handler now: it is stopped like the others, and the handler
+    /// that holds the VM sees its registers and its pending crash.
+    pub(crate) fn park_crashed(&self, crash: &CrashInfo, stop: &AtomicBool) {
+        self.park_as(
+            VcpuRegs {
+                id: crash.vcpu,
+                regs: crash.regs,
+                sregs: crash.sregs,
+                crash: Some(crash.kind.clone()),
+            },
+            stop,
+        );
+    }
+
+    /// Records `me` as parked and waits while a hold exists, until `stop`.
+    /// Returns at once when no hold exists.
+    fn park_as(&self, me: VcpuRegs, stop: &AtomicBool) {
+        let id = me.id;
         let mut st = lock(&self.state);
         if st.holds == 0 {
             return;
         }
-        st.parked.retain(|p| p.id != vcpu.id);
-        st.parked.push(VcpuRegs {
-            id: vcpu.id,
-            regs,
-            sregs,
-        });
+        st.parked.retain(|p| p.id != id);
+        st.parked.push(me);
         self.changed.notify_all();
         while st.holds > 0 && !stop.load(Ordering::Acquire) {
             st = self
@@ -190,7 +226,7 @@ impl ControlShared {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        st.parked.retain(|p| p.id != vcpu.id);
+        st.parked.retain(|p| p.id != id);
         self.changed.notify_all();
     }
 
@@ -207,12 +243,13 @@ impl ControlShared {
     }
 
     fn pause(self: &Arc<Self>, timeout: Duration) -> Result<PauseGuard, ControlError> {
-        self.pause_except(None, timeout)
+        self.pause_except(None, timeout, None)
     }
 
     /// Stops every vCPU but `me` (whose thread calls this, for a crash),
     /// and returns the registers they recorded when they parked. Gives up
-    /// early when the VM is being stopped.
+    /// as soon as the VM is being stopped (its vCPU threads then leave
+    /// rather than park, and the run waits for this thread).
     pub(crate) fn stop_others(
         self: &Arc<Self>,
         me: u32,
@@ -222,7 +259,7 @@ impl ControlShared {
         if vm_stop.load(Ordering::Acquire) {
             return Err(ControlError::NotRunning);
         }
-        let guard = self.pause_except(Some(me), timeout)?;
+        let guard = self.pause_except(Some(me), timeout, Some(vm_stop))?;
         let others = guard.vcpus();
         Ok((others, guard))
     }
@@ -231,6 +268,7 @@ impl ControlShared {
         self: &Arc<Self>,
         me: Option<u32>,
         timeout: Duration,
+        vm_stop: Option<&AtomicBool>,
     ) -> Result<PauseGuard, ControlError> {
         let start = Instant::now();
         let mut st = lock(&self.state);
@@ -250,7 +288,8 @@ impl ControlShared {
         let mut last_kick: Option<Instant> = None;
         loop {
             let (parked, running) = (st.parked.len(), st.running);
-            if running == 0 {
+            let stopping = vm_stop.is_some_and(|s| s.load(Ordering::Acquire));
+            if running == 0 || stopping {
                 drop(st);
                 drop(guard);
                 return Err(ControlError::NotRunning);
@@ -510,6 +549,71 @@ mod tests {
             ),
             "{err:?}"
         );
+        assert!(!shared.pause_requested());
+    }
+
+    fn crash_of(vcpu: u32) -> CrashInfo {
+        CrashInfo {
+            kind: CrashKind::TripleFault,
+            vcpu,
+            regs: Some(kvm_regs {
+                rip: 0x1234,
+                ..Default::default()
+            }),
+            sregs: None,
+            detected_at: Instant::now(),
+            fallback: None,
+        }
+    }
+
+    #[test]
+    fn a_crashed_vcpu_parks_with_its_crash_and_counts_as_stopped() {
+        let shared = Arc::new(ControlShared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        shared.run_started(2);
+        // No hold: nothing to park for.
+        shared.park_crashed(&crash_of(1), &stop);
+        let parker = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !shared.pause_requested() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                shared.park_crashed(&crash_of(1), &stop);
+            })
+        };
+        let (others, hold) = shared
+            .stop_others(0, Duration::from_secs(10), &stop)
+            .expect("vCPU 1 parked");
+        assert_eq!(others.len(), 1, "{others:?}");
+        assert_eq!(others[0].id, 1);
+        assert_eq!(others[0].crash, Some(CrashKind::TripleFault));
+        assert_eq!(others[0].regs.map(|r| r.rip), Some(0x1234));
+        drop(hold);
+        parker.join().expect("parker");
+        assert!(!shared.pause_requested());
+        assert!(lock(&shared.state).parked.is_empty());
+    }
+
+    #[test]
+    fn the_stop_flag_ends_a_stop_in_progress() {
+        let shared = Arc::new(ControlShared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        shared.run_started(2);
+        let stopper = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !shared.pause_requested() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                stop.store(true, Ordering::Release);
+                shared.wake_all();
+            })
+        };
+        // Without the flag this would wait out its whole timeout.
+        let err = shared.stop_others(0, Duration::from_secs(30), &stop).err();
+        stopper.join().expect("stopper");
+        assert_eq!(err, Some(ControlError::NotRunning));
         assert!(!shared.pause_requested());
     }
 }

@@ -9,6 +9,12 @@
 //! the registers given, or stop the run with a crash outcome (to reboot
 //! or to halt). The other vCPUs resume when the handler returns.
 //!
+//! Crashes are handled one at a time. A vCPU that crashes while the
+//! handler is busy parks like the others, listed in [`StoppedVm::others`]
+//! with its pending crash ([`VcpuRegs::crash`]), so the handler still has
+//! the whole machine stopped; once the verdict is applied that vCPU takes
+//! the handler for its own crash, unless the verdict ended the run.
+//!
 //! The hypervisor also forwards the guest's notifications meant for the
 //! handler ([`Notification`]): kernel code changed, and a repair finished.
 
@@ -62,7 +68,8 @@ pub struct StoppedVm<'a> {
     /// The crashed vCPU; the handler may run it (KVM_RUN) meanwhile.
     pub vcpu: &'a mut Vcpu,
     /// Every other vCPU of the run, stopped, with the registers it
-    /// recorded when it stopped.
+    /// recorded when it stopped. One with a `crash` crashed too and is
+    /// handled next (the handler may cover it in the same repair).
     pub others: Vec<VcpuRegs>,
     /// Whether every other vCPU stopped. When one did not (it kept
     /// running past the deadline), guest memory may change under the

@@ -1,11 +1,13 @@
 //! vCPU threads: one per vCPU, each looping on KVM_RUN and handing exits
 //! to the devices, Firecracker style. A crash stops the other vCPUs and
 //! goes to the crash handler on the crashed vCPU's own thread (no hand-off
-//! on the critical path); see [`crate::handler`].
+//! on the critical path); see [`crate::handler`]. Crashes are handled one
+//! at a time: a vCPU that crashes meanwhile parks with its crash pending
+//! and takes the handler when it is free.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,10 @@ use crate::watchdog::{PendingHangs, Stall};
 const STOP_OTHERS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the KVM_RUN rounds that finish one vCPU's pending I/O.
 const MAX_COMPLETION_ROUNDS: usize = 64;
+/// How long a crashed vCPU waits before it tries the busy crash handler
+/// again, when no hold asks it to park (the holder is about to take one,
+/// or a notification has the handler).
+const HANDLER_RETRY: Duration = Duration::from_micros(200);
 
 // KVM_SYSTEM_EVENT_* types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -77,7 +83,12 @@ pub struct VcpuContext {
     /// that it can change between runs of the same VM.
     pub stop_at_milestone: std::sync::atomic::AtomicU64,
     /// What crashes go to (`None`: every crash ends the run).
-    pub handler: Option<std::sync::Mutex<Box<dyn CrashHandler>>>,
+    pub handler: Option<Mutex<Box<dyn CrashHandler>>>,
+    /// Set (before the other vCPUs are let go) when a crash verdict ends
+    /// the run: a vCPU whose own crash still waits must not take the
+    /// handler then, e.g. to repair memory the caller is about to dump.
+    /// Cleared when a run starts.
+    pub crash_ended_run: AtomicBool,
     /// Memory slots are added and removed from the vCPU thread.
     pub vm_fd: Arc<kvm_ioctls::VmFd>,
     /// Hangs the watchdog found, per vCPU: it kicks the hung vCPU's
@@ -86,7 +97,7 @@ pub struct VcpuContext {
     /// Which vCPU's thread runs the crash handler, since when (the control
     /// thread kicks it when it runs long, and keeps the watchdog quiet
     /// meanwhile). Shared with [`crate::control::VmControl`].
-    pub handling: Arc<std::sync::Mutex<Option<(u32, Instant)>>>,
+    pub handling: Arc<Mutex<Option<(u32, Instant)>>>,
     /// Pause and resume from the control API (see `crate::control`).
     pub control: Arc<ControlShared>,
 }
@@ -131,6 +142,9 @@ fn thread_main(mut vcpu: Vcpu, ctx: &VcpuContext, events: &Sender<Report>) -> Vc
 enum Flow {
     Continue,
     Event(VcpuEvent),
+    /// For the handler, once the exit is over (the vCPU may have to park
+    /// while it waits for the handler).
+    Notify(Notification),
     Crash(CrashKind),
     InternalError,
 }
@@ -178,6 +192,10 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
         let crash = match flow {
             Flow::Continue => continue,
             Flow::Event(event) => return Some(event),
+            Flow::Notify(n) => match notify(vcpu, ctx, n) {
+                Some(event) => return Some(event),
+                None => continue,
+            },
             Flow::Crash(kind) => crash_info(vcpu, kind),
             Flow::InternalError => {
                 let kind = internal_error(vcpu);
@@ -192,22 +210,20 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
 
 /// Hands a crash to the handler, if there is one, with every other vCPU
 /// stopped. `None`: the vCPU is set to resume the guest.
-fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Option<VcpuEvent> {
+fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<VcpuEvent> {
     let Some(handler) = &ctx.handler else {
         return Some(VcpuEvent::Crash(Box::new(crash)));
     };
-    if ctx.stop.load(Ordering::Acquire) {
+    let park = || ctx.control.park_crashed(&crash, &ctx.stop);
+    let Some(mut handler) = take_handler(handler, ctx, park) else {
+        // The run is ending; another event decides its outcome.
         return Some(VcpuEvent::Crash(Box::new(crash)));
-    }
-    // One crash at a time: a vCPU crashing while another is handled waits
-    // here (and is counted as stopped by nobody; the first handler's stop
-    // then times out and it is told so).
-    let mut handler = lock(handler);
+    };
     let stopped = ctx
         .control
         .stop_others(vcpu.id, STOP_OTHERS_TIMEOUT, &ctx.stop);
     *lock(&ctx.handling) = Some((vcpu.id, Instant::now()));
-    let (others, all_stopped, _hold) = match stopped {
+    let (others, all_stopped, hold) = match stopped {
         Ok((others, hold)) => (others, true, Some(hold)),
         Err(e) => {
             warn!(
@@ -229,6 +245,57 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
         &crash,
     );
     *lock(&ctx.handling) = None;
+    let event = apply_verdict(vcpu, verdict, crash);
+    if event.is_none() {
+        // A hang the watchdog left for a vCPU while it was stopped predates
+        // the repair, which may have freed it: the watchdog starts afresh
+        // after a handled crash, and finds it again if it is still hung.
+        ctx.hang.clear();
+    } else {
+        ctx.crash_ended_run.store(true, Ordering::Release);
+    }
+    // The handler before the hold: a vCPU parked with a crash of its own
+    // finds the handler free when the hold's release wakes it.
+    drop(handler);
+    drop(hold);
+    event
+}
+
+/// Takes the crash handler for the calling vCPU, one user at a time,
+/// never blocking on its lock: a vCPU blocked there would not stop, and a
+/// crash handler's stop would time out. While the handler is busy the
+/// vCPU parks (with `park`) whenever a hold asks it to, counted as
+/// stopped, else retries shortly (the holder is taking its hold, or a
+/// notification has the handler). `None`: the VM is stopping, or a crash
+/// verdict ended the run.
+fn take_handler<'h>(
+    handler: &'h Mutex<Box<dyn CrashHandler>>,
+    ctx: &VcpuContext,
+    park: impl Fn(),
+) -> Option<MutexGuard<'h, Box<dyn CrashHandler>>> {
+    loop {
+        if ctx.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        // Never parks with the handler held: whoever holds the hold must
+        // be able to take the handler or release the hold.
+        if ctx.control.pause_requested() {
+            park();
+            continue;
+        }
+        if !ctx.crash_ended_run.load(Ordering::Acquire) {
+            match handler.try_lock() {
+                Ok(guard) => return Some(guard),
+                Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        std::thread::sleep(HANDLER_RETRY);
+    }
+}
+
+/// Applies the handler's verdict to the crashed vCPU. `None`: it resumes.
+fn apply_verdict(vcpu: &mut Vcpu, verdict: Verdict, mut crash: CrashInfo) -> Option<VcpuEvent> {
     match verdict {
         Verdict::Resume(state) => {
             let set = vcpu
@@ -241,7 +308,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
                 // reason, so that the caller dumps and reboots.
                 Err(e) => {
                     warn!(vcpu = vcpu.id, "cannot resume the vCPU: {e}");
-                    crash.fallback = Some(std::sync::Arc::new(Error::Kvm {
+                    crash.fallback = Some(Arc::new(Error::Kvm {
                         op: "KVM_SET_REGS (resume)",
                         source: e,
                     }));
@@ -333,8 +400,8 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
         HcAction::Continue => Flow::Continue,
         HcAction::PowerOff(status) => Flow::Event(VcpuEvent::PowerOff(status)),
         HcAction::Reboot => Flow::Event(VcpuEvent::Reboot),
-        HcAction::ExtEvent(ev) => notify(ctx, Notification::CodeChanged(ev)),
-        HcAction::Recovered(count) => notify(ctx, Notification::Recovered(count)),
+        HcAction::ExtEvent(ev) => Flow::Notify(Notification::CodeChanged(ev)),
+        HcAction::Recovered(count) => Flow::Notify(Notification::Recovered(count)),
         HcAction::StartCpu(id) => {
             ctx.control.kick(id);
             Flow::Continue
@@ -351,27 +418,30 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
     }
 }
 
-/// Forwards a notification to the crash handler, if there is one.
-fn notify(ctx: &VcpuContext, n: Notification) -> Flow {
-    let Some(handler) = &ctx.handler else {
-        return Flow::Continue;
-    };
+/// Forwards a notification to the crash handler, if there is one; waits
+/// for a busy handler like a crash does (parked while a hold asks).
+/// `None`: the guest runs on.
+fn notify(vcpu: &Vcpu, ctx: &VcpuContext, n: Notification) -> Option<VcpuEvent> {
+    let handler = ctx.handler.as_ref()?;
+    let park = || ctx.control.park(vcpu, &ctx.stop);
+    // The run is ending: nobody needs the notification any more.
+    let mut handler = take_handler(handler, ctx, park)?;
     let cx = NotifyContext {
         mem: &ctx.devices.mem,
         root_gpa: ctx.devices.hypercalls.root_gpa(),
     };
-    let done = lock(handler).on_notification(cx, n);
-    match done {
+    match handler.on_notification(cx, n) {
         Ok(Some(line)) => {
+            drop(handler);
             let msg = format!("[lazarus] {line}\n");
             let mut serial = lock(&ctx.devices.serial);
             let _ = serial.write_console(msg.as_bytes());
-            Flow::Continue
+            None
         }
-        Ok(None) => Flow::Continue,
+        Ok(None) => None,
         // E.g. the repair image may still be mapped: the guest must not
         // run on.
-        Err(why) => Flow::Event(VcpuEvent::Failed(Error::CrashHandler(why))),
+        Err(why) => Some(VcpuEvent::Failed(Error::CrashHandler(why))),
     }
 }
 

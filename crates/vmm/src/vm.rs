@@ -211,6 +211,7 @@ impl Vm {
                 config.stop_at_milestone.unwrap_or(0),
             ),
             handler,
+            crash_ended_run: AtomicBool::new(false),
             vm_fd: vm_fd.clone(),
             hang: PendingHangs::default(),
             handling: Arc::new(Mutex::new(None)),

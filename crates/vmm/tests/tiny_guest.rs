@@ -1,19 +1,19 @@
 //! Boots hand-assembled guests under KVM and checks what the VMM makes of
 //! them. Fails (never skips) when /dev/kvm cannot be used.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::{
-    HC_CONSOLE_WRITE, HC_MILESTONE, HC_POWEROFF, HC_REBOOT, HC_REGISTER_ROOT,
-    MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT, RootHeader,
+    EXT_EVENT_LOADED, HC_CONSOLE_WRITE, HC_CPU_ON, HC_EXT_EVENT, HC_MILESTONE, HC_POWEROFF,
+    HC_REBOOT, HC_REGISTER_ROOT, MILESTONE_KERNEL_READY, MILESTONE_SHELL_PROMPT, RootHeader,
 };
-use lazarus_abi::layout::{KERNEL_PHYS_BASE, KERNEL_VIRT_BASE};
+use lazarus_abi::layout::{BOOT_PML4_GPA, KERNEL_PHYS_BASE, KERNEL_VIRT_BASE, PORT_PVPANIC};
 use lazarus_abi::root::{ABI_VERSION, CRASH_PANIC, KernelRoot, ROOT_MAGIC};
 use lazarus_vmm::{
     CaptureBuffer, ConsoleInput, ConsoleOutput, CrashHandler, CrashHandlerBuilder, CrashInfo,
-    CrashKind, ExitKind, HandlerError, HandlerSetup, Notification, NotifyContext, StoppedVm,
-    Verdict, Vm, VmConfig, VmOutcome,
+    CrashKind, ExitKind, HandlerError, HandlerSetup, Notification, NotifyContext, ResumeState,
+    StoppedVm, Verdict, Vm, VmConfig, VmControl, VmOutcome,
 };
 use zerocopy::IntoBytes;
 
@@ -83,6 +83,32 @@ impl Asm {
     }
     fn spin_forever(&mut self) -> &mut Self {
         self.0.extend([0xeb, 0xfe]);
+        self
+    }
+    /// Writes 1 to the pvpanic port: a kernel panic.
+    fn pvpanic(&mut self) -> &mut Self {
+        self.mov_dx(PORT_PVPANIC).mov_al(1).out_dx_al()
+    }
+    /// cmp byte [rip + to image offset `target`], `imm`.
+    fn cmp_byte(&mut self, target: u64, imm: u8) -> &mut Self {
+        self.rip_byte_op([0x80, 0x3d], target, imm)
+    }
+    /// mov byte [rip + to image offset `target`], `imm`.
+    fn mov_byte(&mut self, target: u64, imm: u8) -> &mut Self {
+        self.rip_byte_op([0xc6, 0x05], target, imm)
+    }
+    fn rip_byte_op(&mut self, op: [u8; 2], target: u64, imm: u8) -> &mut Self {
+        // RIP-relative: from the end of the instruction (7 bytes).
+        let next = self.0.len() as i64 + 7;
+        self.0.extend(op);
+        self.0.extend(((target as i64 - next) as i32).to_le_bytes());
+        self.0.push(imm);
+        self
+    }
+    /// Fills with `hlt` up to image offset `off` (code placed there next).
+    fn pad_to(&mut self, off: u64) -> &mut Self {
+        assert!(self.0.len() <= off as usize, "code overlaps {off:#x}");
+        self.0.resize(off as usize, 0xf4);
         self
     }
     fn here(&self) -> usize {
@@ -161,8 +187,8 @@ struct Run {
     console: CaptureBuffer,
 }
 
-/// Boots `image`; fails the test when KVM is not usable here.
-fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
+/// Builds a VM for `image`; fails the test when KVM is not usable here.
+fn vm_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> (Vm, CaptureBuffer) {
     let console = CaptureBuffer::new();
     let mut config = VmConfig::new(image.elf(), b"070701".to_vec());
     config.mem_size = MEM;
@@ -170,7 +196,12 @@ fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
     config.timeout = Some(Duration::from_secs(20));
     tweak(&mut config);
     // Never skip: these tests exist to exercise the real KVM.
-    let mut vm = lazarus_testkit::boot_vm(config);
+    (lazarus_testkit::boot_vm(config), console)
+}
+
+/// Boots `image`; fails the test when KVM is not usable here.
+fn boot_with(image: &Image, tweak: impl FnOnce(&mut VmConfig)) -> Option<Run> {
+    let (mut vm, console) = vm_with(image, tweak);
     let outcome = vm.run().expect("run");
     Some(Run {
         vm,
@@ -569,4 +600,199 @@ fn a_stalled_second_cpu_is_handled_on_its_own_thread() {
         matches!(kind, CrashKind::Hang { heartbeat: 1, .. }),
         "{kind:?}"
     );
+}
+
+/// Where the second vCPUs' code starts, and a byte they wait on.
+const AP_OFF: u64 = 0x300;
+const GATE_OFF: u64 = 0x600;
+
+/// The kernel-window address of image offset `off`.
+fn virt(off: u64) -> u64 {
+    KERNEL_VIRT_BASE + KERNEL_PHYS_BASE + off
+}
+
+/// `HC_CPU_ON` arguments entering `vcpu` at image offset `off` (no stack;
+/// the boot page tables).
+fn cpu_on(vcpu: u64, off: u64) -> [u64; 5] {
+    [vcpu, virt(off), 0, vcpu, BOOT_PML4_GPA]
+}
+
+/// One crash handler call, as the handler saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    vcpu: u32,
+    all_stopped: bool,
+    /// The other vCPUs and the crash each had pending.
+    others: Vec<(u32, Option<CrashKind>)>,
+}
+
+/// Records every crash handler call; resumes the first crash in a `hlt`
+/// loop at `park_rip` and halts at the next. Its first notification, if
+/// `gate` is set, opens the gate byte for the guest and keeps the handler
+/// busy until that many pvpanic writes have left the guest: crashes that
+/// find the handler taken.
+#[derive(Debug, Clone, Default)]
+struct TakeTurns {
+    calls: Arc<Mutex<Vec<Call>>>,
+    park_rip: u64,
+    /// The gate's guest-physical address, and the pvpanic writes to await.
+    gate: Option<(u64, u64)>,
+    /// The VM's control handle, for its exit counts (set before the run).
+    control: Arc<OnceLock<VmControl>>,
+}
+
+impl CrashHandlerBuilder for TakeTurns {
+    fn build(self: Box<Self>, _: &HandlerSetup<'_>) -> Result<Box<dyn CrashHandler>, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl CrashHandler for TakeTurns {
+    fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
+        let mut calls = self.calls.lock().expect("calls");
+        calls.push(Call {
+            vcpu: crash.vcpu,
+            all_stopped: vm.all_stopped,
+            others: vm.others.iter().map(|o| (o.id, o.crash.clone())).collect(),
+        });
+        match (calls.len(), crash.regs, crash.sregs) {
+            (1, Some(mut regs), Some(sregs)) => {
+                regs.rip = self.park_rip;
+                Verdict::Resume(Box::new(ResumeState { regs, sregs }))
+            }
+            _ => Verdict::Halt,
+        }
+    }
+
+    fn on_notification(
+        &mut self,
+        cx: NotifyContext<'_>,
+        _: Notification,
+    ) -> Result<Option<String>, HandlerError> {
+        if let Some((gate, pvpanics)) = self.gate.take() {
+            lazarus_vmm::memory::write_obj(cx.mem, gate, &1u8).expect("open the gate");
+            let control = self.control.get().expect("control handle");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while control.exit_counts().get(ExitKind::PioPvpanic) < pvpanics {
+                assert!(Instant::now() < deadline, "the guest never panicked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Boots `image` on `vcpus` vCPUs with `handler`; returns the outcome and
+/// the handler's calls.
+fn run_taking_turns(image: &Image, vcpus: u32, handler: TakeTurns) -> (VmOutcome, Vec<Call>) {
+    let (calls, control) = (handler.calls.clone(), handler.control.clone());
+    let (mut vm, _console) = vm_with(image, |c| {
+        c.vcpus = vcpus;
+        c.crash_handler = Some(Box::new(handler));
+    });
+    control.set(vm.control()).expect("set once");
+    let outcome = vm.run().expect("run");
+    let calls = calls.lock().expect("calls").clone();
+    (outcome, calls)
+}
+
+/// The second handler call, for the crash that was pending during the
+/// first, ends the run: its crash is the outcome.
+fn assert_second_crash_is_the_outcome(outcome: &VmOutcome, calls: &[Call]) {
+    let VmOutcome::Crash(info) = outcome else {
+        panic!("{outcome:?} ({calls:?})");
+    };
+    assert_eq!(info.kind, CrashKind::GuestPanic { code: 1 });
+    assert_eq!(info.vcpu, calls[1].vcpu, "{calls:?}");
+    assert!(info.fallback.is_none());
+}
+
+#[test]
+fn two_cpus_crashing_at_once_are_both_handled_with_every_cpu_stopped() {
+    // vCPU 0 starts vCPU 1 and waits for its flag; vCPU 1 raises the flag
+    // and panics at once, and so does vCPU 0 when it sees it.
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF);
+    let wait = code.here();
+    code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
+    code.pvpanic().hlt_forever();
+    code.pad_to(AP_OFF).mov_byte(GATE_OFF, 1).pvpanic();
+    let park = code.here() as u64;
+    code.hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_CPU_ON, cpu_on(1, AP_OFF));
+    let handler = TakeTurns {
+        park_rip: virt(park),
+        ..TakeTurns::default()
+    };
+    let (outcome, calls) = run_taking_turns(&img, 2, handler);
+
+    // Whichever came first, each crash had the handler once, with the
+    // other vCPU stopped (parked with its crash pending, or stopped before
+    // it crashed and crashing after the resume): no stop timed out.
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let mut crashed: Vec<u32> = calls.iter().map(|c| c.vcpu).collect();
+    crashed.sort_unstable();
+    assert_eq!(crashed, [0, 1], "{calls:?}");
+    assert!(calls.iter().all(|c| c.all_stopped), "{calls:?}");
+    let (first, second) = (calls[0].vcpu, calls[1].vcpu);
+    assert_eq!(calls[0].others.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].others[0].0, second, "{calls:?}");
+    assert!(
+        matches!(
+            calls[0].others[0].1,
+            None | Some(CrashKind::GuestPanic { code: 1 })
+        ),
+        "{calls:?}"
+    );
+    assert_eq!(calls[1].others, [(first, None)], "{calls:?}");
+    assert_second_crash_is_the_outcome(&outcome, &calls);
+}
+
+#[test]
+fn a_crash_while_the_handler_is_busy_is_listed_and_handled_next() {
+    // vCPU 0 starts vCPUs 1 and 2 and sends a notification; the handler,
+    // busy with it, opens the gate and waits until both have panicked.
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF)
+        .hypercall(BLOCK_OFF + 0x40)
+        .hypercall(BLOCK_OFF + 0x80)
+        .hlt_forever();
+    code.pad_to(AP_OFF);
+    let wait = code.here();
+    code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
+    code.pvpanic();
+    let park = code.here() as u64;
+    code.hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_CPU_ON, cpu_on(1, AP_OFF))
+        .block(BLOCK_OFF + 0x40, HC_CPU_ON, cpu_on(2, AP_OFF))
+        .block(
+            BLOCK_OFF + 0x80,
+            HC_EXT_EVENT,
+            [EXT_EVENT_LOADED, 0, 0, 0, 0],
+        );
+    let handler = TakeTurns {
+        park_rip: virt(park),
+        gate: Some((KERNEL_PHYS_BASE + GATE_OFF, 2)),
+        ..TakeTurns::default()
+    };
+    let (outcome, calls) = run_taking_turns(&img, 3, handler);
+
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let (first, second) = (calls[0].vcpu, calls[1].vcpu);
+    let mut crashed = [first, second];
+    crashed.sort_unstable();
+    assert_eq!(crashed, [1, 2], "{calls:?}");
+    assert!(calls.iter().all(|c| c.all_stopped), "{calls:?}");
+    // The first call saw the second crash pending on its (stopped) vCPU.
+    let panic = Some(CrashKind::GuestPanic { code: 1 });
+    let mut expected = vec![(0, None), (second, panic)];
+    expected.sort_by_key(|o| o.0);
+    assert_eq!(calls[0].others, expected, "{calls:?}");
+    // The second, after the first was resumed, saw nothing pending.
+    let mut expected = vec![(0, None), (first, None)];
+    expected.sort_by_key(|o| o.0);
+    assert_eq!(calls[1].others, expected, "{calls:?}");
+    assert_second_crash_is_the_outcome(&outcome, &calls);
 }

@@ -35,9 +35,14 @@ impl Vm {
         }
         let deadline = self.timeout.map(|t| Instant::now() + t);
         self.ctx.stop.store(false, Ordering::Release);
+        self.ctx.crash_ended_run.store(false, Ordering::Release);
 
         let mut handles: Vec<(u32, JoinHandle<Vcpu>)> = Vec::new();
         let mut spawn_error = None;
+        // Counted before the threads start: a vCPU that crashes at once
+        // must find the run started, or its handler could not stop the
+        // others (corrected below if a thread fails to start).
+        self.ctx.control.run_started(self.vcpus.len());
         let mut idle = std::mem::take(&mut self.vcpus).into_iter();
         for vcpu in idle.by_ref() {
             let id = vcpu.id;
