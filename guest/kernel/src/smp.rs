@@ -14,14 +14,6 @@ use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::hypercall::HC_CPU_ON;
 use lazarus_abi::layout::{VEC_STOP, VEC_TLB};
 
-const AP_STACK_SIZE: usize = 32 * 1024;
-
-/// Idle (and recovery) stacks of CPUs 1.. (the boot CPU's is the boot
-/// stack).
-#[repr(C, align(16))]
-struct ApStacks([[u8; AP_STACK_SIZE]; MAX_CPUS]);
-static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK_SIZE]; MAX_CPUS]);
-
 /// The LAPIC timer input frequency, for the APs' timers.
 static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
 /// CPUs the VM has (started or not).
@@ -47,12 +39,6 @@ unsafe extern "C" {
     fn ap_start();
 }
 
-/// Top of CPU `cpu`'s idle stack.
-fn ap_stack_top(cpu: usize) -> u64 {
-    // SAFETY: only the address is taken.
-    (unsafe { &raw const AP_STACKS.0[cpu] }) as u64 + AP_STACK_SIZE as u64
-}
-
 /// Starts CPUs 1..`count`. Called by the boot CPU holding the big kernel
 /// lock: each new CPU waits for it before running anything.
 pub fn start_aps(count: u32, lapic_timer_hz: u64) {
@@ -60,7 +46,7 @@ pub fn start_aps(count: u32, lapic_timer_hz: u64) {
     COUNT.store(u64::from(count).clamp(1, MAX_CPUS as u64), Ordering::SeqCst);
     let master = k().master_pml4;
     for cpu in 1..(count as usize).min(MAX_CPUS) {
-        let stack = ap_stack_top(cpu);
+        let stack = percpu::idle_stack_top(cpu);
         k().cpus[cpu].recovery_stack = stack;
         let rc = crate::hypercall::call(
             HC_CPU_ON,

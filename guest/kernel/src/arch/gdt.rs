@@ -4,17 +4,7 @@
 use super::percpu::{self, GDT_ENTRIES};
 use core::arch::asm;
 use core::mem::size_of;
-use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::layout::{SEL_KERNEL_CS, SEL_KERNEL_DS, SEL_TSS};
-
-const IST_STACK_SIZE: usize = 16 * 1024;
-
-/// IST 1: double fault, 2: NMI, 3: machine check, per CPU. A kernel stack
-/// overflow must still be reportable, so these never share the faulting
-/// stack.
-#[repr(C, align(16))]
-struct IstStacks([[[u8; IST_STACK_SIZE]; 3]; MAX_CPUS]);
-static mut IST_STACKS: IstStacks = IstStacks([[[0; IST_STACK_SIZE]; 3]; MAX_CPUS]);
 
 // null, unused, kcode 0x10, kdata 0x18, ucode32 0x20, udata 0x28,
 // ucode64 0x30, unused 0x38, tss 0x40 (two slots).
@@ -41,10 +31,8 @@ struct Descriptor {
 /// which may have found them corrupted).
 pub fn init(cpu: usize) {
     let pc = percpu::of(cpu);
-    // SAFETY: the IST stacks of `cpu` are used by that CPU only.
-    let stacks = unsafe { (&raw const IST_STACKS.0[cpu]) as u64 };
     for i in 0..3 {
-        pc.tss.ist[i] = stacks + ((i + 1) * IST_STACK_SIZE) as u64;
+        pc.tss.ist[i] = percpu::ist_top(cpu, i + 1);
     }
     let base = (&raw const pc.tss) as u64;
     let limit = (size_of::<percpu::Tss>() - 1) as u64;

@@ -1,14 +1,51 @@
 //! Per-CPU data: each CPU's GDT, TSS, interrupt stacks and idle context.
 //!
-//! A CPU finds its index from its own GDT register (`sgdt`): every CPU
-//! loads the GDT inside its own [`PerCpu`], so the address says which one
-//! it is. Unlike GS-based per-CPU pointers this needs no `swapgs` on each
-//! kernel entry and cannot be changed from user mode (Linux's `getcpu`
-//! reads a per-CPU GDT entry for the same reason).
+//! A CPU finds its index from its stack pointer, as Linux once found its
+//! `thread_info`: kernel code runs on a process's kernel stack (the
+//! process records the CPU it was switched in on, and runs on one CPU at
+//! a time), on a CPU's idle stack or on one of its interrupt stacks, and
+//! each of those says which CPU it is. That is plain arithmetic, nothing
+//! user mode can change, and no special instruction: `sgdt` or `rdmsr`
+//! cost tens of microseconds each under the emulated ring 0 of these
+//! hosts, and the kernel asks many times per system call.
 
 use core::arch::asm;
 use core::mem::size_of;
 use lazarus_abi::boot::MAX_CPUS;
+use lazarus_abi::layout::{KSTACK_REGION, KSTACK_STRIDE};
+use lazarus_abi::root::MAX_PROCS;
+
+/// Bytes of each interrupt stack (IST 1-3).
+pub const IST_STACK_SIZE: usize = 16 * 1024;
+/// Bytes of each application processor's idle stack.
+pub const IDLE_STACK_SIZE: usize = 32 * 1024;
+
+/// IST 1: double fault, 2: NMI, 3: machine check, per CPU. A kernel stack
+/// overflow must still be reportable, so these never share the faulting
+/// stack.
+#[repr(C, align(16))]
+struct IstStacks([[[u8; IST_STACK_SIZE]; 3]; MAX_CPUS]);
+static mut IST_STACKS: IstStacks = IstStacks([[[0; IST_STACK_SIZE]; 3]; MAX_CPUS]);
+
+/// Idle (and recovery) stacks of CPUs 1.. (the boot CPU's is the boot
+/// stack; entry 0 is unused).
+#[repr(C, align(16))]
+struct IdleStacks([[u8; IDLE_STACK_SIZE]; MAX_CPUS]);
+static mut IDLE_STACKS: IdleStacks = IdleStacks([[0; IDLE_STACK_SIZE]; MAX_CPUS]);
+
+/// Top of CPU `cpu`'s interrupt stack `ist` (1-3).
+pub fn ist_top(cpu: usize, ist: usize) -> u64 {
+    // SAFETY: only the address is taken.
+    let base = unsafe { (&raw const IST_STACKS) as u64 };
+    base + ((cpu.min(MAX_CPUS - 1) * 3 + ist.clamp(1, 3)) * IST_STACK_SIZE) as u64
+}
+
+/// Top of application processor `cpu`'s idle stack.
+pub fn idle_stack_top(cpu: usize) -> u64 {
+    // SAFETY: only the address is taken.
+    let base = unsafe { (&raw const IDLE_STACKS) as u64 };
+    base + ((cpu.min(MAX_CPUS - 1) + 1) * IDLE_STACK_SIZE) as u64
+}
 
 /// The 64-bit TSS (Intel SDM vol. 3, 8.7).
 #[repr(C, packed)]
@@ -64,26 +101,30 @@ const PERCPU_INIT: PerCpu = PerCpu {
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
 
-#[repr(C, packed)]
-struct Descriptor {
-    _limit: u16,
-    base: u64,
-}
-
-/// This CPU's index. Before the CPU loaded its own GDT (early boot) it
-/// is 0, the boot CPU.
+/// This CPU's index, from the stack it runs on (see the module doc).
+/// Anything else (the boot stack, early boot) is the boot CPU.
 #[inline(always)]
 pub fn id() -> usize {
-    let mut d = Descriptor { _limit: 0, base: 0 };
-    // SAFETY: sgdt stores 10 bytes into `d`.
-    unsafe { asm!("sgdt [{}]", in(reg) &raw mut d, options(nostack, preserves_flags)) };
-    let start = (&raw const PERCPU) as u64;
-    let i = d.base.wrapping_sub(start) / size_of::<PerCpu>() as u64;
-    if (i as usize) < MAX_CPUS {
-        i as usize
-    } else {
-        0
+    let rsp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    let kstack = rsp.wrapping_sub(KSTACK_REGION);
+    if kstack < MAX_PROCS as u64 * KSTACK_STRIDE {
+        let slot = (kstack / KSTACK_STRIDE) as usize;
+        let cpu = crate::state::k().procs[slot].last_cpu as usize;
+        return if cpu < MAX_CPUS { cpu } else { 0 };
     }
+    // SAFETY: only the addresses are taken.
+    let (idle, ist) = unsafe { ((&raw const IDLE_STACKS) as u64, (&raw const IST_STACKS) as u64) };
+    let off = rsp.wrapping_sub(idle);
+    if off < (MAX_CPUS * IDLE_STACK_SIZE) as u64 {
+        return off as usize / IDLE_STACK_SIZE;
+    }
+    let off = rsp.wrapping_sub(ist);
+    if off < (MAX_CPUS * 3 * IST_STACK_SIZE) as u64 {
+        return off as usize / (3 * IST_STACK_SIZE);
+    }
+    0
 }
 
 /// CPU `cpu`'s data.
