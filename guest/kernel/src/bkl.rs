@@ -14,7 +14,7 @@
 //! not the process, so a context switch inside the kernel keeps it.
 
 use crate::arch::{apic, cpu, percpu};
-use crate::state::{current_pid, k};
+use crate::state::k;
 use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use lazarus_abi::layout::VEC_RESCHED;
 use lazarus_abi::root::NONE;
@@ -36,19 +36,30 @@ fn waiters() -> &'static AtomicU32 {
 /// Whether this CPU holds the lock.
 #[inline(always)]
 pub fn held_by_me() -> bool {
-    let b = &k().bkl;
-    locked().load(SeqCst) != 0 && b.owner_cpu == percpu::id() as u32
+    held_by(percpu::id())
+}
+
+/// Whether CPU `me` holds the lock (the hot paths pass the index they
+/// already have: every lookup is emulated memory traffic on these hosts).
+#[inline(always)]
+pub fn held_by(me: usize) -> bool {
+    k().bkl.owner_cpu == me as u32 && locked().load(SeqCst) != 0
 }
 
 /// Takes the lock, halting (interrupts enabled only inside the halt)
 /// until it is free. Called with interrupts off.
 pub fn lock() {
-    let me = percpu::id();
+    lock_on(percpu::id());
+}
+
+/// [`lock`] for the caller's CPU `me`.
+pub fn lock_on(me: usize) {
     if locked().compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
         wait(me);
     }
-    let pid = current_pid();
-    let b = &mut k().bkl;
+    let r = k();
+    let pid = r.cpus[me].current;
+    let b = &mut r.bkl;
     b.owner_cpu = me as u32;
     b.owner_pid = pid;
     b.depth = 1;
@@ -78,6 +89,11 @@ fn wait(me: usize) {
 
 /// Drops the lock and wakes the CPUs waiting for it.
 pub fn unlock() {
+    unlock_on(percpu::id());
+}
+
+/// [`unlock`] for the caller's CPU `me`.
+pub fn unlock_on(me: usize) {
     let b = &mut k().bkl;
     b.owner_cpu = NONE;
     b.owner_pid = 0;
@@ -85,7 +101,6 @@ pub fn unlock() {
     locked().store(0, SeqCst);
     let w = waiters().load(SeqCst);
     if w != 0 {
-        let me = percpu::id();
         for cpu in 0..32 {
             if w & (1 << cpu) != 0 && cpu != me {
                 apic::send_ipi(cpu, VEC_RESCHED);

@@ -161,33 +161,43 @@ fn runq_push_front(pid: u32) {
 
 /// Wakes a process from a wait. It goes to the head of the queue (it
 /// slept, so it has used little CPU: a server answering a request must
-/// not wait behind every CPU-bound process), and some CPU is told to run
-/// it now: an idle one, else one running another process, which the
-/// reschedule IPI preempts (wake-up preemption).
+/// not wait behind every CPU-bound process), and runs at once: on an idle
+/// CPU woken by a reschedule IPI, else here, where the waker gives up the
+/// CPU on its way back to user mode (wake-up preemption; a waker that
+/// blocks first, as a client waiting for its answer does, just switches).
 pub fn make_runnable(pid: u32) {
     if let Some(p) = proc_by_pid(pid) {
         p.state = PS_RUNNABLE;
         p.wait_reason = W_NONE;
         runq_push_front(pid);
-        kick_a_cpu();
+        if !kick_idle_cpu() {
+            percpu::this().woke = 1;
+        }
     }
 }
 
-/// Sends the reschedule IPI to another CPU: an idle one if any, else one
-/// running a process (a different one each time).
-fn kick_a_cpu() {
-    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Sends the reschedule IPI to an idle CPU, if there is one.
+fn kick_idle_cpu() -> bool {
     let me = percpu::id();
     let r = k();
-    let n = r.cpus.len();
-    let others = (0..n).filter(|&c| c != me && r.cpus[c].online != 0);
-    if let Some(cpu) = others.clone().find(|&c| r.cpus[c].current == 0) {
-        apic::send_ipi(cpu, VEC_RESCHED);
-        return;
+    match (0..r.cpus.len()).find(|&c| c != me && r.cpus[c].online != 0 && r.cpus[c].current == 0) {
+        Some(cpu) => {
+            apic::send_ipi(cpu, VEC_RESCHED);
+            true
+        }
+        None => false,
     }
-    let start = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    if let Some(cpu) = others.min_by_key(|&c| (c + n - start % n) % n) {
-        apic::send_ipi(cpu, VEC_RESCHED);
+}
+
+/// On the way back to user mode: if this kernel entry woke a process that
+/// no idle CPU took, let it run now.
+pub fn preempt_for_woken() {
+    let pc = percpu::this();
+    if pc.woke != 0 {
+        pc.woke = 0;
+        if k().runq_len > 0 && current_pid() != 0 {
+            yield_now();
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! System-call dispatch. Entered from the #UD handler when ring 3 executed
 //! `ud2` (see lazarus_abi::syscall for the convention).
 
-use crate::state::{current, current_pid, k};
+use crate::state::{current_pid, k};
 use crate::uaccess::{self, KResult};
 use crate::{ext, fd, ipc, proc, sched, wait};
 use lazarus_abi::root::*;
@@ -12,18 +12,22 @@ use lazarus_abi::trap::TrapFrame;
 pub fn dispatch(tf: &mut TrapFrame) {
     let nr = tf.rax;
     let (a0, a1, a2, a3, a4) = (tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8);
-    if let Some(p) = current() {
+    let me = crate::arch::percpu::id();
+    let cpu = &mut k().cpus[me];
+    cpu.syscalls += 1;
+    let pid = cpu.current;
+    if let Some(p) = crate::state::proc_by_pid(pid) {
         p.syscall_nr = nr;
         p.kernel_entry_tick = crate::tick::now().max(1);
         p.user_frame = tf as *mut TrapFrame as u64;
     }
-    crate::state::this_cpu().syscalls += 1;
     let r = call(nr, a0, a1, a2, a3, a4);
     tf.rax = match r {
         Ok(v) => v,
         Err(e) => (-e) as u64,
     };
-    if let Some(p) = current() {
+    // The same process (it may now run on another CPU).
+    if let Some(p) = crate::state::proc_by_pid(pid) {
         p.syscall_nr = u64::MAX;
         p.kernel_entry_tick = 0;
         p.user_frame = 0;

@@ -33,7 +33,8 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         smp::on_tlb_ipi();
         return;
     }
-    if percpu::this().waiting_bkl != 0 {
+    let me = percpu::id();
+    if percpu::of(me).waiting_bkl != 0 {
         // Halted inside `bkl::lock`: note what came and go back to wait.
         if v == VEC_TIMER as u64 {
             tick::beat_only();
@@ -44,9 +45,9 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         }
         return;
     }
-    let took = !bkl::held_by_me();
+    let took = !bkl::held_by(me);
     if took {
-        bkl::lock();
+        bkl::lock_on(me);
     }
     if CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
         console::on_interrupt();
@@ -73,8 +74,11 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     }
     // Back to user mode, `trap_return` drops the lock (`exit_to_user`);
     // back into kernel code (the idle halt), drop it here.
-    if took && !tf.from_user() {
-        bkl::unlock();
+    if tf.from_user() {
+        // (The process may have slept and woken on another CPU meanwhile.)
+        crate::sched::preempt_for_woken();
+    } else if took {
+        bkl::unlock_on(me);
     }
 }
 
@@ -84,7 +88,10 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
 #[unsafe(no_mangle)]
 extern "C" fn exit_to_user() {
     crate::sched::note_user_return();
-    if bkl::held_by_me() {
-        bkl::unlock();
+    // The CPU may differ from the entry's: the process may have slept and
+    // been resumed on another one.
+    let me = percpu::id();
+    if bkl::held_by(me) {
+        bkl::unlock_on(me);
     }
 }

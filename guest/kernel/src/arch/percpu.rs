@@ -35,15 +35,13 @@ static mut IDLE_STACKS: IdleStacks = IdleStacks([[0; IDLE_STACK_SIZE]; MAX_CPUS]
 
 /// Top of CPU `cpu`'s interrupt stack `ist` (1-3).
 pub fn ist_top(cpu: usize, ist: usize) -> u64 {
-    // SAFETY: only the address is taken.
-    let base = unsafe { (&raw const IST_STACKS) as u64 };
+    let base = (&raw const IST_STACKS) as u64;
     base + ((cpu.min(MAX_CPUS - 1) * 3 + ist.clamp(1, 3)) * IST_STACK_SIZE) as u64
 }
 
 /// Top of application processor `cpu`'s idle stack.
 pub fn idle_stack_top(cpu: usize) -> u64 {
-    // SAFETY: only the address is taken.
-    let base = unsafe { (&raw const IDLE_STACKS) as u64 };
+    let base = (&raw const IDLE_STACKS) as u64;
     base + ((cpu.min(MAX_CPUS - 1) + 1) * IDLE_STACK_SIZE) as u64
 }
 
@@ -90,6 +88,9 @@ pub struct PerCpu {
     /// Nonzero while this CPU halts waiting for the big kernel lock: an
     /// interrupt then only notes itself (see `trap`).
     pub waiting_bkl: u32,
+    /// Nonzero when this kernel entry woke a process no idle CPU took
+    /// (`sched::preempt_for_woken`).
+    pub woke: u32,
 }
 
 const PERCPU_INIT: PerCpu = PerCpu {
@@ -97,6 +98,7 @@ const PERCPU_INIT: PerCpu = PerCpu {
     tss: Tss::new(),
     idle_rsp: 0,
     waiting_bkl: 0,
+    woke: 0,
 };
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
@@ -114,8 +116,10 @@ pub fn id() -> usize {
         let cpu = crate::state::k().procs[slot].last_cpu as usize;
         return if cpu < MAX_CPUS { cpu } else { 0 };
     }
-    // SAFETY: only the addresses are taken.
-    let (idle, ist) = unsafe { ((&raw const IDLE_STACKS) as u64, (&raw const IST_STACKS) as u64) };
+    let (idle, ist) = (
+        (&raw const IDLE_STACKS) as u64,
+        (&raw const IST_STACKS) as u64,
+    );
     let off = rsp.wrapping_sub(idle);
     if off < (MAX_CPUS * IDLE_STACK_SIZE) as u64 {
         return off as usize / IDLE_STACK_SIZE;
