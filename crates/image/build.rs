@@ -24,6 +24,7 @@ const USER_BINS: &[&str] = &[
     "devtest",
     "extclient",
     "crash",
+    "kvbench",
 ];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
 const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest"];
