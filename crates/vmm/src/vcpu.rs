@@ -152,6 +152,7 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
             // The guest asked for it; the vCPU stays where it was.
             warn!(vcpu = vcpu.id, "cannot start the vCPU: {e}");
         }
+        ctx.control.entering_run(vcpu.id);
         let flow = match vcpu.fd.run() {
             Ok(exit) => handle_exit(exit, ctx, vcpu.id),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -207,7 +208,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
         .control
         .stop_others(vcpu.id, STOP_OTHERS_TIMEOUT, &ctx.stop);
     *lock(&ctx.handling) = Some((vcpu.id, Instant::now()));
-    let (others, all_stopped, _hold) = match stopped {
+    let (others, all_stopped, hold) = match stopped {
         Ok((others, hold)) => (others, true, Some(hold)),
         Err(e) => {
             warn!(
@@ -217,6 +218,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
             (Vec::new(), false, None)
         }
     };
+    let parked: Vec<u32> = others.iter().map(|o| o.id).collect();
     let verdict = handler.on_crash(
         StoppedVm {
             vm_fd: &ctx.vm_fd,
@@ -236,7 +238,13 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, mut crash: CrashInfo) -> Opt
                 .set_sregs(&state.sregs)
                 .and_then(|()| vcpu.fd.set_regs(&state.regs));
             match set {
-                Ok(()) => None,
+                Ok(()) => {
+                    // Timed from here: the hold goes and they all run.
+                    ctx.control
+                        .watch_resume(vcpu.id, crash.detected_at, &parked);
+                    drop(hold);
+                    None
+                }
                 // The guest cannot be resumed: a crash outcome with the
                 // reason, so that the caller dumps and reboots.
                 Err(e) => {
