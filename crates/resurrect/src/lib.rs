@@ -243,7 +243,7 @@ impl Resurrector {
         if let Err(e) = plan::check_plan(&plan, self.kernel_text, self.kernel_phys) {
             return Err(refuse(removal, e.into()));
         }
-        let resume = plan::resume_state(&sregs, &plan, root.idt);
+        let resume = plan::resume_state(&sregs, &plan, root.idt, self.kernel_phys);
         self.pending = Some(Pending {
             t0,
             resumed: Instant::now(),

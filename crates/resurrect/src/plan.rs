@@ -35,9 +35,22 @@ pub(crate) fn check_plan(
 }
 
 /// The registers that enter the kernel's recovery entry in ring 0, with
-/// the kernel's IDT (`idt`).
-pub(crate) fn resume_state(crash_sregs: &kvm_sregs, plan: &ResumePlan, idt: u64) -> ResumeState {
+/// the kernel's IDT (`idt`). The crashed CPU keeps its own GDT when it
+/// lies in the kernel image `phys`: the kernel tells its CPUs apart by
+/// their GDTs, and a non-boot CPU entered with the boot GDT would take
+/// itself for CPU 0. Only the register is kept, not trusted: nothing is
+/// loaded through it before the kernel rebuilds that CPU's GDT.
+pub(crate) fn resume_state(
+    crash_sregs: &kvm_sregs,
+    plan: &ResumePlan,
+    idt: u64,
+    phys: (u64, u64),
+) -> ResumeState {
     let mut sregs = long_mode_sregs(*crash_sregs);
+    let gdt = crash_sregs.gdt.base.wrapping_sub(KERNEL_VIRT_BASE);
+    if (phys.0..phys.1).contains(&gdt) {
+        sregs.gdt = crash_sregs.gdt;
+    }
     sregs.cr3 = plan.cr3;
     sregs.idt.base = idt;
     sregs.idt.limit = 16 * 256 - 1;
@@ -89,5 +102,24 @@ mod tests {
             check_plan(&p, text, phys),
             Err(PlanError::BadExtensionSlot(_))
         ));
+    }
+
+    /// A CPU's own GDT (in the kernel image) survives into the recovery
+    /// entry; one anywhere else is replaced by the boot GDT.
+    #[test]
+    fn the_crashed_cpus_gdt_is_kept_only_in_the_kernel_image() {
+        let phys = (0x10_0000, 0x40_0000);
+        let plan = ResumePlan::new_zeroed();
+        let boot = long_mode_sregs(kvm_sregs::default()).gdt;
+        let mut crash = kvm_sregs::default();
+        crash.gdt.base = KERNEL_VIRT_BASE + 0x20_0000;
+        crash.gdt.limit = 0x4f;
+        let kept = resume_state(&crash, &plan, 0, phys).sregs.gdt;
+        assert_eq!((kept.base, kept.limit), (crash.gdt.base, 0x4f));
+        for elsewhere in [boot.base, 0, KERNEL_VIRT_BASE + 0x40_0000, u64::MAX] {
+            crash.gdt.base = elsewhere;
+            let g = resume_state(&crash, &plan, 0, phys).sregs.gdt;
+            assert_eq!((g.base, g.limit), (boot.base, boot.limit), "{elsewhere:#x}");
+        }
     }
 }
