@@ -25,6 +25,7 @@ const USER_BINS: &[&str] = &[
     "extclient",
     "crash",
     "overhead",
+    "kvbench",
 ];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
 const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest"];

@@ -12,23 +12,32 @@
 //!   acknowledged after that snapshot.
 //!
 //! kv keys lost are counted against what the benchmark itself wrote.
+//!
+//! Resurrection is also timed for each vCPU count of `--vcpus-list` (and
+//! `--vcpus`'s), one boot each: from the crash exit until every vCPU runs
+//! again, i.e. the crashed one and every one parked for the repair have
+//! re-entered KVM_RUN (`lazarus_vmm::CrashResume`, the hypervisor's own
+//! measurement), beside the latency above for the same crashes.
 
 use std::sync::mpsc::{Receiver, channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_campaign::driver::{Driver, PROMPT, kv_check};
 use lazarus_campaign::stats::{Stats, ms, stats};
 use lazarus_resurrect::{Recovery, ResurrectConfig};
-use lazarus_vmm::{ConsoleOutput, StopHandle, Vm, VmOutcome, VmSnapshot};
+use lazarus_vmm::{Vm, VmOutcome, VmSnapshot};
 use serde::Serialize;
 
+use crate::bench_vm::{self, Session};
 use crate::cli::BenchRecoveryArgs;
 use crate::exit::{BAD_INPUT, INTERNAL, failure};
 use crate::image::BootImage;
 
 const T: Duration = Duration::from_secs(60);
+/// How long after a resurrection's report every vCPU must run again (it
+/// normally has already: the parked ones go when the repair ends).
+const ALL_RUNNING_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize)]
 struct Mode {
@@ -63,6 +72,49 @@ fn mode(samples: Vec<f64>, lost: u64, written: u64) -> Mode {
     }
 }
 
+/// Resurrection with one vCPU count.
+#[derive(Debug, Serialize)]
+struct VcpusMode {
+    vcpus: u32,
+    samples: usize,
+    /// Crash exit until every vCPU runs again.
+    all_running_median_ms: f64,
+    all_running_p99_ms: f64,
+    all_running_min_ms: f64,
+    all_running_max_ms: f64,
+    /// Crash exit until the kernel returns to a user process (the
+    /// resurrect latency), for the same crashes.
+    resurrect_median_ms: f64,
+    resurrect_p99_ms: f64,
+    kv_keys_lost: u64,
+    /// Resurrections of crashes the benchmark did not cause (the kernel
+    /// crashing again after a recovery), not timed.
+    unrequested_recoveries: u64,
+    /// Resurrections after which another crash stopped the vCPUs before
+    /// every one ran again (no all-running sample).
+    interrupted_resumptions: u64,
+    all_running_samples_ms: Vec<f64>,
+}
+
+fn vcpus_mode(vcpus: u32, run: &ResurrectRun) -> VcpusMode {
+    let all = stats(&run.all_running_ms);
+    let back = stats(&run.latency_ms);
+    VcpusMode {
+        vcpus,
+        samples: run.all_running_ms.len(),
+        all_running_median_ms: all.median,
+        all_running_p99_ms: all.p99,
+        all_running_min_ms: all.min,
+        all_running_max_ms: all.max,
+        resurrect_median_ms: back.median,
+        resurrect_p99_ms: back.p99,
+        kv_keys_lost: run.lost,
+        unrequested_recoveries: run.unrequested,
+        interrupted_resumptions: run.interrupted,
+        all_running_samples_ms: run.all_running_ms.clone(),
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     memory_mib: u64,
@@ -81,32 +133,9 @@ struct Report {
     speedup_vs_snapshot: f64,
     /// The published system's bound, for scale.
     paper_bound_ms: f64,
-}
-
-/// A VM running on its own thread, driven through its console.
-struct Session {
-    d: Driver,
-    stop: StopHandle,
-    thread: JoinHandle<(Vm, anyhow::Result<VmOutcome>)>,
-}
-
-impl Session {
-    fn start(mut vm: Vm, d: Driver) -> Session {
-        let stop = vm.stop_handle();
-        let thread = std::thread::spawn(move || {
-            let r = vm.run().map_err(anyhow::Error::from);
-            (vm, r)
-        });
-        Session { d, stop, thread }
-    }
-
-    fn join(self) -> anyhow::Result<(Vm, VmOutcome, Driver)> {
-        let (vm, r) = self
-            .thread
-            .join()
-            .map_err(|_| failure(INTERNAL, "a VM thread panicked"))?;
-        Ok((vm, r?, self.d))
-    }
+    /// Resurrection per vCPU count (`--vcpus-list`, then `--vcpus` if
+    /// not listed).
+    by_vcpus: Vec<VcpusMode>,
 }
 
 fn new_vm(
@@ -114,13 +143,7 @@ fn new_vm(
     args: &BenchRecoveryArgs,
     resurrect: Option<ResurrectConfig>,
 ) -> anyhow::Result<(Vm, Driver)> {
-    let (d, input, tee) = Driver::new(None);
-    let mut config = image.config(&args.image);
-    config.console_in = input;
-    config.console_out = ConsoleOutput::Writer(Box::new(tee));
-    config.crash_handler = resurrect.map(|r| Box::new(r) as _);
-    let vm = Vm::new(config).map_err(|e| image.explain(e))?;
-    Ok((vm, d))
+    bench_vm::new_vm(image, &args.image, resurrect.map(|r| Box::new(r) as _))
 }
 
 fn progress(args: &BenchRecoveryArgs, what: &str) {
@@ -151,8 +174,26 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
         ));
     }
 
-    progress(args, "resurrection");
-    let resurrect = bench_resurrect(&image, args, &kinds)?;
+    let mut counts: Vec<u32> = Vec::new();
+    for &n in args.vcpus_list.iter().chain([&args.image.vcpus]) {
+        if !counts.contains(&n) {
+            counts.push(n);
+        }
+    }
+    let mut image = image;
+    let mut by_vcpus = Vec::new();
+    let mut resurrect = None;
+    for &n in &counts {
+        progress(args, &format!("resurrection with {n} vCPU(s)"));
+        image.vcpus = n;
+        let run = bench_resurrect(&image, args, &kinds)?;
+        by_vcpus.push(vcpus_mode(n, &run));
+        if n == args.image.vcpus {
+            resurrect = Some(mode(run.latency_ms, run.lost, args.keys));
+        }
+    }
+    image.vcpus = args.image.vcpus;
+    let resurrect = resurrect.ok_or_else(|| failure(INTERNAL, "no resurrection run"))?;
     progress(args, "reboot baseline");
     let reboot = bench_reboot(&image, args, &kinds)?;
     progress(args, "snapshot-restore baseline");
@@ -169,6 +210,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
         speedup_vs_reboot: reboot.median_ms / resurrect.median_ms,
         speedup_vs_snapshot: snapshot.median_ms / resurrect.median_ms,
         paper_bound_ms: 3000.0,
+        by_vcpus,
         resurrect,
         reboot,
         snapshot,
@@ -212,50 +254,151 @@ fn print_table(r: &Report) {
         r.paper_bound_ms,
         r.paper_bound_ms / r.resurrect.median_ms
     );
+    println!(
+        "until every vCPU runs again (crash exit to the last vCPU back in KVM_RUN), per vCPU count:"
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "vCPUs", "median ms", "p99 ms", "min ms", "max ms", "user mode med"
+    );
+    for m in &r.by_vcpus {
+        println!(
+            "{:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>14.3}",
+            format!("{} ({} crashes)", m.vcpus, m.samples),
+            m.all_running_median_ms,
+            m.all_running_p99_ms,
+            m.all_running_min_ms,
+            m.all_running_max_ms,
+            m.resurrect_median_ms
+        );
+    }
+    for m in &r.by_vcpus {
+        if m.unrequested_recoveries > 0 {
+            println!(
+                "with {} vCPU(s) the kernel also crashed {} time(s) unasked after a recovery (resurrected, not timed)",
+                m.vcpus, m.unrequested_recoveries
+            );
+        }
+        if m.interrupted_resumptions > 0 {
+            println!(
+                "with {} vCPU(s), {} time(s) another crash stopped the vCPUs before all ran again (no sample)",
+                m.vcpus, m.interrupted_resumptions
+            );
+        }
+    }
+}
+
+/// One boot's resurrections: both latencies per crash, and the keys lost.
+struct ResurrectRun {
+    /// Crash exit to the kernel's return to a user process.
+    latency_ms: Vec<f64>,
+    /// Crash exit until every vCPU runs again.
+    all_running_ms: Vec<f64>,
+    lost: u64,
+    /// Resurrections of crashes the benchmark did not cause.
+    unrequested: u64,
+    /// Resurrections after which another crash came before every vCPU
+    /// ran again (not in `all_running_ms`).
+    interrupted: u64,
 }
 
 fn bench_resurrect(
     image: &BootImage,
     args: &BenchRecoveryArgs,
     kinds: &[String],
-) -> anyhow::Result<Mode> {
+) -> anyhow::Result<ResurrectRun> {
     let (tx, rx) = channel::<Recovery>();
     let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
     rc.slot = args.repair_slot.into();
     rc.listener = Some(tx);
     let (vm, d) = new_vm(image, args, Some(rc))?;
+    let control = vm.control();
     let mut s = Session::start(vm, d);
-    let result = (|| -> anyhow::Result<(Vec<f64>, u64)> {
+    let result = (|| -> anyhow::Result<ResurrectRun> {
         s.d.expect(PROMPT, T)?;
         s.d.cmd(&format!("kv fill {}", args.keys), T)?;
         s.d.cmd("run worker alpha 3600 &", T)?;
         s.d.cmd("run worker beta 3600 &", T)?;
-        let mut samples = Vec::new();
+        let mut latency_ms = Vec::new();
+        let mut all_running_ms = Vec::new();
+        let mut unrequested = 0;
+        let mut interrupted = 0;
         for i in 0..args.crashes {
             let kind = &kinds[i % kinds.len()];
+            let sent = Instant::now();
             s.d.send(&format!("crash {kind}"));
-            let rec = recv_recovery(&rx)?;
-            samples.push(ms(rec.latency));
+            let rec = loop {
+                let rec = recv_recovery(&rx, &s)?;
+                if rec.crash.detected_at >= sent {
+                    break rec;
+                }
+                unrequested += 1;
+            };
+            latency_ms.push(ms(rec.latency));
+            // By now the kernel is back in user mode on the crashed vCPU;
+            // the others were let go before that, when the repair ended.
+            match control.wait_crash_resume(rec.crash.detected_at, ALL_RUNNING_WAIT) {
+                Some(back) => all_running_ms.push(ms(back.all_running_after())),
+                // Another crash stopped them first: no such moment.
+                None => {
+                    tracing::warn!(
+                        "crash {i} ({kind}): another crash came before every vCPU ran again"
+                    );
+                    interrupted += 1;
+                }
+            }
             drop(rec);
             s.d.resync()?;
+            // Crashes the benchmark did not ask for (the kernel crashing
+            // again after a recovery) are counted, not timed.
+            while let Ok(extra) = rx.try_recv() {
+                tracing::warn!("an unrequested resurrection: {}", extra.summary());
+                unrequested += 1;
+            }
         }
         let out = s.d.cmd("kv check", T)?;
         let (_, lost) =
             kv_check(&out).ok_or_else(|| anyhow::anyhow!("no kv check result in {out:?}"))?;
         s.d.send("poweroff");
-        Ok((samples, lost))
+        Ok(ResurrectRun {
+            latency_ms,
+            all_running_ms,
+            lost,
+            unrequested,
+            interrupted,
+        })
     })();
     if result.is_err() {
         s.stop.stop();
     }
-    let _ = s.join();
-    let (samples, lost) = result?;
-    Ok(mode(samples, lost, args.keys))
+    let joined = s.join();
+    match (result, joined) {
+        (Err(e), Ok((_, VmOutcome::Crash(info), _))) => Err(anyhow::anyhow!(
+            "{e}: the guest crashed for good ({}{})",
+            info.summary(),
+            info.fallback
+                .as_ref()
+                .map(|f| format!("; not resurrected: {f}"))
+                .unwrap_or_default()
+        )),
+        (result, _) => result,
+    }
 }
 
-fn recv_recovery(rx: &Receiver<Recovery>) -> anyhow::Result<Recovery> {
-    rx.recv_timeout(T)
-        .map_err(|_| anyhow::anyhow!("no resurrection within {T:?} (did the repair fall back?)"))
+/// The next resurrection's report; an error when none comes within `T`
+/// or the VM stopped meanwhile (a crash that was not resurrected).
+fn recv_recovery(rx: &Receiver<Recovery>, s: &Session) -> anyhow::Result<Recovery> {
+    let deadline = Instant::now() + T;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => return Ok(r),
+            Err(_) if s.finished() => anyhow::bail!("the VM stopped instead of resurrecting"),
+            Err(_) if Instant::now() >= deadline => {
+                anyhow::bail!("no resurrection within {T:?} (did the repair fall back?)")
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 fn bench_reboot(

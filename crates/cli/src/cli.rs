@@ -42,15 +42,45 @@ pub struct Cli {
 
 impl Cli {
     /// Parses the command line, then reads `--timeout 0` as "no timeout"
-    /// (a zero deadline would expire before the guest runs).
+    /// (a zero deadline would expire before the guest runs) and fills in
+    /// `bench ipc`'s vCPU counts (see [`BenchIpcArgs::vcpus_list`]).
     pub fn parse_args() -> Self {
-        let mut cli = <Self as Parser>::parse();
-        if let Command::Run(args) = &mut cli.command
-            && args.timeout == Some(0.0)
-        {
-            args.timeout = None;
+        Self::try_parse_resolved(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_args`] on `args`, returning clap's error.
+    pub fn try_parse_resolved<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut cmd))?;
+        cli.resolve(&matches);
+        Ok(cli)
+    }
+
+    /// What parsing cannot say on its own: defaults that depend on
+    /// whether another option was given.
+    fn resolve(&mut self, matches: &clap::ArgMatches) {
+        match &mut self.command {
+            Command::Run(args) if args.timeout == Some(0.0) => args.timeout = None,
+            Command::Bench(BenchCommand::Ipc(args)) if args.vcpus_list.is_empty() => {
+                let vcpus_given = matches
+                    .subcommand_matches("bench")
+                    .and_then(|m| m.subcommand_matches("ipc"))
+                    .and_then(|m| m.value_source("vcpus"))
+                    == Some(clap::parser::ValueSource::CommandLine);
+                args.vcpus_list = if vcpus_given {
+                    vec![args.image.vcpus]
+                } else {
+                    DEFAULT_VCPUS_LIST.to_vec()
+                };
+            }
+            _ => {}
         }
-        cli
     }
 }
 
@@ -86,9 +116,14 @@ pub enum BenchCommand {
     #[command(after_help = EXIT_CODES_HELP)]
     Boot(BenchBootArgs),
     /// Compare three ways back from the same crashes: resurrection, a
-    /// reboot, and restoring a periodic whole-VM snapshot.
+    /// reboot, and restoring a periodic whole-VM snapshot; and time
+    /// resurrection until every vCPU runs again, for several vCPU counts.
     #[command(after_help = EXIT_CODES_HELP)]
     Recovery(BenchRecoveryArgs),
+    /// Time kv store requests inside the guest (median and p99) with 1
+    /// and 2 vCPUs, idle and with CPU-bound workers, side by side.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Ipc(BenchIpcArgs),
 }
 
 /// What to boot.
@@ -231,6 +266,39 @@ pub struct BenchRecoveryArgs {
     /// Seconds between whole-VM snapshots in the snapshot baseline.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub snapshot_interval: f64,
+    /// vCPU counts to resurrect with, --crashes times each (one boot per
+    /// count), timing the crash exit until every vCPU runs again;
+    /// comma-separated or repeated. The three-way comparison uses
+    /// --vcpus, whose count is reported with them.
+    #[arg(long, value_name = "N,N...", value_delimiter = ',', value_parser = parse_vcpus, default_value = "1,2")]
+    pub vcpus_list: Vec<u32>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// vCPU counts `bench ipc` and `bench recovery` compare by default.
+pub const DEFAULT_VCPUS_LIST: &[u32] = &[1, 2];
+
+#[derive(Debug, Args)]
+pub struct BenchIpcArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Timed kv requests per condition (puts and gets alternating).
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub requests: u32,
+    /// vCPU counts to compare, one boot each, comma-separated or repeated
+    /// [default: 1,2; with --vcpus N alone: N].
+    #[arg(long, value_name = "N,N...", value_delimiter = ',', value_parser = parse_vcpus, conflicts_with = "vcpus")]
+    pub vcpus_list: Vec<u32>,
+    /// CPU-bound `worker` processes per vCPU in the loaded condition (at
+    /// most 4: 8 vCPUs' workers then fill half the process table).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub workers_per_vcpu: u32,
+    /// Milliseconds the guest calibrates its TSC against the kernel clock
+    /// (in the idle condition; the loaded one uses that rate).
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    pub calibration_ms: u64,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -338,6 +406,44 @@ mod tests {
             let e = parse_vcpus(bad).expect_err(bad);
             assert_eq!(e, format!("a VM has 1 to {max} vCPUs"), "{bad:?}");
         }
+    }
+
+    /// `bench ipc` compares 1 and 2 vCPUs unless told otherwise; a lone
+    /// `--vcpus N` means N alone; both options at once are a usage error.
+    #[test]
+    fn bench_vcpus_lists() {
+        let ipc = |extra: &[&str]| -> Result<Vec<u32>, clap::Error> {
+            let args = ["lazarus", "bench", "ipc"].iter().chain(extra);
+            match Cli::try_parse_resolved(args)?.command {
+                Command::Bench(BenchCommand::Ipc(a)) => Ok(a.vcpus_list),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(ipc(&[]).expect("default"), [1, 2]);
+        assert_eq!(ipc(&["--vcpus", "4"]).expect("--vcpus"), [4]);
+        assert_eq!(ipc(&["--vcpus-list", "1,3"]).expect("list"), [1, 3]);
+        assert_eq!(
+            ipc(&["--vcpus-list", "2", "--vcpus-list", "1"]).expect("repeated"),
+            [2, 1]
+        );
+        for bad in [
+            &["--vcpus", "2", "--vcpus-list", "1"][..],
+            &["--vcpus-list", "0"],
+            &["--vcpus-list", "1,x"],
+        ] {
+            let e = ipc(bad).expect_err("usage error");
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+        let recovery = |extra: &[&str]| {
+            let args = ["lazarus", "bench", "recovery"].iter().chain(extra);
+            match Cli::try_parse_resolved(args).expect("parse").command {
+                Command::Bench(BenchCommand::Recovery(a)) => (a.image.vcpus, a.vcpus_list),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(recovery(&[]), (2, vec![1, 2]));
+        assert_eq!(recovery(&["--vcpus", "3"]), (3, vec![1, 2]));
+        assert_eq!(recovery(&["--vcpus-list", "4"]), (2, vec![4]));
     }
 
     /// The help text spells the range out; it must follow `MAX_VCPUS`.

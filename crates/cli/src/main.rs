@@ -27,7 +27,9 @@
 
 mod api;
 mod bench;
+mod bench_ipc;
 mod bench_recovery;
+mod bench_vm;
 mod campaign;
 mod cli;
 mod crashes_cmd;
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
         Command::Bench(BenchCommand::Recovery(args)) => bench_recovery::run(&args),
+        Command::Bench(BenchCommand::Ipc(args)) => bench_ipc::run(&args),
         Command::Crashes(args) => match crashes_cmd::run(&args) {
             Ok(code) => return code,
             Err(e) => Err(e),

@@ -1,18 +1,58 @@
-//! `lazarus bench recovery` end to end, small: all three ways back run
-//! (the snapshot baseline once hung after a KVM quirk change; with three
-//! vCPUs it snapshots and restores more than one) and the JSON has the
-//! documented keys, the vCPU count among them.
+//! The benchmarks end to end, small: they run and their JSON has the
+//! documented keys. Figures are not checked (a shared CI machine), only
+//! that they are there and positive.
+//!
+//! - `bench recovery`: all three ways back run (the snapshot baseline once
+//!   hung after a KVM quirk change; with three vCPUs it snapshots and
+//!   restores more than one), the vCPU count among the keys; and with
+//!   `--vcpus-list`, the time until every vCPU runs again per count.
+//! - `bench ipc`: the four conditions (1 and 2 vCPUs, idle and loaded),
+//!   timed inside the guest.
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn bench_recovery_runs_all_three_ways_back() {
+/// Runs `lazarus ARGS` (which must print one JSON object) within
+/// `limit`, and parses its output.
+fn run_json(args: &[&str], limit: Duration) -> serde_json::Value {
     common::require_kvm();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lazarus"))
-        .args([
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lazarus");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("lazarus {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn positive(v: &serde_json::Value) -> bool {
+    v.as_f64().is_some_and(|x| x > 0.0)
+}
+
+#[test]
+fn bench_recovery_runs_all_three_ways_back() {
+    let r = run_json(
+        &[
             "bench",
             "recovery",
             "--crashes",
@@ -25,35 +65,18 @@ fn bench_recovery_runs_all_three_ways_back() {
             "20",
             "--vcpus",
             "3",
+            "--vcpus-list",
+            "3",
             "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn lazarus bench recovery");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("bench recovery did not finish within 180 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success(), "{:?}", out.status);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        ],
+        Duration::from_secs(180),
+    );
     assert_eq!(r["vcpus"], 3, "{r:#}");
     for mode in ["resurrect", "reboot", "snapshot"] {
         for key in ["median_ms", "p99_ms", "kv_keys_lost"] {
             assert!(r[mode][key].is_number(), "{mode}.{key} missing: {r:#}");
         }
-        assert!(
-            r[mode]["median_ms"].as_f64().is_some_and(|m| m > 0.0),
-            "{r:#}"
-        );
+        assert!(positive(&r[mode]["median_ms"]), "{r:#}");
     }
     // Resurrection keeps every key; a reboot loses all of them.
     assert_eq!(r["resurrect"]["kv_keys_lost"], 0, "{r:#}");
@@ -61,4 +84,88 @@ fn bench_recovery_runs_all_three_ways_back() {
         r["reboot"]["kv_keys_lost"], r["reboot"]["kv_keys_written"],
         "{r:#}"
     );
+}
+
+/// `--vcpus-list 1,2`: one resurrection boot per count (the `--vcpus` one
+/// shared with the comparison), each timed until every vCPU runs again.
+/// One crash kind, `null-read`: the SMP kernel still crashes again after
+/// some repairs with two vCPUs, which is the kernel's to fix, not this
+/// benchmark's to test.
+#[test]
+fn bench_recovery_times_every_vcpu_count() {
+    let r = run_json(
+        &[
+            "bench",
+            "recovery",
+            "--crashes",
+            "2",
+            "--kinds",
+            "null-read",
+            "--reboot-samples",
+            "1",
+            "--snapshot-samples",
+            "1",
+            "--keys",
+            "10",
+            "--vcpus",
+            "2",
+            "--vcpus-list",
+            "1,2",
+            "--json",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(r["vcpus"], 2, "{r:#}");
+    let by = r["by_vcpus"].as_array().expect("by_vcpus");
+    let counts: Vec<_> = by.iter().map(|m| m["vcpus"].as_u64()).collect();
+    assert_eq!(counts, [Some(1), Some(2)], "{r:#}");
+    for m in by {
+        for key in [
+            "all_running_median_ms",
+            "all_running_p99_ms",
+            "resurrect_median_ms",
+        ] {
+            assert!(positive(&m[key]), "{key}: {r:#}");
+        }
+        let samples = m["all_running_samples_ms"].as_array().expect("samples");
+        let interrupted = m["interrupted_resumptions"].as_u64().expect("count");
+        assert_eq!(samples.len() as u64 + interrupted, 2, "{r:#}");
+    }
+    assert!(positive(&r["resurrect"]["median_ms"]), "{r:#}");
+}
+
+#[test]
+fn bench_ipc_times_four_conditions() {
+    let r = run_json(
+        &["bench", "ipc", "--requests", "20", "--json"],
+        Duration::from_secs(240),
+    );
+    assert_eq!(r["requests"], 20, "{r:#}");
+    let conditions = r["conditions"].as_array().expect("conditions");
+    let seen: Vec<_> = conditions
+        .iter()
+        .map(|c| (c["vcpus"].as_u64(), c["load"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some(1), Some("idle")),
+            (Some(1), Some("loaded")),
+            (Some(2), Some("idle")),
+            (Some(2), Some("loaded")),
+        ],
+        "{r:#}"
+    );
+    for c in conditions {
+        assert_eq!(c["requests"], 20, "{r:#}");
+        for key in ["median_us", "p99_us", "min_us", "max_us", "tsc_khz"] {
+            assert!(positive(&c[key]), "{key}: {r:#}");
+        }
+        assert!(c["p99_us"].as_f64() >= c["median_us"].as_f64(), "{r:#}");
+    }
+    let workers: Vec<_> = conditions.iter().map(|c| c["workers"].as_u64()).collect();
+    assert_eq!(workers, [Some(0), Some(2), Some(0), Some(4)], "{r:#}");
+    let ratios = r["loaded_over_idle"].as_array().expect("ratios");
+    assert_eq!(ratios.len(), 2, "{r:#}");
+    assert!(ratios.iter().all(|q| positive(&q["median"])), "{r:#}");
 }

@@ -14,6 +14,11 @@
 //! and the crash itself recorded ([`VcpuRegs::crash`]): it counts as
 //! stopped at once, and its own crash goes to the handler after the hold.
 //!
+//! After a crash the handler resumed from, the same state times the way
+//! back: when the crashed vCPU and every vCPU parked for it re-entered
+//! KVM_RUN ([`CrashResume`]), as the hypervisor sees it, whatever the
+//! guest does next.
+//!
 //! A [`VmControl`] is cloneable and does not keep the VM alive: it shares
 //! guest RAM and the counters, never the vCPU or VM file descriptors.
 
@@ -99,6 +104,49 @@ impl RunState {
     }
 }
 
+/// How the vCPUs ran again after a crash the handler resumed from: the
+/// crash's exit, and when the crashed vCPU and the last of the vCPUs
+/// parked for it re-entered KVM_RUN. The time from the exit to
+/// `all_running_at` is the whole machine's downtime, which the guest
+/// cannot observe itself while its CPUs are stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashResume {
+    /// The crashed vCPU.
+    pub vcpu: u32,
+    /// When the crash exit was seen (`CrashInfo::detected_at`).
+    pub detected_at: Instant,
+    /// When the crashed vCPU re-entered KVM_RUN.
+    pub crashed_running_at: Instant,
+    /// When the last vCPU re-entered KVM_RUN: every vCPU runs again.
+    pub all_running_at: Instant,
+    /// vCPUs that re-entered: the crashed one and those parked for it.
+    pub vcpus: usize,
+}
+
+impl CrashResume {
+    /// From the crash exit until every vCPU runs again.
+    pub fn all_running_after(&self) -> Duration {
+        self.all_running_at
+            .saturating_duration_since(self.detected_at)
+    }
+
+    /// From the crash exit until the crashed vCPU runs again.
+    pub fn crashed_running_after(&self) -> Duration {
+        self.crashed_running_at
+            .saturating_duration_since(self.detected_at)
+    }
+}
+
+/// A resumption being timed: the vCPUs that have not re-entered yet.
+#[derive(Debug)]
+struct ResumeWatch {
+    vcpu: u32,
+    detected_at: Instant,
+    waiting: Vec<u32>,
+    crashed_running_at: Option<Instant>,
+    vcpus: usize,
+}
+
 #[derive(Debug, Default)]
 struct PauseState {
     /// Outstanding [`PauseGuard`]s.
@@ -113,6 +161,9 @@ struct PauseState {
     /// When the current hold period started, and all earlier ones' total.
     paused_since: Option<Instant>,
     paused_total: Duration,
+    /// The resumption after a crash being timed, and the last one timed.
+    resume_watch: Option<ResumeWatch>,
+    last_resume: Option<CrashResume>,
 }
 
 /// Pause state shared by the VM, its vCPU threads and [`VmControl`]s.
@@ -120,6 +171,8 @@ struct PauseState {
 pub struct ControlShared {
     /// Mirrors `holds > 0`, so the vCPU loop checks it without a lock.
     requested: AtomicBool,
+    /// Mirrors `resume_watch.is_some()`, likewise.
+    resume_watched: AtomicBool,
     state: Mutex<PauseState>,
     changed: Condvar,
 }
@@ -143,7 +196,71 @@ impl ControlShared {
         let mut st = lock(&self.state);
         st.threads.retain(|&(i, _)| i != id);
         st.parked.retain(|p| p.id != id);
+        // A vCPU that ends never runs again: that resumption has no end.
+        if st
+            .resume_watch
+            .as_ref()
+            .is_some_and(|w| w.waiting.contains(&id))
+        {
+            self.unwatch(&mut st);
+        }
         self.changed.notify_all();
+    }
+
+    /// Starts timing the resumption after vCPU `vcpu`'s crash (seen at
+    /// `detected_at`): it and the vCPUs in `parked` are about to run
+    /// again. Called before the hold that parked them is released.
+    pub(crate) fn watch_resume(&self, vcpu: u32, detected_at: Instant, parked: &[u32]) {
+        let mut waiting = parked.to_vec();
+        waiting.retain(|&i| i != vcpu);
+        waiting.push(vcpu);
+        let mut st = lock(&self.state);
+        st.resume_watch = Some(ResumeWatch {
+            vcpu,
+            detected_at,
+            vcpus: waiting.len(),
+            waiting,
+            crashed_running_at: None,
+        });
+        self.resume_watched.store(true, Ordering::Release);
+    }
+
+    /// Called by vCPU `id`'s thread just before KVM_RUN. Costs one atomic
+    /// load unless a resumption is being timed.
+    pub(crate) fn entering_run(&self, id: u32) {
+        if !self.resume_watched.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let Some(w) = st.resume_watch.as_mut() else {
+            return;
+        };
+        let before = w.waiting.len();
+        w.waiting.retain(|&i| i != id);
+        if w.waiting.len() == before {
+            return;
+        }
+        if id == w.vcpu {
+            w.crashed_running_at = Some(now);
+        }
+        if w.waiting.is_empty() {
+            let done = CrashResume {
+                vcpu: w.vcpu,
+                detected_at: w.detected_at,
+                crashed_running_at: w.crashed_running_at.unwrap_or(now),
+                all_running_at: now,
+                vcpus: w.vcpus,
+            };
+            st.last_resume = Some(done);
+            self.unwatch(&mut st);
+            self.changed.notify_all();
+        }
+    }
+
+    fn unwatch(&self, st: &mut PauseState) {
+        st.resume_watch = None;
+        self.resume_watched.store(false, Ordering::Release);
     }
 
     /// Kicks vCPU `id`'s thread out of (or before) KVM_RUN, if it runs.
@@ -170,6 +287,7 @@ impl ControlShared {
         let mut st = lock(&self.state);
         st.running = 0;
         st.parked.clear();
+        self.unwatch(&mut st);
         self.changed.notify_all();
     }
 
@@ -407,6 +525,39 @@ impl VmControl {
         }
     }
 
+    /// How the vCPUs ran again after the latest crash the handler
+    /// resumed from, once every one of them has.
+    pub fn last_crash_resume(&self) -> Option<CrashResume> {
+        lock(&self.shared.state).last_resume
+    }
+
+    /// Waits up to `timeout` until every vCPU runs again after the crash
+    /// seen at `detected_at` (`CrashInfo::detected_at`, e.g. from a
+    /// resurrection's report); `None` if that did not happen in time, or
+    /// a later crash's resumption came first.
+    pub fn wait_crash_resume(
+        &self,
+        detected_at: Instant,
+        timeout: Duration,
+    ) -> Option<CrashResume> {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.shared.state);
+        loop {
+            if let Some(r) = st.last_resume
+                && r.detected_at >= detected_at
+            {
+                return (r.detected_at == detected_at).then_some(r);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
     /// Guest RAM.
     pub fn memory(&self) -> &GuestRam {
         &self.mem
@@ -524,6 +675,33 @@ mod tests {
         let after = guest_ram_resident_bytes(&mem).expect("mincore");
         assert!(after >= before + (1 << 20), "{before} -> {after}");
         assert!(after <= 16 << 20, "{after}");
+    }
+
+    /// The resumption is complete when the crashed vCPU and every parked
+    /// one have re-entered KVM_RUN, in any order; others do not count.
+    #[test]
+    fn crash_resume_waits_for_every_parked_vcpu() {
+        let shared = Arc::new(ControlShared::default());
+        let control_state = || lock(&shared.state).last_resume;
+        let crash = Instant::now();
+        shared.entering_run(0);
+        assert_eq!(control_state(), None);
+        shared.watch_resume(1, crash, &[0, 2]);
+        shared.entering_run(1);
+        shared.entering_run(3);
+        shared.entering_run(0);
+        assert_eq!(control_state(), None, "vCPU 2 has not run yet");
+        shared.entering_run(2);
+        let r = control_state().expect("complete");
+        assert_eq!((r.vcpu, r.vcpus, r.detected_at), (1, 3, crash));
+        assert!(r.crashed_running_at <= r.all_running_at);
+        assert!(r.all_running_after() >= r.crashed_running_after());
+        assert!(!shared.resume_watched.load(Ordering::Acquire));
+        // A vCPU that ends before it runs again leaves no record.
+        shared.watch_resume(0, Instant::now(), &[1]);
+        shared.unregister_thread(1);
+        shared.entering_run(0);
+        assert_eq!(control_state(), Some(r));
     }
 
     #[test]

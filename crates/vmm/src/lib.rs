@@ -67,7 +67,9 @@ pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
-pub use control::{ControlError, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl};
+pub use control::{
+    ControlError, CrashResume, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl,
+};
 pub use crash::{CrashInfo, CrashKind};
 pub use error::{Error, ErrorKind, HandlerError, LoaderError, Result};
 pub use handler::{

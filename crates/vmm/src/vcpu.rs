@@ -166,6 +166,7 @@ fn run_loop(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Option<VcpuEvent> {
             // The guest asked for it; the vCPU stays where it was.
             warn!(vcpu = vcpu.id, "cannot start the vCPU: {e}");
         }
+        ctx.control.entering_run(vcpu.id);
         let flow = match vcpu.fd.run() {
             Ok(exit) => handle_exit(exit, ctx, vcpu.id),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -233,6 +234,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
             (Vec::new(), false, None)
         }
     };
+    let parked: Vec<u32> = others.iter().map(|o| o.id).collect();
     let verdict = handler.on_crash(
         StoppedVm {
             vm_fd: &ctx.vm_fd,
@@ -245,12 +247,15 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
         &crash,
     );
     *lock(&ctx.handling) = None;
+    let detected_at = crash.detected_at;
     let event = apply_verdict(vcpu, verdict, crash);
     if event.is_none() {
         // A hang the watchdog left for a vCPU while it was stopped predates
         // the repair, which may have freed it: the watchdog starts afresh
         // after a handled crash, and finds it again if it is still hung.
         ctx.hang.clear();
+        // Timed from here: the hold goes and they all run.
+        ctx.control.watch_resume(vcpu.id, detected_at, &parked);
     } else {
         ctx.crash_ended_run.store(true, Ordering::Release);
     }
