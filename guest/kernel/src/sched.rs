@@ -190,13 +190,26 @@ fn kick_idle_cpu() -> bool {
 }
 
 /// On the way back to user mode: if this kernel entry woke a process that
-/// no idle CPU took, let it run now.
+/// no idle CPU took, let it run now. The waker goes right behind it, not
+/// to the back: it was not preempted for using up its time, and a client
+/// that just sent a request must get the answer before every CPU-bound
+/// process has had a time slice.
 pub fn preempt_for_woken() {
     let pc = percpu::this();
     if pc.woke != 0 {
         pc.woke = 0;
-        if k().runq_len > 0 && current_pid() != 0 {
-            yield_now();
+        let pid = current_pid();
+        if k().runq_len > 0 && pid != 0 {
+            if let Some(p) = current() {
+                p.state = PS_RUNNABLE;
+            }
+            runq_push_front(pid);
+            let r = k();
+            if r.runq_len >= 2 {
+                let (a, b) = (r.runq_head as usize, (r.runq_head as usize + 1) % MAX_PROCS);
+                r.runq.swap(a, b);
+            }
+            schedule();
         }
     }
 }
