@@ -49,11 +49,22 @@ pub fn new_vm(
     args: &ImageArgs,
     handler: Option<Box<dyn CrashHandlerBuilder>>,
 ) -> anyhow::Result<(Vm, Driver)> {
+    new_vm_with(image, args, handler, |_| {})
+}
+
+/// [`new_vm`], with the configuration adjusted by `tweak` last.
+pub fn new_vm_with(
+    image: &BootImage,
+    args: &ImageArgs,
+    handler: Option<Box<dyn CrashHandlerBuilder>>,
+    tweak: impl FnOnce(&mut lazarus_vmm::VmConfig),
+) -> anyhow::Result<(Vm, Driver)> {
     let (d, input, tee) = Driver::new(None);
     let mut config = image.config(args);
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
     config.crash_handler = handler;
+    tweak(&mut config);
     let vm = Vm::new(config).map_err(|e| image.explain(e))?;
     Ok((vm, d))
 }

@@ -124,6 +124,10 @@ pub enum BenchCommand {
     /// and 2 vCPUs, idle and with CPU-bound workers, side by side.
     #[command(after_help = EXIT_CODES_HELP)]
     Ipc(BenchIpcArgs),
+    /// What the protection machinery costs in normal running: the same
+    /// workloads on the same image with it on and off.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Overhead(BenchOverheadArgs),
 }
 
 /// What to boot.
@@ -299,6 +303,18 @@ pub struct BenchIpcArgs {
     /// (in the idle condition; the loaded one uses that rate).
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(50..=10_000))]
     pub calibration_ms: u64,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchOverheadArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Boots with the machinery on, and as many off, alternating.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,

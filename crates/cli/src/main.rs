@@ -28,6 +28,7 @@
 mod api;
 mod bench;
 mod bench_ipc;
+mod bench_overhead;
 mod bench_recovery;
 mod bench_vm;
 mod campaign;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
         Command::Bench(BenchCommand::Recovery(args)) => bench_recovery::run(&args),
         Command::Bench(BenchCommand::Ipc(args)) => bench_ipc::run(&args),
+        Command::Bench(BenchCommand::Overhead(args)) => bench_overhead::run(&args),
         Command::Crashes(args) => match crashes_cmd::run(&args) {
             Ok(code) => return code,
             Err(e) => Err(e),

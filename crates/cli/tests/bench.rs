@@ -8,6 +8,8 @@
 //!   `--vcpus-list`, the time until every vCPU runs again per count.
 //! - `bench ipc`: the four conditions (1 and 2 vCPUs, idle and loaded),
 //!   timed inside the guest.
+//! - `bench overhead`: every workload measured with the protection
+//!   machinery on and off.
 
 mod common;
 
@@ -168,4 +170,26 @@ fn bench_ipc_times_four_conditions() {
     let ratios = r["loaded_over_idle"].as_array().expect("ratios");
     assert_eq!(ratios.len(), 2, "{r:#}");
     assert!(ratios.iter().all(|q| positive(&q["median"])), "{r:#}");
+}
+
+#[test]
+fn bench_overhead_measures_every_workload_on_and_off() {
+    let r = run_json(
+        &[
+            "bench", "overhead", "--runs", "1", "--memory", "64", "--json",
+        ],
+        Duration::from_secs(300),
+    );
+    let w = r["workloads"].as_array().expect("workloads");
+    let names: Vec<&str> = w.iter().filter_map(|x| x["name"].as_str()).collect();
+    assert_eq!(names, ["compute", "syscalls", "pipe", "ext"], "{r:#}");
+    for x in w {
+        assert!(
+            positive(&x["on_median"]) && positive(&x["off_median"]),
+            "{x:#}"
+        );
+        assert!(positive(&x["ratio"]), "{x:#}");
+        assert_eq!(x["on_cycles"].as_array().map(Vec::len), Some(1), "{x:#}");
+    }
+    assert_eq!(r["runs"], 1);
 }

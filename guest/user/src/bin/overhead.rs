@@ -1,4 +1,4 @@
-//! `overhead compute ROUNDS` / `overhead syscalls N` / `overhead pipe N`:
+//! `overhead compute ROUNDS | syscalls N | pipe N | ext N`:
 //! fixed amounts of work, timed in TSC cycles, for `lazarus bench
 //! overhead`. The host runs them on the same image with the kernel's
 //! protection machinery on and off and compares the cycle counts (same
@@ -9,6 +9,8 @@
 //! - `syscalls`: `getpid` in a loop: every kernel entry and exit.
 //! - `pipe`: a byte through a pipe and back between two processes: system
 //!   calls, blocking, waking and context switches.
+//! - `ext`: loads and unloads an extension: kernel code changes, which is
+//!   when the hypervisor refreshes its repair image.
 #![no_std]
 #![no_main]
 
@@ -16,7 +18,7 @@ use core::hint::black_box;
 
 use lazarus_ulib::io::{close, pipe, read, write};
 use lazarus_ulib::process;
-use lazarus_ulib::{Args, entry, println};
+use lazarus_ulib::{Args, entry, ext, println};
 
 entry!(main);
 
@@ -78,6 +80,14 @@ fn ping_pong(n: u64) -> Result<u64, &'static str> {
     Ok(n)
 }
 
+fn ext_cycles(n: u64) -> Result<u64, &'static str> {
+    for _ in 0..n {
+        ext::load("rand").map_err(|_| "cannot load the rand extension")?;
+        ext::unload("rand").map_err(|_| "cannot unload the rand extension")?;
+    }
+    Ok(n)
+}
+
 /// Copies stdin to stdout a byte at a time until end of file.
 fn echo() -> i32 {
     let mut b = [0u8; 1];
@@ -95,14 +105,15 @@ fn main(args: Args) -> i32 {
         Some("compute") => compute,
         Some("syscalls") => syscalls,
         Some("pipe") => ping_pong,
+        Some("ext") => ext_cycles,
         Some("echo") => return echo(),
         _ => {
-            println!("usage: overhead compute ROUNDS | syscalls N | pipe N");
+            println!("usage: overhead compute ROUNDS | syscalls N | pipe N | ext N");
             return 2;
         }
     };
     let Some(n) = n else {
-        println!("usage: overhead compute ROUNDS | syscalls N | pipe N");
+        println!("usage: overhead compute ROUNDS | syscalls N | pipe N | ext N");
         return 2;
     };
     let t0 = rdtsc();
