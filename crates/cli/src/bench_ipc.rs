@@ -14,7 +14,6 @@
 use std::time::{Duration, Instant};
 
 use lazarus_campaign::driver::{Driver, PROMPT};
-use lazarus_vmm::VmOutcome;
 use serde::Serialize;
 
 use crate::bench_vm::{self, Session};
@@ -245,18 +244,7 @@ fn bench_one(
         s.d.send("poweroff");
         Ok((idle, loaded))
     })();
-    if result.is_err() {
-        s.stop.stop();
-    }
-    let joined = s.join();
-    let pair = result?;
-    match joined? {
-        (_, VmOutcome::PowerOff(_), _) => Ok(pair),
-        (_, other, _) => Err(failure(
-            INTERNAL,
-            format!("the guest did not power off after the benchmark: {other:?}"),
-        )),
-    }
+    s.finish(result)
 }
 
 /// Runs one kvbench command and parses its result line.

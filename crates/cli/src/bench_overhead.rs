@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use lazarus_campaign::driver::Driver;
 use lazarus_resurrect::ResurrectConfig;
-use lazarus_vmm::VmOutcome;
 use serde::Serialize;
 
 use crate::bench_vm::{self, Session};
@@ -165,18 +164,7 @@ fn one_boot(
         s.d.send("poweroff");
         Ok(out)
     })();
-    if result.is_err() {
-        s.stop.stop();
-    }
-    let joined = s.join();
-    let cycles = result?;
-    match joined? {
-        (_, VmOutcome::PowerOff(_), _) => Ok(cycles),
-        (_, other, _) => Err(failure(
-            INTERNAL,
-            format!("the guest did not power off after the benchmark: {other:?}"),
-        )),
-    }
+    s.finish(result)
 }
 
 /// Runs `overhead NAME N` and returns its cycle count.

@@ -33,6 +33,24 @@ impl Session {
         self.thread.is_finished()
     }
 
+    /// Ends a benchmark whose guest was asked to power off: stops the VM
+    /// if `result` failed, waits for it, and hands back `result` if the
+    /// guest did power off.
+    pub fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_err() {
+            self.stop.stop();
+        }
+        let joined = self.join();
+        let value = result?;
+        match joined? {
+            (_, VmOutcome::PowerOff(_), _) => Ok(value),
+            (_, other, _) => Err(failure(
+                INTERNAL,
+                format!("the guest did not power off after the benchmark: {other:?}"),
+            )),
+        }
+    }
+
     pub fn join(self) -> anyhow::Result<(Vm, VmOutcome, Driver)> {
         let (vm, r) = self
             .thread

@@ -9,8 +9,15 @@ use tempfile::TempDir;
 
 /// Boots with the default policy (resurrect), data and two workers.
 fn boot_loaded(name: &str) -> (Guest, TempDir) {
+    boot_loaded_with(name, &[])
+}
+
+/// [`boot_loaded`] with more options.
+fn boot_loaded_with(name: &str, extra: &[&str]) -> (Guest, TempDir) {
     let dir = temp_dir(name);
-    let mut g = common::boot_with(&["--memory", "64", "--data-dir", path_str(dir.path())]);
+    let mut args = vec!["--memory", "64", "--data-dir", path_str(dir.path())];
+    args.extend_from_slice(extra);
+    let mut g = common::boot_with(&args);
     g.cmd("kv fill 60");
     g.cmd("run worker alpha 600 &");
     g.cmd("run worker beta 600 &");
@@ -218,40 +225,8 @@ fn survives_fifty_consecutive_crashes_in_one_boot() {
 /// on one vCPU, with the data and the workers intact.
 #[test]
 fn every_crash_kind_in_one_boot_on_one_vcpu() {
-    let dir = temp_dir("one-vcpu");
-    let mut g = common::boot_with(&[
-        "--memory",
-        "64",
-        "--vcpus",
-        "1",
-        "--data-dir",
-        path_str(dir.path()),
-    ]);
-    g.cmd("kv fill 60");
-    g.cmd("run worker alpha 600 &");
-    g.cmd("run worker beta 600 &");
-    g.wait_lines(
-        &["worker alpha: round", "worker beta: round"],
-        Duration::from_secs(30),
-    );
-    g.resync();
-    for kind in [
-        "panic",
-        "null-read",
-        "wild-write",
-        "gp",
-        "ud2",
-        "divide",
-        "stack-overflow",
-        "hard-lockup",
-        "soft-lockup",
-        "deadlock",
-        "double-fault",
-        "list-corruption",
-        "timer-fault",
-        "triple-fault",
-        "emulation-failure",
-    ] {
+    let (mut g, dir) = boot_loaded_with("one-vcpu", &["--vcpus", "1"]);
+    for (kind, _, _) in lazarus_abi::dev::crashtest::KINDS {
         let line = crash_and_resurrect(&mut g, kind);
         assert!(!line.contains(" on vCPU "), "one vCPU: {line}");
         g.resync();

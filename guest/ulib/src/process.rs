@@ -158,47 +158,30 @@ pub fn ps_into(out: &mut [ProcInfo]) -> Result<usize> {
 
 /// All process-table rows.
 pub fn ps() -> Result<Vec<ProcInfo>> {
-    let mut rows = alloc::vec![ProcInfo::default(); MAX_PROCS];
-    let n = ps_into(&mut rows)?;
-    rows.truncate(n);
+    table(SYS_PS, MAX_PROCS)
+}
+
+/// Fills up to `cap` rows of a kernel table through system call `nr`
+/// (`(*mut T, max) -> count`).
+fn table<T: Clone + Default>(nr: u64, cap: usize) -> Result<Vec<T>> {
+    let mut rows = alloc::vec![T::default(); cap];
+    // SAFETY: the kernel writes at most `rows.len()` records of `T` into
+    // `rows` (each table call's record type is its ABI's).
+    let r = unsafe { syscall5(nr, rows.as_mut_ptr() as u64, rows.len() as u64, 0, 0, 0) };
+    let n = check(r)? as usize;
+    rows.truncate(n.min(rows.len()));
     Ok(rows)
 }
 
 /// One row per CPU: its ticks, idle ticks and current process.
 pub fn cpus() -> Result<Vec<lazarus_abi::syscall::CpuInfo>> {
-    let mut rows =
-        alloc::vec![lazarus_abi::syscall::CpuInfo::default(); lazarus_abi::boot::MAX_CPUS];
-    // SAFETY: the kernel writes at most `rows.len()` records into `rows`.
-    let r = unsafe {
-        syscall5(
-            lazarus_abi::syscall::SYS_CPUS,
-            rows.as_mut_ptr() as u64,
-            rows.len() as u64,
-            0,
-            0,
-            0,
-        )
-    };
-    let n = check(r)? as usize;
-    rows.truncate(n.min(rows.len()));
-    Ok(rows)
+    table(lazarus_abi::syscall::SYS_CPUS, lazarus_abi::boot::MAX_CPUS)
 }
 
 /// The kernel's log of resurrections (most recent last, up to 16).
 pub fn recoveries() -> Result<Vec<lazarus_abi::root::RecoveryRecord>> {
-    let mut rows = alloc::vec![lazarus_abi::root::RecoveryRecord::default(); lazarus_abi::root::MAX_RECOVERIES];
-    // SAFETY: the kernel writes at most `rows.len()` records into `rows`.
-    let r = unsafe {
-        syscall5(
-            lazarus_abi::syscall::SYS_RECOVERIES,
-            rows.as_mut_ptr() as u64,
-            rows.len() as u64,
-            0,
-            0,
-            0,
-        )
-    };
-    let n = check(r)? as usize;
-    rows.truncate(n.min(rows.len()));
-    Ok(rows)
+    table(
+        lazarus_abi::syscall::SYS_RECOVERIES,
+        lazarus_abi::root::MAX_RECOVERIES,
+    )
 }
