@@ -44,7 +44,7 @@ fn take(l: &mut KLock, me: u32) {
     l.state = LOCK_HELD;
     l.owner = me;
     l.owner_cpu = crate::arch::percpu::id() as u32;
-    l.acquired_tick = crate::tick::now();
+    l.acquired_tick = crate::state::now();
     l.acquisitions += 1;
 }
 

@@ -108,6 +108,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
         c.irq_ext = NONE;
     }
     r.cpus[0].online = 1;
+    arch::percpu::set_online(0, true);
 
     // Physical memory: everything below the kernel, the kernel itself, the
     // initramfs and the heap are taken.

@@ -258,8 +258,9 @@ fn switch_to(next: Option<u32>) {
             let next: *const Proc = n;
             n.state = PS_RUNNING;
             n.last_cpu = me as u32;
+            percpu::note_running(lazarus_abi::root::KernelRoot::slot_of(n.pid), me);
             if n.kernel_entry_tick != 0 {
-                n.kernel_entry_tick = crate::tick::now().max(1);
+                n.kernel_entry_tick = crate::state::now().max(1);
             }
             let (pid, top, cr3, rsp) = (n.pid, n.kstack_top, n.cr3, n.kctx_rsp);
             r.cpus[me].current = pid;

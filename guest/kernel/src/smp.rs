@@ -12,7 +12,7 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::hypercall::HC_CPU_ON;
-use lazarus_abi::layout::{VEC_STOP, VEC_TLB};
+use lazarus_abi::layout::VEC_STOP;
 
 /// The LAPIC timer input frequency, for the APs' timers.
 static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -73,45 +73,10 @@ extern "C" fn ap_main(cpu: u64) -> ! {
     crate::bkl::lock();
     let c = &mut k().cpus[cpu];
     c.online = 1;
+    percpu::set_online(cpu, true);
     c.irq_ext = lazarus_abi::root::NONE;
     kprintln!("[kernel] cpu {cpu} online");
     crate::sched::idle_loop()
-}
-
-/// CPUs that have not yet flushed for the current shootdown.
-static TLB_PENDING: AtomicU64 = AtomicU64::new(0);
-
-/// After a kernel mapping shared by every CPU was removed: makes every
-/// other online CPU flush its TLB, and waits until they have. The caller
-/// holds the big kernel lock, so the others are in user mode, idle or
-/// waiting for the lock, all with interrupts deliverable.
-pub fn tlb_shootdown() {
-    let me = percpu::id();
-    let r = k();
-    let mut mask = 0u64;
-    for c in 0..MAX_CPUS {
-        if c != me && r.cpus[c].online != 0 {
-            mask |= 1 << c;
-        }
-    }
-    if mask == 0 {
-        return;
-    }
-    TLB_PENDING.fetch_or(mask, Ordering::SeqCst);
-    for c in 0..MAX_CPUS {
-        if mask & (1 << c) != 0 {
-            apic::send_ipi(c, VEC_TLB);
-        }
-    }
-    while TLB_PENDING.load(Ordering::SeqCst) & mask != 0 {
-        core::hint::spin_loop();
-    }
-}
-
-/// The shootdown IPI: flush everything, global pages included.
-pub fn on_tlb_ipi() {
-    cpu::flush_tlb_all();
-    TLB_PENDING.fetch_and(!(1 << percpu::id()), Ordering::SeqCst);
 }
 
 /// Stops every other CPU (power-off): each halts for good with
@@ -131,6 +96,7 @@ pub fn stop_others() {
 pub fn on_stop_ipi() -> ! {
     let me = percpu::id();
     k().cpus[me].online = 0;
+    percpu::set_online(me, false);
     let header = &raw mut k().header;
     // SAFETY: `header` points into the state root; the hypervisor reads
     // the heartbeats, nothing else writes this CPU's.

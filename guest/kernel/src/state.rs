@@ -64,3 +64,14 @@ pub fn current_ext() -> u32 {
     }
     current().map_or(NONE, |p| p.cur_ext)
 }
+
+/// Kernel time in ticks: the boot CPU's heartbeat, which its timer
+/// interrupt advances (`tick`), possibly while another CPU reads it.
+#[inline(always)]
+pub fn now() -> u64 {
+    let header = &raw mut k().header;
+    // SAFETY: `header` points into the state root, alive for the kernel's
+    // lifetime; the heartbeat is only accessed atomically.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr(&raw mut (*header).heartbeat) }
+        .load(core::sync::atomic::Ordering::SeqCst)
+}

@@ -18,7 +18,7 @@ pub fn dispatch(tf: &mut TrapFrame) {
     let pid = cpu.current;
     if let Some(p) = crate::state::proc_by_pid(pid) {
         p.syscall_nr = nr;
-        p.kernel_entry_tick = crate::tick::now().max(1);
+        p.kernel_entry_tick = crate::state::now().max(1);
         p.user_frame = tf as *mut TrapFrame as u64;
     }
     let r = call(nr, a0, a1, a2, a3, a4);
@@ -96,7 +96,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
             crate::hypercall::call(lazarus_abi::hypercall::HC_POWEROFF, [a0, 0, 0, 0, 0]);
             crate::arch::cpu::halt_forever()
         }
-        SYS_UPTIME => Ok(crate::tick::now() * (1000 / lazarus_abi::layout::TICK_HZ)),
+        SYS_UPTIME => Ok(crate::state::now() * (1000 / lazarus_abi::layout::TICK_HZ)),
         SYS_KILL => proc::kill(a0 as u32).map(|_| 0),
         SYS_DUP => fd::dup(a0),
         SYS_RECOVERIES => recoveries(a0, a1),

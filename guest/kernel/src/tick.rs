@@ -80,11 +80,3 @@ pub fn tick(frame: &TrapFrame) {
         }
     }
 }
-
-/// Kernel time in ticks (the boot CPU's heartbeat).
-#[inline(always)]
-pub fn now() -> u64 {
-    let header = &raw mut k().header;
-    // SAFETY: `header` points into the state root.
-    counter(unsafe { &raw mut (*header).heartbeat }).load(Ordering::SeqCst)
-}

@@ -9,7 +9,7 @@ static mut ACTIVE: u32 = 0;
 pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
     let r = k();
     let i = r.timers.iter().position(|t| t.in_use == 0).ok_or(ENOSPC)?;
-    let now = crate::tick::now();
+    let now = crate::state::now();
     r.timers[i] = Timer {
         in_use: 1,
         ext,

@@ -30,7 +30,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     }
     if v == VEC_TLB as u64 {
         // Needs no lock: the sender holds it and waits for us.
-        smp::on_tlb_ipi();
+        crate::arch::tlb::on_ipi();
         return;
     }
     let me = percpu::id();

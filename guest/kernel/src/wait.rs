@@ -38,7 +38,7 @@ pub fn block(reason: u32, obj: u32) {
 }
 
 pub fn sleep_ticks(ticks: u64) {
-    let wake = crate::tick::now() + ticks.max(1);
+    let wake = crate::state::now() + ticks.max(1);
     if let Some(p) = current() {
         p.wake_tick = wake;
     }
@@ -48,7 +48,7 @@ pub fn sleep_ticks(ticks: u64) {
             NEXT_WAKE = wake;
         }
     }
-    while crate::tick::now() < wake {
+    while crate::state::now() < wake {
         block(W_SLEEP, 0);
     }
 }

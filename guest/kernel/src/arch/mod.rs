@@ -6,3 +6,4 @@ pub mod gdt;
 pub mod idt;
 pub mod percpu;
 pub mod serial;
+pub mod tlb;

@@ -2,15 +2,17 @@
 //!
 //! A CPU finds its index from its stack pointer, as Linux once found its
 //! `thread_info`: kernel code runs on a process's kernel stack (the
-//! process records the CPU it was switched in on, and runs on one CPU at
-//! a time), on a CPU's idle stack or on one of its interrupt stacks, and
-//! each of those says which CPU it is. That is plain arithmetic, nothing
+//! scheduler notes, per stack slot, the CPU it switched that process in
+//! on, and a process runs on one CPU at a time), on a CPU's idle stack or
+//! on one of its interrupt stacks, and each of those says which CPU it
+//! is. That is plain arithmetic, nothing
 //! user mode can change, and no special instruction: `sgdt` or `rdmsr`
 //! cost tens of microseconds each under the emulated ring 0 of these
 //! hosts, and the kernel asks many times per system call.
 
 use core::arch::asm;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::layout::{KSTACK_REGION, KSTACK_STRIDE};
 use lazarus_abi::root::MAX_PROCS;
@@ -32,6 +34,35 @@ static mut IST_STACKS: IstStacks = IstStacks([[[0; IST_STACK_SIZE]; 3]; MAX_CPUS
 #[repr(C, align(16))]
 struct IdleStacks([[u8; IDLE_STACK_SIZE]; MAX_CPUS]);
 static mut IDLE_STACKS: IdleStacks = IdleStacks([[0; IDLE_STACK_SIZE]; MAX_CPUS]);
+
+/// Per kernel-stack slot: the CPU its process was last switched in on.
+static SLOT_CPU: [AtomicU8; MAX_PROCS] = [const { AtomicU8::new(0) }; MAX_PROCS];
+/// Bit per CPU that runs the kernel.
+static ONLINE: AtomicU32 = AtomicU32::new(0);
+
+/// The process on kernel-stack slot `slot` now runs on `cpu` (the
+/// scheduler calls this before switching to its stack).
+#[inline(always)]
+pub fn note_running(slot: usize, cpu: usize) {
+    if let Some(c) = SLOT_CPU.get(slot) {
+        c.store(cpu as u8, Ordering::Relaxed);
+    }
+}
+
+/// CPU `cpu` runs the kernel (`true`) or has left it for good.
+pub fn set_online(cpu: usize, online: bool) {
+    let bit = 1u32 << cpu.min(31);
+    if online {
+        ONLINE.fetch_or(bit, Ordering::SeqCst);
+    } else {
+        ONLINE.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+/// Bit per CPU that runs the kernel.
+pub fn online_mask() -> u32 {
+    ONLINE.load(Ordering::SeqCst)
+}
 
 /// Top of CPU `cpu`'s interrupt stack `ist` (1-3).
 pub fn ist_top(cpu: usize, ist: usize) -> u64 {
@@ -113,7 +144,7 @@ pub fn id() -> usize {
     let kstack = rsp.wrapping_sub(KSTACK_REGION);
     if kstack < MAX_PROCS as u64 * KSTACK_STRIDE {
         let slot = (kstack / KSTACK_STRIDE) as usize;
-        let cpu = crate::state::k().procs[slot].last_cpu as usize;
+        let cpu = SLOT_CPU[slot].load(Ordering::Relaxed) as usize;
         return if cpu < MAX_CPUS { cpu } else { 0 };
     }
     let (idle, ist) = (

@@ -66,7 +66,7 @@ extern "C" fn api_current_pid() -> u32 {
 }
 
 extern "C" fn api_ticks() -> u64 {
-    crate::tick::now()
+    crate::state::now()
 }
 
 extern "C" fn api_sleep_ticks(t: u64) {
@@ -137,7 +137,7 @@ extern "C" fn api_irq_restore(state: u64) {
 
 extern "C" fn api_entropy() -> u64 {
     let t = crate::arch::cpu::rdtsc();
-    t ^ (t << 21) ^ crate::tick::now().rotate_left(17) ^ phys_to_virt(0)
+    t ^ (t << 21) ^ crate::state::now().rotate_left(17) ^ phys_to_virt(0)
 }
 
 extern "C" fn api_lock_try_acquire(id: i32) -> i32 {

@@ -97,7 +97,7 @@ fn failed(slot: usize, ret: i64, why: &str) -> ! {
 /// hold an extension in reset. Returns 0 after the reset.
 pub fn complain(slot: usize, why: &str) -> KResult<u64> {
     use lazarus_abi::syscall::COMPLAINT_INTERVAL_TICKS;
-    let now = crate::tick::now();
+    let now = crate::state::now();
     let e = k().exts.get_mut(slot).ok_or(EBADF)?;
     if e.state != EXT_LIVE {
         return Err(ENODEV);

@@ -65,7 +65,7 @@ pub fn unmap(pml4: u64, va: u64) -> Option<u64> {
     crate::arch::cpu::invlpg(va);
     if va >= lazarus_abi::layout::PHYSMAP_BASE {
         // Kernel mappings are shared by every CPU's address space.
-        crate::smp::tlb_shootdown();
+        crate::arch::tlb::shootdown();
     }
     Some(pa)
 }
