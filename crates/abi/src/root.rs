@@ -396,7 +396,8 @@ pub struct BigLock {
     pub owner_cpu: u32,
     /// The pid running on that CPU when it took the lock (0: idle).
     pub owner_pid: u32,
-    /// Nested acquisitions by the owner (interrupts taken in the kernel).
+    /// 1 while held, 0 free (an interrupt taken by the owner inside the
+    /// kernel does not take it again).
     pub depth: u32,
     /// Bit per CPU waiting for it (halted, woken by an IPI at release).
     pub waiters: u32,
