@@ -55,6 +55,20 @@ pub enum ServerError {
         /// The socket path asked for.
         path: PathBuf,
     },
+    /// The path does not fit a Unix socket address (`sun_path`): it could
+    /// be bound through a shorter name but never connected to.
+    #[error(
+        "{}: a socket path is at most {max} bytes, this one is {len}; use a shorter path",
+        path.display()
+    )]
+    PathTooLong {
+        /// The socket path asked for.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest path `connect` accepts.
+        max: usize,
+    },
     /// The path is a socket someone still listens on.
     #[error("{}: another process is serving on this socket", path.display())]
     InUse {
@@ -160,6 +174,16 @@ impl Drop for ApiServer {
 /// there, and only then linked to `path` (link fails if `path` exists, so
 /// a file that appeared meanwhile is never replaced).
 fn bind_private(path: &Path) -> Result<UnixListener, ServerError> {
+    // sockaddr_un's sun_path: 108 bytes on Linux, the last one the NUL.
+    const SUN_PATH_MAX: usize = 107;
+    let len = path.as_os_str().len();
+    if len > SUN_PATH_MAX {
+        return Err(ServerError::PathTooLong {
+            path: path.into(),
+            len,
+            max: SUN_PATH_MAX,
+        });
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
             Ok(_) => return Err(ServerError::InUse { path: path.into() }),
@@ -404,6 +428,35 @@ mod tests {
         ));
         server.shutdown();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn refuses_a_socket_path_too_long_to_connect_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().as_os_str().len() + 1;
+        // Exactly the longest path that fits, and one byte more.
+        let fits = dir.path().join("s".repeat(107 - base));
+        let long = dir.path().join("s".repeat(108 - base));
+        match ApiServer::start(&long, Arc::new(Fixed), ServerConfig::default()) {
+            Err(
+                e @ ServerError::PathTooLong {
+                    len: 108, max: 107, ..
+                },
+            ) => {
+                assert!(e.to_string().contains("at most 107 bytes"), "{e}");
+            }
+            other => panic!("expected PathTooLong, got {other:?}"),
+        }
+        assert!(!long.exists());
+        let server = ApiServer::start(&fits, Arc::new(Fixed), ServerConfig::default()).unwrap();
+        assert_eq!(
+            Client::new(&fits)
+                .request("GET", "/vm", None)
+                .unwrap()
+                .status,
+            200
+        );
+        server.shutdown();
     }
 
     #[test]

@@ -307,3 +307,14 @@ fn timeout_zero_means_none() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
 }
+
+/// A control-socket path longer than a Unix socket address holds could be
+/// bound but never reached: it is refused before the guest boots.
+#[test]
+fn api_socket_path_too_long_is_refused() {
+    let long = std::env::temp_dir().join("s".repeat(120));
+    let long = long.to_str().expect("utf-8 temp dir");
+    let out = lazarus(&["run", "--api-sock", long, "--timeout", "30"]);
+    expect_error(&out, 4, "a socket path is at most 107 bytes");
+    assert!(!std::path::Path::new(long).exists());
+}
