@@ -150,3 +150,19 @@ fn usage_is_printed_once() {
     }
     assert!(g.poweroff().success());
 }
+
+/// The shell quotes as a shell does: a quoted key with a blank is one
+/// word, and an unterminated quote is refused, not guessed at.
+#[test]
+fn shell_quotes_words() {
+    let mut g = common::boot();
+    let out = g.cmd("kv put \"x y\" 2");
+    assert!(!out.contains("kv:"), "{out}");
+    let out = g.cmd("kv get 'x y'");
+    assert!(out.lines().any(|l| l.trim() == "2"), "{out}");
+    let out = g.cmd("echo \"a | b\"");
+    assert!(out.contains("a | b"), "{out}");
+    let out = g.cmd("kv put \"x y 2");
+    assert!(out.contains("shell: unterminated quote"), "{out}");
+    assert!(g.poweroff().success());
+}

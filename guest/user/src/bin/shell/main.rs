@@ -114,33 +114,49 @@ fn main(_args: Args) -> i32 {
     }
 }
 
-/// Splits a command line into words; `|` and `&` are words of their own
-/// even without spaces around them.
-fn tokenize(line: &str) -> Vec<&str> {
+/// Splits a command line into words as a shell does: blanks separate
+/// words, `|` and `&` are words of their own even without blanks around
+/// them, and '...' or "..." quote (the quotes go; inside, blanks, `|` and
+/// `&` are plain characters, so `kv put "x y" 2` stores the key `x y`).
+/// An unterminated quote is an error, not a guess.
+fn tokenize(line: &str) -> Result<Vec<String>, &'static str> {
     let mut words = Vec::new();
-    let mut start = None;
-    for (i, c) in line.char_indices() {
-        let special = c == '|' || c == '&';
-        if c.is_whitespace() || special {
-            if let Some(s) = start.take() {
-                words.push(&line[s..i]);
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => break,
+                        Some(x) => w.push(x),
+                        None => return Err("unterminated quote"),
+                    }
+                }
             }
-            if special {
-                words.push(&line[i..i + 1]);
+            '|' | '&' => {
+                words.extend(word.take());
+                words.push(String::from(c));
             }
-        } else if start.is_none() {
-            start = Some(i);
+            c if c.is_whitespace() => words.extend(word.take()),
+            c => word.get_or_insert_with(String::new).push(c),
         }
     }
-    if let Some(s) = start {
-        words.push(&line[s..]);
-    }
-    words
+    words.extend(word);
+    Ok(words)
 }
 
 impl Shell {
     fn execute(&mut self, line: &str) -> Next {
-        let words = tokenize(line);
+        let words = match tokenize(line) {
+            Ok(words) => words,
+            Err(e) => {
+                println!("shell: {e}");
+                return Next::Prompt;
+            }
+        };
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let Some((&cmd, args)) = words.split_first() else {
             return Next::Prompt;
         };
