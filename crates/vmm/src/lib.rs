@@ -60,6 +60,7 @@ pub mod memory;
 pub mod root;
 pub mod serial;
 pub mod stats;
+pub mod usage;
 pub mod vcpu;
 pub mod vm;
 pub mod vmsnapshot;
@@ -67,9 +68,7 @@ pub mod watchdog;
 
 pub use config::{LAPIC_TIMER_HZ, MAX_VCPUS, VmConfig};
 pub use console::{CaptureBuffer, ConsoleInput, ConsoleOutput};
-pub use control::{
-    ControlError, CrashResume, MemoryUsage, PauseGuard, RunState, VcpuRegs, VmControl,
-};
+pub use control::{ControlError, CrashResume, PauseGuard, RunState, VcpuRegs, VmControl};
 pub use crash::{CrashInfo, CrashKind};
 pub use error::{Error, ErrorKind, HandlerError, LoaderError, Result};
 pub use handler::{
@@ -81,6 +80,7 @@ pub use kvm::DEFAULT_KVM_DEVICE;
 pub use loader::GuestLayout;
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
+pub use usage::MemoryUsage;
 pub use vm::{StopHandle, Vm, VmOutcome};
 pub use vmsnapshot::VmSnapshot;
 

@@ -329,9 +329,9 @@ impl Vm {
     }
 
     /// The hypervisor's RSS and the guest RAM in it, now (see
-    /// [`crate::control::MemoryUsage`]).
-    pub fn memory_usage(&self) -> crate::control::MemoryUsage {
-        crate::control::MemoryUsage::sample(&self.mem)
+    /// [`crate::usage::MemoryUsage`]).
+    pub fn memory_usage(&self) -> crate::usage::MemoryUsage {
+        crate::usage::MemoryUsage::sample(&self.mem)
     }
 
     /// A shared handle on guest RAM that outlives the VM: after a crash,

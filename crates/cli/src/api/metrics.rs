@@ -35,7 +35,7 @@ impl ApiSession {
         let memory = MemoryMetrics {
             host_rss_bytes: usage
                 .and_then(|u| u.host_rss_bytes)
-                .or_else(lazarus_vmm::control::host_rss_bytes),
+                .or_else(lazarus_vmm::usage::host_rss_bytes),
             guest_ram_resident_bytes: usage.and_then(|u| u.guest_ram_resident_bytes),
             vmm_own_bytes: usage.and_then(|u| u.vmm_own_bytes()),
             guest_ram_bytes: control.map_or(self.memory_mib << 20, |c| c.layout().mem_size),
