@@ -88,6 +88,17 @@ fn expect_usage_error(out: &Output, arg: &str, needle: &str) {
     assert!(first.contains(arg) && first.contains(needle), "{stderr}");
 }
 
+/// Every command that boots a guest (they share the image options).
+const BOOTING_COMMANDS: &[&[&str]] = &[
+    &["run"],
+    &["demo"],
+    &["bench", "boot"],
+    &["bench", "recovery"],
+    &["bench", "ipc"],
+    &["bench", "overhead"],
+    &["campaign"],
+];
+
 /// Every command that boots a VM takes `--vcpus` from 1 to MAX_VCPUS and
 /// refuses anything else before reading an image or opening KVM.
 #[test]
@@ -95,13 +106,7 @@ fn bad_vcpu_count() {
     let max = lazarus_vmm::MAX_VCPUS;
     let range = format!("a VM has 1 to {max} vCPUs");
     let too_many = (max + 1).to_string();
-    for cmd in [
-        &["run"][..],
-        &["demo"],
-        &["bench", "boot"],
-        &["bench", "recovery"],
-        &["campaign"],
-    ] {
+    for cmd in BOOTING_COMMANDS {
         for bad in ["0", too_many.as_str(), "two"] {
             let mut args = cmd.to_vec();
             args.extend(["--vcpus", bad]);
@@ -165,13 +170,7 @@ fn help_documents_exit_codes() {
 #[test]
 fn help_lists_vcpus_with_its_default() {
     let default = format!("[default: {}]", lazarus_vmm::config::DEFAULT_VCPUS);
-    for cmd in [
-        &["run"][..],
-        &["demo"],
-        &["bench", "boot"],
-        &["bench", "recovery"],
-        &["campaign"],
-    ] {
+    for cmd in BOOTING_COMMANDS {
         let mut args = cmd.to_vec();
         args.push("--help");
         let out = lazarus(&args);
