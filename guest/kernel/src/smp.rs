@@ -97,9 +97,6 @@ pub fn on_stop_ipi() -> ! {
     let me = percpu::id();
     k().cpus[me].online = 0;
     percpu::set_online(me, false);
-    let header = &raw mut k().header;
-    // SAFETY: `header` points into the state root; the hypervisor reads
-    // the heartbeats, nothing else writes this CPU's.
-    unsafe { core::ptr::write_volatile(&raw mut (*header).cpu_heartbeat[me], 0) };
+    crate::state::cpu_heartbeat(me).store(0, Ordering::SeqCst);
     cpu::halt_forever()
 }

@@ -3,6 +3,7 @@
 //! hypervisor at boot.
 
 use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU64, Ordering};
 use lazarus_abi::layout::KERNEL_VIRT_BASE;
 use lazarus_abi::root::{KernelRoot, NONE, Proc};
 
@@ -65,13 +66,26 @@ pub fn current_ext() -> u32 {
     current().map_or(NONE, |p| p.cur_ext)
 }
 
+/// The root header's heartbeat (kernel time), shared between CPUs and
+/// read by the hypervisor: only ever accessed atomically.
+pub fn heartbeat() -> &'static AtomicU64 {
+    let header = &raw mut k().header;
+    // SAFETY: the field lives in the state root for the kernel's lifetime
+    // and is only accessed through this atomic view.
+    unsafe { AtomicU64::from_ptr(&raw mut (*header).heartbeat) }
+}
+
+/// CPU `cpu`'s heartbeat in the root header, likewise atomic.
+pub fn cpu_heartbeat(cpu: usize) -> &'static AtomicU64 {
+    let header = &raw mut k().header;
+    let cpu = cpu.min(lazarus_abi::boot::MAX_CPUS - 1);
+    // SAFETY: as for `heartbeat`; `cpu` is clamped into the array.
+    unsafe { AtomicU64::from_ptr(&raw mut (*header).cpu_heartbeat[cpu]) }
+}
+
 /// Kernel time in ticks: the boot CPU's heartbeat, which its timer
 /// interrupt advances (`tick`), possibly while another CPU reads it.
 #[inline(always)]
 pub fn now() -> u64 {
-    let header = &raw mut k().header;
-    // SAFETY: `header` points into the state root, alive for the kernel's
-    // lifetime; the heartbeat is only accessed atomically.
-    unsafe { core::sync::atomic::AtomicU64::from_ptr(&raw mut (*header).heartbeat) }
-        .load(core::sync::atomic::Ordering::SeqCst)
+    heartbeat().load(Ordering::SeqCst)
 }

@@ -7,20 +7,14 @@
 //! CPU's tick, so it advances at `TICK_HZ` whatever the number of CPUs.
 
 use crate::arch::percpu;
-use crate::state::{current, k};
+use crate::state::{self, current, k};
 use crate::{sched, wait};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use lazarus_abi::trap::TrapFrame;
 
 /// A kernel path running longer than this without scheduling, with
 /// interrupts enabled, is a soft lockup.
 pub const SOFT_LOCKUP_TICKS: u64 = 10;
-
-fn counter(c: *mut u64) -> &'static AtomicU64 {
-    // SAFETY: a field of the state root, alive for the kernel's lifetime,
-    // written by one CPU and read by others (and the hypervisor).
-    unsafe { AtomicU64::from_ptr(c) }
-}
 
 /// The part of a tick that needs no lock: this CPU's heartbeat (and the
 /// kernel's time on the boot CPU). Done even while the CPU waits for the
@@ -28,13 +22,10 @@ fn counter(c: *mut u64) -> &'static AtomicU64 {
 /// it too long, not the ones waiting at the door.
 pub fn beat_only() -> u64 {
     let cpu = percpu::id();
-    let header = &raw mut k().header;
     if crate::config::heartbeat() {
-        // SAFETY: `header` points into the state root.
-        counter(unsafe { &raw mut (*header).cpu_heartbeat[cpu] }).fetch_add(1, Ordering::SeqCst);
+        state::cpu_heartbeat(cpu).fetch_add(1, Ordering::SeqCst);
     }
-    // SAFETY: as above.
-    let time = counter(unsafe { &raw mut (*header).heartbeat });
+    let time = state::heartbeat();
     if cpu == 0 {
         time.fetch_add(1, Ordering::SeqCst) + 1
     } else {
