@@ -49,7 +49,9 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     if took {
         bkl::lock_on(me);
     }
-    if CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
+    // A plain load first: an atomic exchange on every kernel entry is
+    // emulated memory traffic for nothing.
+    if CONSOLE_PENDING.load(Ordering::Relaxed) && CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
         console::on_interrupt();
     }
     if v == VEC_TIMER as u64 {
