@@ -21,6 +21,7 @@ const USER_BINS: &[&str] = &[
     "echo",
     "upper",
     "pipetest",
+    "sysprobe",
     "devtest",
     "extclient",
     "crash",

@@ -165,8 +165,12 @@ pub struct Proc {
     pub syscall_nr: u64,
     /// Extension slot executing on behalf of this process, or [`NONE`].
     pub cur_ext: u32,
-    /// Reserved; no flag is defined (0).
-    pub flags: u32,
+    /// Messages queued for this process in [`KernelRoot::msgs`]. Lets a
+    /// receive skip the table when nothing is queued and stop its scan at
+    /// the last one, instead of walking all [`MAX_MSGS`] entries (two
+    /// scans per request, at ring-0 emulation speed). The repair recounts
+    /// it after changing the table.
+    pub ipc_pending: u32,
     /// Lock this process is spinning on (`ExtApi::lock_try_acquire`
     /// failed and it has not acquired since), or [`NONE`]. Turns a lockup
     /// into a diagnosable deadlock.

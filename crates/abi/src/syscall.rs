@@ -1,7 +1,7 @@
 //! System-call numbers and the records they exchange with user programs.
 //!
 //! Calling convention: a ring-3 program executes `ud2` with the number in
-//! RAX and arguments in RDI, RSI, RDX, R10, R8; the kernel returns in RAX
+//! RAX and arguments in RDI, RSI, RDX, R10, R8, R9; the kernel returns in RAX
 //! (negative = `-errno`) and resumes after the `ud2`. docs/PLATFORM.md explains
 //! why it is not `syscall` or `int 0x80`.
 
@@ -84,6 +84,11 @@ pub const SYS_RECOVERIES: u64 = 25;
 pub const SYS_EXT_COMPLAIN: u64 = 26;
 /// (*mut CpuInfo, max) -> count: one row per CPU the VM has.
 pub const SYS_CPUS: u64 = 27;
+/// (dst pid, buf, len, rbuf, rlen, *mut u32 src) -> message length:
+/// [`SYS_IPC_SEND`] then [`SYS_IPC_RECV`] in one kernel entry, for a
+/// client's request and reply or a server's reply and next request. The
+/// receive buffers are checked first, so an error means nothing was sent.
+pub const SYS_IPC_SENDRECV: u64 = 28;
 
 /// Reasons for [`SYS_EXT_COMPLAIN`].
 pub mod complaint {

@@ -57,6 +57,16 @@ fn pipes_connect_processes() {
     assert!(out.contains("LAZARUS RISES"), "{out}");
     let out = g.cmd("run pipetest");
     assert!(out.contains("pipetest: ok"), "{out}");
+    // Bad pointers in system calls: EFAULT, no half-sent message, and the
+    // kernel carries on (no crash, no resurrection).
+    let out = g.cmd("run sysprobe");
+    assert!(out.contains("sysprobe: ok"), "{out}");
+    assert!(!out.contains("resurrect"), "{out}");
+    let out = g.cmd("recoveries");
+    assert!(
+        out.contains("no recoveries"),
+        "a bad pointer cost a repair: {out}"
+    );
     assert!(g.poweroff().success());
 }
 

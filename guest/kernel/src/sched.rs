@@ -166,27 +166,43 @@ fn runq_push_front(pid: u32) {
 /// CPU on its way back to user mode (wake-up preemption; a waker that
 /// blocks first, as a client waiting for its answer does, just switches).
 pub fn make_runnable(pid: u32) {
-    if let Some(p) = proc_by_pid(pid) {
-        p.state = PS_RUNNABLE;
-        p.wait_reason = W_NONE;
-        runq_push_front(pid);
-        if !kick_idle_cpu() {
-            percpu::this().woke = 1;
-        }
+    if enqueue_woken(pid) && !kick_idle_cpu() {
+        percpu::this().woke = 1;
     }
+}
+
+/// A wake-up from a process that blocks right after it (a request sent
+/// and its reply awaited, Linux's sync wake-up): the woken process runs
+/// next on this CPU, when the waker blocks, with no IPI to another CPU
+/// and no preemption on the way out.
+pub fn make_runnable_sync(pid: u32) {
+    enqueue_woken(pid);
+}
+
+fn enqueue_woken(pid: u32) -> bool {
+    let Some(p) = proc_by_pid(pid) else {
+        return false;
+    };
+    p.state = PS_RUNNABLE;
+    p.wait_reason = W_NONE;
+    runq_push_front(pid);
+    true
 }
 
 /// Sends the reschedule IPI to an idle CPU, if there is one.
 fn kick_idle_cpu() -> bool {
     let me = percpu::id();
+    let mut others = percpu::online_mask() & !(1 << me);
     let r = k();
-    match (0..r.cpus.len()).find(|&c| c != me && r.cpus[c].online != 0 && r.cpus[c].current == 0) {
-        Some(cpu) => {
+    while others != 0 {
+        let cpu = others.trailing_zeros() as usize;
+        others &= others - 1;
+        if r.cpus.get(cpu).is_some_and(|c| c.current == 0) {
             apic::send_ipi(cpu, VEC_RESCHED);
-            true
+            return true;
         }
-        None => false,
     }
+    false
 }
 
 /// On the way back to user mode: if this kernel entry woke a process that

@@ -11,7 +11,7 @@ use lazarus_abi::trap::TrapFrame;
 
 pub fn dispatch(tf: &mut TrapFrame) {
     let nr = tf.rax;
-    let (a0, a1, a2, a3, a4) = (tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8);
+    let (a0, a1, a2, a3, a4, a5) = (tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
     let me = crate::arch::percpu::id();
     let cpu = &mut k().cpus[me];
     cpu.syscalls += 1;
@@ -21,7 +21,7 @@ pub fn dispatch(tf: &mut TrapFrame) {
         p.kernel_entry_tick = crate::state::now().max(1);
         p.user_frame = tf as *mut TrapFrame as u64;
     }
-    let r = call(nr, a0, a1, a2, a3, a4);
+    let r = call(nr, [a0, a1, a2, a3, a4, a5]);
     tf.rax = match r {
         Ok(v) => v,
         Err(e) => (-e) as u64,
@@ -41,7 +41,7 @@ fn path_arg(ptr: u64, len: u64) -> KResult<&'static [u8]> {
     uaccess::slice(ptr, len)
 }
 
-fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
+fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
     match nr {
         SYS_EXIT => {
             proc::exit(current_pid(), a0 as i32);
@@ -89,6 +89,7 @@ fn call(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> KResult<u64> {
         SYS_EXT_LIST => ext::list(a0, a1),
         SYS_IPC_SEND => ipc::send(a0 as u32, a1, a2),
         SYS_IPC_RECV => ipc::recv(a0, a1, a2),
+        SYS_IPC_SENDRECV => ipc::sendrecv(a0 as u32, a1, a2, a3, a4, a5),
         SYS_SVC_REGISTER => ipc::register(path_arg(a0, a1)?),
         SYS_SVC_LOOKUP => ipc::lookup(path_arg(a0, a1)?),
         SYS_POWEROFF => {

@@ -7,16 +7,31 @@
 use crate::arch::{apic, percpu};
 use crate::{bkl, console, crash, proc, smp, syscall, tick};
 use core::sync::atomic::{AtomicBool, Ordering};
-use lazarus_abi::layout::{VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_STOP, VEC_TIMER, VEC_TLB};
+use lazarus_abi::layout::{
+    PAGE_SIZE, USER_IMAGE_BASE, USER_STACK_TOP, VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_STOP,
+    VEC_TIMER, VEC_TLB,
+};
 use lazarus_abi::syscall::SYSCALL_INSN;
-use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE};
+use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE, VEC_PAGE_FAULT};
 
 /// Console input arrived while its CPU waited for the lock.
 static CONSOLE_PENDING: AtomicBool = AtomicBool::new(false);
 
 fn is_syscall(tf: &TrapFrame) -> bool {
-    tf.vector == VEC_INVALID_OPCODE
-        && crate::uaccess::slice(tf.rip, 2).is_ok_and(|b| b == SYSCALL_INSN)
+    if tf.vector != VEC_INVALID_OPCODE {
+        return false;
+    }
+    let rip = tf.rip;
+    if rip & (PAGE_SIZE - 1) <= PAGE_SIZE - 2 && (USER_IMAGE_BASE..USER_STACK_TOP).contains(&rip) {
+        // The CPU just fetched the faulting instruction from this page in
+        // ring 3, so it is mapped and user, and both bytes lie on it: no
+        // page-table walk (one per system call, in emulated ring 0).
+        // SAFETY: see above; nothing unmaps a process's pages while it is
+        // inside the kernel on this CPU, as its own system calls alone do.
+        let b = unsafe { core::ptr::read_unaligned(rip as *const [u8; 2]) };
+        return b == SYSCALL_INSN;
+    }
+    crate::uaccess::slice(rip, 2).is_ok_and(|b| b == SYSCALL_INSN)
 }
 
 #[unsafe(no_mangle)]
@@ -31,6 +46,11 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     if v == VEC_TLB as u64 {
         // Needs no lock: the sender holds it and waits for us.
         crate::arch::tlb::on_ipi();
+        return;
+    }
+    if v == VEC_PAGE_FAULT && !tf.from_user() && crate::uaccess::fixup(tf) {
+        // A user copy touched a new page or a bad address; this CPU holds
+        // the lock already (it is in a system call).
         return;
     }
     let me = percpu::id();

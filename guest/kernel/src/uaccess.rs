@@ -2,13 +2,19 @@
 //!
 //! The kernel runs on the process's page tables, so a user buffer is
 //! directly addressable once every page of it is known to be mapped, user
-//! and (for writes) writable. Pages of the heap and stack that were never
-//! touched are demand-mapped here, as the page-fault handler would.
+//! and (for writes) writable: `check` walks the tables, and `slice` lends
+//! the checked memory. Pages of the heap and stack that were never touched
+//! are demand-mapped here, as the page-fault handler would. The hot paths
+//! (IPC) copy instead, with a copy whose faults are recovered (`copy_in`,
+//! `copy_out`), and walk nothing.
+
+use core::arch::global_asm;
 
 use crate::mm::paging::{self, U, W};
 use crate::state::current;
 use lazarus_abi::layout::{PAGE_SIZE, USER_IMAGE_BASE, USER_STACK_TOP};
 use lazarus_abi::syscall::errno::EFAULT;
+use lazarus_abi::trap::{TrapFrame, VEC_PAGE_FAULT};
 
 pub type KResult<T> = Result<T, i64>;
 
@@ -55,6 +61,158 @@ pub fn slice_mut(va: u64, len: u64) -> KResult<&'static mut [u8]> {
     // SAFETY: every page in range was just checked to be mapped, user and
     // writable; the process is not running while the kernel holds this.
     Ok(unsafe { core::slice::from_raw_parts_mut(va as *mut u8, len as usize) })
+}
+
+// Copies to or from user memory without walking the page tables: the
+// access runs, and a page fault at one of the marked instructions is
+// either a first touch of the heap or stack (mapped, and the instruction
+// resumes where it stopped) or a bad address, which `fixup` turns into
+// EFAULT by resuming at `user_access_fault` (Linux's exception tables, in
+// small). At ring-0 emulation speed a walk costs more than the copy it
+// guards. The copy moves words: the emulator runs `rep movs` one element
+// at a time, so bytes would cost eight times as much.
+global_asm!(
+    r#"
+.global user_copy
+.global user_copy_words
+.global user_copy_bytes
+.global user_probe
+.global user_probe_read
+.global user_probe_write
+.global user_access_fault
+// user_copy(dst: rdi, src: rsi, len: rdx) -> rax: 0, or -EFAULT
+user_copy:
+    mov rcx, rdx
+    shr rcx, 3
+user_copy_words:
+    rep movsq
+    mov rcx, rdx
+    and rcx, 7
+user_copy_bytes:
+    rep movsb
+    xor eax, eax
+    ret
+// user_probe(va: rdi) -> rax: 0, or -EFAULT. Reads the byte and writes
+// it back: the page is mapped (first touches included) and writable.
+user_probe:
+user_probe_read:
+    mov al, [rdi]
+user_probe_write:
+    mov [rdi], al
+    xor eax, eax
+    ret
+user_access_fault:
+    mov rax, -14
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn user_copy(dst: *mut u8, src: *const u8, len: u64) -> i64;
+    fn user_probe(va: u64) -> i64;
+    static user_copy_words: u8;
+    static user_copy_bytes: u8;
+    static user_probe_read: u8;
+    static user_probe_write: u8;
+    static user_access_fault: u8;
+}
+
+/// The user range `[va, va + len)`, if it lies inside the user half's
+/// program-and-stack window (the only place user pages are mapped).
+fn user_range(va: u64, len: u64) -> KResult<()> {
+    let end = va.checked_add(len).ok_or(EFAULT)?;
+    if va < USER_IMAGE_BASE || end > USER_STACK_TOP {
+        return Err(EFAULT);
+    }
+    Ok(())
+}
+
+fn probe(va: u64) -> KResult<()> {
+    // SAFETY: `va` lies in the user window (checked by the caller), where
+    // a fault is recovered by `fixup`; the byte is written back unchanged,
+    // and no other CPU runs this single-threaded process meanwhile.
+    match unsafe { user_probe(va) } {
+        0 => Ok(()),
+        _ => Err(EFAULT),
+    }
+}
+
+/// Copies `src` to user address `va`.
+pub fn copy_out(va: u64, src: &[u8]) -> KResult<()> {
+    user_range(va, src.len() as u64)?;
+    // SAFETY: the destination lies in the user window, where a fault is
+    // recovered by `fixup`; the source is kernel memory the caller lends.
+    match unsafe { user_copy(va as *mut u8, src.as_ptr(), src.len() as u64) } {
+        0 => Ok(()),
+        _ => Err(EFAULT),
+    }
+}
+
+/// Fills `dst` from user address `va`.
+pub fn copy_in(dst: &mut [u8], va: u64) -> KResult<()> {
+    user_range(va, dst.len() as u64)?;
+    // SAFETY: as for `copy_out`, the other way round.
+    match unsafe { user_copy(dst.as_mut_ptr(), va as *const u8, dst.len() as u64) } {
+        0 => Ok(()),
+        _ => Err(EFAULT),
+    }
+}
+
+/// A page fault in kernel mode: if it hit a user access, resumes it after
+/// mapping a first-touched heap or stack page, or makes it return EFAULT.
+/// False for any other kernel fault (a real kernel crash).
+pub fn fixup(tf: &mut TrapFrame) -> bool {
+    let marked = [
+        (&raw const user_copy_words) as u64,
+        (&raw const user_copy_bytes) as u64,
+        (&raw const user_probe_read) as u64,
+        (&raw const user_probe_write) as u64,
+    ];
+    if tf.vector != VEC_PAGE_FAULT || !marked.contains(&tf.rip) {
+        return false;
+    }
+    let addr = crate::arch::cpu::read_cr2();
+    let not_present = tf.error_code & 1 == 0;
+    if !(not_present
+        && (USER_IMAGE_BASE..USER_STACK_TOP).contains(&addr)
+        && crate::mm::user::demand_map(addr))
+    {
+        tf.rip = (&raw const user_access_fault) as u64;
+    }
+    true
+}
+
+/// A user range made ready for writing before the caller blocks: in the
+/// user window, and one byte of each of its pages read and written back,
+/// which maps first-touched pages and proves them writable. Written later
+/// with the fault-checked copy.
+pub struct UserOut {
+    va: u64,
+    len: u64,
+}
+
+impl UserOut {
+    /// `len` is clamped to a page, so probing the first and last byte
+    /// covers every page (one or two) of the range.
+    pub fn new(va: u64, len: u64) -> KResult<Self> {
+        let len = len.min(PAGE_SIZE);
+        user_range(va, len)?;
+        if len > 0 {
+            probe(va)?;
+            let last = va + len - 1;
+            if last / PAGE_SIZE != va / PAGE_SIZE {
+                probe(last)?;
+            }
+        }
+        Ok(UserOut { va, len })
+    }
+
+    /// Copies as much of `src` as fits; returns the bytes copied.
+    pub fn write(&self, src: &[u8]) -> KResult<usize> {
+        let n = src.len().min(self.len as usize);
+        copy_out(self.va, &src[..n])?;
+        Ok(n)
+    }
 }
 
 pub fn copy_to(va: u64, src: &[u8]) -> KResult<()> {

@@ -27,6 +27,13 @@ pub fn wake_pid(pid: u32, reason: u32) {
     }
 }
 
+/// [`wake_pid`] by a process about to block (see `make_runnable_sync`).
+pub fn wake_pid_sync(pid: u32, reason: u32) {
+    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
+        crate::sched::make_runnable_sync(pid);
+    }
+}
+
 /// Blocks the current process until someone wakes it.
 pub fn block(reason: u32, obj: u32) {
     if let Some(p) = current() {

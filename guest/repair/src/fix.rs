@@ -149,6 +149,9 @@ impl Fixer<'_> {
                 msg.in_use = 0;
             }
         }
+        if let Some(p) = self.proc_mut(pid) {
+            p.ipc_pending = 0;
+        }
         let mut orphan_done = false;
         for c in self.r.procs.iter_mut() {
             if c.state != PS_FREE && c.parent == pid && c.pid != pid {

@@ -143,6 +143,18 @@ fn messages_and_timers(fx: &mut Fixer) {
             fx.plan.invariant_fixes += 1;
         }
     }
+    // Each process's count of queued messages follows the table: a count
+    // too low would leave a receiver blocked with mail waiting.
+    let mut queued = [0u32; MAX_PROCS];
+    for m in fx.r.msgs.iter().filter(|m| m.in_use != 0) {
+        queued[KernelRoot::slot_of(m.dst)] += 1;
+    }
+    for (p, &n) in fx.r.procs.iter_mut().zip(&queued) {
+        if p.state != PS_FREE && p.ipc_pending != n {
+            p.ipc_pending = n;
+            fx.plan.invariant_fixes += 1;
+        }
+    }
     for i in 0..MAX_TIMERS {
         let t = fx.r.timers[i];
         if t.in_use == 0 {

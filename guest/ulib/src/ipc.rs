@@ -1,10 +1,10 @@
 //! Message passing and the service registry.
 
 use lazarus_abi::syscall::{
-    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_SEND, SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
+    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_SEND, SYS_IPC_SENDRECV, SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
 };
 
-use crate::syscall::{Errno, Result, check, syscall3};
+use crate::syscall::{Errno, Result, check, syscall3, syscall6};
 
 /// Queues `msg` (at most `IPC_MSG_MAX` bytes) for process `dst`.
 pub fn send(dst: u32, msg: &[u8]) -> Result<()> {
@@ -52,6 +52,45 @@ pub fn recv(buf: &mut [u8]) -> Result<(u32, usize)> {
         )
     };
     check(r).map(|n| (src, (n as usize).min(buf.len())))
+}
+
+/// Sends `msg` to `dst`, then blocks for the next message into `buf`, in
+/// one system call: a request and its reply, or a reply and the next
+/// request. Returns (sender pid, length); on an error nothing was sent.
+pub fn sendrecv(dst: u32, msg: &[u8], buf: &mut [u8]) -> Result<(u32, usize)> {
+    if msg.len() > IPC_MSG_MAX {
+        return Err(Errno::E2BIG);
+    }
+    let mut src = 0u32;
+    // SAFETY: the kernel reads `msg.len()` bytes from `msg`, writes at most
+    // `buf.len()` bytes into `buf` and one u32 into `src`.
+    let r = unsafe {
+        syscall6(
+            SYS_IPC_SENDRECV,
+            u64::from(dst),
+            msg.as_ptr() as u64,
+            msg.len() as u64,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            &mut src as *mut u32 as u64,
+        )
+    };
+    check(r).map(|n| (src, (n as usize).min(buf.len())))
+}
+
+/// [`sendrecv`], retrying (yielding the CPU) while the kernel's message
+/// table is full, up to `tries` times.
+pub fn sendrecv_retry(dst: u32, msg: &[u8], buf: &mut [u8], tries: u32) -> Result<(u32, usize)> {
+    let mut left = tries;
+    loop {
+        match sendrecv(dst, msg, buf) {
+            Err(Errno::EAGAIN) if left > 0 => {
+                left -= 1;
+                crate::process::yield_now();
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Registers the caller as service `name`.

@@ -145,25 +145,30 @@ impl Client {
     fn call(&mut self, op: u8, key: &[u8], value: &[u8]) -> Result<(u8, u8, usize)> {
         self.tag = self.tag.wrapping_add(1);
         let len = encode_request(&mut self.tx, op, self.tag, key, value)?;
-        if let Err(e) = ipc::send_retry(self.server, &self.tx[..len], SEND_TRIES) {
-            // The service may have been restarted under a new pid.
-            let server = lookup().map_err(|_| e)?;
-            if server == self.server {
-                return Err(e);
-            }
-            self.server = server;
-            ipc::send_retry(self.server, &self.tx[..len], SEND_TRIES)?;
-        }
+        // Request and reply in one system call.
+        let mut got =
+            match ipc::sendrecv_retry(self.server, &self.tx[..len], &mut self.rx, SEND_TRIES) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Nothing was sent; the service may have been restarted
+                    // under a new pid.
+                    let server = lookup().map_err(|_| e)?;
+                    if server == self.server {
+                        return Err(e);
+                    }
+                    self.server = server;
+                    ipc::sendrecv_retry(self.server, &self.tx[..len], &mut self.rx, SEND_TRIES)?
+                }
+            };
         loop {
-            let (src, n) = ipc::recv(&mut self.rx)?;
-            if src != self.server {
-                continue;
-            }
-            if let Some(r) = decode_reply(&self.rx[..n])
+            let (src, n) = got;
+            if src == self.server
+                && let Some(r) = decode_reply(&self.rx[..n])
                 && r.tag == self.tag
             {
                 return Ok((r.status, r.flags, r.payload.len()));
             }
+            got = ipc::recv(&mut self.rx)?;
         }
     }
 

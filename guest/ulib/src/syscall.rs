@@ -61,13 +61,13 @@ pub fn check(ret: i64) -> Result<u64> {
     }
 }
 
-/// Enters the kernel with system call `nr` and five arguments.
+/// Enters the kernel with system call `nr` and six arguments.
 ///
 /// # Safety
 /// The arguments must be valid for `nr` (pointers to memory the kernel may
 /// read or write for the given lengths).
 #[inline(always)]
-pub unsafe fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
+pub unsafe fn syscall6(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     let ret: i64;
     // SAFETY: `ud2` traps to the kernel, which treats it as a system call
     // and resumes after it with the result in RAX; the kernel switches to
@@ -84,12 +84,23 @@ pub unsafe fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> 
             in("rdx") a2,
             in("r10") a3,
             in("r8") a4,
+            in("r9") a5,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
         );
     }
     ret
+}
+
+/// [`syscall6`] with five arguments.
+///
+/// # Safety
+/// As for [`syscall6`].
+#[inline(always)]
+pub unsafe fn syscall5(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
+    // SAFETY: forwarded contract; the unused argument register is zero.
+    unsafe { syscall6(nr, a0, a1, a2, a3, a4, 0) }
 }
 
 /// [`syscall5`] with fewer arguments.

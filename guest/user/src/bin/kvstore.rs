@@ -132,11 +132,15 @@ fn main(_args: Args) -> i32 {
     let mut store = Store::default();
     let mut rx: Msg = [0; IPC_MSG_MAX];
     let mut tx: Msg = [0; IPC_MSG_MAX];
+    // The first request; after it, each reply and the next request are one
+    // system call.
+    let mut next = ipc::recv(&mut rx);
     loop {
-        let (src, n) = match ipc::recv(&mut rx) {
+        let (src, n) = match next {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("kvstore: recv: {e}");
+                next = ipc::recv(&mut rx);
                 continue;
             }
         };
@@ -148,7 +152,10 @@ fn main(_args: Args) -> i32 {
             None => (errno(Errno::EINVAL), 0, 0, 0),
         };
         let reply_len = encode_reply(&mut tx, status, flags, tag, len);
-        // A client that went away (ESRCH) simply gets no reply.
-        let _ = ipc::send_retry(src, &tx[..reply_len], SEND_TRIES);
+        next = match ipc::sendrecv_retry(src, &tx[..reply_len], &mut rx, SEND_TRIES) {
+            // A client that went away (ESRCH) simply gets no reply.
+            Err(Errno::ESRCH | Errno::EAGAIN) => ipc::recv(&mut rx),
+            r => r,
+        };
     }
 }
