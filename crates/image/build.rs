@@ -22,6 +22,7 @@ const USER_BINS: &[&str] = &[
     "upper",
     "pipetest",
     "sysprobe",
+    "csum",
     "devtest",
     "extclient",
     "crash",

@@ -189,6 +189,13 @@ impl Guest {
         }
     }
 
+    /// Writes `bytes` to the console as they are (bulk input, a paste).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write console");
+        stdin.flush().expect("flush console");
+    }
+
     /// Types `line` and Enter.
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");

@@ -6,15 +6,17 @@ use crate::uaccess::{self, KResult};
 use crate::wait;
 use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 
-/// Moves received serial bytes into the input ring (interrupt context).
+/// Moves received serial bytes into the input ring (interrupt context),
+/// as many as it has room for: bounded work per interrupt, and a full ring
+/// leaves the rest in the UART, which holds the hypervisor's input back
+/// until a reader makes room (`take` pulls it in then).
 pub fn on_interrupt() {
     let ci = &mut k().console_in;
-    serial::drain(|b| {
-        if (ci.len as usize) < CONSOLE_BUF {
-            let tail = (ci.head + ci.len) as usize % CONSOLE_BUF;
-            ci.buf[tail] = b;
-            ci.len += 1;
-        }
+    let room = CONSOLE_BUF.saturating_sub(ci.len as usize);
+    serial::drain(room, |b| {
+        let tail = (ci.head + ci.len) as usize % CONSOLE_BUF;
+        ci.buf[tail] = b;
+        ci.len += 1;
     });
     if ci.len > 0 {
         wait::wake_all(W_CONSOLE, 0);
@@ -30,6 +32,11 @@ fn take(out: &mut [u8]) -> usize {
         ci.head = (ci.head + 1) % CONSOLE_BUF as u64;
     }
     ci.len -= n as u64;
+    if n > 0 {
+        // Room again: input the UART held back (no interrupt comes for
+        // it, as the hypervisor raises one only for new bytes).
+        on_interrupt();
+    }
     n
 }
 

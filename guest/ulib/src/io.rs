@@ -196,7 +196,8 @@ macro_rules! eprintln {
     };
 }
 
-/// Longest line [`LineReader`] keeps; further bytes are dropped.
+/// Longest line [`LineReader`] keeps; further bytes are counted and
+/// dropped ([`LineReader::overlong`]), and the caller refuses the line.
 pub const LINE_MAX: usize = 1024;
 
 /// Reads lines from a descriptor that delivers bytes as they arrive (the
@@ -212,6 +213,8 @@ pub struct LineReader {
     end: usize,
     /// The previous byte was `\r`, so a following `\n` is not a new line.
     after_cr: bool,
+    /// Bytes the last line had beyond [`LINE_MAX`].
+    overlong: usize,
 }
 
 impl LineReader {
@@ -225,7 +228,14 @@ impl LineReader {
             start: 0,
             end: 0,
             after_cr: false,
+            overlong: 0,
         }
+    }
+
+    /// How many bytes past [`LINE_MAX`] the last line read had (0: it
+    /// was whole). A caller must not act on a cut line.
+    pub fn overlong(&self) -> usize {
+        self.overlong
     }
 
     /// Reads the next line (without its terminator) into `line`.
@@ -233,6 +243,7 @@ impl LineReader {
     pub fn read_line(&mut self, line: &mut String) -> Result<bool> {
         let mut bytes: Vec<u8> = Vec::new();
         let mut echo: Vec<u8> = Vec::new();
+        self.overlong = 0;
         let done = loop {
             if self.start == self.end {
                 self.flush_echo(&mut echo);
@@ -274,6 +285,7 @@ impl LineReader {
                     bytes.push(b);
                     echo.push(b);
                 }
+                b'\t' | 0x20..=0x7e | 0x80.. => self.overlong += 1,
                 _ => {}
             }
         };

@@ -17,9 +17,14 @@ pub fn write(buf: &[u8]) {
     outsb(PORT_COM1, buf);
 }
 
-/// Drains received bytes into `sink`.
-pub fn drain(mut sink: impl FnMut(u8)) {
-    while inb(LSR) & LSR_DATA_READY != 0 {
+/// Moves up to `max` received bytes into `sink`. What is left stays in
+/// the UART's FIFO, and the hypervisor holds the rest of its input until
+/// the FIFO drains: flow control, so nothing is ever dropped.
+pub fn drain(max: usize, mut sink: impl FnMut(u8)) {
+    for _ in 0..max {
+        if inb(LSR) & LSR_DATA_READY == 0 {
+            break;
+        }
         sink(inb(PORT_COM1));
     }
 }

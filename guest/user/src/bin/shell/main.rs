@@ -14,7 +14,7 @@ mod tables;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use lazarus_ulib::io::{LineReader, STDIN};
+use lazarus_ulib::io::{LINE_MAX, LineReader, STDIN};
 use lazarus_ulib::{Args, entry, eprintln, ext, print, println, process};
 
 entry!(main);
@@ -107,6 +107,14 @@ fn main(_args: Args) -> i32 {
                 eprintln!("shell: read: {e}");
                 return 1;
             }
+        }
+        if input.overlong() > 0 {
+            eprintln!(
+                "shell: line too long ({} bytes, at most {}): not run",
+                LINE_MAX + input.overlong(),
+                LINE_MAX
+            );
+            continue;
         }
         if let Next::Exit = shell.execute(&line) {
             return 0;
