@@ -15,7 +15,9 @@
 //! for anything the client got wrong (400 malformed request or body, 404
 //! unknown path, 405 wrong method, 408 request too slow, 409 not possible
 //! in the VM's state, 413 body too large, 431 headers too large) and a 5xx
-//! only when the hypervisor itself failed (503: too many connections).
+//! only when the hypervisor itself failed (503: every connection slot is
+//! busy answering; idle ones are closed to make room, see
+//! [`ServerConfig::max_connections`]).
 //!
 //! This crate knows nothing about the VMM: the `lazarus` CLI implements
 //! [`Backend`] over its running VM and starts an [`ApiServer`].

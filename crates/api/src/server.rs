@@ -11,10 +11,10 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -27,13 +27,20 @@ const ACCEPT_POLL_MS: i32 = 100;
 /// it with unread input does not reset the client before it reads.
 const DRAIN: Duration = Duration::from_millis(100);
 const DRAIN_BYTES: usize = 1 << 20;
+/// How long a connection may sit without a whole request before a
+/// newcomer at the connection limit may close it.
+const EVICT_GRACE: Duration = Duration::from_millis(500);
+/// The same for a refused connection: short, as the accept thread waits.
+const REFUSE_DRAIN: Duration = Duration::from_millis(20);
 
 /// How the server behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Limits on each request and its answer.
     pub limits: Limits,
-    /// Connections served at once; more are answered 503 at once.
+    /// Connections served at once. Beyond it, the one that has waited
+    /// longest without sending a whole request is closed to make room; if
+    /// every one is being answered, the newcomer gets a 503 at once.
     pub max_connections: usize,
 }
 
@@ -234,13 +241,62 @@ fn bind_private(path: &Path) -> Result<UnixListener, ServerError> {
     result
 }
 
+/// The connections being served. One still reading its request (idle or
+/// slow) can be closed to make room: a client that holds every slot open
+/// without asking anything cannot lock the others out, while a request
+/// already being answered is never cut.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    list: Vec<Conn>,
+}
+
+struct Conn {
+    id: u64,
+    /// A handle to shut the socket down from the accept thread.
+    stream: UnixStream,
+    /// Still reading its request.
+    reading: Arc<AtomicBool>,
+    accepted: Instant,
+}
+
+fn lock(c: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connections {
+    /// Closes the connection that has waited longest, and at least
+    /// `grace`, without sending a whole request; false if there is none (a
+    /// client that just connected is about to send its request).
+    fn evict_oldest_reading(&mut self, grace: Duration) -> bool {
+        // Oldest first: the list is in arrival order.
+        let found = self
+            .list
+            .iter()
+            .position(|c| c.accepted.elapsed() >= grace && c.reading.swap(false, Ordering::AcqRel));
+        let Some(i) = found else {
+            return false;
+        };
+        // Its slot is free at once; its thread ends as its read fails.
+        let c = self.list.remove(i);
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        debug!(
+            conn = c.id,
+            "closed an API connection that sent no request, to make room"
+        );
+        true
+    }
+}
+
 fn accept_loop(
     listener: &UnixListener,
     backend: &Arc<dyn Backend>,
     config: &ServerConfig,
     stop: &AtomicBool,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    // Long enough for any client to send its request on a local socket.
+    let grace = EVICT_GRACE.min(config.limits.read_timeout / 2);
     while !stop.load(Ordering::Acquire) {
         let mut pfd = libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -270,19 +326,47 @@ fn accept_loop(
                 continue;
             }
         };
-        if active.load(Ordering::Acquire) >= config.max_connections {
-            refuse(stream, config.max_connections);
-            continue;
-        }
-        active.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(active.clone());
+        let reading = Arc::new(AtomicBool::new(true));
+        let id = {
+            let mut c = lock(&conns);
+            let busy = c
+                .list
+                .iter()
+                .filter(|c| !c.reading.load(Ordering::Acquire))
+                .count();
+            if c.list.len() >= config.max_connections
+                && (busy >= config.max_connections || !c.evict_oldest_reading(grace))
+            {
+                drop(c);
+                refuse(stream, config.max_connections);
+                continue;
+            }
+            let Ok(handle) = stream.try_clone() else {
+                drop(c);
+                refuse(stream, config.max_connections);
+                continue;
+            };
+            c.next_id += 1;
+            let id = c.next_id;
+            c.list.push(Conn {
+                id,
+                stream: handle,
+                reading: reading.clone(),
+                accepted: Instant::now(),
+            });
+            id
+        };
+        let slot = Slot {
+            conns: conns.clone(),
+            id,
+        };
         let backend = backend.clone();
         let limits = config.limits.clone();
         let spawned = std::thread::Builder::new()
             .name("api-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                serve(stream, backend.as_ref(), &limits);
+                serve(stream, backend.as_ref(), &limits, &reading);
             });
         if let Err(e) = spawned {
             warn!("cannot start an API connection thread: {e}");
@@ -291,14 +375,20 @@ fn accept_loop(
 }
 
 /// Frees a connection slot when its thread ends, even by a panic.
-struct Slot(Arc<AtomicUsize>);
+struct Slot {
+    conns: Arc<Mutex<Connections>>,
+    id: u64,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        lock(&self.conns).list.retain(|c| c.id != self.id);
     }
 }
 
+/// Answers 503 with a JSON message, and lets the client read it: the
+/// request it sent is read first, since closing a Unix socket with unread
+/// input resets the peer before it sees the answer.
 fn refuse(mut stream: UnixStream, max: usize) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
@@ -306,16 +396,39 @@ fn refuse(mut stream: UnixStream, max: usize) {
         503,
         format!("too many API connections (at most {max} at once)"),
     );
-    let _ = stream.write_all(&r.to_bytes());
+    if stream.write_all(&r.to_bytes()).is_ok() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        drain(&mut stream, REFUSE_DRAIN);
+    }
 }
 
-/// Answers one request on `stream`.
-fn serve(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits) {
+/// Reads and drops what the client still sends, for at most `wait` per
+/// read and [`DRAIN_BYTES`] in all.
+fn drain(stream: &mut UnixStream, wait: Duration) {
+    let _ = stream.set_read_timeout(Some(wait));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Answers one request on `stream`; `reading` goes false once the
+/// request is in (from then on the connection is never evicted).
+fn serve(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits, reading: &AtomicBool) {
     // Accepted sockets do not inherit O_NONBLOCK on Linux; make sure.
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(limits.write_timeout));
     let mut set_timeout = |s: &mut UnixStream, d: Duration| s.set_read_timeout(Some(d));
-    let response = match read_request(&mut stream, limits, &mut set_timeout) {
+    let request = read_request(&mut stream, limits, &mut set_timeout);
+    if !reading.swap(false, Ordering::AcqRel) {
+        // Evicted while it read: the socket is shut down already.
+        return;
+    }
+    let response = match request {
         Ok(req) => {
             debug!(method = req.method, path = req.path, "API request");
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&req, backend)))
@@ -339,15 +452,7 @@ fn serve(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits) {
         return;
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(DRAIN));
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < DRAIN_BYTES {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
+    drain(&mut stream, DRAIN);
 }
 
 #[cfg(test)]
@@ -386,6 +491,8 @@ mod tests {
             Err(BackendError::NotImplemented("no injector".into()))
         }
         fn dump(&self, _: DumpRequest) -> Result<DumpResponse, BackendError> {
+            // Slow on purpose: a connection being answered.
+            std::thread::sleep(Duration::from_millis(2000));
             Err(BackendError::Conflict("no VM".into()))
         }
         fn set_state(&self, _: RequestedState) -> Result<Status, BackendError> {
@@ -489,7 +596,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             limits: Limits {
-                read_timeout: Duration::from_millis(1000),
+                read_timeout: Duration::from_millis(2000),
                 ..Limits::default()
             },
             max_connections: 4,
@@ -524,26 +631,66 @@ mod tests {
         let mut out = String::new();
         let _ = slow.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
-        // Idle connections beyond the limit are refused, not queued.
-        let idle: Vec<UnixStream> = (0..4)
+        drop(slow);
+        // (Its thread ends when it sees the close.)
+        std::thread::sleep(Duration::from_millis(200));
+        // Idle connections cannot lock others out: at the limit, the one
+        // that has waited longest without a request makes room.
+        // (Past the grace a new client has to send its request, within
+        // the 2 s the idle ones have before their 408.)
+        let mut idle: Vec<UnixStream> = (0..4)
             .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
-        // The server takes them up as it gets the CPU (slow on a loaded
-        // machine): ask until it has, within a deadline.
+        std::thread::sleep(Duration::from_millis(600));
+        for _ in 0..3 {
+            let r = c.request("GET", "/vm", None).unwrap();
+            assert_eq!(r.status, 200, "{}", r.fault_message());
+        }
+        // The oldest idle one was closed to make room, with no answer (a
+        // timed-out one would have had a 408).
+        idle[0]
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = idle[0].read_to_end(&mut out);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        drop(idle);
+        std::thread::sleep(Duration::from_millis(200));
+        // Every slot busy answering: a newcomer gets a 503 with a JSON
+        // message it can read (no reset), and the busy ones their answers.
+        let busy: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Client::new(&path).request("PUT", "/dump", None))
+            })
+            .collect();
+        // (Probing before they are all in would take a slot from one.)
+        std::thread::sleep(Duration::from_millis(400));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        let refused = loop {
             let answer = raw(&path, b"GET / HTTP/1.1\r\n\r\n");
             if answer.starts_with("HTTP/1.1 503 ") {
-                break;
+                break answer;
             }
             assert!(
                 std::time::Instant::now() < deadline,
                 "never refused: {answer}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let body = &refused[refused.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(
+            v["fault_message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("too many"),
+            "{v}"
+        );
+        for b in busy {
+            assert_eq!(b.join().unwrap().unwrap().status, 409);
         }
-        drop(idle);
-        // Their threads see the close and free their slots.
+        // Their threads end and free their slots.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while c.request("GET", "/vm", None).unwrap().status != 200 {
             assert!(std::time::Instant::now() < deadline, "slots never freed");
