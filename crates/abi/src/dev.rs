@@ -121,6 +121,10 @@ pub mod crashtest {
     /// Not a crash: sleeps inside the extension for `arg` milliseconds,
     /// so that a fault elsewhere finds this process inside it.
     pub const IOC_SLEEP_IN_EXT: u64 = 58;
+    /// Zeroes the kernel's IDT (one table, shared by every CPU), sends
+    /// every other CPU an interrupt and faults: each CPU that takes an
+    /// interrupt or exception now shuts down, at nearly the same moment.
+    pub const IOC_IDT_WIPE: u64 = 59;
 
     /// Scenarios across processes (and, on several vCPUs, across CPUs)
     /// that `crash NAME` plays; each crashes the kernel once.
@@ -140,6 +144,10 @@ pub mod crashtest {
         (
             "irq-fault-ap",
             "null read in a timer callback on the last CPU (not the boot CPU)",
+        ),
+        (
+            "idt-wipe",
+            "wipe the IDT every CPU shares and fault: other CPUs triple-fault at the same moment",
         ),
     ];
 

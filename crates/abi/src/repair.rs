@@ -181,6 +181,12 @@ pub struct StoppedCpu {
     pub rflags: u64,
     /// Its code segment selector (the low two bits: its ring).
     pub cs: u64,
+    /// A crash of its own it stopped with (it crashed at nearly the same
+    /// moment), as a `DETECT_*`; 0 for none. The registers above are those
+    /// at that crash.
+    pub crashed: u32,
+    /// Padding; zero.
+    pub _pad: u32,
 }
 
 /// What the hypervisor tells the repair program.
@@ -272,8 +278,10 @@ pub struct ResumePlan {
     pub code_bytes_restored: u32,
     /// Kernel invariants it found broken and repaired.
     pub invariant_fixes: u32,
-    /// Padding; zero.
-    pub _pad: u32,
+    /// Other vCPUs (a bit each) whose own pending crash this repair also
+    /// covers: they resume where they stopped instead of having a repair
+    /// of their own.
+    pub covered_cpus: u32,
     /// Per extension slot, an `EXT_ACTION_*` or 0.
     pub ext_actions: [u32; crate::root::MAX_EXTS],
     /// TSC when the program started and finished (profiling: the rest of

@@ -108,6 +108,8 @@ fn stopped_cpus(others: &[lazarus_vmm::VcpuRegs]) -> [StoppedCpu; MAX_CPUS] {
                 rsp: regs.rsp,
                 rflags: regs.rflags,
                 cs: u64::from(sregs.cs.selector),
+                crashed: o.crash.as_ref().map_or(0, detector),
+                _pad: 0,
             };
         }
     }
@@ -161,7 +163,7 @@ impl Resurrector {
         &mut self,
         vm: StoppedVm<'_>,
         crash: &CrashInfo,
-    ) -> Result<ResumeState, Fallback> {
+    ) -> Result<(ResumeState, Vec<(u32, ResumeState)>), Fallback> {
         let t0 = crash.detected_at;
         let Some(root_gpa) = vm.root_gpa else {
             return Err(Fallback::NoStateRoot);
@@ -212,6 +214,22 @@ impl Resurrector {
         );
         let snapshot_time = snap_start.elapsed();
 
+        // Other vCPUs parked with a crash of their own: the repair may
+        // cover them (they then resume where they stopped).
+        let pending: Vec<(u32, ResumeState)> = vm
+            .others
+            .iter()
+            .filter(|o| o.crash.is_some())
+            .filter_map(|o| {
+                Some((
+                    o.id,
+                    ResumeState {
+                        regs: o.regs?,
+                        sregs: o.sregs?,
+                    },
+                ))
+            })
+            .collect();
         let input = RepairInput {
             detector,
             vcpu: crash.vcpu,
@@ -266,6 +284,10 @@ impl Resurrector {
             return Err(refuse(removal, e.into()));
         }
         let resume = plan::resume_state(&sregs, &plan, root.idt, vm.vcpu.id);
+        let covered: Vec<(u32, ResumeState)> = pending
+            .into_iter()
+            .filter(|(id, _)| *id < 32 && plan.covered_cpus & (1 << id) != 0)
+            .collect();
         self.pending = Some(Pending {
             t0,
             resumed: Instant::now(),
@@ -285,7 +307,7 @@ impl Resurrector {
                 others_stopped,
             },
         });
-        Ok(resume)
+        Ok((resume, covered))
     }
 
     /// Whether a repair is waiting for the kernel to get back to user mode.
@@ -346,7 +368,11 @@ impl Resurrector {
 impl CrashHandler for Resurrector {
     fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
         match self.recover(vm, crash) {
-            Ok(state) => Verdict::Resume(Box::new(state)),
+            Ok((state, covered)) if covered.is_empty() => Verdict::Resume(Box::new(state)),
+            Ok((state, covered)) => Verdict::ResumeCovering {
+                state: Box::new(state),
+                covered,
+            },
             Err(why) => Verdict::Reboot(Arc::new(why)),
         }
     }

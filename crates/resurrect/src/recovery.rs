@@ -83,10 +83,21 @@ impl Recovery {
             f => format!(" at {f}"),
         };
         // On SMP: which CPU crashed, and that the others were stopped too.
-        let cpu = match self.others_stopped {
+        let mut cpu = match self.others_stopped {
             0 => String::new(),
             n => format!(" on vCPU {} of {}", self.crash.vcpu, n + 1),
         };
+        // Other CPUs' crashes of the same moment this repair covered.
+        let covered: Vec<String> = (0..32)
+            .filter(|i| self.plan.covered_cpus & (1 << i) != 0)
+            .map(|i: u32| i.to_string())
+            .collect();
+        if !covered.is_empty() {
+            cpu.push_str(&format!(
+                " (and the crash of vCPU {} at the same moment)",
+                covered.join(", ")
+            ));
+        }
         let code = match self.plan.code_bytes_restored {
             0 => String::new(),
             n => format!("; restored {n} bytes of corrupted code"),

@@ -31,6 +31,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use crate::console::lock;
 use crate::cpu::Vcpu;
 use crate::crash::{CrashInfo, CrashKind};
+use crate::handler::ResumeState;
 use crate::hypercall::Hypercalls;
 use crate::kick::kick_signal;
 use crate::loader::GuestLayout;
@@ -158,6 +159,9 @@ struct PauseState {
     running: usize,
     /// vCPUs parked now.
     parked: Vec<VcpuRegs>,
+    /// Parked vCPUs whose pending crash the last verdict covered, with the
+    /// registers they resume with (`cover`).
+    covered: Vec<(u32, ResumeState)>,
     /// When the current hold period started, and all earlier ones' total.
     paused_since: Option<Instant>,
     paused_total: Duration,
@@ -309,6 +313,28 @@ impl ControlShared {
             },
             stop,
         );
+    }
+
+    /// Marks the pending crash of parked vCPU `id` as dealt with by the
+    /// current handler's verdict: when the hold goes, it resumes with
+    /// `state` instead of taking its turn. False if `id` is not parked
+    /// with a crash pending (nothing to cover).
+    pub(crate) fn cover(&self, id: u32, state: ResumeState) -> bool {
+        let mut st = lock(&self.state);
+        if !st.parked.iter().any(|p| p.id == id && p.crash.is_some()) {
+            return false;
+        }
+        st.covered.retain(|c| c.0 != id);
+        st.covered.push((id, state));
+        true
+    }
+
+    /// The registers vCPU `id` resumes with if its pending crash was
+    /// covered (taken: asked once per crash).
+    pub(crate) fn take_covered(&self, id: u32) -> Option<ResumeState> {
+        let mut st = lock(&self.state);
+        let i = st.covered.iter().position(|c| c.0 == id)?;
+        Some(st.covered.swap_remove(i).1)
     }
 
     /// Parks the thread of a vCPU that crashed (`crash`) and cannot have

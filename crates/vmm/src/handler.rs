@@ -93,6 +93,17 @@ pub struct ResumeState {
 pub enum Verdict {
     /// Resume the crashed vCPU with these registers.
     Resume(Box<ResumeState>),
+    /// Resume the crashed vCPU, and also the other vCPUs listed, whose own
+    /// pending crash (`VcpuRegs::crash`) the handler dealt with in the
+    /// same repair: each resumes with its registers here instead of
+    /// coming to the handler in turn. A vCPU listed that had no pending
+    /// crash is left as it is.
+    ResumeCovering {
+        /// The crashed vCPU's registers.
+        state: Box<ResumeState>,
+        /// (vCPU index, its registers) for each covered crash.
+        covered: Vec<(u32, ResumeState)>,
+    },
     /// Not safe to resume: end the run with a crash outcome carrying the
     /// reason (the caller dumps and reboots).
     Reboot(HandlerError),

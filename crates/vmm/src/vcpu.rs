@@ -22,7 +22,7 @@ pub use crate::cpu::Vcpu;
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
-use crate::handler::{CrashHandler, Notification, NotifyContext, StoppedVm, Verdict};
+use crate::handler::{CrashHandler, Notification, NotifyContext, ResumeState, StoppedVm, Verdict};
 use crate::hypercall::HcAction;
 use crate::kick::{KVM_RUN_PTR, kick_signal};
 use crate::stats::ExitKind;
@@ -216,9 +216,18 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
         return Some(VcpuEvent::Crash(Box::new(crash)));
     };
     let park = || ctx.control.park_crashed(&crash, &ctx.stop);
-    let Some(mut handler) = take_handler(handler, ctx, park) else {
+    let mut handler = match take_handler(handler, ctx, vcpu.id, park) {
+        Taken::Handler(h) => h,
+        Taken::Covered(state) => {
+            // Another vCPU's repair dealt with this crash too.
+            info!(
+                vcpu = vcpu.id,
+                "the crash was covered by another vCPU's repair; resuming"
+            );
+            return apply_verdict(vcpu, Verdict::Resume(state), crash);
+        }
         // The run is ending; another event decides its outcome.
-        return Some(VcpuEvent::Crash(Box::new(crash)));
+        Taken::Stopping => return Some(VcpuEvent::Crash(Box::new(crash))),
     };
     let stopped = ctx
         .control
@@ -235,7 +244,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
         }
     };
     let parked: Vec<u32> = others.iter().map(|o| o.id).collect();
-    let verdict = handler.on_crash(
+    let mut verdict = handler.on_crash(
         StoppedVm {
             vm_fd: &ctx.vm_fd,
             mem: &ctx.devices.mem,
@@ -247,6 +256,17 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
         &crash,
     );
     *lock(&ctx.handling) = None;
+    if let Verdict::ResumeCovering { state, covered } = verdict {
+        for (id, st) in covered {
+            if !ctx.control.cover(id, st) {
+                warn!(
+                    vcpu = id,
+                    "the verdict covers a crash this vCPU does not have pending"
+                );
+            }
+        }
+        verdict = Verdict::Resume(state);
+    }
     let detected_at = crash.detected_at;
     let event = apply_verdict(vcpu, verdict, crash);
     if event.is_none() {
@@ -273,25 +293,38 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
 /// stopped, else retries shortly (the holder is taking its hold, or a
 /// notification has the handler). `None`: the VM is stopping, or a crash
 /// verdict ended the run.
+/// What [`take_handler`] got the crashed vCPU.
+enum Taken<'h> {
+    Handler(MutexGuard<'h, Box<dyn CrashHandler>>),
+    /// Its crash was covered while it was parked: resume with these.
+    Covered(Box<ResumeState>),
+    /// The VM is stopping, or a crash verdict ended the run.
+    Stopping,
+}
+
 fn take_handler<'h>(
     handler: &'h Mutex<Box<dyn CrashHandler>>,
     ctx: &VcpuContext,
+    id: u32,
     park: impl Fn(),
-) -> Option<MutexGuard<'h, Box<dyn CrashHandler>>> {
+) -> Taken<'h> {
     loop {
         if ctx.stop.load(Ordering::Acquire) {
-            return None;
+            return Taken::Stopping;
         }
         // Never parks with the handler held: whoever holds the hold must
         // be able to take the handler or release the hold.
         if ctx.control.pause_requested() {
             park();
+            if let Some(state) = ctx.control.take_covered(id) {
+                return Taken::Covered(Box::new(state));
+            }
             continue;
         }
         if !ctx.crash_ended_run.load(Ordering::Acquire) {
             match handler.try_lock() {
-                Ok(guard) => return Some(guard),
-                Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Ok(guard) => return Taken::Handler(guard),
+                Err(TryLockError::Poisoned(p)) => return Taken::Handler(p.into_inner()),
                 Err(TryLockError::WouldBlock) => {}
             }
         }
@@ -321,6 +354,7 @@ fn apply_verdict(vcpu: &mut Vcpu, verdict: Verdict, mut crash: CrashInfo) -> Opt
                 }
             }
         }
+        Verdict::ResumeCovering { state, .. } => apply_verdict(vcpu, Verdict::Resume(state), crash),
         Verdict::Reboot(why) => {
             warn!(
                 vcpu = vcpu.id,
@@ -429,8 +463,11 @@ fn hypercall_flow(action: HcAction, ctx: &VcpuContext) -> Flow {
 fn notify(vcpu: &Vcpu, ctx: &VcpuContext, n: Notification) -> Option<VcpuEvent> {
     let handler = ctx.handler.as_ref()?;
     let park = || ctx.control.park(vcpu, &ctx.stop);
-    // The run is ending: nobody needs the notification any more.
-    let mut handler = take_handler(handler, ctx, park)?;
+    // The run is ending: nobody needs the notification any more. (Only a
+    // vCPU parked with a crash can have it covered, never this one.)
+    let Taken::Handler(mut handler) = take_handler(handler, ctx, vcpu.id, park) else {
+        return None;
+    };
     let cx = NotifyContext {
         mem: &ctx.devices.mem,
         root_gpa: ctx.devices.hypercalls.root_gpa(),

@@ -639,6 +639,9 @@ struct TakeTurns {
     gate: Option<(u64, u64)>,
     /// The VM's control handle, for its exit counts (set before the run).
     control: Arc<OnceLock<VmControl>>,
+    /// If set, the first verdict also covers every other vCPU's pending
+    /// crash, resuming each here.
+    cover_rip: Option<u64>,
 }
 
 impl CrashHandlerBuilder for TakeTurns {
@@ -658,7 +661,21 @@ impl CrashHandler for TakeTurns {
         match (calls.len(), crash.regs, crash.sregs) {
             (1, Some(mut regs), Some(sregs)) => {
                 regs.rip = self.park_rip;
-                Verdict::Resume(Box::new(ResumeState { regs, sregs }))
+                let state = Box::new(ResumeState { regs, sregs });
+                let Some(rip) = self.cover_rip else {
+                    return Verdict::Resume(state);
+                };
+                let covered = vm
+                    .others
+                    .iter()
+                    .filter(|o| o.crash.is_some())
+                    .filter_map(|o| {
+                        let (mut regs, sregs) = (o.regs?, o.sregs?);
+                        regs.rip = rip;
+                        Some((o.id, ResumeState { regs, sregs }))
+                    })
+                    .collect();
+                Verdict::ResumeCovering { state, covered }
             }
             _ => Verdict::Halt,
         }
@@ -795,4 +812,51 @@ fn a_crash_while_the_handler_is_busy_is_listed_and_handled_next() {
     expected.sort_by_key(|o| o.0);
     assert_eq!(calls[1].others, expected, "{calls:?}");
     assert_second_crash_is_the_outcome(&outcome, &calls);
+}
+
+#[test]
+fn a_crash_the_first_verdict_covers_does_not_come_to_the_handler_again() {
+    // As above, and the first verdict covers the second crash: that vCPU
+    // resumes where the handler says (a power-off), with no call of its
+    // own.
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF)
+        .hypercall(BLOCK_OFF + 0x40)
+        .hypercall(BLOCK_OFF + 0x80)
+        .hlt_forever();
+    let poweroff = code.here() as u64;
+    code.hypercall(BLOCK_OFF + 0xc0).hlt_forever();
+    code.pad_to(AP_OFF);
+    let wait = code.here();
+    code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
+    code.pvpanic();
+    let park = code.here() as u64;
+    code.hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_CPU_ON, cpu_on(1, AP_OFF))
+        .block(BLOCK_OFF + 0x40, HC_CPU_ON, cpu_on(2, AP_OFF))
+        .block(
+            BLOCK_OFF + 0x80,
+            HC_EXT_EVENT,
+            [EXT_EVENT_LOADED, 0, 0, 0, 0],
+        )
+        .block(BLOCK_OFF + 0xc0, HC_POWEROFF, [7, 0, 0, 0, 0]);
+    let handler = TakeTurns {
+        park_rip: virt(park),
+        gate: Some((KERNEL_PHYS_BASE + GATE_OFF, 2)),
+        cover_rip: Some(virt(poweroff)),
+        ..TakeTurns::default()
+    };
+    let (outcome, calls) = run_taking_turns(&img, 3, handler);
+
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let panic = Some(CrashKind::GuestPanic { code: 1 });
+    assert!(
+        calls[0].others.iter().any(|o| o.1 == panic),
+        "the second crash was not pending: {calls:?}"
+    );
+    assert!(
+        matches!(outcome, VmOutcome::PowerOff(7)),
+        "{outcome:?} {calls:?}"
+    );
 }

@@ -66,6 +66,25 @@ pub fn pristine_bytes(p: &Pristine) -> Option<&'static [u8]> {
     })
 }
 
+/// Other CPUs that crashed at nearly the same moment and need no repair
+/// of their own: a triple fault (an interrupt or exception it could not
+/// take) in user mode, or in the kernel outside extension code and without
+/// the big lock (its idle loop or the lock's wait), is the work of the
+/// tables just rebuilt, such as a wiped IDT. It resumes where it stopped
+/// and takes the interrupt again. The checks above refused any CPU in
+/// extension code or holding the lock; any other crash keeps its turn.
+fn covered_crashes(inp: &RepairInput) -> u32 {
+    inp.others
+        .iter()
+        .filter(|o| {
+            o.valid != 0
+                && o.vcpu != inp.vcpu
+                && o.vcpu < 32
+                && o.crashed == lazarus_abi::repair::DETECT_TRIPLE_FAULT
+        })
+        .fold(0, |mask, o| mask | 1 << o.vcpu)
+}
+
 fn set_reason(p: &mut ResumePlan, why: &str) {
     p.reason = [0; 96];
     let n = why.len().min(p.reason.len());
@@ -195,6 +214,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     }
     fx.rebuild_idt()?;
     invariants::check_and_repair(&mut fx)?;
+    fx.plan.covered_cpus = covered_crashes(inp);
     fx.finish(inp, &d)
 }
 

@@ -204,6 +204,32 @@ pub fn triple_fault() -> ! {
     unsafe { asm!("cli", "lidt [{}]", "ud2", in(reg) &empty, options(noreturn)) }
 }
 
+/// Zeroes the IDT the CPU uses (the kernel's, shared by every CPU),
+/// sends every other CPU an interrupt (x2APIC ICR, all but self) and
+/// executes `ud2`: this CPU and each CPU the interrupt reaches shut down.
+pub fn idt_wipe(vector: u8) -> ! {
+    let mut idtr = [0u8; 10];
+    // SAFETY: `sidt` stores 10 bytes into the buffer.
+    unsafe { asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack)) };
+    let limit = u16::from_le_bytes([idtr[0], idtr[1]]) as usize;
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&idtr[2..]);
+    let base = u64::from_le_bytes(base);
+    // SAFETY: deliberately destroys the kernel's IDT (that is the fault
+    // this injects); then interrupts every other CPU and faults.
+    unsafe {
+        core::ptr::write_bytes(base as *mut u8, 0, limit + 1);
+        asm!(
+            "wrmsr",
+            "ud2",
+            in("ecx") 0x830u32,
+            in("eax") u32::from(vector) | (3 << 18),
+            in("edx") 0u32,
+            options(noreturn, nostack)
+        )
+    }
+}
+
 /// `movq xmm0, rbx` as raw bytes: the kernel is built without SSE.
 pub fn emulation_failure() -> ! {
     // SAFETY: deliberately executes an instruction the kernel never enables.

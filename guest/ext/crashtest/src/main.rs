@@ -12,10 +12,11 @@ use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use lazarus_extsdk::abi::dev::crashtest::{
     IOC_BREAK_PING, IOC_BREAK_READ, IOC_CORRUPT_CODE, IOC_DEADLOCK, IOC_DIVIDE, IOC_DOUBLE_FAULT,
-    IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_LIST_CORRUPTION, IOC_LOCK_A,
-    IOC_LOCK_B, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SLEEP_IN_EXT,
-    IOC_SOFT_LOCKUP, IOC_SPIN_LOCK_A, IOC_STACK_OVERFLOW, IOC_TIMER_FAULT, IOC_TRIPLE_FAULT,
-    IOC_TRY_LOCK_B, IOC_UD2, IOC_UNLOCK, IOC_WILD_WRITE, PING_REPLY,
+    IOC_EMULATION_FAILURE, IOC_GP, IOC_HARD_LOCKUP, IOC_HOLD_LOCK, IOC_IDT_WIPE,
+    IOC_LIST_CORRUPTION, IOC_LOCK_A, IOC_LOCK_B, IOC_NULL_READ, IOC_PANIC, IOC_PEEK_PHYS, IOC_PING,
+    IOC_POKE_PHYS, IOC_SLEEP_IN_EXT, IOC_SOFT_LOCKUP, IOC_SPIN_LOCK_A, IOC_STACK_OVERFLOW,
+    IOC_TIMER_FAULT, IOC_TRIPLE_FAULT, IOC_TRY_LOCK_B, IOC_UD2, IOC_UNLOCK, IOC_WILD_WRITE,
+    PING_REPLY,
 };
 use lazarus_extsdk::errno::{EAGAIN, EBUSY, EINVAL};
 use lazarus_extsdk::sync::KLock;
@@ -98,6 +99,7 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_SLEEP_IN_EXT => faults::sleep_in_ext(arg),
         IOC_PEEK_PHYS | IOC_POKE_PHYS => phys_access(cmd, arg),
         IOC_TRIPLE_FAULT => faults::triple_fault(),
+        IOC_IDT_WIPE => faults::idt_wipe(lazarus_abi::layout::VEC_RESCHED),
         IOC_EMULATION_FAILURE => faults::emulation_failure(),
         IOC_CORRUPT_CODE => faults::corrupt_code(),
         IOC_DOUBLE_FAULT => faults::double_fault(),

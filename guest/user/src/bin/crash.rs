@@ -12,10 +12,10 @@ use alloc::string::String;
 use core::fmt::Write;
 
 use lazarus_ulib::abi::dev::crashtest::{
-    DEV, FAILURES, IOC_BREAK_PING, IOC_BREAK_READ, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_LOCK_A,
-    IOC_LOCK_B, IOC_NULL_READ, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS, IOC_SLEEP_IN_EXT,
-    IOC_SPIN_LOCK_A, IOC_TIMER_FAULT, IOC_TRY_LOCK_B, IOC_UNLOCK, KINDS, PING_REPLY, SCENARIOS,
-    kind_by_name,
+    DEV, FAILURES, IOC_BREAK_PING, IOC_BREAK_READ, IOC_DEADLOCK, IOC_HOLD_LOCK, IOC_IDT_WIPE,
+    IOC_LOCK_A, IOC_LOCK_B, IOC_NULL_READ, IOC_PEEK_PHYS, IOC_PING, IOC_POKE_PHYS,
+    IOC_SLEEP_IN_EXT, IOC_SPIN_LOCK_A, IOC_TIMER_FAULT, IOC_TRY_LOCK_B, IOC_UNLOCK, KINDS,
+    PING_REPLY, SCENARIOS, kind_by_name,
 };
 use lazarus_ulib::abi::syscall::complaint;
 use lazarus_ulib::io::{close, ioctl, read};
@@ -53,6 +53,7 @@ fn main(args: Args) -> i32 {
         "ext-victim" => return ext_victim(),
         "abba" => return abba(),
         "irq-fault-ap" => return irq_fault_ap(),
+        "idt-wipe" => return idt_wipe(),
         // The other halves of the scenarios, started by them.
         "spin-lock-b" => return spin_lock_b(),
         "sleep-in-ext" => return sleep_in_ext(),
@@ -404,6 +405,22 @@ fn abba_partner() -> i32 {
     process::sleep_ms(400);
     let r = ioctl(fd, IOC_SPIN_LOCK_A, 0);
     println!("crash: abba-partner: the spin returned {r:?}");
+    1
+}
+
+/// The IDT every CPU shares wiped, and a fault: the other CPUs triple-
+/// fault at their next interrupt, which the fault sends them at once.
+fn idt_wipe() -> i32 {
+    if process::cpus().map_or(1, |c| c.len()) < 2 {
+        println!("crash: idt-wipe needs at least 2 vCPUs");
+        return 2;
+    }
+    let Some(fd) = open() else {
+        return 1;
+    };
+    println!("crash: wiping the IDT");
+    let r = ioctl(fd, IOC_IDT_WIPE, 0);
+    println!("crash: the wipe returned {r:?}");
     1
 }
 
