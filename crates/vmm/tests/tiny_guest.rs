@@ -766,15 +766,17 @@ fn two_cpus_crashing_at_once_are_both_handled_with_every_cpu_stopped() {
     assert_second_crash_is_the_outcome(&outcome, &calls);
 }
 
-#[test]
-fn a_crash_while_the_handler_is_busy_is_listed_and_handled_next() {
-    // vCPU 0 starts vCPUs 1 and 2 and sends a notification; the handler,
-    // busy with it, opens the gate and waits until both have panicked.
+/// vCPU 0 starts vCPUs 1 and 2 and sends a notification; the APs wait
+/// at the gate, panic, and halt at `park`. `poweroff` is code that powers
+/// the VM off with status 7. Returns (image, park, poweroff).
+fn busy_handler_image() -> (Image, u64, u64) {
     let mut code = Asm::default();
     code.hypercall(BLOCK_OFF)
         .hypercall(BLOCK_OFF + 0x40)
         .hypercall(BLOCK_OFF + 0x80)
         .hlt_forever();
+    let poweroff = code.here() as u64;
+    code.hypercall(BLOCK_OFF + 0xc0).hlt_forever();
     code.pad_to(AP_OFF);
     let wait = code.here();
     code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
@@ -788,7 +790,16 @@ fn a_crash_while_the_handler_is_busy_is_listed_and_handled_next() {
             BLOCK_OFF + 0x80,
             HC_EXT_EVENT,
             [EXT_EVENT_LOADED, 0, 0, 0, 0],
-        );
+        )
+        .block(BLOCK_OFF + 0xc0, HC_POWEROFF, [7, 0, 0, 0, 0]);
+    (img, park, poweroff)
+}
+
+#[test]
+fn a_crash_while_the_handler_is_busy_is_listed_and_handled_next() {
+    // The handler, busy with the notification, opens the gate and waits
+    // until both APs have panicked.
+    let (img, park, _) = busy_handler_image();
     let handler = TakeTurns {
         park_rip: virt(park),
         gate: Some((KERNEL_PHYS_BASE + GATE_OFF, 2)),
@@ -819,28 +830,7 @@ fn a_crash_the_first_verdict_covers_does_not_come_to_the_handler_again() {
     // As above, and the first verdict covers the second crash: that vCPU
     // resumes where the handler says (a power-off), with no call of its
     // own.
-    let mut code = Asm::default();
-    code.hypercall(BLOCK_OFF)
-        .hypercall(BLOCK_OFF + 0x40)
-        .hypercall(BLOCK_OFF + 0x80)
-        .hlt_forever();
-    let poweroff = code.here() as u64;
-    code.hypercall(BLOCK_OFF + 0xc0).hlt_forever();
-    code.pad_to(AP_OFF);
-    let wait = code.here();
-    code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
-    code.pvpanic();
-    let park = code.here() as u64;
-    code.hlt_forever();
-    let mut img = Image::new(&code);
-    img.block(BLOCK_OFF, HC_CPU_ON, cpu_on(1, AP_OFF))
-        .block(BLOCK_OFF + 0x40, HC_CPU_ON, cpu_on(2, AP_OFF))
-        .block(
-            BLOCK_OFF + 0x80,
-            HC_EXT_EVENT,
-            [EXT_EVENT_LOADED, 0, 0, 0, 0],
-        )
-        .block(BLOCK_OFF + 0xc0, HC_POWEROFF, [7, 0, 0, 0, 0]);
+    let (img, park, poweroff) = busy_handler_image();
     let handler = TakeTurns {
         park_rip: virt(park),
         gate: Some((KERNEL_PHYS_BASE + GATE_OFF, 2)),

@@ -26,9 +26,15 @@ pub fn send(dst: u32, msg: &[u8]) -> Result<()> {
 /// [`send`], retrying (yielding the CPU) while the kernel's message table
 /// is full, up to `tries` times.
 pub fn send_retry(dst: u32, msg: &[u8], tries: u32) -> Result<()> {
+    while_table_full(tries, || send(dst, msg))
+}
+
+/// Runs `call` again, yielding the CPU in between, while it fails with
+/// EAGAIN (the kernel's message table is full), up to `tries` times.
+fn while_table_full<T>(tries: u32, mut call: impl FnMut() -> Result<T>) -> Result<T> {
     let mut left = tries;
     loop {
-        match send(dst, msg) {
+        match call() {
             Err(Errno::EAGAIN) if left > 0 => {
                 left -= 1;
                 crate::process::yield_now();
@@ -81,16 +87,7 @@ pub fn sendrecv(dst: u32, msg: &[u8], buf: &mut [u8]) -> Result<(u32, usize)> {
 /// [`sendrecv`], retrying (yielding the CPU) while the kernel's message
 /// table is full, up to `tries` times.
 pub fn sendrecv_retry(dst: u32, msg: &[u8], buf: &mut [u8], tries: u32) -> Result<(u32, usize)> {
-    let mut left = tries;
-    loop {
-        match sendrecv(dst, msg, buf) {
-            Err(Errno::EAGAIN) if left > 0 => {
-                left -= 1;
-                crate::process::yield_now();
-            }
-            r => return r,
-        }
-    }
+    while_table_full(tries, || sendrecv(dst, msg, buf))
 }
 
 /// Registers the caller as service `name`.
