@@ -31,7 +31,6 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use crate::console::lock;
 use crate::cpu::Vcpu;
 use crate::crash::{CrashInfo, CrashKind};
-use crate::handler::ResumeState;
 use crate::hypercall::Hypercalls;
 use crate::kick::kick_signal;
 use crate::loader::GuestLayout;
@@ -161,7 +160,7 @@ struct PauseState {
     parked: Vec<VcpuRegs>,
     /// Parked vCPUs whose pending crash the last verdict covered, with the
     /// registers they resume with (`cover`).
-    covered: Vec<(u32, ResumeState)>,
+    covered: Vec<(u32, Box<(kvm_regs, kvm_sregs)>)>,
     /// When the current hold period started, and all earlier ones' total.
     paused_since: Option<Instant>,
     paused_total: Duration,
@@ -319,22 +318,22 @@ impl ControlShared {
     /// current handler's verdict: when the hold goes, it resumes with
     /// `state` instead of taking its turn. False if `id` is not parked
     /// with a crash pending (nothing to cover).
-    pub(crate) fn cover(&self, id: u32, state: ResumeState) -> bool {
+    pub(crate) fn cover(&self, id: u32, regs: kvm_regs, sregs: kvm_sregs) -> bool {
         let mut st = lock(&self.state);
         if !st.parked.iter().any(|p| p.id == id && p.crash.is_some()) {
             return false;
         }
         st.covered.retain(|c| c.0 != id);
-        st.covered.push((id, state));
+        st.covered.push((id, Box::new((regs, sregs))));
         true
     }
 
     /// The registers vCPU `id` resumes with if its pending crash was
     /// covered (taken: asked once per crash).
-    pub(crate) fn take_covered(&self, id: u32) -> Option<ResumeState> {
+    pub(crate) fn take_covered(&self, id: u32) -> Option<(kvm_regs, kvm_sregs)> {
         let mut st = lock(&self.state);
         let i = st.covered.iter().position(|c| c.0 == id)?;
-        Some(st.covered.swap_remove(i).1)
+        Some(*st.covered.swap_remove(i).1)
     }
 
     /// Parks the thread of a vCPU that crashed (`crash`) and cannot have

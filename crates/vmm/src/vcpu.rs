@@ -258,7 +258,7 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
     *lock(&ctx.handling) = None;
     if let Verdict::ResumeCovering { state, covered } = verdict {
         for (id, st) in covered {
-            if !ctx.control.cover(id, st) {
+            if !ctx.control.cover(id, st.regs, st.sregs) {
                 warn!(
                     vcpu = id,
                     "the verdict covers a crash this vCPU does not have pending"
@@ -316,8 +316,8 @@ fn take_handler<'h>(
         // be able to take the handler or release the hold.
         if ctx.control.pause_requested() {
             park();
-            if let Some(state) = ctx.control.take_covered(id) {
-                return Taken::Covered(Box::new(state));
+            if let Some((regs, sregs)) = ctx.control.take_covered(id) {
+                return Taken::Covered(Box::new(ResumeState { regs, sregs }));
             }
             continue;
         }
