@@ -27,12 +27,28 @@ pub fn open_device(name: &str) -> Result<i32> {
     let path = alloc::format!("/dev/{name}");
     match crate::io::open(&path) {
         Err(crate::Errno::ENOENT | crate::Errno::ENODEV) => match load(name) {
-            Err(crate::Errno::EEXIST) => unload(name)
+            Err(crate::Errno::EEXIST) => unload_when_closed(name)
                 .and_then(|_| load(name))
                 .and_then(|_| crate::io::open(&path)),
             r => r.and_then(|_| crate::io::open(&path)),
         },
         r => r,
+    }
+}
+
+/// Unloads a disabled extension to load it afresh. A process may still
+/// have it open for a moment (EBUSY): typically one whose call a repair
+/// just unwound, on its way out. Waits up to 2 s for it.
+fn unload_when_closed(name: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match unload(name) {
+            Err(crate::Errno::EBUSY) if tries < 200 => {
+                tries += 1;
+                crate::process::sleep_ms(10);
+            }
+            r => return r,
+        }
     }
 }
 
