@@ -20,16 +20,20 @@ pub fn wake_all(reason: u32, obj: u32) {
     }
 }
 
+fn blocked_for(pid: u32, reason: u32) -> bool {
+    proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason)
+}
+
 /// Wakes `pid` if it is blocked for `reason`.
 pub fn wake_pid(pid: u32, reason: u32) {
-    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
+    if blocked_for(pid, reason) {
         make_runnable(pid);
     }
 }
 
 /// [`wake_pid`] by a process about to block (see `make_runnable_sync`).
 pub fn wake_pid_sync(pid: u32, reason: u32) {
-    if proc_by_pid(pid).is_some_and(|p| p.state == PS_BLOCKED && p.wait_reason == reason) {
+    if blocked_for(pid, reason) {
         crate::sched::make_runnable_sync(pid);
     }
 }
