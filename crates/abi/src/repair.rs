@@ -235,12 +235,16 @@ pub struct RepairInput {
 
 // Plan actions (`ResumePlan::action`).
 /// The plan as the hypervisor left it (zeroed): the program decided
-/// nothing. Anything but [`PLAN_RESUME`] falls back.
+/// nothing. Anything but [`PLAN_RESUME`] and [`PLAN_WAIT`] falls back.
 pub const PLAN_NONE: u32 = 0;
 /// Repaired: enter the kernel at `entry` on `stack_top` with `cr3`.
 pub const PLAN_RESUME: u32 = 1;
 /// Repair is not safe: dump and reboot.
 pub const PLAN_FALLBACK: u32 = 2;
+/// Not yet: another CPU is inside a critical section the repair must not
+/// act under (the reason says which). The program changed nothing; the
+/// hypervisor lets the other CPUs run briefly and runs it again.
+pub const PLAN_WAIT: u32 = 3;
 
 // Values of `ResumePlan::ext_actions[slot]` (0: nothing done).
 /// The extension was restored from its pristine copy and will be

@@ -25,6 +25,10 @@ pub enum Fallback {
     /// The repair program looked and declined (its reason).
     #[error("the repair program refused: {0}")]
     Refused(String),
+    /// The repair program must wait for another CPU to leave a critical
+    /// section (a `Verdict::Wait`; a reboot once the waits run out).
+    #[error("the repair program must wait: {0}")]
+    Busy(String),
     /// The repair program's plan failed the hypervisor's checks.
     #[error("resume plan: {0}")]
     BadPlan(#[from] PlanError),
@@ -69,6 +73,7 @@ impl Fallback {
             Fallback::NoRegisters => "no-registers",
             Fallback::RootUnreadable(_) => "root-unreadable",
             Fallback::Refused(_) => "refused",
+            Fallback::Busy(_) => "busy",
             Fallback::BadPlan(_) => "bad-plan",
             Fallback::ProgramFaulted => "program-faulted",
             Fallback::OverBudget(_) => "over-budget",

@@ -37,7 +37,9 @@ use std::mem::offset_of;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lazarus_abi::repair::{MAX_PRISTINE, PLAN_RESUME, Pristine, RepairInput, StoppedCpu};
+use lazarus_abi::repair::{
+    MAX_PRISTINE, PLAN_RESUME, PLAN_WAIT, Pristine, RepairInput, StoppedCpu,
+};
 use lazarus_abi::root::{KernelRoot, MAX_CPUS, MAX_EXTS, RecoveryLog, RecoveryRecord};
 use lazarus_repair_image::{ImageSize, PristineSource, RepairImage, SlotWindow, SymbolSource};
 use lazarus_vmm::memory::GuestRam;
@@ -193,6 +195,7 @@ impl Resurrector {
             |r| r.pid,
         );
         let key = (rip, u64::from(detector), pid);
+        let (last, repeat) = (self.last, self.repeat);
         self.repeat = match self.last {
             Some((k, at)) if k == key && at.elapsed() < LOOP_WINDOW => self.repeat + 1,
             _ => 0,
@@ -276,6 +279,12 @@ impl Resurrector {
                 then,
             },
         };
+        if plan.action == PLAN_WAIT {
+            // Presented again shortly: not a repeat of the crash.
+            (self.last, self.repeat) = (last, repeat);
+            let why = lazarus_abi::name_str(&plan.reason).to_string();
+            return Err(refuse(removal, Fallback::Busy(why)));
+        }
         if plan.action != PLAN_RESUME {
             let why = lazarus_abi::name_str(&plan.reason).to_string();
             return Err(refuse(removal, Fallback::Refused(why)));
@@ -373,6 +382,7 @@ impl CrashHandler for Resurrector {
                 state: Box::new(state),
                 covered,
             },
+            Err(why @ Fallback::Busy(_)) => Verdict::Wait(Arc::new(why)),
             Err(why) => Verdict::Reboot(Arc::new(why)),
         }
     }

@@ -21,6 +21,52 @@ pub struct Vcpu {
     pub fd: VcpuFd,
 }
 
+// Local APIC register pages as KVM_GET_LAPIC gives them: 8 words of 32
+// vectors each, 16 bytes apart (Intel SDM vol. 3, 11.8.4).
+const APIC_ISR: usize = 0x100;
+const APIC_IRR: usize = 0x200;
+
+impl Vcpu {
+    /// Undoes the local APIC's acceptance of an interrupt whose delivery a
+    /// triple fault cut short: the vector leaves in-service and is
+    /// requested again, so that the vCPU, resumed where it stopped once
+    /// its tables are sound, takes it then. Left in service, it would
+    /// block every interrupt of its priority class and below for good (no
+    /// handler ran to end it). The vector KVM was delivering must be the
+    /// highest in service, else nothing is changed. Returns the vector.
+    pub fn requeue_lost_interrupt(&self) -> Result<Option<u8>> {
+        let events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(Error::kvm("KVM_GET_VCPU_EVENTS"))?;
+        let mut lapic = self.fd.get_lapic().map_err(Error::kvm("KVM_GET_LAPIC"))?;
+        let bit = |base: usize, v: u8| (base + usize::from(v / 32) * 16, 1u32 << (v % 32));
+        let word = |regs: &[std::os::raw::c_char], at: usize| {
+            u32::from_le_bytes([0, 1, 2, 3].map(|i| regs[at + i] as u8))
+        };
+        let highest = (0..=255u8).rev().find(|&v| {
+            let (at, mask) = bit(APIC_ISR, v);
+            word(&lapic.regs, at) & mask != 0
+        });
+        let v = events.interrupt.nr;
+        if highest != Some(v) {
+            return Ok(None);
+        }
+        for (base, set) in [(APIC_ISR, false), (APIC_IRR, true)] {
+            let (at, mask) = bit(base, v);
+            let w = word(&lapic.regs, at);
+            let w = if set { w | mask } else { w & !mask };
+            for (i, b) in w.to_le_bytes().into_iter().enumerate() {
+                lapic.regs[at + i] = b as std::os::raw::c_char;
+            }
+        }
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(Error::kvm("KVM_SET_LAPIC"))?;
+        Ok(Some(v))
+    }
+}
+
 /// Protected mode.
 pub const CR0_PE: u64 = 1 << 0;
 /// Monitor coprocessor.

@@ -104,6 +104,12 @@ pub enum Verdict {
         /// (vCPU index, its registers) for each covered crash.
         covered: Vec<(u32, ResumeState)>,
     },
+    /// Not yet: another vCPU is inside something the handler must not act
+    /// under (the reason). The crashed vCPU waits while the others run
+    /// briefly, then the crash is presented again, unless another vCPU's
+    /// verdict covered it meanwhile. After a few waits in vain, the
+    /// hypervisor treats this as [`Verdict::Reboot`] with the reason.
+    Wait(HandlerError),
     /// Not safe to resume: end the run with a crash outcome carrying the
     /// reason (the caller dumps and reboots).
     Reboot(HandlerError),

@@ -22,7 +22,9 @@ pub use crate::cpu::Vcpu;
 use crate::crash::{CrashInfo, CrashKind};
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
-use crate::handler::{CrashHandler, Notification, NotifyContext, ResumeState, StoppedVm, Verdict};
+use crate::handler::{
+    CrashHandler, HandlerError, Notification, NotifyContext, ResumeState, StoppedVm, Verdict,
+};
 use crate::hypercall::HcAction;
 use crate::kick::{KVM_RUN_PTR, kick_signal};
 use crate::stats::ExitKind;
@@ -37,6 +39,12 @@ const MAX_COMPLETION_ROUNDS: usize = 64;
 /// again, when no hold asks it to park (the holder is about to take one,
 /// or a notification has the handler).
 const HANDLER_RETRY: Duration = Duration::from_micros(200);
+/// How long a crash whose handler said `Verdict::Wait` lets the other
+/// vCPUs run before it is presented again, and how many times. Ring-0
+/// code runs about 1 µs an instruction here: a critical section of a few
+/// thousand instructions ends well inside one wait.
+const CRASH_WAIT: Duration = Duration::from_millis(20);
+const MAX_CRASH_WAITS: u32 = 5;
 
 // KVM_SYSTEM_EVENT_* types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -216,19 +224,70 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
         return Some(VcpuEvent::Crash(Box::new(crash)));
     };
     let park = || ctx.control.park_crashed(&crash, &ctx.stop);
-    let mut handler = match take_handler(handler, ctx, vcpu.id, park) {
-        Taken::Handler(h) => h,
-        Taken::Covered(state) => {
-            // Another vCPU's repair dealt with this crash too.
-            info!(
-                vcpu = vcpu.id,
-                "the crash was covered by another vCPU's repair; resuming"
-            );
-            return apply_verdict(vcpu, Verdict::Resume(state), crash);
+    let mut waits = 0;
+    loop {
+        let handler = match take_handler(handler, ctx, vcpu.id, park) {
+            Taken::Handler(h) => h,
+            Taken::Covered(state) => return resume_covered(vcpu, state, crash),
+            // The run is ending; another event decides its outcome.
+            Taken::Stopping => return Some(VcpuEvent::Crash(Box::new(crash))),
+            Taken::Retry => continue,
+        };
+        match run_handler(vcpu, ctx, handler, &crash, waits < MAX_CRASH_WAITS) {
+            Handled::Event(event) => return event,
+            Handled::Wait(why) => {
+                waits += 1;
+                info!(
+                    vcpu = vcpu.id,
+                    wait = waits,
+                    "crash handling waits while the other vCPUs run: {why}"
+                );
+                match wait_for_turn(ctx, vcpu.id, park, CRASH_WAIT) {
+                    Taken::Covered(state) => return resume_covered(vcpu, state, crash),
+                    Taken::Stopping => return Some(VcpuEvent::Crash(Box::new(crash))),
+                    Taken::Handler(_) | Taken::Retry => {}
+                }
+            }
         }
-        // The run is ending; another event decides its outcome.
-        Taken::Stopping => return Some(VcpuEvent::Crash(Box::new(crash))),
-    };
+    }
+}
+
+fn resume_covered(vcpu: &mut Vcpu, state: Box<ResumeState>, crash: CrashInfo) -> Option<VcpuEvent> {
+    // Another vCPU's repair dealt with this crash too.
+    // It resumes where it stopped; an interrupt its triple fault cut
+    // short is taken again.
+    if crash.kind == CrashKind::TripleFault {
+        match vcpu.requeue_lost_interrupt() {
+            Ok(Some(v)) => info!(vcpu = vcpu.id, vector = v, "interrupt requeued"),
+            Ok(None) => {}
+            Err(e) => warn!(vcpu = vcpu.id, "cannot requeue its lost interrupt: {e}"),
+        }
+    }
+    info!(
+        vcpu = vcpu.id,
+        "the crash was covered by another vCPU's repair; resuming"
+    );
+    apply_verdict(vcpu, Verdict::Resume(state), crash)
+}
+
+/// What one turn of the handler came to.
+enum Handled {
+    /// The verdict was applied (`None`: the vCPU resumes).
+    Event(Option<VcpuEvent>),
+    /// The handler asked to wait (`Verdict::Wait`); the others run again.
+    Wait(HandlerError),
+}
+
+/// Stops the other vCPUs, asks the handler and applies its verdict. A
+/// `Wait` verdict is returned as such when `may_wait`, else it ends the
+/// run like `Reboot`.
+fn run_handler(
+    vcpu: &mut Vcpu,
+    ctx: &VcpuContext,
+    mut handler: MutexGuard<'_, Box<dyn CrashHandler>>,
+    crash: &CrashInfo,
+    may_wait: bool,
+) -> Handled {
     let stopped = ctx
         .control
         .stop_others(vcpu.id, STOP_OTHERS_TIMEOUT, &ctx.stop);
@@ -253,22 +312,38 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
             all_stopped,
             root_gpa: ctx.devices.hypercalls.root_gpa(),
         },
-        &crash,
+        crash,
     );
     *lock(&ctx.handling) = None;
-    if let Verdict::ResumeCovering { state, covered } = verdict {
-        for (id, st) in covered {
-            if !ctx.control.cover(id, st.regs, st.sregs) {
-                warn!(
-                    vcpu = id,
-                    "the verdict covers a crash this vCPU does not have pending"
-                );
-            }
+    match verdict {
+        Verdict::Wait(why) if may_wait => {
+            // Nothing changed: the others run on as if never stopped.
+            drop(handler);
+            drop(hold);
+            return Handled::Wait(why);
         }
-        verdict = Verdict::Resume(state);
+        Verdict::Wait(why) => {
+            warn!(
+                vcpu = vcpu.id,
+                "the crash handler still waits after {MAX_CRASH_WAITS} waits; giving up"
+            );
+            verdict = Verdict::Reboot(why);
+        }
+        Verdict::ResumeCovering { state, covered } => {
+            for (id, st) in covered {
+                if !ctx.control.cover(id, st.regs, st.sregs) {
+                    warn!(
+                        vcpu = id,
+                        "the verdict covers a crash this vCPU does not have pending"
+                    );
+                }
+            }
+            verdict = Verdict::Resume(state);
+        }
+        _ => {}
     }
     let detected_at = crash.detected_at;
-    let event = apply_verdict(vcpu, verdict, crash);
+    let event = apply_verdict(vcpu, verdict, crash.clone());
     if event.is_none() {
         // A hang the watchdog left for a vCPU while it was stopped predates
         // the repair, which may have freed it: the watchdog starts afresh
@@ -283,7 +358,29 @@ fn handle_crash(vcpu: &mut Vcpu, ctx: &VcpuContext, crash: CrashInfo) -> Option<
     // finds the handler free when the hold's release wakes it.
     drop(handler);
     drop(hold);
-    event
+    Handled::Event(event)
+}
+
+/// Waits `wait` while the other vCPUs run, parked with the crash pending
+/// whenever one of them stops the machine (its repair may cover this
+/// crash). `Taken::Handler` (without a guard) means the wait is over and
+/// the crash goes to the handler again.
+fn wait_for_turn<'h>(ctx: &VcpuContext, id: u32, park: impl Fn(), wait: Duration) -> Taken<'h> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if ctx.stop.load(Ordering::Acquire) || ctx.crash_ended_run.load(Ordering::Acquire) {
+            return Taken::Stopping;
+        }
+        if ctx.control.pause_requested() {
+            park();
+            if let Some((regs, sregs)) = ctx.control.take_covered(id) {
+                return Taken::Covered(Box::new(ResumeState { regs, sregs }));
+            }
+            continue;
+        }
+        std::thread::sleep(HANDLER_RETRY);
+    }
+    Taken::Retry
 }
 
 /// Takes the crash handler for the calling vCPU, one user at a time,
@@ -300,6 +397,8 @@ enum Taken<'h> {
     Covered(Box<ResumeState>),
     /// The VM is stopping, or a crash verdict ended the run.
     Stopping,
+    /// A wait for the handler's turn is over: ask it again.
+    Retry,
 }
 
 fn take_handler<'h>(
@@ -364,6 +463,8 @@ fn apply_verdict(vcpu: &mut Vcpu, verdict: Verdict, mut crash: CrashInfo) -> Opt
             Some(VcpuEvent::Crash(Box::new(crash)))
         }
         Verdict::Halt => Some(VcpuEvent::Crash(Box::new(crash))),
+        // `run_handler` turns a wait it does not grant into a reboot.
+        Verdict::Wait(why) => apply_verdict(vcpu, Verdict::Reboot(why), crash),
     }
 }
 

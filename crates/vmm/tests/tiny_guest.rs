@@ -850,3 +850,146 @@ fn a_crash_the_first_verdict_covers_does_not_come_to_the_handler_again() {
         "{outcome:?} {calls:?}"
     );
 }
+
+/// Asks the hypervisor to wait (`Verdict::Wait`) while no other vCPU has a
+/// crash pending, opening the gate byte the first time so that the other
+/// vCPU goes on to crash. Once one is pending, it covers it: that vCPU
+/// resumes at `cover_rip`, the handler's own at `park_rip`. With `always`,
+/// it only ever waits.
+#[derive(Debug, Clone, Default)]
+struct Waits {
+    calls: Arc<Mutex<Vec<Call>>>,
+    park_rip: u64,
+    cover_rip: u64,
+    gate: u64,
+    always: bool,
+}
+
+impl CrashHandlerBuilder for Waits {
+    fn build(self: Box<Self>, _: &HandlerSetup<'_>) -> Result<Box<dyn CrashHandler>, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl CrashHandler for Waits {
+    fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
+        self.calls.lock().expect("calls").push(Call {
+            vcpu: crash.vcpu,
+            all_stopped: vm.all_stopped,
+            others: vm.others.iter().map(|o| (o.id, o.crash.clone())).collect(),
+        });
+        let pending: Vec<(u32, ResumeState)> = vm
+            .others
+            .iter()
+            .filter(|o| o.crash.is_some())
+            .filter_map(|o| {
+                let (mut regs, sregs) = (o.regs?, o.sregs?);
+                regs.rip = self.cover_rip;
+                Some((o.id, ResumeState { regs, sregs }))
+            })
+            .collect();
+        if self.always || pending.is_empty() {
+            if !self.always {
+                lazarus_vmm::memory::write_obj(vm.mem, self.gate, &1u8).expect("open the gate");
+            }
+            return Verdict::Wait(Arc::new(std::io::Error::other("vCPU 0 is busy")));
+        }
+        let (Some(mut regs), Some(sregs)) = (crash.regs, crash.sregs) else {
+            return Verdict::Halt;
+        };
+        regs.rip = self.park_rip;
+        Verdict::ResumeCovering {
+            state: Box::new(ResumeState { regs, sregs }),
+            covered: pending,
+        }
+    }
+
+    fn on_notification(
+        &mut self,
+        _: NotifyContext<'_>,
+        _: Notification,
+    ) -> Result<Option<String>, HandlerError> {
+        Ok(None)
+    }
+}
+
+/// vCPU 0 starts vCPU 1, waits at the gate and panics; vCPU 1 panics at
+/// once. `park` halts; `poweroff` powers off with status 7. Returns
+/// (image, park, poweroff).
+fn waiting_image() -> (Image, u64, u64) {
+    let mut code = Asm::default();
+    code.hypercall(BLOCK_OFF);
+    let wait = code.here();
+    code.cmp_byte(GATE_OFF, 0).jcc_back(0x74, wait); // jz wait
+    code.pvpanic();
+    let park = code.here() as u64;
+    code.hlt_forever();
+    let poweroff = code.here() as u64;
+    code.hypercall(BLOCK_OFF + 0x40).hlt_forever();
+    code.pad_to(AP_OFF).pvpanic().hlt_forever();
+    let mut img = Image::new(&code);
+    img.block(BLOCK_OFF, HC_CPU_ON, cpu_on(1, AP_OFF)).block(
+        BLOCK_OFF + 0x40,
+        HC_POWEROFF,
+        [7, 0, 0, 0, 0],
+    );
+    (img, park, poweroff)
+}
+
+fn run_waiting(always: bool) -> (VmOutcome, Vec<Call>) {
+    let (img, park, poweroff) = waiting_image();
+    let handler = Waits {
+        park_rip: virt(park),
+        cover_rip: virt(poweroff),
+        gate: KERNEL_PHYS_BASE + GATE_OFF,
+        always,
+        ..Waits::default()
+    };
+    let calls = handler.calls.clone();
+    let (mut vm, _console) = vm_with(&img, |c| {
+        c.vcpus = 2;
+        c.crash_handler = Some(Box::new(handler));
+    });
+    let outcome = vm.run().expect("run");
+    let calls = calls.lock().expect("calls").clone();
+    (outcome, calls)
+}
+
+#[test]
+fn a_crash_whose_handler_waits_comes_back_after_the_others_ran() {
+    // vCPU 1's crash comes first; vCPU 0 spins at the closed gate, so the
+    // handler waits and opens it. vCPU 0 then runs, passes the gate and
+    // panics: its crash goes to the handler with vCPU 1's pending (parked
+    // while it waited), and the verdict covers it: vCPU 1 powers off.
+    let (outcome, calls) = run_waiting(false);
+    assert!(
+        matches!(outcome, VmOutcome::PowerOff(7)),
+        "{outcome:?} {calls:?}"
+    );
+    assert!(calls.len() >= 2, "the handler never waited: {calls:?}");
+    assert_eq!(calls[0].vcpu, 1, "{calls:?}");
+    assert_eq!(calls[0].others, [(0, None)], "{calls:?}");
+    let last = calls.last().expect("calls");
+    assert_eq!(last.vcpu, 0, "{calls:?}");
+    assert_eq!(
+        last.others,
+        [(1, Some(CrashKind::GuestPanic { code: 1 }))],
+        "{calls:?}"
+    );
+    assert!(calls.iter().all(|c| c.all_stopped), "{calls:?}");
+}
+
+#[test]
+fn a_handler_that_only_waits_ends_the_run_with_its_reason() {
+    // Nothing ever changes: after a few waits the hypervisor stops asking
+    // and ends the run as for a reboot, with the handler's reason.
+    let (outcome, calls) = run_waiting(true);
+    let VmOutcome::Crash(info) = outcome else {
+        panic!("{outcome:?} {calls:?}");
+    };
+    assert_eq!(info.vcpu, 1, "{calls:?}");
+    let why = info.fallback.as_ref().map(|e| e.to_string());
+    assert_eq!(why.as_deref(), Some("vCPU 0 is busy"), "{calls:?}");
+    assert!(calls.len() > 1, "the hypervisor never waited: {calls:?}");
+    assert!(calls.iter().all(|c| c.vcpu == 1), "{calls:?}");
+}

@@ -85,6 +85,13 @@ fn covered_crashes(inp: &RepairInput) -> u32 {
         .fold(0, |mask, o| mask | 1 << o.vcpu)
 }
 
+/// Whether stopped CPU `cpu` has a crash of its own pending.
+fn crashed(inp: &RepairInput, cpu: u32) -> bool {
+    inp.others
+        .iter()
+        .any(|o| o.valid != 0 && o.vcpu == cpu && o.crashed != 0)
+}
+
 fn set_reason(p: &mut ResumePlan, why: &str) {
     p.reason = [0; 96];
     let n = why.len().min(p.reason.len());
@@ -122,8 +129,12 @@ extern "C" fn repair_main() -> ! {
     p.tsc_start = start;
     match run(input(), p) {
         Ok(()) => p.action = PLAN_RESUME,
-        Err(why) => {
+        Err(Stop::Refuse(why)) => {
             p.action = PLAN_FALLBACK;
+            set_reason(p, why);
+        }
+        Err(Stop::Wait(why)) => {
+            p.action = PLAN_WAIT;
             set_reason(p, why);
         }
     }
@@ -131,9 +142,23 @@ extern "C" fn repair_main() -> ! {
     ring_doorbell()
 }
 
-fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
+/// Why the program stops short of a repair.
+enum Stop {
+    /// Repair is not safe.
+    Refuse(&'static str),
+    /// Another CPU must leave its critical section first; nothing changed.
+    Wait(&'static str),
+}
+
+impl From<&'static str> for Stop {
+    fn from(why: &'static str) -> Self {
+        Stop::Refuse(why)
+    }
+}
+
+fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), Stop> {
     if inp.repeat >= 3 {
-        return Err("the same crash recurred three times in a row");
+        return Err("the same crash recurred three times in a row".into());
     }
     let probe = mem::Mem {
         size: inp.mem_size,
@@ -141,7 +166,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     };
     let r = root(&probe, inp.root_gpa).ok_or("the kernel state root is missing or corrupt")?;
     if !r.master_pml4.is_multiple_of(4096) || r.master_pml4 >= inp.mem_size {
-        return Err("the kernel's master page table is corrupt");
+        return Err("the kernel's master page table is corrupt".into());
     }
     let m = mem::Mem {
         size: inp.mem_size,
@@ -150,10 +175,19 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
 
     // Another CPU inside the kernel may be halfway through changing any
     // structure the repair would touch (only the big lock's owner can be:
-    // the others are in user mode, idle or waiting at its door).
+    // the others are in user mode, idle or waiting at its door). The
+    // repair waits for it to leave, or to crash too (a crash in there is
+    // then repaired first, and covers this one).
     let (holder, locked) = (r.bkl.owner_cpu, r.bkl.locked);
     if locked != 0 && holder != lazarus_abi::root::NONE && holder != inp.vcpu {
-        return Err("another CPU is inside the kernel (it holds the big kernel lock)");
+        if crashed(inp, holder) {
+            return Err(Stop::Wait(
+                "another CPU crashed holding the big kernel lock: its crash first",
+            ));
+        }
+        return Err(Stop::Wait(
+            "another CPU is inside the kernel (it holds the big kernel lock)",
+        ));
     }
     // The same from the stopped CPUs' own registers: one stopped in ring 0
     // inside extension code is running a driver the repair may reset.
@@ -166,7 +200,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
             && (lazarus_abi::layout::EXT_REGION..lazarus_abi::layout::IOREMAP_REGION)
                 .contains(&o.rip)
         {
-            return Err("another CPU is running extension code");
+            return Err(Stop::Wait("another CPU is running extension code"));
         }
     }
 
@@ -190,10 +224,10 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     plan.quarantined = d.offender;
     plan.interrupted = d.interrupted;
     if d.offender == 1 {
-        return Err("init itself crashed the kernel");
+        return Err("init itself crashed the kernel".into());
     }
     if d.offender == 0 && d.ext == lazarus_abi::root::NONE && d.interrupted == 0 {
-        return Err("the core kernel crashed with no process or extension to blame");
+        return Err("the core kernel crashed with no process or extension to blame".into());
     }
 
     let mut fx = fix::Fixer {
@@ -215,7 +249,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), &'static str> {
     fx.rebuild_idt()?;
     invariants::check_and_repair(&mut fx)?;
     fx.plan.covered_cpus = covered_crashes(inp);
-    fx.finish(inp, &d)
+    Ok(fx.finish(inp, &d)?)
 }
 
 #[panic_handler]
