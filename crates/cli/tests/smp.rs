@@ -111,10 +111,23 @@ fn cross_cpu_crashes_are_repaired_and_every_cpu_carries_on() {
     assert!(line.contains("no process to blame"), "{line}");
     intact(&mut g, 2);
 
+    // Two CPUs crash at once: the extension wipes the IDT they share and
+    // interrupts the other CPU, and both triple-fault. Whichever reaches
+    // the hypervisor first, one repair covers both (a worker's crash in
+    // user mode waits for the extension's), and both CPUs take interrupts
+    // again afterwards.
+    let line = resurrect(&mut g, "idt-wipe");
+    assert!(
+        line.starts_with("[lazarus] resurrected after triple-fault in extension crashtest"),
+        "{line}"
+    );
+    assert!(line.contains("at the same moment"), "{line}");
+    intact(&mut g, 2);
+
     let rec = g.cmd("recoveries");
     assert_eq!(
         rec.lines().filter(|l| l.contains("crashtest")).count(),
-        4,
+        5,
         "{rec}"
     );
     assert!(g.poweroff().success());

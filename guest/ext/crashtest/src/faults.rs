@@ -205,8 +205,10 @@ pub fn triple_fault() -> ! {
 }
 
 /// Zeroes the IDT the CPU uses (the kernel's, shared by every CPU),
-/// sends every other CPU an interrupt (x2APIC ICR, all but self) and
-/// executes `ud2`: this CPU and each CPU the interrupt reaches shut down.
+/// sends every other CPU an interrupt (x2APIC ICR, all but self), gives
+/// it a moment to arrive (a few thousand `pause`s, milliseconds of
+/// emulated ring 0) and executes `ud2`: this CPU and each CPU the
+/// interrupt reaches shut down, nearly at once.
 pub fn idt_wipe(vector: u8) -> ! {
     let mut idtr = [0u8; 10];
     // SAFETY: `sidt` stores 10 bytes into the buffer.
@@ -221,6 +223,11 @@ pub fn idt_wipe(vector: u8) -> ! {
         core::ptr::write_bytes(base as *mut u8, 0, limit + 1);
         asm!(
             "wrmsr",
+            "mov ecx, 4000",
+            "2:",
+            "pause",
+            "dec ecx",
+            "jnz 2b",
             "ud2",
             in("ecx") 0x830u32,
             in("eax") u32::from(vector) | (3 << 18),
