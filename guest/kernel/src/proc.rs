@@ -326,6 +326,15 @@ pub fn wait(pid: i64, nohang: bool) -> KResult<Option<(u32, i32)>> {
 }
 
 pub fn kill(pid: u32) -> KResult<()> {
+    kill_with(pid, EXIT_KILLED)
+}
+
+/// Ends `pid` with `status`. A process running on another CPU (in user
+/// mode, or waiting for the big lock to enter the kernel) cannot have its
+/// memory freed under it: that CPU is asked to end it (`kill_requested`)
+/// and interrupted, and ends it as it next enters the kernel, as Linux
+/// delivers a fatal signal on the way back to user mode.
+pub fn kill_with(pid: u32, status: i32) -> KResult<()> {
     let p = proc_by_pid(pid).ok_or(ESRCH)?;
     if matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM) {
         return Err(ESRCH);
@@ -333,8 +342,30 @@ pub fn kill(pid: u32) -> KResult<()> {
     if pid == 1 {
         return Err(EPERM);
     }
-    exit(pid, EXIT_KILLED);
+    let cpu = p.last_cpu as usize;
+    let me = crate::arch::percpu::id();
+    if p.state == PS_RUNNING && pid != current_pid() && cpu != me && cpu < k().cpus.len() {
+        let pc = crate::arch::percpu::of(cpu);
+        pc.kill_pid = pid;
+        pc.kill_status = status;
+        crate::arch::apic::send_ipi(cpu, lazarus_abi::layout::VEC_RESCHED);
+        return Ok(());
+    }
+    exit(pid, status);
     Ok(())
+}
+
+/// Ends this CPU's current process if another CPU asked (`kill_with`);
+/// called with the big lock held on every entry from user mode.
+pub fn kill_requested(me: usize) {
+    let pc = crate::arch::percpu::of(me);
+    if pc.kill_pid == 0 {
+        return;
+    }
+    let (pid, status) = (core::mem::take(&mut pc.kill_pid), pc.kill_status);
+    if pid == current_pid() {
+        exit(pid, status);
+    }
 }
 
 /// A fault in ring 3: demand-page or kill the process.

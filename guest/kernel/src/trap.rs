@@ -69,6 +69,9 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     if took {
         bkl::lock_on(me);
     }
+    if tf.from_user() {
+        proc::kill_requested(me);
+    }
     // A plain load first: an atomic exchange on every kernel entry is
     // emulated memory traffic for nothing.
     if CONSOLE_PENDING.load(Ordering::Relaxed) && CONSOLE_PENDING.swap(false, Ordering::SeqCst) {

@@ -122,6 +122,11 @@ pub struct PerCpu {
     /// Nonzero when this kernel entry woke a process no idle CPU took
     /// (`sched::preempt_for_woken`).
     pub woke: u32,
+    /// A process another CPU asked this one to end, with its exit status
+    /// (`proc::kill_with`); 0: none.
+    pub kill_pid: u32,
+    /// See `kill_pid`.
+    pub kill_status: i32,
 }
 
 const PERCPU_INIT: PerCpu = PerCpu {
@@ -130,6 +135,8 @@ const PERCPU_INIT: PerCpu = PerCpu {
     idle_rsp: 0,
     waiting_bkl: 0,
     woke: 0,
+    kill_pid: 0,
+    kill_status: 0,
 };
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
