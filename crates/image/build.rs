@@ -19,6 +19,7 @@ const USER_BINS: &[&str] = &[
     "kvstore",
     "worker",
     "echo",
+    "sleep",
     "upper",
     "pipetest",
     "sysprobe",

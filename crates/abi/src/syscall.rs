@@ -204,6 +204,24 @@ pub mod errno {
 
 /// Exit status of a process killed by the kernel (bad syscall, fault).
 pub const EXIT_KILLED: i32 = -9;
+/// Exit status of a foreground job interrupted from the console (Ctrl-C
+/// on a terminal).
+pub const EXIT_INTERRUPTED: i32 = -2;
+
+/// `ioctl` commands on the console (fd kind `FD_CONSOLE`), as a Unix
+/// tty's `isatty` and `tcsetpgrp`.
+pub mod tty {
+    /// () -> 1 if the console is an interactive terminal (the hypervisor
+    /// put the host's terminal in raw mode: the guest echoes and edits,
+    /// and Ctrl-C arrives as a byte), else 0.
+    pub const IS_TERMINAL: u64 = 1;
+    /// (pointer to `[u32; MAX_FOREGROUND]`, 0-padded; or 0 for none) ->
+    /// 0: names the foreground job, whose processes a Ctrl-C typed on a
+    /// terminal console ends with `EXIT_INTERRUPTED`.
+    pub const SET_FOREGROUND: u64 = 2;
+    /// How many processes a foreground job can hold.
+    pub const MAX_FOREGROUND: usize = 8;
+}
 /// Exit status a parent sees for a process quarantined after it crashed the
 /// kernel; distinct from every status a process can pass to exit.
 pub const EXIT_QUARANTINED: i32 = -1000;

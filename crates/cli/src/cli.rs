@@ -17,13 +17,18 @@ Exit codes:
   6  ctl: the API socket cannot be reached (nobody listens, no answer in time)
   7  ctl: the server refused the request (4xx)
   8  ctl: the server failed (5xx)
+  0  run: quit with Ctrl-A X on its terminal (as QEMU)
+  128+N  run: quit on signal N (130: SIGINT, 143: SIGTERM, 129: SIGHUP)
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) to see more.";
 
 const RUN_HELP: &str = "\
-The guest console is attached to stdin and stdout. The host terminal stays in
-canonical mode: it echoes what you type and sends each line to the guest when
-you press Enter; Ctrl-C ends lazarus. Input can be piped, e.g.
+The guest console is attached to stdin and stdout. On a terminal, lazarus puts
+it in raw mode (restored on exit), as QEMU -nographic does: the guest echoes
+and edits what you type, and every key goes to the guest; Ctrl-C interrupts
+the guest shell's foreground job. Ctrl-A X quits (crash dumps still being
+written are finished first), Ctrl-A H lists the keys, Ctrl-A Ctrl-A sends
+Ctrl-A. SIGINT, SIGTERM and SIGHUP quit the same way. Input can be piped, e.g.
   printf 'ps\\npoweroff\\n' | lazarus run
 A guest reboot request restarts the VM from the boot image; a guest that keeps
 rebooting or crashing, or cannot boot, stops with exit code 3 (--max-reboots).";

@@ -13,6 +13,8 @@
 //! | 6    | `ctl`: the API socket cannot be reached |
 //! | 7    | `ctl`: the server refused the request (4xx) |
 //! | 8    | `ctl`: the server failed (5xx) |
+//! | 0    | `run`: quit with Ctrl-A X on its terminal (as QEMU) |
+//! | 128+N | `run`: quit on signal N (130: SIGINT, 143: SIGTERM, 129: SIGHUP) |
 //!
 //! Errors are reported as one line on stderr: `lazarus: error: ...`.
 //! Logs go to stderr too; `RUST_LOG` selects them (default `warn`).
@@ -39,8 +41,10 @@ mod demo;
 mod diagnose_cmd;
 mod exit;
 mod image;
+mod quit;
 mod reboot_limit;
 mod run;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,8 @@
 //! `lazarus run`: boot the guest with its console on stdin/stdout.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,7 +16,9 @@ use crate::api::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;
+use crate::quit::{Quit, Reason};
 use crate::reboot_limit::{Cause, RebootLimit};
+use crate::terminal::{self, EscapeAction, EscapeReader, RawMode};
 
 /// Runs the guest; returns the process exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -31,9 +35,32 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
         .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
     let crashes_bg = crashes.background_handle();
+    // Quitting on the user's word: Ctrl-A X on a terminal, or a signal.
+    let quit = Quit::default();
+    quit.on_signals()
+        .map_err(|e| failure(INTERNAL, format!("cannot handle signals: {e}")))?;
+    // On a terminal: raw mode until lazarus exits (the guard restores it
+    // on every return, the panic hook and `quit` on the other exits).
+    let raw = RawMode::enable().map_err(|e| {
+        failure(
+            INTERNAL,
+            format!("cannot put the terminal in raw mode: {e}"),
+        )
+    })?;
     // One input queue for the whole session, so that input not yet read
     // by the guest survives a reboot.
-    let input = ConsoleInput::stdin();
+    let input = if raw.is_some() {
+        eprintln!("{}", terminal::BANNER);
+        let q = quit.clone();
+        ConsoleInput::from_reader(EscapeReader::new(std::io::stdin(), move |a| match a {
+            EscapeAction::Quit => q.request(Reason::Escape),
+            EscapeAction::Help => eprint!("{}", terminal::HELP),
+        }))
+    } else {
+        ConsoleInput::stdin()
+    };
+    // Resurrected crashes whose dump is being written.
+    let writing = Arc::new(AtomicUsize::new(0));
     // The control API serves the whole session, across reboots.
     let api = match &args.api_sock {
         Some(path) => {
@@ -60,7 +87,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut crashed_at: Option<Instant> = None;
     let result = loop {
         boots += 1;
+        if quit.reason().is_some() {
+            break Ok(0);
+        }
         let mut config = image.config(&args.image);
+        if raw.is_some() {
+            // The guest's console is a terminal: its shell echoes and
+            // edits, and Ctrl-C interrupts the foreground job.
+            config.cmdline = format!("{} lazarus.console=tty", config.cmdline)
+                .trim()
+                .to_string();
+        }
         config.console_out = ConsoleOutput::Stdout;
         config.console_in = input.clone();
         config.timeout = timeout;
@@ -77,13 +114,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let boot = boot_id.clone();
             let api_session = api.as_ref().map(|a| a.session().clone());
             let boot_nr = boots;
+            let writing = writing.clone();
             Some(std::thread::spawn(move || {
                 for rec in rx {
                     eprintln!("lazarus: {}", rec.summary());
                     if let Some(s) = &api_session {
                         s.record_recovery(&rec, boot_nr);
                     }
+                    writing.fetch_add(1, Ordering::SeqCst);
                     print_result(&bg.persist_recovery(rec, &boot));
+                    writing.fetch_sub(1, Ordering::SeqCst);
                 }
             }))
         } else {
@@ -98,6 +138,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         if let Some(a) = &api {
             a.session().attach(vm.control(), &boot_id, boots);
         }
+        quit.attach(Some(vm.stop_handle()));
         if boots == 1
             && let Some(size) = lazarus_resurrect::image_size(&vm)
         {
@@ -228,6 +269,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         ),
                     ));
                 }
+                VmOutcome::Stopped if quit.reason().is_some() => break Ok(None),
                 VmOutcome::MilestoneReached(_) | VmOutcome::Stopped => {
                     break Err(failure(INTERNAL, "the VM stopped unexpectedly"));
                 }
@@ -236,8 +278,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         if let Some(a) = &api {
             a.session().detach();
         }
+        quit.attach(None);
         drop(vm);
         if let Some(l) = listener {
+            if quit.reason().is_some() {
+                quit.waiting_for_dumps(writing.load(Ordering::SeqCst) + crashes.pending());
+            }
             let _ = l.join();
         }
         match next {
@@ -246,10 +292,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             Err(e) => break Err(e),
         }
     };
+    if quit.reason().is_some() {
+        quit.waiting_for_dumps(crashes.pending());
+    }
     crashes.finish().iter().for_each(print_result);
     // Removes the API socket.
     drop(api);
-    result
+    match quit.reason() {
+        // Whatever the guest was doing, the user ended it.
+        Some(reason) => Ok(reason.exit_code()),
+        None => result,
+    }
 }
 
 /// One line for a dump written (or not).

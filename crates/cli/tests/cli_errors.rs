@@ -163,7 +163,9 @@ fn help_documents_exit_codes() {
     let out = lazarus(&["run", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("--memory"));
-    assert!(text.contains("canonical"));
+    assert!(text.contains("raw mode"), "{text}");
+    assert!(text.contains("Ctrl-A X quits"), "{text}");
+    assert!(text.contains("128+N"), "{text}");
 }
 
 /// `--vcpus` is listed, with its default, by every command that boots.

@@ -226,6 +226,11 @@ impl Guest {
         out.trim_end_matches(PROMPT).to_string()
     }
 
+    /// The `lazarus run` process's id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Powers the guest off and returns the hypervisor's exit status.
     pub fn poweroff(mut self) -> ExitStatus {
         self.send("poweroff");

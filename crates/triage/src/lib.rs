@@ -81,6 +81,11 @@ impl Triage {
         }));
     }
 
+    /// Background writes not finished yet.
+    pub fn pending(&self) -> usize {
+        self.background.iter().filter(|h| !h.is_finished()).count()
+    }
+
     /// A handle that other threads use to save crashes and dumps.
     pub fn background_handle(&self) -> Background {
         Background {

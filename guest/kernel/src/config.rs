@@ -5,16 +5,18 @@
 //! switch), `lazarus.heartbeat=off` (per-CPU heartbeats for the
 //! hypervisor's watchdog; kernel time still advances),
 //! `lazarus.replycheck=off` (extension replies checked against their
-//! contract). Unknown words are ignored, as Linux ignores unknown
-//! parameters.
+//! contract). `lazarus.console=tty` says the console is an interactive
+//! terminal (see `console`). Unknown words are ignored, as Linux ignores
+//! unknown parameters.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 const SEAL: u32 = 1;
 const HEARTBEAT: u32 = 2;
 const REPLY_CHECK: u32 = 4;
 
 static ON: AtomicU32 = AtomicU32::new(SEAL | HEARTBEAT | REPLY_CHECK);
+static TTY: AtomicBool = AtomicBool::new(false);
 
 /// Reads the switches from the NUL-padded command line.
 pub fn init(cmdline: &[u8]) {
@@ -29,6 +31,10 @@ pub fn init(cmdline: &[u8]) {
             b"lazarus.seal=off" => SEAL,
             b"lazarus.heartbeat=off" => HEARTBEAT,
             b"lazarus.replycheck=off" => REPLY_CHECK,
+            b"lazarus.console=tty" => {
+                TTY.store(true, Ordering::Relaxed);
+                0
+            }
             _ => 0,
         };
         on &= !off;
@@ -64,4 +70,9 @@ pub fn heartbeat() -> bool {
 #[inline(always)]
 pub fn reply_checks() -> bool {
     ON.load(Ordering::Relaxed) & REPLY_CHECK != 0
+}
+
+/// Whether the console is an interactive terminal.
+pub fn console_tty() -> bool {
+    TTY.load(Ordering::Relaxed)
 }

@@ -1,10 +1,29 @@
 //! The console: the serial input buffer and console file descriptors.
+//!
+//! On an interactive terminal (`config::console_tty`: the hypervisor put
+//! the host's terminal in raw mode) the console is a small tty: Ctrl-C
+//! ends the foreground job the shell named (`tty::SET_FOREGROUND`), as a
+//! Unix tty sends SIGINT to its foreground process group; with no job it
+//! is input like any byte (the shell's line reader drops the line). The
+//! shell echoes and edits lines itself (`LineReader`), as a shell with
+//! readline does.
+
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::serial;
 use crate::state::k;
 use crate::uaccess::{self, KResult};
 use crate::wait;
 use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
+use lazarus_abi::syscall::errno::ENOTSUP;
+use lazarus_abi::syscall::{EXIT_INTERRUPTED, tty};
+
+/// Ctrl-C.
+const INTR: u8 = 0x03;
+
+/// The foreground job's processes (0: free).
+static FOREGROUND: [AtomicU32; tty::MAX_FOREGROUND] =
+    [const { AtomicU32::new(0) }; tty::MAX_FOREGROUND];
 
 /// Moves received serial bytes into the input ring (interrupt context),
 /// as many as it has room for: bounded work per interrupt, and a full ring
@@ -13,7 +32,14 @@ use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 pub fn on_interrupt() {
     let ci = &mut k().console_in;
     let room = CONSOLE_BUF.saturating_sub(ci.len as usize);
+    let intr =
+        crate::config::console_tty() && FOREGROUND.iter().any(|p| p.load(Ordering::Relaxed) != 0);
+    let mut interrupted = false;
     serial::drain(room, |b| {
+        if intr && b == INTR {
+            interrupted = true;
+            return;
+        }
         let tail = (ci.head + ci.len) as usize % CONSOLE_BUF;
         ci.buf[tail] = b;
         ci.len += 1;
@@ -21,8 +47,72 @@ pub fn on_interrupt() {
     if ci.len > 0 {
         wait::wake_all(W_CONSOLE, 0);
     }
+    if interrupted {
+        interrupt_foreground();
+    }
 }
 
+/// Ends every process of the foreground job (the caller's own last: it
+/// does not come back from that), if there is one.
+fn interrupt_foreground() {
+    if FOREGROUND.iter().all(|p| p.load(Ordering::Relaxed) == 0) {
+        return;
+    }
+    serial::write(b"^C\n");
+    let me = crate::state::current_pid();
+    let mut own = false;
+    for slot in &FOREGROUND {
+        match slot.swap(0, Ordering::Relaxed) {
+            0 => {}
+            pid if pid == me => own = true,
+            pid => {
+                let _ = crate::proc::kill_with(pid, EXIT_INTERRUPTED);
+            }
+        }
+    }
+    if own {
+        let _ = crate::proc::kill_with(me, EXIT_INTERRUPTED);
+    }
+}
+
+/// `ioctl` on a console descriptor (`tty::*`).
+pub fn ioctl(cmd: u64, arg: u64) -> KResult<u64> {
+    match cmd {
+        tty::IS_TERMINAL => Ok(u64::from(crate::config::console_tty())),
+        tty::SET_FOREGROUND => {
+            let mut raw = [0u8; 4 * tty::MAX_FOREGROUND];
+            if arg != 0 {
+                uaccess::copy_in(&mut raw, arg)?;
+            }
+            for (slot, pid) in FOREGROUND.iter().zip(raw.chunks_exact(4)) {
+                let pid = u32::from_le_bytes([pid[0], pid[1], pid[2], pid[3]]);
+                slot.store(pid, Ordering::Relaxed);
+            }
+            // A Ctrl-C typed after the command, before its job was named,
+            // is meant for it.
+            if crate::config::console_tty() && take_typed_intr() {
+                interrupt_foreground();
+            }
+            Ok(0)
+        }
+        _ => Err(ENOTSUP),
+    }
+}
+
+/// Takes the first Ctrl-C out of the input ring, if one is there.
+fn take_typed_intr() -> bool {
+    let ci = &mut k().console_in;
+    let len = ci.len as usize;
+    let at = |i: usize| (ci.head as usize + i) % CONSOLE_BUF;
+    let Some(i) = (0..len).find(|&i| ci.buf[at(i)] == INTR) else {
+        return false;
+    };
+    for j in i..len - 1 {
+        ci.buf[at(j)] = ci.buf[at(j + 1)];
+    }
+    ci.len -= 1;
+    true
+}
 /// Takes up to `out.len()` buffered input bytes.
 fn take(out: &mut [u8]) -> usize {
     let ci = &mut k().console_in;

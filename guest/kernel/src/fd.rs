@@ -111,6 +111,7 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> KResult<u64> {
     let f = get(fd)?;
     match f.kind {
         FD_DEVICE => ext::dev_ioctl(f.obj as usize, f.aux, cmd, arg),
+        FD_CONSOLE => console::ioctl(cmd, arg),
         _ => Err(ENOTSUP),
     }
 }

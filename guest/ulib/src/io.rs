@@ -88,6 +88,30 @@ pub fn ioctl(fd: i32, cmd: u64, arg: u64) -> Result<u64> {
     check(unsafe { syscall3(SYS_IOCTL, fd as u64, cmd, arg) })
 }
 
+/// Whether `fd` is an interactive terminal (the console on a host
+/// terminal in raw mode): the reader then echoes and edits what is typed.
+pub fn is_terminal(fd: i32) -> bool {
+    ioctl(fd, lazarus_abi::syscall::tty::IS_TERMINAL, 0) == Ok(1)
+}
+
+/// Makes `pids` the console's foreground job (empty: none), the
+/// processes a Ctrl-C on a terminal ends. EINVAL for more than
+/// `tty::MAX_FOREGROUND`.
+pub fn set_foreground(pids: &[u32]) -> Result<()> {
+    use lazarus_abi::syscall::tty::{MAX_FOREGROUND, SET_FOREGROUND};
+    let mut job = [0u32; MAX_FOREGROUND];
+    if pids.len() > job.len() {
+        return Err(Errno::EINVAL);
+    }
+    job[..pids.len()].copy_from_slice(pids);
+    let arg = if pids.is_empty() {
+        0
+    } else {
+        job.as_ptr() as u64
+    };
+    ioctl(STDIN, SET_FOREGROUND, arg).map(drop)
+}
+
 /// Creates a pipe: (read end, write end).
 pub fn pipe() -> Result<(i32, i32)> {
     let mut fds = [-1i32; 2];

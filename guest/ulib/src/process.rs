@@ -4,8 +4,9 @@ use alloc::vec::Vec;
 
 use lazarus_abi::root::MAX_PROCS;
 use lazarus_abi::syscall::{
-    ARGS_MAX, EXIT_KILLED, EXIT_QUARANTINED, PATH_MAX, ProcInfo, SYS_EXIT, SYS_GETPID, SYS_KILL,
-    SYS_POWEROFF, SYS_PS, SYS_SBRK, SYS_SLEEP, SYS_SPAWN, SYS_UPTIME, SYS_WAIT, SYS_YIELD, WNOHANG,
+    ARGS_MAX, EXIT_INTERRUPTED, EXIT_KILLED, EXIT_QUARANTINED, PATH_MAX, ProcInfo, SYS_EXIT,
+    SYS_GETPID, SYS_KILL, SYS_POWEROFF, SYS_PS, SYS_SBRK, SYS_SLEEP, SYS_SPAWN, SYS_UPTIME,
+    SYS_WAIT, SYS_YIELD, WNOHANG,
 };
 
 use crate::syscall::{Errno, Result, check, syscall1, syscall5};
@@ -99,6 +100,7 @@ impl core::fmt::Display for Status {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.0 {
             EXIT_KILLED => write!(f, "killed (status {EXIT_KILLED})"),
+            EXIT_INTERRUPTED => write!(f, "interrupted (status {EXIT_INTERRUPTED})"),
             EXIT_QUARANTINED => write!(f, "quarantined (status {EXIT_QUARANTINED})"),
             s => write!(f, "exit status {s}"),
         }

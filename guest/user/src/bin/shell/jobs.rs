@@ -4,17 +4,26 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use lazarus_ulib::io::{close, pipe};
+use lazarus_ulib::io::{self, close, pipe};
 use lazarus_ulib::process::{self, Status, StdFds};
 use lazarus_ulib::{Errno, println};
 
 /// Background jobs not yet reaped.
-#[derive(Default)]
 pub struct Jobs {
     background: Vec<(u32, String)>,
+    /// The console is a terminal: a foreground job is named to it, so
+    /// that Ctrl-C ends the job (not the shell).
+    tty: bool,
 }
 
 impl Jobs {
+    pub fn new(tty: bool) -> Self {
+        Jobs {
+            background: Vec::new(),
+            tty,
+        }
+    }
+
     /// `run A [ARGS] [| B [ARGS]]... [&]`.
     pub fn run(&mut self, args: &[&str]) {
         let (args, background) = match args.split_last() {
@@ -32,7 +41,12 @@ impl Jobs {
                 self.background.push((pid, name));
             }
         } else {
+            let pids: Vec<u32> = started.iter().map(|s| s.0).collect();
+            let named = self.tty && io::set_foreground(&pids).is_ok();
             self.wait_all(started);
+            if named {
+                let _ = io::set_foreground(&[]);
+            }
         }
     }
 

@@ -89,13 +89,14 @@ enum Next {
 }
 
 fn main(_args: Args) -> i32 {
+    // On a terminal (the host's, in raw mode) the shell echoes and edits
+    // what is typed; piped input is not echoed.
+    let tty = lazarus_ulib::io::is_terminal(STDIN);
     let mut shell = Shell {
-        jobs: jobs::Jobs::default(),
+        jobs: jobs::Jobs::new(tty),
         kv: kvcmd::Kv::default(),
     };
-    // The host terminal echoes (it stays in canonical mode), so the shell
-    // does not.
-    let mut input = LineReader::new(STDIN, false);
+    let mut input = LineReader::new(STDIN, tty);
     let mut line = String::new();
     loop {
         shell.jobs.reap_finished();
@@ -187,7 +188,7 @@ impl Shell {
             "insmod" => insmod(args),
             "rmmod" => rmmod(args),
             "kv" => self.kv.command(args),
-            "sleep" => sleep(args),
+            "sleep" => sleep(&mut self.jobs, args),
             "echo" => echo(args),
             "exit" => return Next::Exit,
             "poweroff" => process::poweroff(0),
@@ -265,9 +266,11 @@ fn rmmod(args: &[&str]) {
     }
 }
 
-fn sleep(args: &[&str]) {
+/// `sleep MS` runs `/bin/sleep` in the foreground, so that Ctrl-C on a
+/// terminal interrupts it as it does any job.
+fn sleep(jobs: &mut jobs::Jobs, args: &[&str]) {
     match one_arg("sleep", args).map(str::parse::<u64>) {
-        Some(Ok(ms)) => process::sleep_ms(ms),
+        Some(Ok(_)) => jobs.run(&["sleep", args[0]]),
         Some(Err(_)) => usage("sleep"),
         None => {}
     }
