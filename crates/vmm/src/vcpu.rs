@@ -361,36 +361,7 @@ fn run_handler(
     Handled::Event(event)
 }
 
-/// Waits `wait` while the other vCPUs run, parked with the crash pending
-/// whenever one of them stops the machine (its repair may cover this
-/// crash). `Taken::Handler` (without a guard) means the wait is over and
-/// the crash goes to the handler again.
-fn wait_for_turn<'h>(ctx: &VcpuContext, id: u32, park: impl Fn(), wait: Duration) -> Taken<'h> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if ctx.stop.load(Ordering::Acquire) || ctx.crash_ended_run.load(Ordering::Acquire) {
-            return Taken::Stopping;
-        }
-        if ctx.control.pause_requested() {
-            park();
-            if let Some((regs, sregs)) = ctx.control.take_covered(id) {
-                return Taken::Covered(Box::new(ResumeState { regs, sregs }));
-            }
-            continue;
-        }
-        std::thread::sleep(HANDLER_RETRY);
-    }
-    Taken::Retry
-}
-
-/// Takes the crash handler for the calling vCPU, one user at a time,
-/// never blocking on its lock: a vCPU blocked there would not stop, and a
-/// crash handler's stop would time out. While the handler is busy the
-/// vCPU parks (with `park`) whenever a hold asks it to, counted as
-/// stopped, else retries shortly (the holder is taking its hold, or a
-/// notification has the handler). `None`: the VM is stopping, or a crash
-/// verdict ended the run.
-/// What [`take_handler`] got the crashed vCPU.
+/// What the crashed vCPU got while it waited for the handler.
 enum Taken<'h> {
     Handler(MutexGuard<'h, Box<dyn CrashHandler>>),
     /// Its crash was covered while it was parked: resume with these.
@@ -401,18 +372,58 @@ enum Taken<'h> {
     Retry,
 }
 
+/// Takes the crash handler for the calling vCPU, one user at a time,
+/// never blocking on its lock: a vCPU blocked there would not stop, and a
+/// crash handler's stop would time out. While the handler is busy the
+/// vCPU parks (with `park`) whenever a hold asks it to, counted as
+/// stopped, else retries shortly (the holder is taking its hold, or a
+/// notification has the handler).
 fn take_handler<'h>(
     handler: &'h Mutex<Box<dyn CrashHandler>>,
     ctx: &VcpuContext,
     id: u32,
     park: impl Fn(),
 ) -> Taken<'h> {
+    park_until(ctx, id, park, || {
+        if ctx.crash_ended_run.load(Ordering::Acquire) {
+            return None;
+        }
+        match handler.try_lock() {
+            Ok(guard) => Some(Taken::Handler(guard)),
+            Err(TryLockError::Poisoned(p)) => Some(Taken::Handler(p.into_inner())),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    })
+}
+
+/// Waits `wait` while the other vCPUs run, parked with the crash pending
+/// whenever one of them stops the machine (its repair may cover this
+/// crash). `Taken::Retry`: the wait is over; the crash goes to the
+/// handler again.
+fn wait_for_turn<'h>(ctx: &VcpuContext, id: u32, park: impl Fn(), wait: Duration) -> Taken<'h> {
+    let deadline = Instant::now() + wait;
+    park_until(ctx, id, park, || {
+        if ctx.crash_ended_run.load(Ordering::Acquire) {
+            Some(Taken::Stopping)
+        } else {
+            (Instant::now() >= deadline).then_some(Taken::Retry)
+        }
+    })
+}
+
+/// Parks whenever a hold asks (never with the handler held: whoever holds
+/// the hold must be able to take the handler or release it), until the
+/// crash is covered, the VM stops, or `ready` has an answer.
+fn park_until<'h>(
+    ctx: &VcpuContext,
+    id: u32,
+    park: impl Fn(),
+    mut ready: impl FnMut() -> Option<Taken<'h>>,
+) -> Taken<'h> {
     loop {
         if ctx.stop.load(Ordering::Acquire) {
             return Taken::Stopping;
         }
-        // Never parks with the handler held: whoever holds the hold must
-        // be able to take the handler or release the hold.
         if ctx.control.pause_requested() {
             park();
             if let Some((regs, sregs)) = ctx.control.take_covered(id) {
@@ -420,12 +431,8 @@ fn take_handler<'h>(
             }
             continue;
         }
-        if !ctx.crash_ended_run.load(Ordering::Acquire) {
-            match handler.try_lock() {
-                Ok(guard) => return Taken::Handler(guard),
-                Err(TryLockError::Poisoned(p)) => return Taken::Handler(p.into_inner()),
-                Err(TryLockError::WouldBlock) => {}
-            }
+        if let Some(t) = ready() {
+            return t;
         }
         std::thread::sleep(HANDLER_RETRY);
     }

@@ -626,6 +626,16 @@ struct Call {
     others: Vec<(u32, Option<CrashKind>)>,
 }
 
+impl Call {
+    fn of(vm: &StoppedVm<'_>, crash: &CrashInfo) -> Call {
+        Call {
+            vcpu: crash.vcpu,
+            all_stopped: vm.all_stopped,
+            others: vm.others.iter().map(|o| (o.id, o.crash.clone())).collect(),
+        }
+    }
+}
+
 /// Records every crash handler call; resumes the first crash in a `hlt`
 /// loop at `park_rip` and halts at the next. Its first notification, if
 /// `gate` is set, opens the gate byte for the guest and keeps the handler
@@ -653,11 +663,7 @@ impl CrashHandlerBuilder for TakeTurns {
 impl CrashHandler for TakeTurns {
     fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
         let mut calls = self.calls.lock().expect("calls");
-        calls.push(Call {
-            vcpu: crash.vcpu,
-            all_stopped: vm.all_stopped,
-            others: vm.others.iter().map(|o| (o.id, o.crash.clone())).collect(),
-        });
+        calls.push(Call::of(&vm, crash));
         match (calls.len(), crash.regs, crash.sregs) {
             (1, Some(mut regs), Some(sregs)) => {
                 regs.rip = self.park_rip;
@@ -873,11 +879,7 @@ impl CrashHandlerBuilder for Waits {
 
 impl CrashHandler for Waits {
     fn on_crash(&mut self, vm: StoppedVm<'_>, crash: &CrashInfo) -> Verdict {
-        self.calls.lock().expect("calls").push(Call {
-            vcpu: crash.vcpu,
-            all_stopped: vm.all_stopped,
-            others: vm.others.iter().map(|o| (o.id, o.crash.clone())).collect(),
-        });
+        self.calls.lock().expect("calls").push(Call::of(&vm, crash));
         let pending: Vec<(u32, ResumeState)> = vm
             .others
             .iter()
