@@ -3,12 +3,13 @@
 //! On an interactive terminal (`config::console_tty`: the hypervisor put
 //! the host's terminal in raw mode) the console is a small tty: Ctrl-C
 //! ends the foreground job the shell named (`tty::SET_FOREGROUND`), as a
-//! Unix tty sends SIGINT to its foreground process group; with no job it
+//! Unix tty sends SIGINT to its foreground process group (at the next
+//! kernel entry: `trap` asks `take_interrupt`); with no job it
 //! is input like any byte (the shell's line reader drops the line). The
 //! shell echoes and edits lines itself (`LineReader`), as a shell with
 //! readline does.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::arch::serial;
 use crate::state::k;
@@ -16,10 +17,13 @@ use crate::uaccess::{self, KResult};
 use crate::wait;
 use lazarus_abi::root::{CONSOLE_BUF, W_CONSOLE};
 use lazarus_abi::syscall::errno::ENOTSUP;
-use lazarus_abi::syscall::{EXIT_INTERRUPTED, tty};
+use lazarus_abi::syscall::tty;
 
 /// Ctrl-C.
 const INTR: u8 = 0x03;
+
+/// A Ctrl-C came for the foreground job (see `take_interrupt`).
+static INTR_PENDING: AtomicBool = AtomicBool::new(false);
 
 /// The foreground job's processes (0: free).
 static FOREGROUND: [AtomicU32; tty::MAX_FOREGROUND] =
@@ -52,27 +56,24 @@ pub fn on_interrupt() {
     }
 }
 
-/// Ends every process of the foreground job (the caller's own last: it
-/// does not come back from that), if there is one.
+/// Notes a Ctrl-C for the foreground job, if there is one: the next
+/// kernel entry ends it (`take_interrupt`), where ending the current
+/// process is safe.
 fn interrupt_foreground() {
-    if FOREGROUND.iter().all(|p| p.load(Ordering::Relaxed) == 0) {
-        return;
+    if FOREGROUND.iter().any(|p| p.load(Ordering::Relaxed) != 0) {
+        serial::write(b"^C\n");
+        INTR_PENDING.store(true, Ordering::SeqCst);
     }
-    serial::write(b"^C\n");
-    let me = crate::state::current_pid();
-    let mut own = false;
-    for slot in &FOREGROUND {
-        match slot.swap(0, Ordering::Relaxed) {
-            0 => {}
-            pid if pid == me => own = true,
-            pid => {
-                let _ = crate::proc::kill_with(pid, EXIT_INTERRUPTED);
-            }
-        }
+}
+
+/// The foreground job a Ctrl-C asked to end since the last call (the job
+/// is forgotten), if one did.
+pub fn take_interrupt() -> Option<[u32; tty::MAX_FOREGROUND]> {
+    // A plain load first: this runs on every kernel entry.
+    if !INTR_PENDING.load(Ordering::Relaxed) || !INTR_PENDING.swap(false, Ordering::SeqCst) {
+        return None;
     }
-    if own {
-        let _ = crate::proc::kill_with(me, EXIT_INTERRUPTED);
-    }
+    Some(FOREGROUND.each_ref().map(|p| p.swap(0, Ordering::Relaxed)))
 }
 
 /// `ioctl` on a console descriptor (`tty::*`).

@@ -355,6 +355,18 @@ pub fn kill_with(pid: u32, status: i32) -> KResult<()> {
     Ok(())
 }
 
+/// Ends the processes of a job (a Ctrl-C's; 0s are free slots), the
+/// current process last: it does not come back from that.
+pub fn end_job(pids: &[u32], status: i32) {
+    let me = current_pid();
+    for &pid in pids.iter().filter(|&&p| p != 0 && p != me) {
+        let _ = kill_with(pid, status);
+    }
+    if pids.contains(&me) && me != 0 {
+        let _ = kill_with(me, status);
+    }
+}
+
 /// Ends this CPU's current process if another CPU asked (`kill_with`);
 /// called with the big lock held on every entry from user mode.
 pub fn kill_requested(me: usize) {

@@ -77,10 +77,18 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     if CONSOLE_PENDING.load(Ordering::Relaxed) && CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
         console::on_interrupt();
     }
+    if v == VEC_COM1 as u64 {
+        console::on_interrupt();
+    }
+    // A Ctrl-C for the foreground job (here, where ending the current
+    // process is safe: it may be one of the job's).
+    if let Some(job) = console::take_interrupt() {
+        proc::end_job(&job, lazarus_abi::syscall::EXIT_INTERRUPTED);
+    }
     if v == VEC_TIMER as u64 {
         tick::tick(tf);
     } else if v == VEC_COM1 as u64 {
-        console::on_interrupt();
+        // Drained above.
     } else if v == VEC_RESCHED as u64 {
         crate::sched::on_resched(tf.from_user());
     } else if v == VEC_SPURIOUS as u64 {
