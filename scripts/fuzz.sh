@@ -99,8 +99,10 @@ smoke() {
     log=$(mktemp -d)
     for t in "${TARGETS[@]}"; do
         if fuzz "$t" "$log/corpus-$t" -max_total_time="$seconds" >"$log/$t.log" 2>&1; then
-            printf 'fuzz %-10s ok: %s\n' "$t" \
-                "$(grep -E '^#[0-9]+ +DONE' "$log/$t.log" | tail -1 | sed 's/  */ /g')"
+            printf 'fuzz %-10s ok: %s execs, %s exec/s, %s\n' "$t" \
+                "$(sed -n 's/^stat::number_of_executed_units: *//p' "$log/$t.log")" \
+                "$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log/$t.log")" \
+                "$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[0-9]+[a-zA-Z]*' "$log/$t.log" | tail -1)"
         else
             failed+=("$t")
             echo "fuzz $t FAILED:"
@@ -109,6 +111,7 @@ smoke() {
     done
     rm -rf "$log"
     echo "fuzz smoke: build $((built - start)) s, runs $(($(date +%s) - built)) s (${#TARGETS[@]} targets x ${seconds} s)"
+    echo "fuzz: $((${#TARGETS[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
     [ ${#failed[@]} -eq 0 ] || die "crashes in: ${failed[*]} (inputs in fuzz/artifacts/)"
 }
 
