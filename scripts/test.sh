@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The lazarus test command: formatting, lints (host and guest), then every
-# test. The tests boot the real guest under KVM and need /dev/kvm.
+# test, then a short run of every fuzz target. The tests boot the real
+# guest under KVM and need /dev/kvm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -24,3 +25,6 @@ guest_clippy ext "-C relocation-model=pic" -p lazarus-extsdk -p lazarus-ext-rand
 
 echo "== tests"
 cargo test --release -- --test-threads=2
+
+echo "== fuzz (smoke)"
+./scripts/fuzz.sh --smoke

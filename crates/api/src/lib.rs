@@ -31,5 +31,5 @@ mod types;
 pub use client::{ApiResponse, Client, ClientError};
 pub use http::Limits;
 pub use router::{Backend, BackendError, ROUTES};
-pub use server::{ApiServer, ServerConfig, ServerError};
+pub use server::{ApiServer, ServerConfig, ServerError, answer};
 pub use types::*;

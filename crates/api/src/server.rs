@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::http::{Limits, Response, read_request};
+use crate::http::{Limits, Request, RequestError, Response, read_request};
 use crate::router::{Backend, route};
 
 /// How often the accept thread checks whether it should stop.
@@ -428,21 +428,12 @@ fn serve(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits, reading
         // Evicted while it read: the socket is shut down already.
         return;
     }
-    let response = match request {
-        Ok(req) => {
-            debug!(method = req.method, path = req.path, "API request");
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(&req, backend)))
-                .unwrap_or_else(|_| {
-                    Response::error(500, "internal error while handling the request")
-                })
-        }
-        Err(e) => {
-            debug!("bad API request: {e}");
-            match e.response() {
-                Some(r) => r,
-                None => return,
-            }
-        }
+    let answer = respond(request, |req| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| route(req, backend)))
+            .unwrap_or_else(|_| Response::error(500, "internal error while handling the request"))
+    });
+    let Some(response) = answer else {
+        return;
     };
     if let Err(e) = stream
         .write_all(&response.to_bytes())
@@ -453,6 +444,39 @@ fn serve(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits, reading
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
     drain(&mut stream, DRAIN);
+}
+
+/// The answer to what [`read_request`] returned: `route`'s for a request,
+/// the error response for a bad one, nothing when the client is gone.
+fn respond(
+    request: Result<Request, RequestError>,
+    route: impl FnOnce(&Request) -> Response,
+) -> Option<Response> {
+    match request {
+        Ok(req) => {
+            debug!(method = req.method, path = req.path, "API request");
+            Some(route(&req))
+        }
+        Err(e) => {
+            debug!("bad API request: {e}");
+            e.response()
+        }
+    }
+}
+
+/// Reads one request from `stream` and answers it as the server answers a
+/// connection, in-process: the response's bytes on the wire, or `None`
+/// when there is nothing to answer (the client sent nothing, or reading
+/// failed). For tests and the fuzzer, which need the parser and router
+/// without a socket; so a panic in `backend` is not caught here (the
+/// server answers it with a 500), and no read timeout is set on `stream`.
+pub fn answer<S: Read + Write>(
+    stream: &mut S,
+    backend: &dyn Backend,
+    limits: &Limits,
+) -> Option<Vec<u8>> {
+    let request = read_request(stream, limits, &mut |_, _| Ok(()));
+    respond(request, |req| route(req, backend)).map(|r| r.to_bytes())
 }
 
 #[cfg(test)]
@@ -696,5 +720,47 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "slots never freed");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What a client sent, and what it was answered, in memory.
+    struct Pipe {
+        input: io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn answer_text(request: &[u8]) -> Option<String> {
+        let mut pipe = Pipe {
+            input: io::Cursor::new(request.to_vec()),
+            output: Vec::new(),
+        };
+        answer(&mut pipe, &Fixed, &Limits::default())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[test]
+    fn answers_in_process_as_the_server_does() {
+        let ok = answer_text(b"GET /vm HTTP/1.1\r\n\r\n").expect("an answer");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("\"state\":\"running\""), "{ok}");
+        let bad = answer_text(b"\x00\xff\xfe garbage\r\n\r\n").expect("an answer");
+        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+        let missing = answer_text(b"PATCH /nope HTTP/1.1\r\n\r\n").expect("an answer");
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        assert_eq!(answer_text(b""), None);
     }
 }

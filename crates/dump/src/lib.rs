@@ -6,8 +6,9 @@
 //! note carries the hypervisor's account of the crash as JSON
 //! ([`CrashNote`]) for offline diagnosis without the live VM.
 //!
-//! [`write_core`] writes one; [`Dump::open`] reads it back and validates it
-//! (a malformed or truncated file is a typed [`DumpError`], never a panic).
+//! [`write_core`] writes one; [`Dump::open`] (or [`Dump::from_bytes`]) reads
+//! it back and validates it (a malformed or truncated file is a typed
+//! [`DumpError`], never a panic).
 
 mod error;
 mod note;
@@ -17,7 +18,7 @@ mod writer;
 
 pub use error::DumpError;
 pub use note::{CrashNote, ExtLoad, FORMAT_VERSION, GuestRecord, Regs, VcpuState};
-pub use reader::{Dump, Segment};
+pub use reader::{Dump, IN_MEMORY_PATH, Segment};
 pub use writer::{DumpInput, MAX_SEGMENTS, write_core};
 
 /// Owner name of the register notes, as Linux writes them.

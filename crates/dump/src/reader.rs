@@ -4,8 +4,12 @@
 //! from the file on demand (positioned reads), so opening a dump of a
 //! large guest is cheap and needs no `unsafe` mmap. Every offset and size
 //! comes from the file and is checked before use.
+//!
+//! [`Dump::from_bytes`] reads a dump held in memory with the same code, for
+//! callers that have no file (tests, the fuzzer).
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -52,11 +56,39 @@ impl Segment {
     }
 }
 
+/// Where a dump's bytes are: positioned reads on a file, or a buffer.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    /// Fills `buf` from `offset`, like [`FileExt::read_exact_at`]: a read
+    /// past the end is an `UnexpectedEof` error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Source::File(f) => f.read_exact_at(buf, offset),
+            Source::Bytes(b) => {
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| b.get(start..start.checked_add(buf.len())?))
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The path [`Dump::path`] reports for a dump read from memory.
+pub const IN_MEMORY_PATH: &str = "(in memory)";
+
 /// An opened dump.
 #[derive(Debug)]
 pub struct Dump {
     path: PathBuf,
-    file: File,
+    file: Source,
     len: u64,
     note: CrashNote,
     prstatus: Vec<(u32, Regs)>,
@@ -65,7 +97,7 @@ pub struct Dump {
     ram_size: u64,
 }
 
-fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, DumpError> {
+fn read_at(file: &Source, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, DumpError> {
     let mut buf = vec![0u8; usize::try_from(len).map_err(|_| DumpError::Malformed("size".into()))?];
     file.read_exact_at(&mut buf, offset)
         .map_err(DumpError::io(path))?;
@@ -89,6 +121,19 @@ impl Dump {
     pub fn open(path: &Path) -> Result<Dump, DumpError> {
         let file = File::open(path).map_err(DumpError::io(path))?;
         let len = file.metadata().map_err(DumpError::io(path))?.len();
+        Self::parse(Source::File(file), path.to_path_buf(), len)
+    }
+
+    /// Validates a dump held in memory, as [`Dump::open`] does a file; its
+    /// [`Dump::path`] is [`IN_MEMORY_PATH`].
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Dump, DumpError> {
+        let len = bytes.len() as u64;
+        Self::parse(Source::Bytes(bytes), PathBuf::from(IN_MEMORY_PATH), len)
+    }
+
+    /// The checks of [`Dump::open`] on a dump of `len` bytes in `file`.
+    fn parse(file: Source, path_buf: PathBuf, len: u64) -> Result<Dump, DumpError> {
+        let path = path_buf.as_path();
 
         // ELF header.
         let ident = read_at(&file, path, 0, len.min(EHDR_SIZE))?;
@@ -184,7 +229,7 @@ impl Dump {
             .max()
             .unwrap_or(0);
         Ok(Dump {
-            path: path.to_path_buf(),
+            path: path_buf,
             file,
             len,
             note,

@@ -383,3 +383,36 @@ fn random_corruption_never_panics() {
         }
     }
 }
+
+#[test]
+fn bytes_read_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), &guest(), note());
+    let data = std::fs::read(&good).unwrap();
+    let d = Dump::from_bytes(data.clone()).expect("from_bytes");
+    let f = Dump::open(&good).expect("open");
+    assert_eq!(d.path(), Path::new(IN_MEMORY_PATH));
+    assert_eq!(d.note(), f.note());
+    assert_eq!(d.segments(), f.segments());
+    assert_eq!(d.file_len(), f.file_len());
+    assert_eq!(
+        (d.prstatus(0), d.prstatus(1)),
+        (f.prstatus(0), f.prstatus(1))
+    );
+    assert_eq!(
+        read_virt(&d, KSTACK_VA, 4096),
+        read_virt(&f, KSTACK_VA, 4096)
+    );
+    assert_eq!(d.translate(USER_CR3, 0x40_0010), Some(USER_PA + 0x10));
+    // The same typed errors, truncated or not.
+    let notes_at = find(&data, b"CORE\0");
+    for cut in [0, 3, 63, 100, notes_at, data.len() - 1] {
+        let from_file = Dump::open(&patched(&good, dir.path(), |d| d.truncate(cut)));
+        let from_bytes = Dump::from_bytes(data[..cut].to_vec());
+        assert_eq!(
+            format!("{:?}", from_bytes.map(|_| ())),
+            format!("{:?}", from_file.map(|_| ())),
+            "cut at {cut}"
+        );
+    }
+}
