@@ -65,3 +65,14 @@ pub const MAX_SEGMENT_BYTES: u32 = 64 << 10;
 /// a larger request is answered `VIRTIO_BLK_S_IOERR`. This bounds the time
 /// one request holds the vCPU thread.
 pub const MAX_REQUEST_BYTES: u64 = MAX_SEGMENTS as u64 * MAX_SEGMENT_BYTES as u64;
+
+#[cfg(test)]
+mod tests {
+    /// The hypervisor shares a device between its vCPU threads, behind a
+    /// mutex.
+    #[test]
+    fn the_transport_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::BlockTransport>();
+    }
+}
