@@ -37,6 +37,7 @@
 //! `MmioTransport::pause` leaves nothing half done, and `resume` carries
 //! out once what was notified meanwhile.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod device;
 mod disk;

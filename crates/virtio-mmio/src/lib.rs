@@ -44,6 +44,7 @@
 //! IOAPIC pin. The bits stay set until the driver writes them to
 //! `InterruptACK`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod device;
 mod state;
