@@ -91,6 +91,18 @@ pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const MMIO_WINDOW_START: u64 = 0xFEC0_0000;
 /// End (exclusive) of that window.
 pub const MMIO_WINDOW_END: u64 = 0xFF00_0000;
+/// Guest-physical base of the virtio MMIO windows, inside the MMIO window
+/// above (so the physmap reaches them too); device `i` is at
+/// `VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE`. The hypervisor names each
+/// one on the kernel command line as Linux and Firecracker do:
+/// `virtio_mmio.device=4K@0xfed00000:5`.
+pub const VIRTIO_MMIO_BASE: u64 = 0xFED0_0000;
+/// Spacing (and size) of the virtio MMIO windows.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// Most virtio devices a VM has.
+pub const MAX_VIRTIO_DEVICES: usize = 8;
+/// I/O APIC pin of virtio device 0 (device `i` uses `IRQ_VIRTIO_BASE + i`).
+pub const IRQ_VIRTIO_BASE: u32 = 5;
 /// IDT vector of the local APIC timer (the kernel tick).
 pub const VEC_TIMER: u8 = 0x20;
 /// IDT vector of the COM1 receive interrupt.

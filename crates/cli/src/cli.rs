@@ -159,10 +159,32 @@ pub struct ImageArgs {
     pub kvm_device: PathBuf,
 }
 
+/// The guest's disk: a virtio block device on a raw host image.
+#[derive(Debug, Args)]
+pub struct DiskArgs {
+    /// Raw disk image the guest gets as a virtio block device, created
+    /// (sparse, --disk-size) when missing and locked while the VM runs; a
+    /// second VM on the same image exits with code 9. `none`: no disk
+    /// [default: disk.img in the data directory].
+    #[arg(long, value_name = "PATH|none")]
+    pub disk: Option<PathBuf>,
+    /// Size in MiB of a disk image created by --disk (an existing image
+    /// keeps its size).
+    #[arg(long, value_name = "MIB", default_value_t = lazarus_virtio_blk::DEFAULT_DISK_SIZE >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=(lazarus_virtio_blk::MAX_DISK_SIZE >> 20)))]
+    pub disk_size: u64,
+    /// Give the guest the disk read-only (it must exist; writes fail with
+    /// an I/O error, flush succeeds). Read-only VMs may share an image.
+    #[arg(long)]
+    pub disk_readonly: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub image: ImageArgs,
+    #[command(flatten)]
+    pub disk: DiskArgs,
     /// Give up after this many seconds (exit code 1); 0 means no timeout.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -240,6 +262,8 @@ pub enum OnCrash {
 pub struct DemoArgs {
     #[command(flatten)]
     pub image: ImageArgs,
+    #[command(flatten)]
+    pub disk: DiskArgs,
     /// How many of the demo's crash kinds to show (up to 7).
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub crashes: usize,

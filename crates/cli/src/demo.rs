@@ -34,7 +34,16 @@ const KINDS: &[(&str, &str)] = &[
 pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let image = BootImage::load(&args.image)?;
     let (mut d, input, tee) = Driver::new(Some(Box::new(std::io::stdout())));
+    let data = lazarus_crashdb::DataDir::resolve(None)
+        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+    data.ensure()
+        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+    let disk = crate::disk::open(&args.disk, &data)?;
     let mut config = image.config(&args.image);
+    if let Some(d) = &disk {
+        eprintln!("lazarus: {}", d.describe());
+        config.virtio.push(d.device()?);
+    }
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
     config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));

@@ -13,6 +13,8 @@ pub const API_UNREACHABLE: u8 = 6;
 pub const API_REJECTED: u8 = 7;
 /// `lazarus ctl`: the server failed (5xx).
 pub const API_FAILED: u8 = 8;
+/// The disk image is in use by another VM (its lock is held).
+pub const DISK_LOCKED: u8 = 9;
 
 /// An error that already knows its exit code and message.
 #[derive(Debug)]

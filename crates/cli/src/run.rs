@@ -34,6 +34,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
     let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
         .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
+    // Held for the whole session: a reboot never lets the lock go.
+    let disk = crate::disk::open(&args.disk, &data)?;
+    if let Some(d) = &disk {
+        eprintln!("lazarus: {}", d.describe());
+    }
     let crashes_bg = crashes.background_handle();
     // Quitting on the user's word: Ctrl-A X on a terminal, or a signal.
     let quit = Quit::default();
@@ -97,6 +102,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             config.cmdline = format!("{} lazarus.console=tty", config.cmdline)
                 .trim()
                 .to_string();
+        }
+        if let Some(d) = &disk {
+            match d.device() {
+                Ok(dev) => config.virtio.push(dev),
+                Err(e) => break Err(e),
+            }
         }
         config.console_out = ConsoleOutput::Stdout;
         config.console_in = input.clone();

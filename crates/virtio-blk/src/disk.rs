@@ -247,6 +247,23 @@ impl DiskImage {
         })
     }
 
+    /// Another handle on the same open image, sharing its lock (an
+    /// `flock` belongs to the open file, not the descriptor): a VM rebuilt
+    /// after a reboot gets the disk without ever letting go of it.
+    pub fn try_clone(&self) -> Result<Self, DiskError> {
+        let file = self.file.try_clone().map_err(|source| DiskError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: self.path.clone(),
+            capacity: self.capacity,
+            read_only: self.read_only,
+            stats: DiskStats::default(),
+        })
+    }
+
     /// The image's path.
     pub fn path(&self) -> &Path {
         &self.path

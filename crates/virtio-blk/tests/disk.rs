@@ -105,6 +105,26 @@ fn a_writable_image_is_locked_exclusively() {
 }
 
 #[test]
+fn a_clone_shares_the_lock_until_the_last_handle_goes() {
+    let d = dir();
+    let path = d.path().join("vm.img");
+    let (first, _) = DiskImage::open_or_create(&path, 1 << 20).unwrap();
+    let mut second = first.try_clone().unwrap();
+    drop(first);
+    // The clone still holds the image: a reboot never lets it go.
+    assert!(matches!(
+        DiskImage::open(&path, false),
+        Err(DiskError::Locked { .. })
+    ));
+    second.write_at(&[7u8; 512], 512).unwrap();
+    drop(second);
+    let mut again = DiskImage::open(&path, false).unwrap();
+    let mut buf = [0u8; 512];
+    again.read_at(&mut buf, 512).unwrap();
+    assert_eq!(buf, [7u8; 512]);
+}
+
+#[test]
 fn read_only_images_share() {
     let d = dir();
     let path = d.path().join("ro.img");

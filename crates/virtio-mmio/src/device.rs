@@ -105,3 +105,44 @@ pub enum RingFault {
         addr: u64,
     },
 }
+
+/// A boxed device is a device, so a hypervisor can keep devices of
+/// different types behind one transport type.
+impl<T: VirtioDevice + ?Sized> VirtioDevice for Box<T> {
+    fn device_id(&self) -> u32 {
+        (**self).device_id()
+    }
+
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data)
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+
+    fn activate(&mut self, features: u64) {
+        (**self).activate(features)
+    }
+
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+
+    fn process_chain(
+        &mut self,
+        queue: u16,
+        chain: DescriptorChain<&GuestMemory>,
+        mem: &GuestMemory,
+    ) -> Result<u32, RingFault> {
+        (**self).process_chain(queue, chain, mem)
+    }
+}

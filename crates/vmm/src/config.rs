@@ -10,6 +10,7 @@ use lazarus_abi::layout::DEFAULT_MEMORY;
 use crate::console::{ConsoleInput, ConsoleOutput};
 use crate::handler::CrashHandlerBuilder;
 use crate::kvm::DEFAULT_KVM_DEVICE;
+use crate::virtio::BoxedDevice;
 
 /// Most vCPUs a VM may have (the kernel root tracks this many CPUs).
 pub const MAX_VCPUS: u32 = MAX_CPUS as u32;
@@ -23,7 +24,6 @@ pub const DEFAULT_VCPUS: u32 = 2;
 pub const LAPIC_TIMER_HZ: u64 = 1_000_000_000;
 
 /// Everything [`crate::Vm::new`] needs.
-#[derive(Debug)]
 pub struct VmConfig {
     /// Guest RAM in bytes: a multiple of 2 MiB in `[MIN_MEMORY, MAX_MEMORY]`.
     pub mem_size: u64,
@@ -54,6 +54,20 @@ pub struct VmConfig {
     /// What handles crashes, e.g. resurrection with the hidden repair
     /// image (`None`: every crash ends [`crate::Vm::run`]).
     pub crash_handler: Option<Box<dyn CrashHandlerBuilder>>,
+    /// Virtio devices, in bus order (see `crate::virtio`): each gets an
+    /// MMIO window, an interrupt pin and a word on the command line.
+    pub virtio: Vec<BoxedDevice>,
+}
+
+impl std::fmt::Debug for VmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmConfig")
+            .field("mem_size", &self.mem_size)
+            .field("vcpus", &self.vcpus)
+            .field("cmdline", &self.cmdline)
+            .field("virtio_devices", &self.virtio.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl VmConfig {
@@ -76,6 +90,7 @@ impl VmConfig {
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             watchdog: Some(crate::watchdog::DEFAULT_TIMEOUT),
             crash_handler: None,
+            virtio: Vec::new(),
         }
     }
 }

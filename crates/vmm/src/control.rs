@@ -506,6 +506,7 @@ pub struct VmControl {
     pub(crate) handling: Arc<Mutex<Option<(u32, Instant)>>>,
     pub(crate) layout: GuestLayout,
     pub(crate) created: Instant,
+    pub(crate) virtio: Arc<crate::virtio::VirtioBus>,
 }
 
 impl std::fmt::Debug for VmControl {
@@ -518,6 +519,11 @@ impl std::fmt::Debug for VmControl {
 }
 
 impl VmControl {
+    /// Each virtio device's state, in bus order.
+    pub fn virtio_status(&self) -> Vec<crate::virtio::VirtioStatus> {
+        self.virtio.statuses()
+    }
+
     /// Stops every vCPU from running guest code and returns once all are
     /// parked (or fails after `timeout`, resuming those that parked). A
     /// vCPU in the middle of a repair parks when the repair is over.

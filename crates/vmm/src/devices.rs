@@ -7,8 +7,9 @@
 //! | 0x510           | hypercall port (4-byte `out` of a block GPA)   |
 //! | anything else   | reads all-ones, writes ignored                 |
 //!
-//! MMIO outside RAM (LAPIC/IOAPIC are in-kernel and never get here) reads
-//! all-ones and ignores writes.
+//! MMIO in a virtio device's window goes to that device (`virtio.rs`);
+//! any other MMIO outside RAM (LAPIC/IOAPIC are in-kernel and never get
+//! here) reads all-ones and ignores writes.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use crate::hypercall::{HcAction, Hypercalls};
 use crate::memory::GuestRam;
 use crate::serial::{SERIAL_PORTS, SerialDevice};
 use crate::stats::{ExitKind, ExitStats};
+use crate::virtio::VirtioBus;
 
 /// What the vCPU must do after a port write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub struct Devices {
     pub hypercalls: Arc<Hypercalls>,
     /// Exit counters.
     pub stats: Arc<ExitStats>,
+    /// The virtio devices.
+    pub virtio: Arc<VirtioBus>,
 }
 
 /// Console output from hypercalls, locking the UART only while writing.
@@ -135,8 +139,12 @@ impl Devices {
         }
     }
 
-    /// An MMIO read outside RAM: all-ones.
+    /// An MMIO read outside RAM: a virtio register, else all-ones.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if self.virtio.read(addr, data) {
+            self.stats.record(ExitKind::MmioVirtio);
+            return;
+        }
         self.stats.record(ExitKind::Mmio);
         trace!(
             addr = format_args!("{addr:#x}"),
@@ -145,8 +153,12 @@ impl Devices {
         data.fill(0xff);
     }
 
-    /// An MMIO write outside RAM: ignored.
+    /// An MMIO write outside RAM: to a virtio register, else ignored.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if self.virtio.write(addr, data) {
+            self.stats.record(ExitKind::MmioVirtio);
+            return;
+        }
         self.stats.record(ExitKind::Mmio);
         trace!(
             addr = format_args!("{addr:#x}"),
@@ -174,6 +186,7 @@ mod tests {
             serial: Arc::new(Mutex::new(serial)),
             hypercalls: Arc::new(Hypercalls::new()),
             stats: Arc::new(ExitStats::default()),
+            virtio: Arc::new(VirtioBus::default()),
         };
         (devs, cap)
     }

@@ -36,6 +36,7 @@
 //! `vm/run.rs` runs it), [`control`] (pause, resume and metrics for the
 //! control API), [`vmsnapshot`] (whole-VM snapshots: taking and restoring,
 //! with a file for each part: vCPU state, MSRs, RAM, page map, diffing),
+//! [`virtio`] (the virtio devices on the MMIO bus),
 //! [`crash`], [`stats`], [`error`] (every error type).
 //!
 //! Files import each other one way only, never in a circle: [`error`],
@@ -62,6 +63,7 @@ pub mod serial;
 pub mod stats;
 pub mod usage;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 pub mod vmsnapshot;
 pub mod watchdog;
@@ -81,6 +83,7 @@ pub use loader::GuestLayout;
 pub use root::RootError;
 pub use stats::{ExitCounts, ExitKind};
 pub use usage::MemoryUsage;
+pub use virtio::{BoxedDevice, VirtioStatus};
 pub use vm::{StopHandle, Vm, VmOutcome};
 pub use vmsnapshot::VmSnapshot;
 

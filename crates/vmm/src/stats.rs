@@ -16,8 +16,10 @@ pub enum ExitKind {
     PioPvpanic,
     /// Port I/O to any other port.
     PioOther,
-    /// An MMIO access outside RAM.
+    /// An MMIO access outside RAM and outside every device.
     Mmio,
+    /// An MMIO access to a virtio device's window.
+    MmioVirtio,
     /// `hlt` handled in userspace (should not happen with the irqchip).
     Hlt,
     /// Triple fault.
@@ -36,12 +38,13 @@ pub enum ExitKind {
 
 impl ExitKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitKind; 12] = [
+    pub const ALL: [ExitKind; 13] = [
         ExitKind::PioSerial,
         ExitKind::PioHypercall,
         ExitKind::PioPvpanic,
         ExitKind::PioOther,
         ExitKind::Mmio,
+        ExitKind::MmioVirtio,
         ExitKind::Hlt,
         ExitKind::Shutdown,
         ExitKind::InternalError,
@@ -59,6 +62,7 @@ impl ExitKind {
             ExitKind::PioPvpanic => "pio-pvpanic",
             ExitKind::PioOther => "pio-other",
             ExitKind::Mmio => "mmio",
+            ExitKind::MmioVirtio => "mmio-virtio",
             ExitKind::Hlt => "hlt",
             ExitKind::Shutdown => "shutdown",
             ExitKind::InternalError => "internal-error",

@@ -33,6 +33,7 @@ use crate::memory::{GuestRam, create_guest_ram, validate_mem_size};
 use crate::serial::SerialDevice;
 use crate::stats::{ExitCounts, ExitStats};
 use crate::vcpu::{Report, Vcpu, VcpuContext, VcpuEvent};
+use crate::virtio::{VirtioBus, VirtioStatus};
 use crate::watchdog::PendingHangs;
 
 mod run;
@@ -98,6 +99,16 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// The kernel command line with a word naming each virtio device added.
+fn with_virtio_words(cmdline: &str, devices: usize) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if !cmdline.trim().is_empty() {
+        words.push(cmdline.trim().to_string());
+    }
+    words.extend(crate::virtio::cmdline_words(devices));
+    words.join(" ")
+}
+
 impl Vm {
     /// Builds a VM: validates the inputs, opens KVM, allocates RAM, loads
     /// the kernel and initramfs, writes the boot structures and prepares
@@ -112,7 +123,9 @@ impl Vm {
                 max: MAX_VCPUS,
             });
         }
-        validate_cmdline(&config.cmdline)?;
+        crate::virtio::check_count(config.virtio.len())?;
+        let cmdline = with_virtio_words(&config.cmdline, config.virtio.len());
+        validate_cmdline(&cmdline)?;
         let image = KernelImage::parse(&config.kernel)?;
         image.check_fits(mem_size)?;
         let initramfs_len = config.initramfs.len() as u64;
@@ -155,7 +168,7 @@ impl Vm {
                 initramfs_phys,
                 initramfs_len,
                 lapic_timer_hz: LAPIC_TIMER_HZ,
-                cmdline: &config.cmdline,
+                cmdline: &cmdline,
             },
         )?;
 
@@ -167,6 +180,8 @@ impl Vm {
             serial_irq.try_clone().map_err(Error::io("eventfd clone"))?,
             ConsoleSink::new(config.console_out),
         );
+
+        let virtio = Arc::new(VirtioBus::new(&vm_fd, &mem, config.virtio)?);
 
         let cpuid = supported_cpuid(&kvm)?;
         let mut vcpus = Vec::new();
@@ -204,6 +219,7 @@ impl Vm {
                 serial: Arc::new(Mutex::new(serial)),
                 hypercalls: Arc::new(Hypercalls::with_vcpus(config.vcpus)),
                 stats: Arc::new(ExitStats::default()),
+                virtio,
             },
             stop: Arc::new(AtomicBool::new(false)),
             guest_ready: Arc::new(AtomicBool::new(false)),
@@ -273,7 +289,13 @@ impl Vm {
             handling: self.ctx.handling.clone(),
             layout: self.layout.clone(),
             created: self.created,
+            virtio: self.ctx.devices.virtio.clone(),
         }
+    }
+
+    /// Each virtio device's state, in bus order.
+    pub fn virtio_status(&self) -> Vec<VirtioStatus> {
+        self.ctx.devices.virtio.statuses()
     }
 
     /// A handle that stops [`Vm::run`] from another thread.

@@ -121,6 +121,10 @@ fn run_handler(
         }
     };
     let parked: Vec<u32> = others.iter().map(|o| o.id).collect();
+    // Quiesce I/O, as ALDR's hypervisor does before its repair image
+    // runs: no device touches guest memory or interrupts while the
+    // handler snapshots and repairs it.
+    ctx.devices.virtio.pause();
     let mut verdict = handler.on_crash(
         StoppedVm {
             vm_fd: &ctx.vm_fd,
@@ -136,6 +140,7 @@ fn run_handler(
     match verdict {
         Verdict::Wait(why) if may_wait => {
             // Nothing changed: the others run on as if never stopped.
+            ctx.devices.virtio.resume();
             drop(handler);
             drop(hold);
             return Handled::Wait(why);
@@ -169,6 +174,9 @@ fn run_handler(
         ctx.hang.clear();
         // Timed from here: the hold goes and they all run.
         ctx.control.watch_resume(vcpu.id, detected_at, &parked);
+        // The devices restart before any vCPU runs: what the guest
+        // notified while they were paused is done, once.
+        ctx.devices.virtio.resume();
     } else {
         ctx.crash_ended_run.store(true, Ordering::Release);
     }
