@@ -21,7 +21,7 @@ guest_clippy() {
 }
 guest_clippy kernel "-C relocation-model=static" -p lazarus-kernel
 guest_clippy user "-C relocation-model=static -C code-model=small" -p lazarus-user -p lazarus-ulib -p lazarus-repair -p lazarus-guestmem
-guest_clippy ext "-C relocation-model=pic" -p lazarus-extsdk -p lazarus-ext-rand -p lazarus-ext-ramdisk -p lazarus-ext-crashtest
+guest_clippy ext "-C relocation-model=pic" -p lazarus-extsdk -p lazarus-ext-rand -p lazarus-ext-ramdisk -p lazarus-ext-crashtest -p lazarus-ext-virtblk
 
 echo "== tests"
 cargo test --release -- --test-threads=2

@@ -25,13 +25,14 @@ const USER_BINS: &[&str] = &[
     "sysprobe",
     "csum",
     "devtest",
+    "blk",
     "extclient",
     "crash",
     "overhead",
     "kvbench",
 ];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
-const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest"];
+const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest", "virtblk"];
 
 struct Group {
     name: &'static str,

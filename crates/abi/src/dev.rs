@@ -33,6 +33,54 @@ pub mod ramdisk {
     pub const IO_MAX: usize = 4096;
 }
 
+/// `/dev/vda`: the virtio disk, driven by the `virtblk` extension. Each
+/// open has its own byte position; reads and writes move whole 512-byte
+/// sectors at a sector-aligned position (else `EINVAL`), at most
+/// [`IO_MAX`](virtblk::IO_MAX) bytes at a time, straight between the
+/// caller's buffer and the disk. A write is on the host image when it
+/// returns; [`IOC_FLUSH`](virtblk::IOC_FLUSH) makes it durable there.
+pub mod virtblk {
+    /// Device name: `/dev/vda`.
+    pub const DEV: &str = "vda";
+    /// Sector size in bytes.
+    pub const SECTOR: u64 = 512;
+    /// Largest number of bytes one read or write moves.
+    pub const IO_MAX: usize = 64 * 1024;
+    /// Opens at once; one more open fails with EMFILE.
+    pub const MAX_OPENS: usize = 16;
+    /// ioctl: set this open's position to `arg` (sector-aligned, <= size);
+    /// returns it.
+    pub const IOC_SEEK: u64 = 1;
+    /// ioctl: returns the disk size in bytes.
+    pub const IOC_SIZE: u64 = 2;
+    /// ioctl: returns the current position.
+    pub const IOC_TELL: u64 = 3;
+    /// ioctl: flush the device's write cache (virtio `FLUSH`); returns 0.
+    pub const IOC_FLUSH: u64 = 4;
+    /// ioctl: copy the device's id (virtio `GET_ID`, 20 bytes, NUL-padded)
+    /// to the user buffer at `arg`; returns 20.
+    pub const IOC_GET_ID: u64 = 5;
+    /// Bytes of a device id.
+    pub const ID_BYTES: usize = 20;
+
+    /// The test pattern `blk write` puts in `sector` for `seed` (and `blk
+    /// verify`, or a host test reading the image, expects): a header
+    /// naming both, then an xorshift stream of them, so a sector written
+    /// to the wrong place or torn is told apart from a right one.
+    pub fn pattern(seed: u32, sector: u64, out: &mut [u8; SECTOR as usize]) {
+        out[..4].copy_from_slice(b"LZBK");
+        out[4..12].copy_from_slice(&sector.to_le_bytes());
+        out[12..16].copy_from_slice(&seed.to_le_bytes());
+        let mut x = (u64::from(seed) << 32 ^ sector).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for chunk in out[16..].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
 /// `/dev/crashtest`: deliberately crashes the kernel, in the spirit of
 /// Linux's LKDTM. Commands below [`IOC_CRASH_BASE`](crashtest::IOC_CRASH_BASE) are harmless; every
 /// command from it on runs one kind of kernel crash directly in the ioctl,

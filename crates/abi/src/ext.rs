@@ -10,7 +10,7 @@
 /// without it (`ENOEXEC`).
 pub const EXT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSEXT1");
 /// The [`ExtApi`] version; an extension built for another one is refused.
-pub const EXT_API_VERSION: u32 = 2;
+pub const EXT_API_VERSION: u32 = 3;
 
 /// Functions the kernel offers to extensions. All may be called from
 /// process context; those marked "irq-safe" also from timer callbacks.
@@ -72,6 +72,66 @@ pub struct ExtApi {
     /// The CPU the caller runs on (Linux's `smp_processor_id`); only
     /// stable while the caller does not sleep.
     pub cpu_id: extern "C" fn() -> u32,
+    /// Allocates `size` zeroed bytes of kernel memory a device can reach
+    /// (physically contiguous, aligned to `align` ≤ 4096), owned by the
+    /// caller like `alloc`'s and freed with `free`; writes the
+    /// guest-physical address to `*phys`. Null when there is none.
+    pub dma_alloc: extern "C" fn(size: usize, align: usize, phys: *mut u64) -> *mut u8,
+    /// The current process's buffer `[user_buf, user_buf + len)` as
+    /// guest-physical segments a device can read (`device_writes` 0) or
+    /// write (1), merged where contiguous: its pages are mapped on demand
+    /// and checked to be the process's (and writable, if the device
+    /// writes them). Fills at most `max` entries of `segs` and returns how
+    /// many, `-EFAULT`, or `-E2BIG` when more are needed. The pages stay
+    /// the process's until its system call returns, so a driver lets the
+    /// device use them only until then (Linux's `get_user_pages`, without
+    /// the copy a ring-0 loop would cost here).
+    pub user_dma: extern "C" fn(
+        user_buf: u64,
+        len: usize,
+        device_writes: u32,
+        segs: *mut DmaSeg,
+        max: usize,
+    ) -> i64,
+    /// Describes platform device `index` (the hypervisor names them on the
+    /// kernel command line): fills `*out` and returns 0, or `-ENODEV`
+    /// past the last one.
+    pub device_info: extern "C" fn(index: u32, out: *mut DeviceInfo) -> i32,
+    /// Routes I/O APIC pin `gsi` to `handler(arg)`, which then runs in
+    /// interrupt context (the irq-safe calls only) with the big kernel
+    /// lock held, once per edge. One handler per pin. Returns an id, or
+    /// `-EINVAL` (no such device pin), `-EBUSY` or `-ENOSPC`. The repair
+    /// removes a reset extension's handlers with the rest of its state.
+    pub irq_register: extern "C" fn(gsi: u32, handler: extern "C" fn(u64), arg: u64) -> i32,
+    /// Removes handler `id` and masks its pin.
+    pub irq_unregister: extern "C" fn(id: i32) -> i32,
+}
+
+/// A guest-physical buffer segment for a device (`ExtApi::user_dma`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaSeg {
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// [`DeviceInfo::kind`]: a virtio device behind the MMIO transport.
+pub const DEVICE_VIRTIO_MMIO: u32 = 1;
+
+/// A platform device (`ExtApi::device_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// What it is: [`DEVICE_VIRTIO_MMIO`].
+    pub kind: u32,
+    /// Its I/O APIC pin.
+    pub gsi: u32,
+    /// Guest-physical base of its register window.
+    pub base: u64,
+    /// Size of the window.
+    pub size: u64,
 }
 
 /// Device operations; any may be absent (null). Each returns a value or

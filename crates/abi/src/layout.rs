@@ -107,6 +107,9 @@ pub const IRQ_VIRTIO_BASE: u32 = 5;
 pub const VEC_TIMER: u8 = 0x20;
 /// IDT vector of the COM1 receive interrupt.
 pub const VEC_COM1: u8 = 0x24;
+/// IDT vector of device interrupt handler 0 (`KernelRoot::irqs`); handler
+/// `i` gets `VEC_DEVICE_BASE + i`.
+pub const VEC_DEVICE_BASE: u8 = 0x30;
 /// IDT vector of the reschedule IPI: wakes a halted CPU (idle, or
 /// waiting for the big kernel lock) to look at the run queue again.
 pub const VEC_RESCHED: u8 = 0xF1;

@@ -30,6 +30,9 @@ pub const MAX_FDS: usize = 16;
 pub const MAX_LOCKS: usize = 64;
 /// Entries of [`KernelRoot::pipes`].
 pub const MAX_PIPES: usize = 32;
+/// Entries of [`KernelRoot::irqs`] (as many as the hypervisor's virtio
+/// devices).
+pub const MAX_IRQS: usize = crate::layout::MAX_VIRTIO_DEVICES;
 /// Entries of [`KernelRoot::timers`].
 pub const MAX_TIMERS: usize = 16;
 /// Entries of [`KernelRoot::services`].
@@ -328,6 +331,28 @@ pub struct Timer {
     pub _pad: u32,
 }
 
+/// A device interrupt handler an extension registered
+/// (`ExtApi::irq_register`); I/O APIC pin `gsi` is routed to vector
+/// `VEC_DEVICE_BASE + index`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IrqHandler {
+    /// Nonzero while registered.
+    pub in_use: u32,
+    /// The owning extension's slot.
+    pub ext: u32,
+    /// The I/O APIC pin.
+    pub gsi: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// `extern "C" fn(arg: u64)` in the owning extension.
+    pub callback: u64,
+    /// The argument passed to `callback`.
+    pub arg: u64,
+    /// Interrupts delivered to it.
+    pub count: u64,
+}
+
 /// A named IPC service (`SYS_SVC_REGISTER`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -583,6 +608,8 @@ pub struct KernelRoot {
     pub exts: [ExtSlot; MAX_EXTS],
     /// Extension timers; a timer's id is its index.
     pub timers: [Timer; MAX_TIMERS],
+    /// Device interrupt handlers; a handler's id is its index.
+    pub irqs: [IrqHandler; MAX_IRQS],
     /// Registered IPC services.
     pub services: [Service; MAX_SERVICES],
     /// Sequence number of the last message sent (`Message::seq`).

@@ -162,6 +162,8 @@ pub mod errno {
     pub const EMFILE: i64 = 24;
     /// A kernel table is full (locks, extensions, messages).
     pub const ENOSPC: i64 = 28;
+    /// A write to a read-only device.
+    pub const EROFS: i64 = 30;
     /// Writing to a pipe with no reader.
     pub const EPIPE: i64 = 32;
     /// Not a device (for a device-only call).
@@ -194,6 +196,7 @@ pub mod errno {
             EINVAL => "invalid argument",
             EMFILE => "too many open files",
             ENOSPC => "no space left",
+            EROFS => "read-only device",
             EPIPE => "broken pipe",
             ENOSYS => "no such system call",
             ENOTSUP => "not supported",

@@ -24,6 +24,7 @@
 #![no_std]
 
 pub mod api;
+pub mod dev;
 pub mod log;
 pub mod mem;
 mod panic;

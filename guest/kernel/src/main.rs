@@ -18,11 +18,13 @@ mod fd;
 mod hypercall;
 mod initramfs;
 mod ipc;
+mod irq;
 mod klist;
 mod klog;
 mod lock;
 mod mm;
 mod pipe;
+mod platform;
 mod proc;
 mod reclaim;
 mod recovery;
@@ -82,6 +84,7 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
         info.mem_size >> 20
     );
     config::init(&info.cmdline);
+    platform::init(&info.cmdline);
     arch::gdt::init(0);
     arch::idt::init();
     // From here on every kernel path holds the big kernel lock; the idle

@@ -42,6 +42,7 @@ extern "C" fn kernel_recover(cpu: u64) -> ! {
     cpu.in_irq = 0;
     cpu.irq_ext = NONE;
     crate::timer::recount();
+    crate::irq::mask_unhandled();
     // Reset extensions are initialised again at the next timer tick, not
     // here: surviving processes need nothing from the faulty extension to
     // resume, and ring 0 is the slow path on these hosts.

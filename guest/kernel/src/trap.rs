@@ -5,7 +5,7 @@
 //! still receive the wake-up IPI and its own ticks meanwhile.
 
 use crate::arch::{apic, percpu};
-use crate::{bkl, console, crash, proc, smp, syscall, tick};
+use crate::{bkl, console, crash, irq, proc, smp, syscall, tick};
 use core::sync::atomic::{AtomicBool, Ordering};
 use lazarus_abi::layout::{
     PAGE_SIZE, USER_IMAGE_BASE, USER_STACK_TOP, VEC_COM1, VEC_RESCHED, VEC_SPURIOUS, VEC_STOP,
@@ -60,6 +60,8 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             tick::beat_only();
         } else if v == VEC_COM1 as u64 {
             CONSOLE_PENDING.store(true, Ordering::SeqCst);
+        } else if let Some(i) = irq::index_of(v) {
+            irq::defer(i);
         } else if v < 32 {
             crash::oops(tf);
         }
@@ -80,6 +82,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     if v == VEC_COM1 as u64 {
         console::on_interrupt();
     }
+    irq::run_deferred();
     // A Ctrl-C for the foreground job (here, where ending the current
     // process is safe: it may be one of the job's).
     if let Some(job) = console::take_interrupt() {
@@ -91,6 +94,8 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         // Drained above.
     } else if v == VEC_RESCHED as u64 {
         crate::sched::on_resched(tf.from_user());
+    } else if let Some(i) = irq::index_of(v) {
+        irq::dispatch(i);
     } else if v == VEC_SPURIOUS as u64 {
         // Spurious: no EOI.
     } else if v < 32 {

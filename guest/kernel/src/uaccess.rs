@@ -12,8 +12,9 @@ use core::arch::global_asm;
 
 use crate::mm::paging::{self, U, W};
 use crate::state::current;
+use lazarus_abi::ext::DmaSeg;
 use lazarus_abi::layout::{PAGE_SIZE, USER_IMAGE_BASE, USER_STACK_TOP};
-use lazarus_abi::syscall::errno::EFAULT;
+use lazarus_abi::syscall::errno::{E2BIG, EFAULT};
 use lazarus_abi::trap::{TrapFrame, VEC_PAGE_FAULT};
 
 pub type KResult<T> = Result<T, i64>;
@@ -41,6 +42,34 @@ pub fn check(va: u64, len: u64, write: bool) -> KResult<()> {
         page += PAGE_SIZE;
     }
     Ok(())
+}
+
+/// The guest-physical segments of the current process's buffer
+/// `[va, va + len)`, checked as `check` does and merged where contiguous,
+/// into `out`; returns how many (`E2BIG` if `out` is too short).
+pub fn dma_segments(va: u64, len: u64, write: bool, out: &mut [DmaSeg]) -> KResult<usize> {
+    check(va, len, write)?;
+    let cr3 = current().ok_or(EFAULT)?.cr3;
+    let end = va + len;
+    let mut n: usize = 0;
+    let mut at = va;
+    while at < end {
+        let chunk = (PAGE_SIZE - (at & (PAGE_SIZE - 1))).min(end - at);
+        let (pa, _) = paging::translate(cr3, at).ok_or(EFAULT)?;
+        match n.checked_sub(1).and_then(|last| out.get_mut(last)) {
+            Some(s) if s.addr + s.len == pa => s.len += chunk,
+            _ => {
+                let s = out.get_mut(n).ok_or(E2BIG)?;
+                *s = DmaSeg {
+                    addr: pa,
+                    len: chunk,
+                };
+                n += 1;
+            }
+        }
+        at += chunk;
+    }
+    Ok(n)
 }
 
 /// A checked view of user memory, valid until the process's mappings change.

@@ -224,7 +224,8 @@ impl Fixer<'_> {
 
     /// The faulty extension: reset to its pristine (pre-init) image, to be
     /// initialised again by the kernel, or disabled after repeated crashes.
-    /// Its timers and locks go; calls in progress inside it are aborted.
+    /// Its timers, interrupt handlers and locks go; calls in progress
+    /// inside it are aborted.
     pub fn handle_extension(
         &mut self,
         slot: usize,
@@ -240,6 +241,13 @@ impl Fixer<'_> {
         for t in self.r.timers.iter_mut() {
             if t.in_use != 0 && t.ext == slot as u32 {
                 *t = Timer::default();
+            }
+        }
+        // Its device interrupts go too (the kernel masks their pins when
+        // it resumes); its init resets the device and registers again.
+        for h in self.r.irqs.iter_mut() {
+            if h.in_use != 0 && h.ext == slot as u32 {
+                *h = IrqHandler::default();
             }
         }
         for id in 0..MAX_LOCKS {

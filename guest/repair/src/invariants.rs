@@ -168,6 +168,19 @@ fn messages_and_timers(fx: &mut Fixer) {
             fx.plan.invariant_fixes += 1;
         }
     }
+    for i in 0..MAX_IRQS {
+        let h = fx.r.irqs[i];
+        if h.in_use == 0 {
+            continue;
+        }
+        let ok = fx.r.exts.get(h.ext as usize).is_some_and(|e| {
+            e.state == EXT_LIVE && h.callback >= e.text_start && h.callback < e.text_end
+        });
+        if !ok {
+            fx.r.irqs[i] = IrqHandler::default();
+            fx.plan.invariant_fixes += 1;
+        }
+    }
 }
 
 /// Wakes processes whose wait condition already holds (a crash between

@@ -63,6 +63,18 @@ pub fn ack_in_service() {
     }
 }
 
+/// Masks I/O APIC pin `irq` (its redirection entry's bit 16): nothing it
+/// raises is delivered until it is routed again.
+pub fn ioapic_mask(irq: u32) {
+    let regsel = (PHYSMAP_BASE + IOAPIC_BASE) as *mut u32;
+    // SAFETY: as in `ioapic_route`.
+    unsafe {
+        let win = regsel.byte_add(0x10);
+        regsel.write_volatile(0x10 + 2 * irq);
+        win.write_volatile(1 << 16);
+    }
+}
+
 /// Routes an ISA IRQ to `vector` on CPU 0, edge-triggered.
 pub fn ioapic_route(irq: u32, vector: u8) {
     let regsel = (PHYSMAP_BASE + IOAPIC_BASE) as *mut u32;

@@ -190,6 +190,59 @@ extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
     va + (phys - first)
 }
 
+extern "C" fn api_dma_alloc(size: usize, align: usize, phys: *mut u64) -> *mut u8 {
+    if phys.is_null() {
+        return core::ptr::null_mut();
+    }
+    let p = api_alloc(size, align);
+    if p.is_null() {
+        return p;
+    }
+    // SAFETY: `alloc` just gave us `size` bytes at `p`.
+    unsafe { core::ptr::write_bytes(p, 0, size) };
+    // The heap is one contiguous physical range in the physmap.
+    // SAFETY: the extension passes a place for the address.
+    unsafe { *phys = p as u64 - phys_to_virt(0) };
+    p
+}
+
+extern "C" fn api_user_dma(
+    user_buf: u64,
+    len: usize,
+    device_writes: u32,
+    segs: *mut DmaSeg,
+    max: usize,
+) -> i64 {
+    if segs.is_null() && max > 0 {
+        return -EFAULT;
+    }
+    // SAFETY: the extension's own array of `max` segments.
+    let out = unsafe { core::slice::from_raw_parts_mut(segs, max) };
+    uaccess::dma_segments(user_buf, len as u64, device_writes != 0, out)
+        .map_or_else(|e| -e, |n| n as i64)
+}
+
+extern "C" fn api_device_info(index: u32, out: *mut DeviceInfo) -> i32 {
+    match crate::platform::device(index as usize) {
+        Some(d) if !out.is_null() => {
+            // SAFETY: the extension passes a place for the description.
+            unsafe { *out = d };
+            0
+        }
+        Some(_) => -(EFAULT as i32),
+        None => -(ENODEV as i32),
+    }
+}
+
+extern "C" fn api_irq_register(gsi: u32, handler: extern "C" fn(u64), arg: u64) -> i32 {
+    crate::irq::register(caller_ext(), gsi, handler as usize as u64, arg)
+        .unwrap_or_else(|e| -(e as i32))
+}
+
+extern "C" fn api_irq_unregister(id: i32) -> i32 {
+    crate::irq::unregister(id).map_or_else(|e| -(e as i32), |_| 0)
+}
+
 pub static API: ExtApi = ExtApi {
     version: EXT_API_VERSION,
     log: api_log,
@@ -214,4 +267,9 @@ pub static API: ExtApi = ExtApi {
     list_del: api_list_del,
     ioremap: api_ioremap,
     cpu_id: api_cpu_id,
+    dma_alloc: api_dma_alloc,
+    user_dma: api_user_dma,
+    device_info: api_device_info,
+    irq_register: api_irq_register,
+    irq_unregister: api_irq_unregister,
 };

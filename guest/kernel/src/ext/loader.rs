@@ -209,6 +209,7 @@ pub fn reinit(slot: usize) {
 
 fn cleanup_ext_objects(slot: usize) {
     crate::timer::remove_for_ext(slot as u32);
+    crate::irq::remove_for_ext(slot as u32);
     crate::lock::destroy_for_ext(slot as u32);
 }
 
