@@ -41,13 +41,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let disk = crate::disk::open(&args.disk, &data)?;
     let mut config = image.config(&args.image);
     if let Some(d) = &disk {
-        eprintln!("lazarus: {}", d.describe());
         config.virtio.push(d.device()?);
     }
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
     config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
     let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
+    if let Some(d) = &disk {
+        eprintln!("lazarus: {}", d.describe());
+    }
     let stop = vm.stop_handle();
     let runner = std::thread::spawn(move || {
         let r = vm.run();

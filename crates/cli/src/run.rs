@@ -34,11 +34,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
     let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
         .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
-    // Held for the whole session: a reboot never lets the lock go.
-    let disk = crate::disk::open(&args.disk, &data)?;
-    if let Some(d) = &disk {
-        eprintln!("lazarus: {}", d.describe());
-    }
     let crashes_bg = crashes.background_handle();
     // Quitting on the user's word: Ctrl-A X on a terminal, or a signal.
     let quit = Quit::default();
@@ -78,7 +73,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 policy,
                 args.image.vcpus,
                 args.image.memory,
-                data,
+                data.clone(),
                 crashes_bg.clone(),
                 input.clone(),
             );
@@ -86,6 +81,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    // Held for the whole session: a reboot never lets the lock go. Taken
+    // after the API socket, so that a bad socket is reported as such.
+    let disk = crate::disk::open(&args.disk, &data)?;
     let mut boots = 0u64;
     let mut limit = RebootLimit::new(args.max_reboots, Duration::from_secs(args.reboot_window));
     // Set while rebooting after a crash: when the crash was detected.
@@ -150,6 +148,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             a.session().attach(vm.control(), &boot_id, boots);
         }
         quit.attach(Some(vm.stop_handle()));
+        if boots == 1
+            && let Some(d) = &disk
+        {
+            eprintln!("lazarus: {}", d.describe());
+        }
         if boots == 1
             && let Some(size) = lazarus_resurrect::image_size(&vm)
         {
