@@ -81,6 +81,138 @@ pub mod virtblk {
     }
 }
 
+/// The kvstore's append-only log on `/dev/vda` (see the kvstore's
+/// `log.rs`): the disk is split in two halves; each holds one generation
+/// of the log as 512-byte blocks numbered from 0 at the half's start.
+/// Replay takes the half whose block 0 is valid with the higher
+/// generation and reads its blocks in order until one is not the next
+/// valid block of that generation (a torn or never-written block ends the
+/// log). Compaction writes the whole store into the other half as the
+/// next generation, so the old log stays valid until the new one is.
+pub mod kvlog {
+    /// Block size: one sector.
+    pub const BLOCK: usize = 512;
+    /// Bytes of the block header.
+    pub const HEADER: usize = 24;
+    /// "LZKV".
+    pub const MAGIC: [u8; 4] = *b"LZKV";
+    /// Layout version.
+    pub const VERSION: u16 = 1;
+    /// Record: the key was set (`key_len` key bytes, then the value).
+    pub const OP_PUT: u8 = 1;
+    /// Record: the key was removed (no value).
+    pub const OP_DEL: u8 = 2;
+    /// Bytes of a record's header: op, key length, value length (u16).
+    pub const RECORD_HEADER: usize = 4;
+    /// Interval of the group flush, like Redis's `appendfsync everysec`:
+    /// a change is on the disk, flushed, at most this long after it was
+    /// acknowledged.
+    pub const FLUSH_INTERVAL_MS: u64 = 1000;
+
+    /// A block's header: magic, version, bytes of records used after the
+    /// header (u16), the block's number in its half (u64), the generation
+    /// (u32) and the FNV-1a of the whole block with this field zero, cut
+    /// to 32 bits.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BlockHeader {
+        /// Bytes of records after the header.
+        pub used: u16,
+        /// Number of the block in its half, from 0.
+        pub seq: u64,
+        /// The log's generation.
+        pub generation: u32,
+    }
+
+    /// Writes `h` into `block` (records already in place) and seals it.
+    pub fn seal(block: &mut [u8; BLOCK], h: BlockHeader) {
+        block[..4].copy_from_slice(&MAGIC);
+        block[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        block[6..8].copy_from_slice(&h.used.to_le_bytes());
+        block[8..16].copy_from_slice(&h.seq.to_le_bytes());
+        block[16..20].copy_from_slice(&h.generation.to_le_bytes());
+        block[20..24].fill(0);
+        let sum = crate::repair::fnv1a(block) as u32;
+        block[20..24].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    /// The header of a valid block (magic, version, size and checksum
+    /// right), else `None`.
+    pub fn open(block: &[u8; BLOCK]) -> Option<BlockHeader> {
+        if block[..4] != MAGIC || block[4..6] != VERSION.to_le_bytes() {
+            return None;
+        }
+        let used = u16::from_le_bytes([block[6], block[7]]);
+        if HEADER + used as usize > BLOCK {
+            return None;
+        }
+        let mut copy = *block;
+        copy[20..24].fill(0);
+        let sum = u32::from_le_bytes([block[20], block[21], block[22], block[23]]);
+        if crate::repair::fnv1a(&copy) as u32 != sum {
+            return None;
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&block[8..16]);
+        let mut generation = [0u8; 4];
+        generation.copy_from_slice(&block[16..20]);
+        Some(BlockHeader {
+            used,
+            seq: u64::from_le_bytes(seq),
+            generation: u32::from_le_bytes(generation),
+        })
+    }
+
+    /// Bytes of a record of `key` and `value`.
+    pub const fn record_len(key: usize, value: usize) -> usize {
+        RECORD_HEADER + key + value
+    }
+
+    /// Writes one record at the start of `out`; returns its length, or
+    /// `None` if it does not fit.
+    pub fn put_record(out: &mut [u8], op: u8, key: &[u8], value: &[u8]) -> Option<usize> {
+        let n = record_len(key.len(), value.len());
+        if n > out.len() || key.len() > u8::MAX as usize || value.len() > u16::MAX as usize {
+            return None;
+        }
+        out[0] = op;
+        out[1] = key.len() as u8;
+        out[2..4].copy_from_slice(&(value.len() as u16).to_le_bytes());
+        out[4..4 + key.len()].copy_from_slice(key);
+        out[4 + key.len()..n].copy_from_slice(value);
+        Some(n)
+    }
+
+    /// The records of a valid block's used bytes, in order; a record that
+    /// runs past the end (never written so by the kvstore) ends them.
+    pub fn records(used: &[u8]) -> Records<'_> {
+        Records { rest: used }
+    }
+
+    /// Iterator of `(op, key, value)`.
+    pub struct Records<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Iterator for Records<'a> {
+        type Item = (u8, &'a [u8], &'a [u8]);
+
+        fn next(&mut self) -> Option<Self::Item> {
+            let r = self.rest;
+            if r.len() < RECORD_HEADER {
+                return None;
+            }
+            let (k, v) = (r[1] as usize, u16::from_le_bytes([r[2], r[3]]) as usize);
+            let n = record_len(k, v);
+            if n > r.len() {
+                self.rest = &[];
+                return None;
+            }
+            self.rest = &r[n..];
+            Some((r[0], &r[4..4 + k], &r[4 + k..n]))
+        }
+    }
+}
+
 /// `/dev/crashtest`: deliberately crashes the kernel, in the spirit of
 /// Linux's LKDTM. Commands below [`IOC_CRASH_BASE`](crashtest::IOC_CRASH_BASE) are harmless; every
 /// command from it on runs one kind of kernel crash directly in the ioctl,
@@ -303,7 +435,17 @@ pub mod kv {
     pub const FLAG_MORE: u8 = 1;
 
     /// `OP_STATS` reply fields, in order.
-    pub const STATS_FIELDS: [&str; 6] = ["keys", "bytes", "puts", "gets", "dels", "requests"];
+    pub const STATS_FIELDS: [&str; 9] = [
+        "keys",
+        "bytes",
+        "puts",
+        "gets",
+        "dels",
+        "requests",
+        "persistent",
+        "replayed",
+        "unflushed",
+    ];
 
     // A request with the longest key and value fits one message, and the
     // lengths fit their header fields (u8 key, u16 value).

@@ -154,7 +154,8 @@ pub struct Proc {
     pub wait_reason: u32,
     /// While blocked: the object waited on (pipe or lock index), else 0.
     pub wait_obj: u32,
-    /// Tick at which a sleeping process wakes.
+    /// Tick at which a sleeping process wakes (and one blocked in
+    /// `SYS_IPC_RECV_TIMEOUT` gives up; 0 in a plain receive).
     pub wake_tick: u64,
     /// Start of the user heap (page-aligned end of the program image).
     pub brk_base: u64,

@@ -89,6 +89,11 @@ pub const SYS_CPUS: u64 = 27;
 /// client's request and reply or a server's reply and next request. The
 /// receive buffers are checked first, so an error means nothing was sent.
 pub const SYS_IPC_SENDRECV: u64 = 28;
+/// (buf, len, *mut u32 src, timeout_ms) -> message length: [`SYS_IPC_RECV`]
+/// that gives up with `ETIMEDOUT` when no message came within
+/// `timeout_ms` (a server's periodic work, such as the kvstore's log
+/// flush, runs between requests).
+pub const SYS_IPC_RECV_TIMEOUT: u64 = 29;
 
 /// Reasons for [`SYS_EXT_COMPLAIN`].
 pub mod complaint {
@@ -170,6 +175,8 @@ pub mod errno {
     pub const ENOTTY: i64 = 25;
     /// No such system call (or hypercall).
     pub const ENOSYS: i64 = 38;
+    /// Nothing happened in the time allowed.
+    pub const ETIMEDOUT: i64 = 110;
     /// The object does not support the operation (a device without that
     /// operation).
     pub const ENOTSUP: i64 = 95;
@@ -200,6 +207,7 @@ pub mod errno {
             EPIPE => "broken pipe",
             ENOSYS => "no such system call",
             ENOTSUP => "not supported",
+            ETIMEDOUT => "timed out",
             _ => "error",
         }
     }

@@ -13,9 +13,26 @@ use lazarus_abi::dev::virtblk::{SECTOR, pattern};
 
 const T: Duration = Duration::from_secs(60);
 
-fn insmod(g: &mut common::Guest) {
+/// init loads the driver at boot, before the kvstore starts.
+fn driver_loaded(g: &mut common::Guest) {
+    g.cmd("echo sync");
+    assert!(
+        g.console.contains("virtblk: /dev/vda: "),
+        "{}",
+        g.transcript
+    );
     let out = g.cmd("insmod virtblk");
-    assert!(out.contains("virtblk loaded"), "{out}\n{}", g.transcript);
+    assert!(out.contains("already"), "{out}");
+}
+
+/// The kvstore's pid, from `ps`.
+fn kvstore_pid(g: &mut common::Guest) -> u32 {
+    let out = g.cmd("ps");
+    out.lines()
+        .find(|l| l.trim_end().ends_with(" kvstore"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no kvstore in ps: {out}"))
 }
 
 /// Checks sectors `[first, first + count)` of the image hold the pattern
@@ -51,7 +68,7 @@ fn data_written_through_vda_is_on_the_image_and_back_after_a_new_boot() {
         "the disk line: {}",
         g.host
     );
-    insmod(&mut g);
+    driver_loaded(&mut g);
     let out = g.cmd("run blk info");
     assert!(
         out.contains("blk: ok size 16777216 bytes (16 MiB), id vm.img"),
@@ -95,7 +112,7 @@ fn data_written_through_vda_is_on_the_image_and_back_after_a_new_boot() {
     // A new boot on the same image reads back what the first wrote.
     let mut g = common::boot_with(&["--disk", image_arg]);
     assert!(g.host.contains("vm.img (16 MiB)"), "{}", g.host);
-    insmod(&mut g);
+    driver_loaded(&mut g);
     let out = g.cmd_timeout("run blk verify 0 300 7", T);
     assert!(out.contains("blk: ok verified 300 sectors"), "{out}");
     assert!(g.poweroff().success());
@@ -106,8 +123,13 @@ fn no_disk_and_a_read_only_disk() {
     common::require_kvm();
     let mut g = common::boot_with(&["--disk", "none"]);
     assert!(!g.host.contains("lazarus: disk"), "{}", g.host);
-    let out = g.cmd("insmod virtblk");
-    assert!(out.contains("no virtio block device"), "{out}");
+    g.cmd("echo sync");
+    for line in [
+        "virtblk: no virtio block device",
+        "kvstore: no disk: the store is kept in memory only",
+    ] {
+        assert!(g.console.contains(line), "{line}: {}", g.transcript);
+    }
     assert!(g.poweroff().success());
 
     let dir = common::temp_dir("rodisk");
@@ -132,7 +154,7 @@ fn no_disk_and_a_read_only_disk() {
     std::fs::write(&image, &data).expect("write the image");
     let mut g = common::boot_with(&["--disk-readonly", "--disk", common::path_str(&image)]);
     assert!(g.host.contains("read-only"), "{}", g.host);
-    insmod(&mut g);
+    driver_loaded(&mut g);
     assert!(g.transcript.contains("read-only"), "{}", g.transcript);
     let out = g.cmd("run blk verify 0 8 3");
     assert!(out.contains("blk: ok verified 8 sectors"), "{out}");
@@ -147,4 +169,115 @@ fn no_disk_and_a_read_only_disk() {
         data,
         "a read-only disk was changed"
     );
+}
+
+/// The kvstore's log as the host reads it from the image: the newest valid
+/// half replayed block by block, as the kvstore replays it.
+fn replay_log(image: &Path) -> (std::collections::BTreeMap<Vec<u8>, Vec<u8>>, u64) {
+    use lazarus_abi::dev::kvlog::{self, BLOCK, HEADER, OP_DEL, OP_PUT};
+    let data = std::fs::read(image).expect("read the disk image");
+    let half_blocks = data.len() / BLOCK / 2;
+    let block = |half: usize, seq: usize| -> &[u8; BLOCK] {
+        let at = (half * half_blocks + seq) * BLOCK;
+        data[at..at + BLOCK].try_into().expect("a block")
+    };
+    let (half, generation) = [0, 1]
+        .into_iter()
+        .filter_map(|h| kvlog::open(block(h, 0)).map(|b| (h, b.generation)))
+        .max_by_key(|&(_, g)| g)
+        .expect("a valid log on the disk");
+    let mut map = std::collections::BTreeMap::new();
+    let mut changes = 0;
+    for seq in 0..half_blocks {
+        let b = block(half, seq);
+        let Some(h) = kvlog::open(b).filter(|h| h.seq == seq as u64 && h.generation == generation)
+        else {
+            break;
+        };
+        for (op, key, value) in kvlog::records(&b[HEADER..HEADER + h.used as usize]) {
+            changes += 1;
+            match op {
+                OP_PUT => {
+                    map.insert(key.to_vec(), value.to_vec());
+                }
+                OP_DEL => {
+                    map.remove(key);
+                }
+                other => panic!("record with op {other} in block {seq}"),
+            }
+        }
+    }
+    (map, changes)
+}
+
+/// Polls `kv stats` until the kvstore has flushed every change.
+fn wait_flushed(g: &mut common::Guest) {
+    for _ in 0..100 {
+        let out = g.cmd("kv stats");
+        if out.contains("unflushed=0") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the kvstore never flushed its log: {}", g.transcript);
+}
+
+#[test]
+fn kv_data_survives_kvstore_restarts_and_new_boots_through_its_disk_log() {
+    common::require_kvm();
+    let dir = common::temp_dir("kvlog");
+    let image = dir.path().join("kv.img");
+    let image_arg = common::path_str(&image);
+    let mut g = common::boot_with(&["--disk", image_arg]);
+    let out = g.cmd_timeout("kv fill 200", T);
+    assert!(out.contains("200 keys written"), "{out}");
+    let out = g.cmd("kv del k7");
+    assert!(!out.contains("FAIL"), "{out}");
+    wait_flushed(&mut g);
+    // Killed, the kvstore comes back with every flushed change.
+    let pid = kvstore_pid(&mut g);
+    g.cmd(&format!("kill {pid}"));
+    g.wait_lines(
+        &["kvstore: restored 199 keys from the disk log (201 changes"],
+        T,
+    );
+    let out = g.cmd("kv check");
+    assert_eq!(common::kv_check(&out), (199, 0), "{out}");
+    let out = g.cmd("kv get k7");
+    assert!(!out.contains("k7 ="), "a deleted key came back: {out}");
+
+    // Killed right after more writes: whatever is lost is explained.
+    g.cmd_timeout("kv fill 100 late", T);
+    let pid = kvstore_pid(&mut g);
+    g.cmd(&format!("kill {pid}"));
+    let out = g.cmd("kv check");
+    let (intact, lost) = common::kv_check(&out);
+    assert_eq!(intact + lost, 299, "{out}");
+    assert!(intact >= 199, "flushed keys were lost: {out}");
+    if lost > 0 {
+        assert!(
+            out.contains("were written after the log's last flush"),
+            "{out}"
+        );
+    }
+    wait_flushed(&mut g);
+    let out = g.cmd("kv count");
+    let count: u64 = out
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("kv count: {out}"));
+    assert!(g.poweroff().success());
+
+    // The host reads the same store out of the image.
+    let (map, changes) = replay_log(&image);
+    assert_eq!(map.len() as u64, count, "keys in the log");
+    assert!(map.contains_key(b"k0".as_slice()) && !map.contains_key(b"k7".as_slice()));
+    assert!(changes >= count, "{changes} changes for {count} keys");
+
+    // A new boot on the same disk has the same keys.
+    let mut g = common::boot_with(&["--disk", image_arg]);
+    g.wait_lines(&[&format!("kvstore: restored {count} keys")], T);
+    let out = g.cmd("kv count");
+    assert!(out.contains(&format!("kv: {count} keys")), "{out}");
+    assert!(g.poweroff().success());
 }

@@ -75,7 +75,20 @@ fn oldest_for(me: u32, pending: u32) -> Option<usize> {
 
 pub fn recv(buf: u64, len: u64, src_out: u64) -> KResult<u64> {
     let (out, src) = receive_buffers(buf, len, src_out)?;
-    receive(&out, src.as_ref())
+    receive(&out, src.as_ref(), 0)
+}
+
+/// `recv` that gives up after `timeout_ms` (0: at once if nothing is
+/// queued).
+pub fn recv_timeout(buf: u64, len: u64, src_out: u64, timeout_ms: u64) -> KResult<u64> {
+    let (out, src) = receive_buffers(buf, len, src_out)?;
+    let ms_per_tick = 1000 / lazarus_abi::layout::TICK_HZ;
+    let ticks = timeout_ms.div_ceil(ms_per_tick).max(1);
+    receive(
+        &out,
+        src.as_ref(),
+        crate::state::now().saturating_add(ticks),
+    )
 }
 
 /// Sends, then receives, in one kernel entry: a client's request and its
@@ -87,7 +100,7 @@ pub fn sendrecv(dst: u32, buf: u64, len: u64, rbuf: u64, rlen: u64, src_out: u64
     let (out, src) = receive_buffers(rbuf, rlen, src_out)?;
     let nothing_queued = crate::state::current().is_some_and(|p| p.ipc_pending == 0);
     send_to(dst, buf, len, nothing_queued)?;
-    receive(&out, src.as_ref())
+    receive(&out, src.as_ref(), 0)
 }
 
 /// Checked once, before blocking. No message is longer than IPC_MSG_MAX,
@@ -105,8 +118,9 @@ fn receive_buffers(
     Ok((out, src))
 }
 
-/// Blocks for the oldest message queued for the caller.
-fn receive(out: &uaccess::UserOut, src: Option<&uaccess::UserOut>) -> KResult<u64> {
+/// Blocks for the oldest message queued for the caller, until tick
+/// `deadline` (0: forever).
+fn receive(out: &uaccess::UserOut, src: Option<&uaccess::UserOut>, deadline: u64) -> KResult<u64> {
     let me = current_pid();
     loop {
         let pending = proc_by_pid(me).map_or(0, |p| p.ipc_pending);
@@ -125,7 +139,10 @@ fn receive(out: &uaccess::UserOut, src: Option<&uaccess::UserOut>) -> KResult<u6
             }
             return Ok(n as u64);
         }
-        wait::block(W_IPC, 0);
+        if deadline != 0 && crate::state::now() >= deadline {
+            return Err(ETIMEDOUT);
+        }
+        wait::block_until(W_IPC, 0, deadline);
     }
 }
 

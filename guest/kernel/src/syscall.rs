@@ -89,6 +89,7 @@ fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
         SYS_EXT_LIST => ext::list(a0, a1),
         SYS_IPC_SEND => ipc::send(a0 as u32, a1, a2),
         SYS_IPC_RECV => ipc::recv(a0, a1, a2),
+        SYS_IPC_RECV_TIMEOUT => ipc::recv_timeout(a0, a1, a2, a3),
         SYS_IPC_SENDRECV => ipc::sendrecv(a0 as u32, a1, a2, a3, a4, a5),
         SYS_SVC_REGISTER => ipc::register(path_arg(a0, a1)?),
         SYS_SVC_LOOKUP => ipc::lookup(path_arg(a0, a1)?),

@@ -4,7 +4,7 @@
 
 use crate::sched::{make_runnable, schedule};
 use crate::state::{current, k, proc_by_pid};
-use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, W_SLEEP};
+use lazarus_abi::root::{MAX_PROCS, PS_BLOCKED, W_IPC, W_SLEEP};
 
 /// The earliest tick a sleeper waits for (`u64::MAX`: none).
 static mut NEXT_WAKE: u64 = u64::MAX;
@@ -35,6 +35,26 @@ pub fn wake_pid(pid: u32, reason: u32) {
 pub fn wake_pid_sync(pid: u32, reason: u32) {
     if blocked_for(pid, reason) {
         crate::sched::make_runnable_sync(pid);
+    }
+}
+
+/// Blocks the current process until someone wakes it or, if `deadline`
+/// is not 0, until that tick (the timer's sleeper scan wakes it).
+pub fn block_until(reason: u32, obj: u32, deadline: u64) {
+    if let Some(p) = current() {
+        p.wake_tick = deadline;
+    }
+    if deadline != 0 {
+        // SAFETY: the big kernel lock is held.
+        unsafe {
+            if deadline < NEXT_WAKE {
+                NEXT_WAKE = deadline;
+            }
+        }
+    }
+    block(reason, obj);
+    if let Some(p) = current() {
+        p.wake_tick = 0;
     }
 }
 
@@ -77,7 +97,8 @@ fn wake_sleepers(now: u64) {
     let mut next = u64::MAX;
     for i in 0..MAX_PROCS {
         let p = &k().procs[i];
-        if p.state == PS_BLOCKED && p.wait_reason == W_SLEEP {
+        let timed = p.wait_reason == W_SLEEP || (p.wait_reason == W_IPC && p.wake_tick != 0);
+        if p.state == PS_BLOCKED && timed {
             if p.wake_tick <= now {
                 let pid = p.pid;
                 make_runnable(pid);

@@ -1,10 +1,11 @@
 //! Message passing and the service registry.
 
 use lazarus_abi::syscall::{
-    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_SEND, SYS_IPC_SENDRECV, SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
+    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_RECV_TIMEOUT, SYS_IPC_SEND, SYS_IPC_SENDRECV,
+    SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
 };
 
-use crate::syscall::{Errno, Result, check, syscall3, syscall6};
+use crate::syscall::{Errno, Result, check, syscall3, syscall5, syscall6};
 
 /// Queues `msg` (at most `IPC_MSG_MAX` bytes) for process `dst`.
 pub fn send(dst: u32, msg: &[u8]) -> Result<()> {
@@ -58,6 +59,27 @@ pub fn recv(buf: &mut [u8]) -> Result<(u32, usize)> {
         )
     };
     check(r).map(|n| (src, (n as usize).min(buf.len())))
+}
+
+/// [`recv`] that gives up after `timeout_ms`: `Ok(None)` when nothing came.
+pub fn recv_timeout(buf: &mut [u8], timeout_ms: u64) -> Result<Option<(u32, usize)>> {
+    let mut src = 0u32;
+    // SAFETY: as in `recv`.
+    let r = unsafe {
+        syscall5(
+            SYS_IPC_RECV_TIMEOUT,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            &mut src as *mut u32 as u64,
+            timeout_ms,
+            0,
+        )
+    };
+    match check(r) {
+        Ok(n) => Ok(Some((src, (n as usize).min(buf.len())))),
+        Err(Errno::ETIMEDOUT) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Sends `msg` to `dst`, then blocks for the next message into `buf`, in

@@ -35,6 +35,8 @@ impl Errno {
     pub const ENOSPC: Errno = Errno(errno::ENOSPC);
     pub const EPIPE: Errno = Errno(errno::EPIPE);
     pub const ENOTTY: Errno = Errno(errno::ENOTTY);
+    pub const ETIMEDOUT: Errno = Errno(errno::ETIMEDOUT);
+    pub const EROFS: Errno = Errno(errno::EROFS);
 
     /// The human name, as printed by every tool.
     pub const fn name(self) -> &'static str {

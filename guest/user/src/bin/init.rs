@@ -1,5 +1,6 @@
-//! pid 1: starts the kvstore service and the shell, then reaps children
-//! forever, restarting either if it ends.
+//! pid 1: loads the disk driver (`virtblk`, when the machine has a disk),
+//! starts the kvstore service and the shell, then reaps children forever,
+//! restarting either if it ends.
 #![no_std]
 #![no_main]
 
@@ -55,6 +56,11 @@ impl Daemon {
 }
 
 fn main(_args: Args) -> i32 {
+    // The kvstore keeps its log on the disk.
+    match lazarus_ulib::ext::load("virtblk") {
+        Ok(_) | Err(Errno::EEXIST | Errno::ENODEV) => {}
+        Err(e) => println!("init: cannot load the disk driver virtblk: {e}"),
+    }
     let mut kv = Daemon::new(KVSTORE);
     let mut shell = Daemon::new(SHELL);
     kv.start();

@@ -182,6 +182,28 @@ impl Kv {
             }
         }
         let _ = writeln!(out, "kv check: {intact} intact, {lost} lost");
+        if lost > 0 && unreachable.is_none() {
+            let _ = writeln!(out, "kv check: {}", self.why_lost(lost));
+        }
         print!("{out}");
+    }
+
+    /// Why keys are gone, as far as the service's statistics tell: a
+    /// restart replayed its disk log without the last interval's changes,
+    /// or it has no disk.
+    fn why_lost(&mut self, lost: usize) -> String {
+        let field = |name: &str| STATS_FIELDS.iter().position(|f| *f == name);
+        let stats = self.with(|c| c.stats()).ok();
+        let get = |name: &str| stats.zip(field(name)).map(|(s, i)| s[i]);
+        match (get("persistent"), get("replayed")) {
+            (Some(1), Some(r)) if r > 0 => format!(
+                "the kvstore restarted and replayed its disk log; the {lost} lost keys were written after the log's last flush (every {} ms)",
+                lazarus_ulib::abi::dev::kvlog::FLUSH_INTERVAL_MS
+            ),
+            (Some(0), _) => String::from(
+                "the kvstore keeps its data in memory only (no disk): each restart loses every key",
+            ),
+            _ => String::from("the kvstore lost them"),
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! The key-value service: registers as "kv" and answers requests of the
 //! `lazarus_abi::dev::kv` protocol forever. The store is a BTreeMap in this
-//! process's heap, which is exactly what a recovery must keep intact.
+//! process's heap, which is exactly what a recovery must keep intact; with
+//! a disk, every change also goes to a log there (`log.rs`), flushed once
+//! a second and replayed when the service starts again.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
+
+mod log;
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -14,9 +18,12 @@ use lazarus_ulib::abi::dev::kv::{
     FLAG_MORE, HEADER_LEN, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, SERVICE,
     STATS_FIELDS,
 };
+use lazarus_ulib::abi::dev::kvlog;
 use lazarus_ulib::abi::syscall::IPC_MSG_MAX;
 use lazarus_ulib::kv::{Msg, decode_request, encode_reply};
 use lazarus_ulib::{Args, Errno, entry, eprintln, ipc};
+
+use log::Log;
 
 entry!(main);
 
@@ -34,6 +41,10 @@ struct Store {
     gets: u64,
     dels: u64,
     requests: u64,
+    /// The disk log, if there is a disk.
+    log: Option<Log>,
+    /// Changes replayed from the log at start.
+    replayed: u64,
 }
 
 impl Store {
@@ -52,6 +63,9 @@ impl Store {
                 if let Some(old) = self.map.insert(key.to_vec(), value.to_vec()) {
                     self.bytes -= old.len() as u64;
                 }
+                if let Some(log) = &mut self.log {
+                    log.append(kvlog::OP_PUT, key, value, &self.map);
+                }
                 (0, 0, 0)
             }
             OP_GET => {
@@ -69,6 +83,9 @@ impl Store {
                 match self.map.remove(key) {
                     Some(old) => {
                         self.bytes -= old.len() as u64;
+                        if let Some(log) = &mut self.log {
+                            log.append(kvlog::OP_DEL, key, &[], &self.map);
+                        }
                         (0, 0, 0)
                     }
                     None => (errno(Errno::ENOENT), 0, 0),
@@ -109,6 +126,9 @@ impl Store {
                     self.gets,
                     self.dels,
                     self.requests,
+                    u64::from(self.log.as_ref().is_some_and(Log::persistent)),
+                    self.replayed,
+                    self.log.as_ref().map_or(0, Log::unflushed),
                 ];
                 for (chunk, f) in body.chunks_exact_mut(8).zip(fields) {
                     chunk.copy_from_slice(&f.to_le_bytes());
@@ -130,17 +150,59 @@ fn main(_args: Args) -> i32 {
         return 1;
     }
     let mut store = Store::default();
+    match Log::open() {
+        Some((log, map, r)) => {
+            store.bytes = map.values().map(|v| v.len() as u64).sum();
+            if r.blocks > 0 {
+                eprintln!(
+                    "kvstore: restored {} keys from the disk log ({} changes in {} blocks, generation {}, {} ms); changes after its last flush were lost",
+                    map.len(),
+                    r.changes,
+                    r.blocks,
+                    r.generation,
+                    r.ms
+                );
+            }
+            store.map = map;
+            store.replayed = r.changes;
+            store.log = Some(log);
+        }
+        None => eprintln!("kvstore: no disk: the store is kept in memory only"),
+    }
     let mut rx: Msg = [0; IPC_MSG_MAX];
     let mut tx: Msg = [0; IPC_MSG_MAX];
-    // The first request; after it, each reply and the next request are one
-    // system call.
-    let mut next = ipc::recv(&mut rx);
+    // The reply to send with the next receive: (client, length).
+    let mut reply: Option<(u32, usize)> = None;
     loop {
-        let (src, n) = match next {
-            Ok(m) => m,
+        if let Some(log) = &mut store.log
+            && log.flush_due_in() == Some(0)
+        {
+            log.flush();
+        }
+        let due = store.log.as_ref().and_then(Log::flush_due_in);
+        let got = match (reply.take(), due) {
+            // Nothing to flush: the reply and the next request are one
+            // system call.
+            (Some((dst, len)), None) => {
+                match ipc::sendrecv_retry(dst, &tx[..len], &mut rx, SEND_TRIES) {
+                    // A client that went away (ESRCH) simply gets no reply.
+                    Err(Errno::ESRCH | Errno::EAGAIN) => ipc::recv(&mut rx).map(Some),
+                    r => r.map(Some),
+                }
+            }
+            (Some((dst, len)), Some(ms)) => {
+                let _ = ipc::send_retry(dst, &tx[..len], SEND_TRIES);
+                ipc::recv_timeout(&mut rx, ms.max(1))
+            }
+            (None, None) => ipc::recv(&mut rx).map(Some),
+            (None, Some(ms)) => ipc::recv_timeout(&mut rx, ms.max(1)),
+        };
+        let (src, n) = match got {
+            Ok(Some(m)) => m,
+            // The flush is due: done at the top.
+            Ok(None) => continue,
             Err(e) => {
                 eprintln!("kvstore: recv: {e}");
-                next = ipc::recv(&mut rx);
                 continue;
             }
         };
@@ -151,11 +213,6 @@ fn main(_args: Args) -> i32 {
             }
             None => (errno(Errno::EINVAL), 0, 0, 0),
         };
-        let reply_len = encode_reply(&mut tx, status, flags, tag, len);
-        next = match ipc::sendrecv_retry(src, &tx[..reply_len], &mut rx, SEND_TRIES) {
-            // A client that went away (ESRCH) simply gets no reply.
-            Err(Errno::ESRCH | Errno::EAGAIN) => ipc::recv(&mut rx),
-            r => r,
-        };
+        reply = Some((src, encode_reply(&mut tx, status, flags, tag, len)));
     }
 }
