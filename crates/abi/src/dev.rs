@@ -430,6 +430,9 @@ pub mod kv {
     pub const OP_LIST: u8 = 5;
     /// Reply: [`STATS_FIELDS`] u64s.
     pub const OP_STATS: u8 = 6;
+    /// Writes and flushes the disk log now (before a poweroff). Reply:
+    /// empty, or status EIO if the log has failed.
+    pub const OP_SYNC: u8 = 7;
 
     /// Reply flag of [`OP_LIST`]: call again with the last key as cursor.
     pub const FLAG_MORE: u8 = 1;

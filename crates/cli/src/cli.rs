@@ -133,6 +133,10 @@ pub enum BenchCommand {
     /// workloads on the same image with it on and off.
     #[command(after_help = EXIT_CODES_HELP)]
     Overhead(BenchOverheadArgs),
+    /// Disk throughput through the guest's virtio driver against the same
+    /// I/O on a host file, in one run.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Io(BenchIoArgs),
 }
 
 /// What to boot.
@@ -312,6 +316,25 @@ pub struct BenchRecoveryArgs {
 
 /// vCPU counts `bench ipc` and `bench recovery` compare by default.
 pub const DEFAULT_VCPUS_LIST: &[u32] = &[1, 2];
+
+#[derive(Debug, Args)]
+pub struct BenchIoArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// MiB written and read sequentially, in 64 KiB requests (the disk
+    /// is twice this, at least 64 MiB, in a temporary directory).
+    #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub mib: u64,
+    /// Random 4 KiB reads, and as many writes, within that range.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub ops: u64,
+    /// Seed of the random offsets (the guest and the host use the same).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct BenchIpcArgs {

@@ -29,6 +29,7 @@
 
 mod api;
 mod bench;
+mod bench_io;
 mod bench_ipc;
 mod bench_overhead;
 mod bench_recovery;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Boot(args)) => bench::boot(&args),
         Command::Bench(BenchCommand::Recovery(args)) => bench_recovery::run(&args),
         Command::Bench(BenchCommand::Ipc(args)) => bench_ipc::run(&args),
+        Command::Bench(BenchCommand::Io(args)) => bench_io::run(&args),
         Command::Bench(BenchCommand::Overhead(args)) => bench_overhead::run(&args),
         Command::Crashes(args) => match crashes_cmd::run(&args) {
             Ok(code) => return code,

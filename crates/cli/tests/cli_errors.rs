@@ -5,15 +5,19 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+/// Runs lazarus with a data directory of its own: the cases run at once,
+/// and two VMs in one data directory would share its disk, which the
+/// second is refused (exit code 9) before it reaches the error tested.
 fn lazarus(args: &[&str]) -> Output {
+    let data = tempfile::Builder::new()
+        .prefix("lazarus-cli-data-")
+        .tempdir()
+        .expect("temporary data directory");
     Command::new(env!("CARGO_BIN_EXE_lazarus"))
         .args(args)
         .stdin(Stdio::null())
         .env_remove("RUST_LOG")
-        .env(
-            "LAZARUS_DATA_DIR",
-            std::env::temp_dir().join(format!("lazarus-cli-data-{}", std::process::id())),
-        )
+        .env("LAZARUS_DATA_DIR", data.path())
         .output()
         .expect("run lazarus")
 }

@@ -48,7 +48,7 @@ macro_rules! field {
 }
 
 /// Every field of the root, in memory order.
-pub(crate) fn root_fields() -> [Field; 35] {
+pub(crate) fn root_fields() -> [Field; 36] {
     [
         field!(header.magic),
         field!(header.abi_version),
@@ -75,6 +75,7 @@ pub(crate) fn root_fields() -> [Field; 35] {
         field!(locks[]),
         field!(exts[]),
         field!(timers[]),
+        field!(irqs[]),
         field!(services[]),
         field!(msg_seq),
         field!(msgs[]),

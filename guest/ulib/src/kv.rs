@@ -5,8 +5,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use lazarus_abi::dev::kv::{
-    FLAG_MORE, HEADER_LEN, KEY_MAX, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, SERVICE,
-    STATS_FIELDS, VALUE_MAX,
+    FLAG_MORE, HEADER_LEN, KEY_MAX, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, OP_SYNC,
+    SERVICE, STATS_FIELDS, VALUE_MAX,
 };
 use lazarus_abi::syscall::IPC_MSG_MAX;
 
@@ -236,6 +236,12 @@ impl Client {
                 return Ok(keys);
             }
         }
+    }
+
+    /// Makes the service write and flush its disk log now.
+    pub fn sync(&mut self) -> Result<()> {
+        let (status, _, _) = self.call(OP_SYNC, &[], &[])?;
+        Self::ok(status)
     }
 
     /// Service statistics, named by `STATS_FIELDS`.

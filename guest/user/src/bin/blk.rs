@@ -4,7 +4,13 @@
 //! - `blk write SECTOR COUNT SEED`: writes COUNT sectors of the test
 //!   pattern (`abi::dev::virtblk::pattern`) from SECTOR;
 //! - `blk verify SECTOR COUNT SEED`: reads them back and checks them;
-//! - `blk flush`: flushes the device's write cache.
+//! - `blk flush`: flushes the device's write cache;
+//! - `blk bench MIB OPS SEED`: for `lazarus bench io`, writes MIB MiB
+//!   sequentially in 64 KiB requests and flushes, reads them back, then
+//!   does OPS random 4 KiB reads and OPS random 4 KiB writes in that range
+//!   and flushes, timing each phase with the kernel clock:
+//!   `blk: ok bench mib=.. ops=.. seq_write_ms=.. seq_read_ms=..
+//!   rand_read_ms=.. rand_write_ms=..`.
 //!
 //! Transfers go 64 KiB at a time. Each command ends with one line starting
 //! `blk: ok` or `blk: FAIL`, for tests.
@@ -21,11 +27,15 @@ use lazarus_ulib::abi::dev::virtblk::{
     DEV, ID_BYTES, IO_MAX, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE, SECTOR, pattern,
 };
 use lazarus_ulib::io::{close, ioctl, open, read, write};
+use lazarus_ulib::process::uptime_ms;
 use lazarus_ulib::{Args, entry, println};
 
 entry!(main);
 
-const USAGE: &str = "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush";
+const USAGE: &str =
+    "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk bench MIB OPS SEED";
+/// Bytes of a random request in `blk bench`.
+const RANDOM_IO: usize = 4096;
 
 fn main(args: Args) -> i32 {
     let argv: alloc::vec::Vec<&str> = args.iter().skip(1).collect();
@@ -41,6 +51,10 @@ fn main(args: Args) -> i32 {
         ["flush"] => ioctl(fd, IOC_FLUSH, 0)
             .map(|_| String::from("flushed"))
             .map_err(|e| format!("flush: {e}")),
+        ["bench", mib, ops, seed] => match (mib.parse(), ops.parse(), seed.parse()) {
+            (Ok(m), Ok(o), Ok(s)) => bench(fd, m, o, s),
+            _ => Err(String::from(USAGE)),
+        },
         [cmd @ ("write" | "verify"), sector, count, seed] => {
             match (sector.parse(), count.parse(), seed.parse()) {
                 (Ok(s), Ok(c), Ok(seed)) => transfer(fd, *cmd == "write", s, c, seed),
@@ -107,5 +121,72 @@ fn transfer(fd: i32, writing: bool, first: u64, count: u64, seed: u32) -> Result
     Ok(format!(
         "{} {count} sectors from {first} (seed {seed})",
         if writing { "wrote" } else { "verified" }
+    ))
+}
+
+/// A small xorshift for the random offsets (deterministic per seed).
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
+    let bytes = mib << 20;
+    let size = ioctl(fd, IOC_SIZE, 0).map_err(|e| format!("size: {e}"))?;
+    if bytes == 0 || bytes > size {
+        return Err(format!("{mib} MiB does not fit the {size}-byte disk"));
+    }
+    let mut buf = vec![0xa5u8; IO_MAX];
+    let timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<u64, String> {
+        let t0 = uptime_ms();
+        f()?;
+        Ok(uptime_ms() - t0)
+    };
+    let seq = |buf: &mut [u8], writing: bool| -> Result<(), String> {
+        ioctl(fd, IOC_SEEK, 0).map_err(|e| format!("seek: {e}"))?;
+        let mut done = 0;
+        while done < bytes {
+            let n = if writing {
+                write(fd, buf)
+            } else {
+                read(fd, buf)
+            }
+            .map_err(|e| format!("at byte {done}: {e}"))?;
+            if n != buf.len() {
+                return Err(format!("short transfer at byte {done}"));
+            }
+            done += n as u64;
+        }
+        if writing {
+            ioctl(fd, IOC_FLUSH, 0).map_err(|e| format!("flush: {e}"))?;
+        }
+        Ok(())
+    };
+    let blocks = bytes / RANDOM_IO as u64;
+    let random = |buf: &mut [u8], writing: bool, mut x: u64| -> Result<(), String> {
+        for _ in 0..ops {
+            let at = (next(&mut x) % blocks) * RANDOM_IO as u64;
+            ioctl(fd, IOC_SEEK, at).map_err(|e| format!("seek: {e}"))?;
+            let io = &mut buf[..RANDOM_IO];
+            let n = if writing { write(fd, io) } else { read(fd, io) }
+                .map_err(|e| format!("at byte {at}: {e}"))?;
+            if n != RANDOM_IO {
+                return Err(format!("short transfer at byte {at}"));
+            }
+        }
+        if writing {
+            ioctl(fd, IOC_FLUSH, 0).map_err(|e| format!("flush: {e}"))?;
+        }
+        Ok(())
+    };
+    let x = seed | 1;
+    let seq_write = timed(&mut || seq(&mut buf, true))?;
+    let seq_read = timed(&mut || seq(&mut buf, false))?;
+    let rand_read = timed(&mut || random(&mut buf, false, x))?;
+    let rand_write = timed(&mut || random(&mut buf, true, x.rotate_left(17) | 1))?;
+    Ok(format!(
+        "bench mib={mib} ops={ops} seq_write_ms={seq_write} seq_read_ms={seq_read} rand_read_ms={rand_read} rand_write_ms={rand_write}"
     ))
 }

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::ops::Bound;
 
 use lazarus_ulib::abi::dev::kv::{
-    FLAG_MORE, HEADER_LEN, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, SERVICE,
+    FLAG_MORE, HEADER_LEN, OP_COUNT, OP_DEL, OP_GET, OP_LIST, OP_PUT, OP_STATS, OP_SYNC, SERVICE,
     STATS_FIELDS,
 };
 use lazarus_ulib::abi::dev::kvlog;
@@ -135,6 +135,17 @@ impl Store {
                 }
                 (0, 0, fields.len() * 8)
             }
+            OP_SYNC => match &mut self.log {
+                Some(log) => {
+                    log.flush();
+                    if log.persistent() {
+                        (0, 0, 0)
+                    } else {
+                        (errno(Errno::EIO), 0, 0)
+                    }
+                }
+                None => (0, 0, 0),
+            },
             _ => (errno(Errno::EINVAL), 0, 0),
         }
     }
@@ -150,24 +161,23 @@ fn main(_args: Args) -> i32 {
         return 1;
     }
     let mut store = Store::default();
-    match Log::open() {
-        Some((log, map, r)) => {
-            store.bytes = map.values().map(|v| v.len() as u64).sum();
-            if r.blocks > 0 {
-                eprintln!(
-                    "kvstore: restored {} keys from the disk log ({} changes in {} blocks, generation {}, {} ms); changes after its last flush were lost",
-                    map.len(),
-                    r.changes,
-                    r.blocks,
-                    r.generation,
-                    r.ms
-                );
-            }
-            store.map = map;
-            store.replayed = r.changes;
-            store.log = Some(log);
+    // Without a disk the store lives in memory only (`kv stats` says
+    // `persistent=0`); the kernel already said there is no disk.
+    if let Some((log, map, r)) = Log::open() {
+        store.bytes = map.values().map(|v| v.len() as u64).sum();
+        if r.blocks > 0 {
+            eprintln!(
+                "kvstore: restored {} keys from the disk log ({} changes in {} blocks, generation {}, {} ms); changes after its last flush were lost",
+                map.len(),
+                r.changes,
+                r.blocks,
+                r.generation,
+                r.ms
+            );
         }
-        None => eprintln!("kvstore: no disk: the store is kept in memory only"),
+        store.map = map;
+        store.replayed = r.changes;
+        store.log = Some(log);
     }
     let mut rx: Msg = [0; IPC_MSG_MAX];
     let mut tx: Msg = [0; IPC_MSG_MAX];

@@ -56,6 +56,12 @@ impl Kv {
         r
     }
 
+    /// Before a poweroff: the kvstore's unflushed changes go to its disk
+    /// log (nothing to do if it is not running or has no disk).
+    pub fn sync_quietly(&mut self) {
+        let _ = self.with(|c| c.sync());
+    }
+
     pub fn command(&mut self, args: &[&str]) {
         let r = match args {
             ["put", key, value @ ..] if !value.is_empty() => self.put(key, &value.join(" ")),
@@ -64,6 +70,7 @@ impl Kv {
             ["list"] => self.list(),
             ["count"] => self.with(|c| c.count()).map(|n| println!("kv: {n} keys")),
             ["stats"] => self.stats(),
+            ["sync"] => self.with(|c| c.sync()).map(|()| println!("kv: synced")),
             ["fill", n] => self.fill(n, FILL_DEFAULT_PREFIX),
             ["fill", n, prefix] => self.fill(n, prefix),
             ["check"] => {

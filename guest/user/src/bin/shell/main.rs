@@ -62,8 +62,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "",
-        "kv list | count | stats",
-        "list keys, count them, service statistics",
+        "kv list | count | stats | sync",
+        "list keys, count them, statistics, flush the disk log",
     ),
     (
         "",
@@ -74,7 +74,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("sleep", "sleep MS", "sleep for MS milliseconds"),
     ("echo", "echo [WORDS]", "print WORDS"),
     ("exit", "exit", "leave this shell (init starts a new one)"),
-    ("poweroff", "poweroff", "power the machine off"),
+    (
+        "poweroff",
+        "poweroff",
+        "flush the kv log, power the machine off",
+    ),
 ];
 
 struct Shell {
@@ -191,7 +195,10 @@ impl Shell {
             "sleep" => sleep(&mut self.jobs, args),
             "echo" => echo(args),
             "exit" => return Next::Exit,
-            "poweroff" => process::poweroff(0),
+            "poweroff" => {
+                self.kv.sync_quietly();
+                process::poweroff(0)
+            }
             _ => println!("unknown command: {cmd} (try help)"),
         }
         Next::Prompt
