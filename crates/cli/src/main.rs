@@ -39,6 +39,7 @@ mod crashes_cmd;
 mod ctl;
 mod demo;
 mod diagnose_cmd;
+mod events;
 mod exit;
 mod image;
 mod quit;

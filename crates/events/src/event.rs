@@ -170,9 +170,10 @@ impl Event {
     /// Which part of lazarus reports it.
     pub fn source(&self) -> &'static str {
         match self {
-            Event::Boot { .. } | Event::Crash { .. } | Event::Reboot { .. } | Event::Exit { .. } => {
-                "vm"
-            }
+            Event::Boot { .. }
+            | Event::Crash { .. }
+            | Event::Reboot { .. }
+            | Event::Exit { .. } => "vm",
             Event::Resurrected { .. }
             | Event::Fallback { .. }
             | Event::ExtensionReset { .. }

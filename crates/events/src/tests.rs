@@ -60,7 +60,10 @@ fn a_file_is_appended_to() {
 #[test]
 fn a_path_that_cannot_be_written_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    for bad in [dir.path().join("no/such/dir/events"), dir.path().to_path_buf()] {
+    for bad in [
+        dir.path().join("no/such/dir/events"),
+        dir.path().to_path_buf(),
+    ] {
         let e = EventSink::open(&bad, 16).err().expect("refused");
         assert!(e.to_string().contains(&*bad.to_string_lossy()), "{e}");
     }
@@ -136,7 +139,11 @@ fn a_stalled_reader_loses_the_overflow_and_gets_whole_lines() {
                 .unwrap();
             // SAFETY: fcntl on an fd `f` owns.
             let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-            assert!(rc >= 4096, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+            assert!(
+                rc >= 4096,
+                "F_SETPIPE_SZ: {}",
+                std::io::Error::last_os_error()
+            );
             // Blocking reads from here on.
             // SAFETY: fcntl on an fd `f` owns.
             unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };

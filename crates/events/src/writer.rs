@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::event::Record;
+use crate::event::{Event, Record};
 
 /// Events queued for the writer by default: minutes of crashes at the
 /// rate the guest can crash, a few hundred KiB at most.
@@ -116,6 +116,18 @@ impl EventLog {
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 drop_one();
             }
+        }
+    }
+
+    /// Emits `event` of boot `boot` (`boot_id`), happening now.
+    pub fn event(&self, boot_id: Option<&str>, boot: Option<u64>, event: Event) {
+        self.event_at(SystemTime::now(), boot_id, boot, event);
+    }
+
+    /// Emits `event`, which happened at `at`.
+    pub fn event_at(&self, at: SystemTime, boot_id: Option<&str>, boot: Option<u64>, event: Event) {
+        if self.inner.is_some() {
+            self.emit(&Record::new(at, boot_id, boot, event));
         }
     }
 
