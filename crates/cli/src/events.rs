@@ -56,7 +56,7 @@ fn crash(info: &CrashInfo, detail: String) -> Event {
     Event::Crash {
         detector: lazarus_resurrect::detector_name(&info.kind).to_string(),
         vcpu: info.vcpu,
-        rip: info.regs.map(|r| r.rip),
+        rip: info.regs.map(|r| format!("{:#x}", r.rip)),
         detail,
     }
 }

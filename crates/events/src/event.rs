@@ -67,8 +67,9 @@ pub enum Event {
         detector: String,
         /// The vCPU that crashed.
         vcpu: u32,
-        /// Its instruction pointer, when KVM could still give it.
-        rip: Option<u64>,
+        /// Its instruction pointer in hex (`"0xffffffff80101234"`: JSON
+        /// numbers lose precision past 2^53), when KVM could still give it.
+        rip: Option<String>,
         /// One line, as the console says it.
         detail: String,
     },
