@@ -171,13 +171,19 @@ pub struct Telemetry {
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry {
+        let t = Telemetry {
             crashes: Family::default(),
             resurrections: Family::default(),
             fallbacks: Family::default(),
             reboots: Family::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
+        };
+        // Both causes are known in advance: their series start at 0, so
+        // a rate over the first reboot is right.
+        for cause in ["crash", "requested"] {
+            t.reboots.get_or_create(&vec![("cause", cause.to_string())]);
         }
+        t
     }
 }
 
