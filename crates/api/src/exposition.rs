@@ -181,7 +181,7 @@ impl Default for Telemetry {
         // Both causes are known in advance: their series start at 0, so
         // a rate over the first reboot is right.
         for cause in ["crash", "requested"] {
-            t.reboots.get_or_create(&vec![("cause", cause.to_string())]);
+            drop(t.reboots.get_or_create(&vec![("cause", cause.to_string())]));
         }
         t
     }
