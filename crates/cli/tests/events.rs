@@ -87,6 +87,12 @@ fn a_file_gets_every_event_of_crashes_resurrected_and_not() {
         crash_and_resurrect(&mut g, "ud2"),
     ];
     assert!(lines[2].contains(", disabled)"), "{lines:?}");
+    // The API counts dropped events: none with a file.
+    let r = lazarus_api::Client::new(&sock)
+        .request("GET", "/metrics", None)
+        .unwrap();
+    let m: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(m["events_dropped"], 0, "{m}");
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
 
