@@ -38,6 +38,22 @@ fn boots(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Emits `range` on another thread; fails if emitting blocks (it must
+/// never wait for the reader).
+fn emit_all(log: &crate::EventLog, range: std::ops::Range<u64>) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let log = log.clone();
+    std::thread::spawn(move || {
+        for i in range {
+            log.emit(&event(i));
+        }
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("emitting blocked on a FIFO nobody reads");
+}
+
 #[test]
 fn a_file_is_appended_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,12 +121,10 @@ fn a_fifo_without_reader_costs_events_not_a_stall() {
     mkfifo(&path);
     let sink = EventSink::open(&path, 8).unwrap();
     let log = sink.log();
-    // Far more than the queue holds: every emit returns at once, and
-    // the overflow is counted (the queue's 8, and the line the writer
-    // holds while it waits for a reader, are kept).
-    for i in 0..100 {
-        log.emit(&event(i));
-    }
+    // Far more than the queue holds: every emit returns, and the
+    // overflow is counted (the queue's 8, and the line the writer holds
+    // while it waits for a reader, are kept).
+    emit_all(&log, 0..100);
     assert!(log.dropped() >= 91, "{}", log.dropped());
     let s = sink.finish(Duration::from_millis(200));
     assert_eq!((s.written, s.dropped), (0, 100), "{s:?}");
@@ -159,9 +173,7 @@ fn a_stalled_reader_loses_the_overflow_and_gets_whole_lines() {
     opened_rx.recv().unwrap();
     let sink = EventSink::open(&path, 4).unwrap();
     let log = sink.log();
-    for i in 0..500 {
-        log.emit(&event(i));
-    }
+    emit_all(&log, 0..500);
     assert!(log.dropped() > 0, "nothing dropped");
     go_tx.send(()).unwrap();
     let s = sink.finish(Duration::from_secs(30));
