@@ -250,6 +250,9 @@ pub struct DemoArgs {
     /// How many of the demo's crash kinds to show (up to 7).
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub crashes: usize,
+    /// Write one JSON line per event to PATH, as `run --events` does.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -398,3 +398,43 @@ fn an_events_path_that_cannot_be_written_is_refused_before_booting() {
     }
     drop(dir);
 }
+
+#[test]
+fn the_demo_writes_its_events_too() {
+    common::require_kvm();
+    let dir = common::temp_dir("events-demo");
+    let path = dir.path().join("demo.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_lazarus"))
+        .args(["demo", "--crashes", "2", "--events"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lazarus demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = parse(&std::fs::read_to_string(&path).unwrap());
+    check_envelopes(&all);
+    let main: Vec<&Value> = all
+        .iter()
+        .filter(|e| !e["event"].as_str().unwrap().starts_with("extension_"))
+        .collect();
+    assert_eq!(
+        names(&main),
+        [
+            "boot",
+            "crash",
+            "resurrected",
+            "crash",
+            "resurrected",
+            "exit"
+        ],
+        "{all:#?}"
+    );
+    assert_eq!(main[2]["properties"]["kind"], "null-deref");
+    assert_eq!(main[4]["properties"]["kind"], "deadlock");
+    assert_eq!(main[5]["properties"]["code"], 0);
+    drop(dir);
+}
