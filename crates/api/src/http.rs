@@ -450,6 +450,20 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_accept_header() {
+        let (r, _) = parse(
+            b"GET /metrics HTTP/1.1\r\nAccept: text/plain;q=0.5\r\naccept: */*;q=0.1\r\n\r\n",
+            4096,
+        );
+        let r = r.expect("parses");
+        assert_eq!(r.accept.as_deref(), Some("text/plain;q=0.5,*/*;q=0.1"));
+        let (r, _) = parse(b"GET /metrics HTTP/1.1\r\nAccept: \xff\xfe\r\n\r\n", 4096);
+        assert_eq!(r.expect("parses").accept, None);
+        let (r, _) = parse(b"GET /metrics HTTP/1.1\r\n\r\n", 4096);
+        assert_eq!(r.expect("parses").accept, None);
+    }
+
+    #[test]
     fn answers_expect_continue() {
         let raw = b"PUT /dump HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}";
         // The head arrives alone (63 bytes), the body after the 100.
