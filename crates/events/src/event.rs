@@ -70,7 +70,7 @@ pub enum Event {
         /// Its instruction pointer in hex (`"0xffffffff80101234"`: JSON
         /// numbers lose precision past 2^53), when KVM could still give it.
         rip: Option<String>,
-        /// One line, as the console says it.
+        /// One line: what happened, on which vCPU, where.
         detail: String,
     },
     /// The crash was repaired and the kernel runs on.
