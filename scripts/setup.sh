@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lazarus needs on a fresh Debian/Ubuntu machine: the pinned
-# Rust toolchain with the guest target, and gdb (dump tests use the real
-# gdb). Safe to run repeatedly.
+# Rust toolchain with the guest target, gdb (dump tests use the real gdb),
+# and promtool and prometheus (the metrics tests use the real ones). Safe
+# to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +32,19 @@ if ! command -v gdb >/dev/null 2>&1; then
         exit 1
     fi
 fi
-echo "setup: ok ($(rustc --version), $(gdb --version | head -1))"
+# promtool (Prometheus' own parser and linter of its text format) and the
+# Prometheus server, for the metrics tests: from Debian's prometheus
+# package, unpacked rather than installed (installing it would start a
+# Prometheus service on this machine).
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    tmp=$(mktemp -d)
+    chmod 0755 "$tmp"
+    $SUDO apt-get update -qq >/dev/null
+    (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1)
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/pkg"
+    $SUDO install -m 0755 "$tmp/pkg/usr/bin/promtool" "$tmp/pkg/usr/bin/prometheus" /usr/local/bin/
+    rm -rf "$tmp"
+fi
+echo "setup: ok ($(rustc --version), $(gdb --version | head -1), $(promtool --version 2>&1 | head -1))"

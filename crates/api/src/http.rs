@@ -38,6 +38,8 @@ pub struct Request {
     pub method: String,
     /// The path without any query string.
     pub path: String,
+    /// The `Accept` header (several are joined with commas), if any.
+    pub accept: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -47,15 +49,31 @@ pub struct Response {
     pub status: u16,
     /// Methods for a 405's `Allow` header.
     pub allow: Option<&'static str>,
+    /// The `Content-Type` of the body.
+    pub content_type: &'static str,
     pub body: Vec<u8>,
 }
+
+/// The `Content-Type` of every JSON answer.
+pub const JSON: &str = "application/json";
 
 impl Response {
     pub fn json(status: u16, body: Vec<u8>) -> Self {
         Self {
             status,
             allow: None,
+            content_type: JSON,
             body,
+        }
+    }
+
+    /// A 200 with a body of another type (the metrics' text formats).
+    pub fn text(content_type: &'static str, body: String) -> Self {
+        Self {
+            status: 200,
+            allow: None,
+            content_type,
+            body: body.into_bytes(),
         }
     }
 
@@ -72,10 +90,11 @@ impl Response {
     /// The bytes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nServer: lazarus\r\nContent-Type: application/json\r\n\
+            "HTTP/1.1 {} {}\r\nServer: lazarus\r\nContent-Type: {}\r\n\
              Content-Length: {}\r\nConnection: close\r\n",
             self.status,
             reason(self.status),
+            self.content_type,
             self.body.len()
         );
         if let Some(allow) = self.allow {
@@ -192,6 +211,7 @@ pub fn read_request<S: Read + Write>(
     Ok(Request {
         method: head.method,
         path: head.path,
+        accept: head.accept,
         body,
     })
 }
@@ -229,6 +249,7 @@ struct Head {
     path: String,
     content_length: usize,
     expect_continue: bool,
+    accept: Option<String>,
 }
 
 fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError> {
@@ -261,6 +282,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError>
         .to_string();
     let mut content_length: Option<u64> = None;
     let mut expect_continue = false;
+    let mut accept: Option<String> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
@@ -281,6 +303,17 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError>
             ));
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        } else if h.name.eq_ignore_ascii_case("accept") {
+            // Not UTF-8: ignored, as an absent header (JSON is answered).
+            if let Ok(v) = std::str::from_utf8(h.value) {
+                match &mut accept {
+                    Some(a) => {
+                        a.push(',');
+                        a.push_str(v);
+                    }
+                    None => accept = Some(v.to_string()),
+                }
+            }
         }
     }
     let content_length = content_length.unwrap_or(0);
@@ -298,6 +331,7 @@ fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, RequestError>
         path,
         content_length,
         expect_continue,
+        accept,
     }))
 }
 
@@ -413,6 +447,20 @@ mod tests {
         ));
         assert_eq!(parse(b"", 4096).0, Err(RequestError::Closed));
         assert_eq!(RequestError::Closed.response(), None);
+    }
+
+    #[test]
+    fn keeps_the_accept_header() {
+        let (r, _) = parse(
+            b"GET /metrics HTTP/1.1\r\nAccept: text/plain;q=0.5\r\naccept: */*;q=0.1\r\n\r\n",
+            4096,
+        );
+        let r = r.expect("parses");
+        assert_eq!(r.accept.as_deref(), Some("text/plain;q=0.5,*/*;q=0.1"));
+        let (r, _) = parse(b"GET /metrics HTTP/1.1\r\nAccept: \xff\xfe\r\n\r\n", 4096);
+        assert_eq!(r.expect("parses").accept, None);
+        let (r, _) = parse(b"GET /metrics HTTP/1.1\r\n\r\n", 4096);
+        assert_eq!(r.expect("parses").accept, None);
     }
 
     #[test]

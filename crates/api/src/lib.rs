@@ -7,7 +7,7 @@
 //! | `PATCH /vm` | [`VmStateRequest`]: `{"state":"Paused"}` / `{"state":"Resumed"}` | [`Status`] |
 //! | `GET /recoveries` | | [`RecoveryList`] |
 //! | `GET /crashes` | | [`CrashList`] |
-//! | `GET /metrics` | | [`Metrics`] |
+//! | `GET /metrics` | | [`Metrics`]; the Prometheus text format or OpenMetrics when `Accept` asks for it ([`MetricsFormat::negotiate`]) |
 //! | `PUT /inject` | [`InjectRequest`] | the injection record |
 //! | `PUT /dump` | optional [`DumpRequest`] | [`DumpResponse`] |
 //!
@@ -23,12 +23,14 @@
 //! [`Backend`] over its running VM and starts an [`ApiServer`].
 
 mod client;
+mod exposition;
 mod http;
 mod router;
 mod server;
 mod types;
 
 pub use client::{ApiResponse, Client, ClientError};
+pub use exposition::{LATENCY_BUCKETS, MetricsFormat, Telemetry};
 pub use http::Limits;
 pub use router::{Backend, BackendError, ROUTES};
 pub use server::{ApiServer, ServerConfig, ServerError, answer};

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::exposition::MetricsFormat;
 use crate::http::{Request, Response};
 use crate::types::{
     CrashList, DumpRequest, DumpResponse, InjectRequest, Metrics, RecoveryList, RequestedState,
@@ -27,8 +28,16 @@ pub trait Backend: Send + Sync + 'static {
     fn dump(&self, req: DumpRequest) -> Result<DumpResponse, BackendError>;
     /// `PATCH /vm`. Pauses or resumes; returns the status afterwards.
     fn set_state(&self, state: RequestedState) -> Result<Status, BackendError>;
-    /// `GET /metrics`.
+    /// `GET /metrics`, as JSON.
     fn metrics(&self) -> Result<Metrics, BackendError>;
+    /// `GET /metrics` in a text format Prometheus reads (never
+    /// [`MetricsFormat::Json`]). A backend without it answers 501.
+    fn metrics_text(&self, format: MetricsFormat) -> Result<String, BackendError> {
+        Err(BackendError::NotImplemented(format!(
+            "metrics as {} are not available",
+            format.content_type()
+        )))
+    }
 }
 
 /// Why the backend refused or failed; the variant picks the status.
@@ -93,7 +102,13 @@ pub fn route(req: &Request, backend: &dyn Backend) -> Response {
         },
         ("GET", "/recoveries") => reply(backend.recoveries()),
         ("GET", "/crashes") => reply(backend.crashes()),
-        ("GET", "/metrics") => reply(backend.metrics()),
+        ("GET", "/metrics") => match MetricsFormat::negotiate(req.accept.as_deref()) {
+            MetricsFormat::Json => reply(backend.metrics()),
+            format => match backend.metrics_text(format) {
+                Ok(text) => Response::text(format.content_type(), text),
+                Err(e) => Response::error(e.status(), e.to_string()),
+            },
+        },
         ("PUT", "/inject") => match required_body::<InjectRequest>(req) {
             Ok(r) => reply(backend.inject(r)),
             Err(resp) => resp,
@@ -226,6 +241,7 @@ mod tests {
             &Request {
                 method: method.into(),
                 path: path.into(),
+                accept: None,
                 body: body.as_bytes().to_vec(),
             },
             b,
@@ -255,6 +271,7 @@ mod tests {
             &Request {
                 method: "DELETE".into(),
                 path: "/vm".into(),
+                accept: None,
                 body: vec![],
             },
             &b,

@@ -245,6 +245,10 @@ pub struct Metrics {
     pub crashes: CrashMetrics,
     /// Hypervisor and guest-kernel memory.
     pub memory: MemoryMetrics,
+    /// Events of `--events` lost so far (a slow or missing reader);
+    /// `None` without `--events`.
+    #[serde(default)]
+    pub events_dropped: Option<u64>,
 }
 
 /// Guest exits of the current VM.

@@ -225,6 +225,13 @@ pub struct RunArgs {
     /// exist, or be a stale socket; it is removed at exit.
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Write one JSON line per event (boot, crash, resurrected, fallback,
+    /// reboot, extension reset or disabled, dump written, exit) to PATH:
+    /// a file (appended to, created if missing) or a FIFO. Events never
+    /// delay the guest; those a missing or slow reader cannot take are
+    /// dropped and counted. The schema is in README.md.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
 }
 
 /// `--repair-slot` (see `lazarus_resurrect::RepairSlot`).
@@ -271,6 +278,9 @@ pub struct DemoArgs {
     /// How many of the demo's crash kinds to show (up to 7).
     #[arg(long, value_name = "N", default_value_t = 7)]
     pub crashes: usize,
+    /// Write one JSON line per event to PATH, as `run --events` does.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

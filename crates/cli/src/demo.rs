@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use lazarus_campaign::driver::{Driver, PROMPT, kv_check};
-use lazarus_resurrect::ResurrectConfig;
+use lazarus_events::{Event, EventLog};
+use lazarus_resurrect::{Recovery, ResurrectConfig};
 use lazarus_vmm::{ConsoleOutput, Vm, VmOutcome};
 
 use crate::cli::DemoArgs;
@@ -33,6 +34,12 @@ const KINDS: &[(&str, &str)] = &[
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let image = BootImage::load(&args.image)?;
+    let sink = args
+        .events
+        .as_deref()
+        .map(crate::events::open)
+        .transpose()?;
+    let events = sink.as_ref().map_or_else(EventLog::disabled, |s| s.log());
     let (mut d, input, tee) = Driver::new(Some(Box::new(std::io::stdout())));
     let data = lazarus_crashdb::DataDir::resolve(None)
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
@@ -45,11 +52,31 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     }
     config.console_in = input;
     config.console_out = ConsoleOutput::Writer(Box::new(tee));
-    config.crash_handler = Some(Box::new(ResurrectConfig::new(lazarus_image::REPAIR_ELF)));
+    let (tx, rx) = std::sync::mpsc::channel::<Recovery>();
+    let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
+    rc.listener = Some(tx);
+    config.crash_handler = Some(Box::new(rc));
     let mut vm = Vm::new(config).map_err(|e| image.explain(e))?;
     if let Some(d) = &disk {
         eprintln!("lazarus: {}", d.describe());
     }
+    // The demo keeps no dumps: its events are the boot, the crashes and
+    // the resurrections.
+    let boot_id = lazarus_triage::new_boot_id();
+    let boot = Event::Boot {
+        vcpus: args.image.vcpus,
+        memory_mib: args.image.memory,
+        on_crash: "resurrect".into(),
+    };
+    events.event(Some(&boot_id), Some(1), boot);
+    let listener = {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            for rec in rx {
+                crate::events::resurrected(&events, &boot_id, 1, &rec);
+            }
+        })
+    };
     let stop = vm.stop_handle();
     let runner = std::thread::spawn(move || {
         let r = vm.run();
@@ -88,15 +115,29 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     if result.is_err() {
         stop.stop();
     }
-    let (_vm, outcome) = runner
+    let (vm, outcome) = runner
         .join()
         .map_err(|_| failure(INTERNAL, "the VM thread panicked"))?;
-    result.map_err(|e| failure(INTERNAL, format!("demo failed: {e:#}")))?;
-    match outcome? {
-        VmOutcome::PowerOff(0) => Ok(0),
-        other => Err(failure(
-            BAD_INPUT,
-            format!("the guest ended unexpectedly: {other:?}"),
-        )),
+    // The VM's crash handler holds the listener's channel.
+    drop(vm);
+    let _ = listener.join();
+    let code = (|| {
+        result.map_err(|e| failure(INTERNAL, format!("demo failed: {e:#}")))?;
+        match outcome? {
+            VmOutcome::PowerOff(0) => Ok(0),
+            other => Err(failure(
+                BAD_INPUT,
+                format!("the guest ended unexpectedly: {other:?}"),
+            )),
+        }
+    })();
+    if let Some(sink) = sink {
+        let (code, reason) = match &code {
+            Ok(c) => (*c, "the demo is done".to_string()),
+            Err(e) => (crate::exit::code(e), crate::exit::message(e)),
+        };
+        events.event(None, None, Event::Exit { code, reason });
+        crate::events::close(sink);
     }
+    code
 }

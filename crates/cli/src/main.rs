@@ -41,6 +41,7 @@ mod ctl;
 mod demo;
 mod diagnose_cmd;
 mod disk;
+mod events;
 mod exit;
 mod image;
 mod quit;

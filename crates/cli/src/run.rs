@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_crashdb::DataDir;
+use lazarus_events::{Event, EventLog};
 use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
 use lazarus_triage::{Persisted, Triage, TriageError, new_boot_id};
 use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
@@ -32,6 +33,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     };
     let data = DataDir::resolve(args.data_dir.as_deref())
         .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+    // `--events`: opened before anything boots (a bad path exits 4).
+    let sink = args
+        .events
+        .as_deref()
+        .map(crate::events::open)
+        .transpose()?;
+    let events = sink.as_ref().map_or_else(EventLog::disabled, |s| s.log());
     let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
         .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
     let crashes_bg = crashes.background_handle();
@@ -62,13 +70,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     // Resurrected crashes whose dump is being written.
     let writing = Arc::new(AtomicUsize::new(0));
     // The control API serves the whole session, across reboots.
+    let policy = match args.on_crash {
+        OnCrash::Resurrect => "resurrect",
+        OnCrash::Halt => "halt",
+        OnCrash::Reboot => "reboot",
+    };
     let api = match &args.api_sock {
         Some(path) => {
-            let policy = match args.on_crash {
-                OnCrash::Resurrect => "resurrect",
-                OnCrash::Halt => "halt",
-                OnCrash::Reboot => "reboot",
-            };
             let session = ApiSession::new(
                 policy,
                 args.image.vcpus,
@@ -76,7 +84,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 data.clone(),
                 crashes_bg.clone(),
                 input.clone(),
-            );
+            )
+            .with_events(events.clone());
             Some(Api::start(path, session)?)
         }
         None => None,
@@ -88,6 +97,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut limit = RebootLimit::new(args.max_reboots, Duration::from_secs(args.reboot_window));
     // Set while rebooting after a crash: when the crash was detected.
     let mut crashed_at: Option<Instant> = None;
+    // Boots whose crash dump is written in the background (for its event).
+    let mut crash_boots: Vec<(String, u64)> = Vec::new();
     let result = loop {
         boots += 1;
         if quit.reason().is_some() {
@@ -124,14 +135,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let api_session = api.as_ref().map(|a| a.session().clone());
             let boot_nr = boots;
             let writing = writing.clone();
+            let events = events.clone();
             Some(std::thread::spawn(move || {
                 for rec in rx {
                     eprintln!("lazarus: {}", rec.summary());
                     if let Some(s) = &api_session {
                         s.record_recovery(&rec, boot_nr);
                     }
+                    crate::events::resurrected(&events, &boot, boot_nr, &rec);
                     writing.fetch_add(1, Ordering::SeqCst);
-                    print_result(&bg.persist_recovery(rec, &boot));
+                    let r = bg.persist_recovery(rec, &boot);
+                    if let Ok(p) = &r {
+                        let e = crate::events::dump_written(p, false);
+                        events.event(Some(&boot), Some(boot_nr), e);
+                    }
+                    print_result(&r);
                     writing.fetch_sub(1, Ordering::SeqCst);
                 }
             }))
@@ -147,6 +165,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         if let Some(a) = &api {
             a.session().attach(vm.control(), &boot_id, boots);
         }
+        let boot_event = Event::Boot {
+            vcpus: args.image.vcpus,
+            memory_mib: args.image.memory,
+            on_crash: policy.to_string(),
+        };
+        events.event(Some(&boot_id), Some(boots), boot_event);
         quit.attach(Some(vm.stop_handle()));
         if boots == 1
             && let Some(d) = &disk
@@ -176,7 +200,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             };
             // Make sure everything the guest printed is out before we talk.
             let _ = std::io::stdout().flush();
-            crashes.finished().iter().for_each(print_result);
+            report_dumps(&crashes.finished(), &events, &crash_boots);
             tracing::info!(
                 exits = vm.exit_counts().total(),
                 ?outcome,
@@ -203,6 +227,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                         break Err(failure(CRASHED, why));
                     }
                     eprintln!("lazarus: the guest asked for a reboot; restarting it");
+                    if let Some(a) = &api {
+                        a.session().rebooted("requested");
+                    }
+                    let e = Event::Reboot {
+                        cause: "requested".into(),
+                    };
+                    events.event(Some(&boot_id), Some(boots), e);
                     break Ok(None);
                 }
                 VmOutcome::Crash(info) => {
@@ -223,8 +254,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                     let summary = captured.note.detail.clone();
                     eprintln!("lazarus: the guest crashed: {summary}");
                     if let Some(a) = &api {
-                        a.session().crash_detected(Fallback::of(&info));
+                        a.session().crash_detected(&info);
                     }
+                    crate::events::crash_ended_boot(&events, &boot_id, boots, &info, &summary);
                     // Decided before saying "rebooting": a boot failure or
                     // a crash loop ends the run instead.
                     let give_up = match args.on_crash {
@@ -257,6 +289,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                             let r = crashes.persist(captured);
                             if let Ok(p) = &r {
                                 eprint!("{}", p.text);
+                                let e = crate::events::dump_written(p, false);
+                                events.event(Some(&boot_id), Some(boots), e);
                             }
                             print_result(&r);
                             break Err(failure(CRASHED, format!("the guest crashed: {summary}")));
@@ -265,11 +299,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
                             // The dump is written while the guest reboots
                             // (or by `finish` below if we give up).
                             crashes.persist_in_background(captured);
+                            crash_boots.push((boot_id.clone(), boots));
                             if let Some(why) = give_up {
                                 break Err(failure(CRASHED, why));
                             }
                             crashed_at = Some(info.detected_at);
                             eprintln!("lazarus: rebooting the guest");
+                            if let Some(a) = &api {
+                                a.session().rebooted("crash");
+                            }
+                            let e = Event::Reboot {
+                                cause: "crash".into(),
+                            };
+                            events.event(Some(&boot_id), Some(boots), e);
                             break Ok(None);
                         }
                     }
@@ -309,13 +351,38 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     if quit.reason().is_some() {
         quit.waiting_for_dumps(crashes.pending());
     }
-    crashes.finish().iter().for_each(print_result);
+    report_dumps(&crashes.finish(), &events, &crash_boots);
     // Removes the API socket.
     drop(api);
-    match quit.reason() {
+    let result = match quit.reason() {
         // Whatever the guest was doing, the user ended it.
         Some(reason) => Ok(reason.exit_code()),
         None => result,
+    };
+    if let Some(sink) = sink {
+        let (code, reason) = match (&result, quit.reason()) {
+            (Ok(code), Some(_)) => (*code, "quit".to_string()),
+            (Ok(code), None) => (*code, "the guest powered off".to_string()),
+            (Err(e), _) => (crate::exit::code(e), crate::exit::message(e)),
+        };
+        events.event(None, None, Event::Exit { code, reason });
+        crate::events::close(sink);
+    }
+    result
+}
+
+/// Lines for dumps written in the background, and their events (`boots`:
+/// the boots whose crash dumps were written so).
+fn report_dumps(
+    results: &[Result<Persisted, TriageError>],
+    events: &EventLog,
+    boots: &[(String, u64)],
+) {
+    for r in results {
+        if let Ok(p) = r {
+            crate::events::dump_of_boot(events, p, boots);
+        }
+        print_result(r);
     }
 }
 

@@ -140,6 +140,8 @@ fn private_socket_status_metrics_and_ctl() {
     assert!(m["recoveries"]["latency_us"]["median"].is_null());
     assert_eq!(m["crashes"]["session"], 0);
     assert_eq!(m["crashes"]["recorded"], 0);
+    // No --events: no count of dropped events.
+    assert!(m["events_dropped"].is_null(), "{m}");
     let mem = &m["memory"];
     assert!(mem["host_rss_bytes"].as_u64().unwrap() > 1 << 20, "{m}");
     assert_eq!(mem["guest_ram_bytes"], 64u64 << 20);

@@ -3,7 +3,7 @@
 
 use lazarus_api::{
     Backend, BackendError, CrashList, DumpRequest, DumpResponse, InjectRequest, Metrics,
-    RecoveryList, RequestedState, Status,
+    MetricsFormat, RecoveryList, RequestedState, Status,
 };
 
 use crate::api::session::ApiSession;
@@ -35,5 +35,9 @@ impl Backend for ApiSession {
 
     fn metrics(&self) -> Result<Metrics, BackendError> {
         self.metrics_now()
+    }
+
+    fn metrics_text(&self, format: MetricsFormat) -> Result<String, BackendError> {
+        self.metrics_text(format)
     }
 }

@@ -61,6 +61,12 @@ impl ApiSession {
             p.dump.display(),
             paused.as_secs_f64() * 1e3
         );
+        let boot = lock(&self.state).boots;
+        self.events.event(
+            Some(&boot_id),
+            Some(boot),
+            crate::events::dump_written(&p, true),
+        );
         Ok(DumpResponse {
             dump: p.dump,
             report: p.report_json,

@@ -1,11 +1,11 @@
 //! `GET /metrics`: exits, recoveries and their latency, crashes, and the
-//! memory of the guest and the hypervisor.
+//! memory of the guest and the hypervisor, as JSON or for Prometheus.
 
 use std::collections::VecDeque;
 
 use lazarus_api::{
-    BackendError, CrashMetrics, ExitMetrics, LatencyStats, MemoryMetrics, Metrics, RecoveryMetrics,
-    VmState,
+    BackendError, CrashMetrics, ExitMetrics, LatencyStats, MemoryMetrics, Metrics, MetricsFormat,
+    RecoveryMetrics, VmState,
 };
 use lazarus_campaign::stats::percentile;
 
@@ -60,7 +60,16 @@ impl ApiSession {
                 recorded,
             },
             memory,
+            events_dropped: self.events.is_enabled().then(|| self.events.dropped()),
         })
+    }
+
+    /// What `GET /metrics` answers Prometheus.
+    pub(crate) fn metrics_text(&self, format: MetricsFormat) -> Result<String, BackendError> {
+        let m = self.metrics_now()?;
+        self.telemetry
+            .encode(&m, format)
+            .map_err(|e| BackendError::Internal(format!("encoding the metrics: {e}")))
     }
 }
 

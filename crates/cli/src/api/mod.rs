@@ -21,5 +21,7 @@ mod recoveries;
 mod server;
 mod session;
 
+pub(crate) use recoveries::recovery_info;
 pub use server::Api;
 pub use session::ApiSession;
+pub(crate) use session::fallback_of;

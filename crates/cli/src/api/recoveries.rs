@@ -15,50 +15,59 @@ use crate::api::session::{ApiSession, lock};
 const MAX_RECOVERIES: usize = 1000;
 const MAX_LATENCIES: usize = 10_000;
 
+/// What the API and the event stream say about a resurrection: its
+/// `seq` over the session, boot `boot` (1-based).
+pub(crate) fn recovery_info(rec: &Recovery, seq: u64, boot: u64) -> RecoveryInfo {
+    let plan = &rec.plan;
+    let ext = (plan.ext != NONE).then(|| {
+        let name = lazarus_abi::name_str(&plan.ext_name);
+        if name.is_empty() {
+            format!("slot {}", plan.ext)
+        } else {
+            name.to_string()
+        }
+    });
+    let ext_action = (plan.ext != NONE)
+        .then(|| plan.ext_actions.get(plan.ext as usize).copied())
+        .flatten()
+        .and_then(|a| match a {
+            EXT_ACTION_RESET => Some("reset".to_string()),
+            EXT_ACTION_DISABLED => Some("disabled".to_string()),
+            _ => None,
+        });
+    let symbol = lazarus_abi::name_str(&plan.symbol);
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    RecoveryInfo {
+        seq,
+        boot,
+        boot_seq: rec.seq,
+        time_unix_ms: unix_ms(),
+        kind: rec.kind().to_string(),
+        crash: rec.crash.summary(),
+        extension: ext,
+        extension_action: ext_action,
+        quarantined_pid: (plan.quarantined != 0).then_some(plan.quarantined),
+        quarantined_name: (plan.quarantined != 0)
+            .then(|| lazarus_abi::name_str(&plan.name).to_string()),
+        symbol: (!symbol.is_empty()).then(|| symbol.to_string()),
+        code_bytes_restored: plan.code_bytes_restored,
+        latency_us: us(rec.latency),
+        snapshot_us: us(rec.snapshot_time),
+        repair_us: us(rec.repair_time),
+        unmap_us: us(rec.unmap_time),
+        resume_us: us(rec.resume_time),
+        summary: rec.summary(),
+    }
+}
+
 impl ApiSession {
     /// A resurrection of boot `boot`.
     pub fn record_recovery(&self, rec: &Recovery, boot: u64) {
-        let plan = &rec.plan;
-        let ext = (plan.ext != NONE).then(|| {
-            let name = lazarus_abi::name_str(&plan.ext_name);
-            if name.is_empty() {
-                format!("slot {}", plan.ext)
-            } else {
-                name.to_string()
-            }
-        });
-        let ext_action = (plan.ext != NONE)
-            .then(|| plan.ext_actions.get(plan.ext as usize).copied())
-            .flatten()
-            .and_then(|a| match a {
-                EXT_ACTION_RESET => Some("reset".to_string()),
-                EXT_ACTION_DISABLED => Some("disabled".to_string()),
-                _ => None,
-            });
-        let symbol = lazarus_abi::name_str(&plan.symbol);
-        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.telemetry
+            .crash(lazarus_resurrect::detector_name(&rec.crash.kind));
+        self.telemetry.resurrection(rec.kind(), rec.latency);
         let mut st = lock(&self.state);
-        let info = RecoveryInfo {
-            seq: st.recovery_total,
-            boot,
-            boot_seq: rec.seq,
-            time_unix_ms: unix_ms(),
-            kind: rec.kind().to_string(),
-            crash: rec.crash.summary(),
-            extension: ext,
-            extension_action: ext_action,
-            quarantined_pid: (plan.quarantined != 0).then_some(plan.quarantined),
-            quarantined_name: (plan.quarantined != 0)
-                .then(|| lazarus_abi::name_str(&plan.name).to_string()),
-            symbol: (!symbol.is_empty()).then(|| symbol.to_string()),
-            code_bytes_restored: plan.code_bytes_restored,
-            latency_us: us(rec.latency),
-            snapshot_us: us(rec.snapshot_time),
-            repair_us: us(rec.repair_time),
-            unmap_us: us(rec.unmap_time),
-            resume_us: us(rec.resume_time),
-            summary: rec.summary(),
-        };
+        let info = recovery_info(rec, st.recovery_total, boot);
         st.recovery_total += 1;
         st.crashes += 1;
         if st.latencies_us.len() >= MAX_LATENCIES {

@@ -6,13 +6,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lazarus_api::{
-    API_VERSION, BackendError, FallbackInfo, RecoveryInfo, RequestedState, Status, VmState,
+    API_VERSION, BackendError, FallbackInfo, RecoveryInfo, RequestedState, Status, Telemetry,
+    VmState,
 };
 use lazarus_crashdb::DataDir;
+use lazarus_events::EventLog;
 use lazarus_inject::Injector;
 use lazarus_resurrect::Fallback;
 use lazarus_triage::{Background, unix_ms};
-use lazarus_vmm::{ConsoleInput, ControlError, PauseGuard, RunState, VmControl};
+use lazarus_vmm::{ConsoleInput, ControlError, CrashInfo, PauseGuard, RunState, VmControl};
 
 /// Longest wait for every vCPU to stop (a repair in progress finishes
 /// first; its budget is far below this).
@@ -30,6 +32,10 @@ pub struct ApiSession {
     pub(crate) state: Mutex<SessionState>,
     /// Serializes the operations that pause the VM.
     pub(crate) ops: Mutex<()>,
+    /// The counters and histogram `GET /metrics` gives Prometheus.
+    pub(crate) telemetry: Telemetry,
+    /// The `--events` stream (on-demand dumps go to it too).
+    pub(crate) events: EventLog,
 }
 
 /// What changes while the session runs.
@@ -91,7 +97,15 @@ impl ApiSession {
                 injections: 0,
             }),
             ops: Mutex::new(()),
+            telemetry: Telemetry::default(),
+            events: EventLog::disabled(),
         }
+    }
+
+    /// Reports to the `--events` stream too.
+    pub fn with_events(mut self, events: EventLog) -> ApiSession {
+        self.events = events;
+        self
     }
 
     /// A new VM (boot number `boot`, 1-based) is up.
@@ -118,21 +132,29 @@ impl ApiSession {
         drop(old);
     }
 
-    /// A crash that was not resurrected (halt, reboot or fallback).
-    /// A crash ended the guest's run; `fallback` says why resurrection
-    /// was not safe, when it was tried.
-    pub fn crash_detected(&self, fallback: Option<&Fallback>) {
+    /// A crash ended the guest's run (halt, reboot, or a resurrection
+    /// that was not safe: then `info` says why).
+    pub fn crash_detected(&self, info: &CrashInfo) {
+        self.telemetry
+            .crash(lazarus_resurrect::detector_name(&info.kind));
+        let fallback = fallback_of(info);
         let mut st = lock(&self.state);
         st.crashes += 1;
-        if let Some(f) = fallback {
+        if let Some((code, reason)) = fallback {
+            self.telemetry.fallback(code);
             st.fallbacks += 1;
             st.last_fallback = Some(FallbackInfo {
                 boot: st.boots,
                 time_unix_ms: unix_ms(),
-                code: f.code().to_string(),
-                reason: f.to_string(),
+                code: code.to_string(),
+                reason,
             });
         }
+    }
+
+    /// The guest is rebooted (`cause`: `crash` or `requested`).
+    pub fn rebooted(&self, cause: &str) {
+        self.telemetry.reboot(cause);
     }
 
     /// The attached VM's control handle and boot id.
@@ -205,6 +227,17 @@ impl ApiSession {
             }
         }
         Ok(self.status_now())
+    }
+}
+
+/// Why a crash outcome fell back from resurrection, if it did: the
+/// reason's code (`Fallback::code`, `other` for an error of another type)
+/// and its words.
+pub(crate) fn fallback_of(info: &CrashInfo) -> Option<(&'static str, String)> {
+    match (Fallback::of(info), &info.fallback) {
+        (Some(f), _) => Some((f.code(), f.to_string())),
+        (None, Some(e)) => Some(("other", e.to_string())),
+        (None, None) => None,
     }
 }
 
