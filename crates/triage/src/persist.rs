@@ -33,6 +33,11 @@ pub(crate) fn persist(
 ) -> Result<Persisted, TriageError> {
     let (persisted, new) = write_report(data, symbols, c)?;
     lazarus_crashdb::record_report(data, &new).map_err(TriageError::Database)?;
+    // Right after each dump, so a reboot loop cannot fill the disk. The
+    // crash is saved either way; a failed prune is retried after the next.
+    if let Err(e) = lazarus_crashdb::prune_dumps(data) {
+        tracing::warn!("pruning old dumps: {e}");
+    }
     Ok(persisted)
 }
 
@@ -90,6 +95,7 @@ pub(crate) fn write_report(
     let _ = std::fs::write(data.reports_dir().join(format!("{stem}.txt")), &text);
     let new = NewCrash {
         signature: report.signature.clone(),
+        signature_version: lazarus_diagnose::SIGNATURE_VERSION,
         kind: report.kind.as_str().to_string(),
         title: report.title.clone(),
         time_unix_ms: c.note.time_unix_ms,
