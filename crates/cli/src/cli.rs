@@ -194,6 +194,14 @@ pub struct RunArgs {
     /// ~/.local/share/lazarus].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Record crashes in this database instead of DIR/crashes.sqlite: a
+    /// postgres://USER:PASSWORD@HOST:PORT/DB URL shared by many hosts, or
+    /// a SQLite file [default: $LAZARUS_CRASH_DB]. Dumps and reports stay
+    /// in the data directory. Exit code 9 if it cannot be reached.
+    #[arg(long, value_name = "URL")]
+    pub crash_db: Option<String>,
+    #[command(flatten)]
+    pub budget: crate::crashes_cmd::BudgetArgs,
     /// Serve the control API (JSON over HTTP on a Unix socket, mode 0600)
     /// at PATH; `lazarus ctl --api-sock PATH` is its client. PATH must not
     /// exist, or be a stale socket; it is removed at exit.

@@ -13,6 +13,10 @@ pub const API_UNREACHABLE: u8 = 6;
 pub const API_REJECTED: u8 = 7;
 /// `lazarus ctl`: the server failed (5xx).
 pub const API_FAILED: u8 = 8;
+/// The shared crash database (`--crash-db postgres://...`) cannot be
+/// reached: connection refused or timed out, authentication failed, no
+/// such database, or the connection broke.
+pub const DB_UNREACHABLE: u8 = 9;
 
 /// An error that already knows its exit code and message.
 #[derive(Debug)]
