@@ -411,6 +411,14 @@ pub(crate) fn open_postgres(url: &PgUrl) -> Result<postgres::Client, DbError> {
     Ok(client)
 }
 
+/// Whether a table exists in the current schema. A query of the catalog
+/// rather than `to_regclass`: name lookups go through the backend's
+/// catalog cache, which can still remember "no such table" from before
+/// another process's migration committed (seen while waiting for the
+/// migration lock), and would then call our own fresh schema foreign.
+const TABLE_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables
+     WHERE schemaname = current_schema() AND tablename = $1)";
+
 fn pg_check_or_create(client: &mut postgres::Client, url: &PgUrl) -> Result<(), DbError> {
     let err = |e| pg_err(url, e);
     // Fast path: the schema is there and current.
@@ -425,7 +433,7 @@ fn pg_check_or_create(client: &mut postgres::Client, url: &PgUrl) -> Result<(), 
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPLICATION_ID])
         .map_err(err)?;
     let has = |tx: &mut postgres::Transaction<'_>, table: &str| -> Result<bool, DbError> {
-        tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        tx.query_one(TABLE_EXISTS, &[&table])
             .map(|r| r.get::<_, bool>(0))
             .map_err(err)
     };
@@ -458,7 +466,7 @@ fn pg_check_or_create(client: &mut postgres::Client, url: &PgUrl) -> Result<(), 
 fn pg_version(client: &mut postgres::Client, url: &PgUrl) -> Result<Option<i64>, DbError> {
     let err = |e| pg_err(url, e);
     let exists: bool = client
-        .query_one("SELECT to_regclass('lazarus_schema') IS NOT NULL", &[])
+        .query_one(TABLE_EXISTS, &[&"lazarus_schema"])
         .map_err(err)?
         .get(0);
     if !exists {
