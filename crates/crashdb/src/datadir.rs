@@ -188,6 +188,31 @@ impl DataDir {
         })
     }
 
+    /// The directory's lock taken exclusively, if no session holds it
+    /// (`None` while a run is using the directory, or when the directory
+    /// does not exist). Held until the file is dropped.
+    pub fn lock_exclusive(&self) -> Result<Option<std::fs::File>, DbError> {
+        if !self.root.is_dir() {
+            return Ok(None);
+        }
+        let path = self.root.join(".lock");
+        let io = |source| DbError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
     /// Fails when the root exists but is not a directory; for readers,
     /// which must not create it (a missing root just holds nothing).
     pub fn check(&self) -> Result<(), DbError> {

@@ -100,12 +100,26 @@ pub fn allocated_bytes(meta: &std::fs::Metadata) -> u64 {
 /// Prunes the dumps of `data` by `policy` against the crash rows in `db`.
 /// Only this data directory's `dumps/*.core` files are touched (a shared
 /// database holds other hosts' rows too); `.partial` files being written
-/// are left alone.
+/// are left alone. Dumps that no crash row names (on-demand dumps, or a
+/// crash still being diagnosed) count towards the budget, but are removed
+/// only when no run is using the directory: a run may be reading the dump
+/// it just wrote.
 pub fn prune(
     data: &DataDir,
     db: &CrashDb,
     policy: PrunePolicy,
     dry_run: bool,
+) -> Result<PruneReport, DbError> {
+    let alone = data.lock_exclusive()?;
+    prune_with(data, db, policy, dry_run, alone.is_some())
+}
+
+fn prune_with(
+    data: &DataDir,
+    db: &CrashDb,
+    policy: PrunePolicy,
+    dry_run: bool,
+    orphans_too: bool,
 ) -> Result<PruneReport, DbError> {
     let dir = data.dumps_dir();
     let mut files = scan(&dir)?;
@@ -143,7 +157,7 @@ pub fn prune(
         if total <= policy.max_dump_bytes {
             break;
         }
-        if pruned.iter().any(|&(j, _)| j == i) {
+        if pruned.iter().any(|&(j, _)| j == i) || (files[i].row.is_none() && !orphans_too) {
             continue;
         }
         total -= files[i].bytes;
@@ -195,7 +209,8 @@ pub fn prune(
 /// hypervisor runs after writing each dump.
 pub fn prune_dumps(data: &DataDir) -> Result<PruneReport, DbError> {
     let db = CrashDb::open_location(&data.crash_db())?;
-    prune(data, &db, data.prune_policy(), false)
+    // Called by the run itself, which holds the directory.
+    prune_with(data, &db, data.prune_policy(), false, false)
 }
 
 /// Every `*.core` file in `dir` (none if it does not exist).
