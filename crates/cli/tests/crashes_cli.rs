@@ -627,3 +627,44 @@ fn bad_or_unreachable_crash_db_says_so_without_the_password() {
     expect_error(&out, 9, "cannot reach the crash database");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret"));
 }
+
+#[test]
+fn prune_leaves_unrecorded_dumps_while_a_run_uses_the_directory() {
+    let dir = Scratch::new("prune-busy");
+    let data = DataDir::new(dir.path());
+    data.ensure().expect("ensure");
+    // No row names these: one may be a dump its run is still diagnosing.
+    let old = dense_dump(&data, "old.core", 64);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| {
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        })
+        .expect("age it");
+    let new = dense_dump(&data, "new.core", 64);
+    let prune = || {
+        let text = stdout(&lazarus(&[
+            "crashes",
+            "prune",
+            "--data-dir",
+            dir.arg(),
+            "--json",
+            "--dump-budget",
+            "1K",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
+    };
+    let session = data.start_session().expect("a run's session");
+    let busy = prune();
+    assert_eq!(busy["pruned"].as_array().map(Vec::len), Some(0), "{busy:#}");
+    assert!(old.is_file());
+    drop(session);
+    let alone = prune();
+    assert_eq!(
+        alone["pruned"].as_array().map(Vec::len),
+        Some(1),
+        "{alone:#}"
+    );
+    assert!(!old.exists() && new.is_file());
+}
