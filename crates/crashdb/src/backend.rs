@@ -362,7 +362,10 @@ impl ToSql for Value {
 /// A PostgreSQL failure; one that means "no usable connection" is
 /// [`DbError::Unreachable`]. The password never appears in the message.
 pub(crate) fn pg_err(url: &PgUrl, source: postgres::Error) -> DbError {
-    if source.is_closed() || (source.as_db_error().is_none() && source.code().is_none()) {
+    // Closed, or failed on the socket; a client-side error (say, a value
+    // of the wrong type) is ours, not the network's.
+    let io = StdError::source(&source).is_some_and(|s| s.is::<std::io::Error>());
+    if source.is_closed() || io {
         return DbError::Unreachable {
             database: url.redacted().to_string(),
             reason: scrub(url, source.to_string()),

@@ -268,7 +268,8 @@ fn concurrent_first_opens_create_one_schema() {
 
 #[test]
 fn connection_errors_are_clear_and_hide_the_password() {
-    let s = &server();
+    let server = server();
+    let s = &server;
     // Wrong password.
     let url = format!(
         "postgres://{}:wrong-{PASSWORD}@127.0.0.1:{}/postgres",
@@ -288,6 +289,12 @@ fn connection_errors_are_clear_and_hide_the_password() {
     // Nothing listening.
     let url = format!("postgres://{}:{PASSWORD}@127.0.0.1:1/x", pg::USER);
     let err = CrashDb::open_location(&loc(&url)).expect_err("refused");
+    assert!(err.is_unreachable(), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(PASSWORD));
+    // The server goes away under an open database.
+    let db = CrashDb::open_location(&loc(&s.url("postgres"))).expect("open");
+    drop(server);
+    let err = db.record(&crash("gone", 1)).expect_err("server stopped");
     assert!(err.is_unreachable(), "{err:?}");
     assert!(!format!("{err} {err:?}").contains(PASSWORD));
 }
