@@ -621,13 +621,26 @@ fn resolve_signature(db: &mut dyn Exec, prefix: &str) -> Result<String, DbError>
 /// convention ([`DataDir::report_for_dump`]) and its path stored with the
 /// crash; nothing is written outside the database.
 pub fn record_report(data: &DataDir, new: &NewCrash) -> Result<i64, DbError> {
+    record_and_prune(data, new, false).map(|(id, _)| id)
+}
+
+/// [`record_report`], then (with `prune`) the dump budget applied on the
+/// same connection ([`crate::prune_dumps`]); a failed prune does not undo
+/// the record, and is returned beside its id.
+pub fn record_and_prune(
+    data: &DataDir,
+    new: &NewCrash,
+    prune: bool,
+) -> Result<(i64, Option<Result<crate::PruneReport, DbError>>), DbError> {
     data.ensure()?;
     let db = CrashDb::open_location(&data.crash_db())?;
     let report = new
         .dump_path
         .as_deref()
         .and_then(|dump| data.report_for_dump(dump));
-    db.record_with_report(new, report.as_deref())
+    let id = db.record_with_report(new, report.as_deref())?;
+    let pruned = prune.then(|| crate::prune::prune_in_session(data, &db));
+    Ok((id, pruned))
 }
 
 /// Times were checked on the way in; a negative one can only come from a

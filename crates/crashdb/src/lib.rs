@@ -26,7 +26,7 @@ pub mod prune;
 pub use datadir::{DATA_DIR_ENV, DataDir, Session};
 pub use db::{
     Bucket, BucketDetail, CrashDb, CrashSummary, DumpRow, Moved, NewCrash, RegroupReport,
-    SCHEMA_VERSION, Unreadable, record_report,
+    SCHEMA_VERSION, Unreadable, record_and_prune, record_report,
 };
 pub use error::DbError;
 pub use location::{DbLocation, PgUrl};

@@ -209,8 +209,13 @@ fn prune_with(
 /// hypervisor runs after writing each dump.
 pub fn prune_dumps(data: &DataDir) -> Result<PruneReport, DbError> {
     let db = CrashDb::open_location(&data.crash_db())?;
-    // Called by the run itself, which holds the directory.
-    prune_with(data, &db, data.prune_policy(), false, false)
+    prune_in_session(data, &db)
+}
+
+/// Prunes by the directory's own policy from inside a run (which holds the
+/// directory, so dumps no row names stay).
+pub(crate) fn prune_in_session(data: &DataDir, db: &CrashDb) -> Result<PruneReport, DbError> {
+    prune_with(data, db, data.prune_policy(), false, false)
 }
 
 /// Every `*.core` file in `dir` (none if it does not exist).

@@ -32,10 +32,12 @@ pub(crate) fn persist(
     c: Captured,
 ) -> Result<Persisted, TriageError> {
     let (persisted, new) = write_report(data, symbols, c)?;
-    lazarus_crashdb::record_report(data, &new).map_err(TriageError::Database)?;
-    // Right after each dump, so a reboot loop cannot fill the disk. The
-    // crash is saved either way; a failed prune is retried after the next.
-    if let Err(e) = lazarus_crashdb::prune_dumps(data) {
+    // Old dumps are pruned right after each one, so a reboot loop cannot
+    // fill the disk. The crash is saved either way; a failed prune is
+    // retried after the next.
+    let (_, pruned) =
+        lazarus_crashdb::record_and_prune(data, &new, true).map_err(TriageError::Database)?;
+    if let Some(Err(e)) = pruned {
         tracing::warn!("pruning old dumps: {e}");
     }
     Ok(persisted)
