@@ -21,14 +21,21 @@ toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy >/dev/null
 rustup target add --toolchain "$toolchain" x86_64-unknown-none >/dev/null
 
-if ! command -v gdb >/dev/null 2>&1; then
+# gdb for the dump tests; PostgreSQL for the shared crash database's
+# tests (they start their own server from its binaries, as the postgres
+# user, in a temporary directory: the package's own cluster is not used).
+PG_BIN=/usr/lib/postgresql/15/bin
+missing=()
+command -v gdb >/dev/null 2>&1 || missing+=(gdb)
+[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""
         [ "$(id -u)" -ne 0 ] && SUDO="sudo"
         $SUDO apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gdb >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup: please install gdb" >&2
+        echo "setup: please install ${missing[*]}" >&2
         exit 1
     fi
 fi
@@ -47,4 +54,4 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     $SUDO install -m 0755 "$tmp/pkg/usr/bin/promtool" "$tmp/pkg/usr/bin/prometheus" /usr/local/bin/
     rm -rf "$tmp"
 fi
-echo "setup: ok ($(rustc --version), $(gdb --version | head -1), $(promtool --version 2>&1 | head -1))"
+echo "setup: ok ($(rustc --version), $(gdb --version | head -1), $("$PG_BIN/postgres" --version), $(promtool --version 2>&1 | head -1))"

@@ -17,6 +17,8 @@ Exit codes:
   6  ctl: the API socket cannot be reached (nobody listens, no answer in time)
   7  ctl: the server refused the request (4xx)
   8  ctl: the server failed (5xx)
+  9  run, demo: the disk image is in use by another VM (--disk)
+  10  the shared crash database (--crash-db) cannot be reached
   0  run: quit with Ctrl-A X on its terminal (as QEMU)
   128+N  run: quit on signal N (130: SIGINT, 143: SIGTERM, 129: SIGHUP)
 
@@ -220,6 +222,14 @@ pub struct RunArgs {
     /// ~/.local/share/lazarus].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Record crashes in this database instead of DIR/crashes.sqlite: a
+    /// postgres://USER:PASSWORD@HOST:PORT/DB URL shared by many hosts, or
+    /// a SQLite file [default: $LAZARUS_CRASH_DB]. Dumps and reports stay
+    /// in the data directory. Exit code 10 if it cannot be reached.
+    #[arg(long, value_name = "URL")]
+    pub crash_db: Option<String>,
+    #[command(flatten)]
+    pub budget: crate::crashes_cmd::BudgetArgs,
     /// Serve the control API (JSON over HTTP on a Unix socket, mode 0600)
     /// at PATH; `lazarus ctl --api-sock PATH` is its client. PATH must not
     /// exist, or be a stale socket; it is removed at exit.

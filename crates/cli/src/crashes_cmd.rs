@@ -1,5 +1,7 @@
 //! `lazarus crashes`: the crash database as a support engineer reads it,
-//! one line per distinct crash (signature), and `show` for one of them.
+//! one line per distinct crash (signature), `show` for one of them,
+//! `regroup` after the signature algorithm changed, and `prune` to keep
+//! the dumps within their budget.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -8,7 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use lazarus_crashdb::{Bucket, BucketDetail, CrashDb, DataDir, DbError};
+use lazarus_crashdb::prune::{PruneReport, PrunedDump};
+use lazarus_crashdb::{
+    Bucket, BucketDetail, CrashDb, DataDir, DbError, DbLocation, PrunePolicy, RegroupReport,
+};
 
 use crate::exit;
 
@@ -16,11 +21,22 @@ const CRASHES_HELP: &str = "\
 Crashes are grouped by signature: crashes with the same signature are the
 same bug. SIG may be any unique prefix of a signature, as with git hashes.
 
+With --crash-db postgres://USER:PASSWORD@HOST:PORT/DB (or LAZARUS_CRASH_DB)
+crashes are read from a PostgreSQL database shared by many hosts instead of
+the data directory's SQLite file; passwords are never printed.
+
 Exit codes:
   0  success (also when no crash is recorded)
   1  internal error (e.g. the database stayed locked or could not be read)
   2  usage error
-  4  unknown or ambiguous signature, or the file is not a lazarus crash database";
+  4  unknown or ambiguous signature, bad --crash-db, or not a lazarus crash
+     database (or one written by a newer lazarus)
+  10  the shared crash database cannot be reached (refused, timed out,
+      authentication failed)";
+
+/// Environment variable naming the crash database when `--crash-db` is
+/// not given (keeps a password off the command line, where `ps` shows it).
+pub const CRASH_DB_ENV: &str = "LAZARUS_CRASH_DB";
 
 /// Where recorded crashes live, and how to print them.
 #[derive(Debug, Args)]
@@ -32,6 +48,10 @@ pub struct CrashesArgs {
     /// else $XDG_DATA_HOME/lazarus, else ~/.local/share/lazarus].
     #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The crash database: a postgres:// URL (shared by many hosts) or a
+    /// SQLite file [default: $LAZARUS_CRASH_DB, else DIR/crashes.sqlite].
+    #[arg(long, value_name = "URL", global = true)]
+    pub crash_db: Option<String>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -42,6 +62,44 @@ pub enum CrashesCommand {
     /// Show one crash signature and every crash recorded under it.
     #[command(after_help = CRASHES_HELP)]
     Show(ShowArgs),
+    /// Recompute the signatures of crashes recorded by an older signature
+    /// algorithm from their stored reports, and say which moved.
+    #[command(after_help = CRASHES_HELP)]
+    Regroup,
+    /// Remove old dumps: all but the newest N per signature, then the
+    /// oldest until the dumps fit the budget. Rows and reports stay.
+    #[command(after_help = CRASHES_HELP)]
+    Prune(PruneArgs),
+}
+
+/// The dump budget, shared by `lazarus run` and `lazarus crashes prune`.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Most disk space the data directory's dumps may take (allocated
+    /// blocks; K, M, G, T are powers of 1024). Older dumps are pruned.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = lazarus_crashdb::prune::parse_size)]
+    pub dump_budget: u64,
+    /// Dumps kept per crash signature, newest first (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = lazarus_crashdb::prune::DEFAULT_KEEP_PER_SIGNATURE)]
+    pub dumps_per_signature: usize,
+}
+
+impl BudgetArgs {
+    pub fn policy(&self) -> PrunePolicy {
+        PrunePolicy {
+            max_dump_bytes: self.dump_budget,
+            keep_per_signature: self.dumps_per_signature,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,19 +109,37 @@ pub struct ShowArgs {
     pub signature: String,
 }
 
-/// Runs `lazarus crashes [show SIG]`.
+/// `--crash-db`, else `LAZARUS_CRASH_DB`, parsed; `None` for the data
+/// directory's own SQLite file. An error never quotes the URL.
+pub fn crash_db_location(flag: Option<&str>) -> anyhow::Result<Option<DbLocation>> {
+    let env = std::env::var(CRASH_DB_ENV).ok().filter(|v| !v.is_empty());
+    match flag.map(str::to_string).or(env) {
+        None => Ok(None),
+        Some(s) => DbLocation::parse(&s).map(Some).map_err(db_error),
+    }
+}
+
+/// Runs `lazarus crashes [show SIG | regroup | prune]`.
 pub fn run(args: &CrashesArgs) -> anyhow::Result<ExitCode> {
-    let data = DataDir::resolve(args.data_dir.as_deref()).map_err(db_error)?;
+    let data = DataDir::resolve(args.data_dir.as_deref())
+        .map_err(db_error)?
+        .with_crash_db(crash_db_location(args.crash_db.as_deref())?);
     data.check().map_err(db_error)?;
-    let path = data.db_path();
-    // Reading must not create a database: no file simply means no crashes.
-    let exists = path
-        .try_exists()
-        .with_context(|| format!("cannot access {}", path.display()))?;
-    let db = if exists {
-        Some(CrashDb::open(&path).map_err(db_error)?)
-    } else {
-        None
+    let location = data.crash_db();
+    let db = match &location {
+        DbLocation::Sqlite(path) => {
+            // Reading must not create a database: no file simply means no
+            // crashes.
+            let exists = path
+                .try_exists()
+                .with_context(|| format!("cannot access {}", path.display()))?;
+            if exists {
+                Some(CrashDb::open_location(&location).map_err(db_error)?)
+            } else {
+                None
+            }
+        }
+        DbLocation::Postgres(_) => Some(CrashDb::open_location(&location).map_err(db_error)?),
     };
     let out = match &args.command {
         None => {
@@ -84,9 +160,118 @@ pub fn run(args: &CrashesArgs) -> anyhow::Result<ExitCode> {
             };
             detail_text(&detail, args.json)?
         }
+        Some(CrashesCommand::Regroup) => {
+            let report = match &db {
+                Some(db) => db
+                    .regroup(lazarus_diagnose::SIGNATURE_VERSION, |json| {
+                        serde_json::from_str::<lazarus_diagnose::Report>(json)
+                            .map(|r| lazarus_diagnose::signature_of_report(&r))
+                            .map_err(|e| format!("stored report is not readable: {e}"))
+                    })
+                    .map_err(db_error)?,
+                None => RegroupReport {
+                    signature_version: lazarus_diagnose::SIGNATURE_VERSION,
+                    examined: 0,
+                    moved: Vec::new(),
+                    unreadable: Vec::new(),
+                },
+            };
+            regroup_text(&report, args.json)?
+        }
+        Some(CrashesCommand::Prune(prune)) => {
+            // Without a database every dump is an orphan, pruned by age.
+            let db = match db {
+                Some(db) => db,
+                None => CrashDb::open_location(&location).map_err(db_error)?,
+            };
+            let report =
+                lazarus_crashdb::prune::prune(&data, &db, prune.budget.policy(), prune.dry_run)
+                    .map_err(db_error)?;
+            prune_text(&report, args.json)?
+        }
     };
     print(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `regroup` did, or its JSON.
+fn regroup_text(r: &RegroupReport, json: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string_pretty(r)? + "\n");
+    }
+    let mut out = format!(
+        "{} crash(es) of an older signature version recomputed to version {}; {} moved\n",
+        r.examined,
+        r.signature_version,
+        r.moved.len()
+    );
+    for m in &r.moved {
+        let _ = writeln!(
+            out,
+            "  crash {}: {} -> {}",
+            m.id,
+            short_signature(&m.from),
+            short_signature(&m.to)
+        );
+    }
+    for u in &r.unreadable {
+        let _ = writeln!(out, "  crash {} left as it was: {}", u.id, clean(&u.reason));
+    }
+    Ok(out)
+}
+
+/// What `prune` did (or would do), or its JSON.
+fn prune_text(r: &PruneReport, json: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string_pretty(r)? + "\n");
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let freed: u64 = r.pruned.iter().map(|p| p.bytes).sum();
+    let mut out = format!(
+        "{verb} {} dump(s), {}; {} dump(s) left, {} (budget {}, {} per signature)\n",
+        r.pruned.len(),
+        human_bytes(freed),
+        r.dumps_left,
+        human_bytes(r.bytes_after),
+        human_bytes(r.policy.max_dump_bytes),
+        r.policy.keep_per_signature,
+    );
+    for PrunedDump {
+        path,
+        bytes,
+        crash_id,
+        reason,
+        ..
+    } in &r.pruned
+    {
+        let why = match reason {
+            lazarus_crashdb::prune::PruneReason::PerSignature => "per-signature",
+            lazarus_crashdb::prune::PruneReason::Budget => "budget",
+        };
+        let id = crash_id.map_or("-".to_string(), |id| id.to_string());
+        let _ = writeln!(
+            out,
+            "  {}  crash {id}  {}  ({why})",
+            clean(&path.display().to_string()),
+            human_bytes(*bytes)
+        );
+    }
+    Ok(out)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// The bucket table, or `{"buckets": [...]}`.
@@ -164,7 +349,9 @@ fn detail_text(detail: &BucketDetail, json: bool) -> anyhow::Result<String> {
         .iter()
         .map(|c| {
             let mut dump = opt_path(c.dump_path.as_ref());
-            if c.dump_path.is_some() && !c.dump_exists {
+            if c.dump_pruned {
+                dump.push_str(" (pruned)");
+            } else if c.dump_path.is_some() && !c.dump_exists {
                 dump.push_str(" (missing)");
             }
             vec![
@@ -278,10 +465,13 @@ fn print(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Gives bad-input errors (unknown signature, not a crash database) their
-/// exit code; anything else is internal.
-fn db_error(e: DbError) -> anyhow::Error {
-    if e.is_bad_input() {
+/// Gives bad-input errors (unknown signature, not a crash database) and an
+/// unreachable shared database their exit codes; anything else is
+/// internal.
+pub fn db_error(e: DbError) -> anyhow::Error {
+    if e.is_unreachable() {
+        exit::failure(exit::DB_UNREACHABLE, e.to_string())
+    } else if e.is_bad_input() {
         exit::failure(exit::BAD_INPUT, e.to_string())
     } else {
         anyhow::Error::new(e)

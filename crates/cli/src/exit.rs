@@ -15,6 +15,10 @@ pub const API_REJECTED: u8 = 7;
 pub const API_FAILED: u8 = 8;
 /// The disk image is in use by another VM (its lock is held).
 pub const DISK_LOCKED: u8 = 9;
+/// The shared crash database (`--crash-db postgres://...`) cannot be
+/// reached: connection refused or timed out, authentication failed, no
+/// such database, or the connection broke.
+pub const DB_UNREACHABLE: u8 = 10;
 
 /// An error that already knows its exit code and message.
 #[derive(Debug)]

@@ -13,6 +13,8 @@
 //! | 6    | `ctl`: the API socket cannot be reached |
 //! | 7    | `ctl`: the server refused the request (4xx) |
 //! | 8    | `ctl`: the server failed (5xx) |
+//! | 9    | `run`, `demo`: the disk image is in use by another VM (`--disk`) |
+//! | 10   | the shared crash database (`--crash-db`) cannot be reached |
 //! | 0    | `run`: quit with Ctrl-A X on its terminal (as QEMU) |
 //! | 128+N | `run`: quit on signal N (130: SIGINT, 143: SIGTERM, 129: SIGHUP) |
 //!

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
-use lazarus_crashdb::DataDir;
+use lazarus_crashdb::{CrashDb, DataDir};
 use lazarus_events::{Event, EventLog};
 use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
 use lazarus_triage::{Persisted, Triage, TriageError, new_boot_id};
@@ -15,6 +15,7 @@ use lazarus_vmm::{ConsoleInput, ConsoleOutput, Vm, VmOutcome};
 
 use crate::api::{Api, ApiSession};
 use crate::cli::{OnCrash, RunArgs};
+use crate::crashes_cmd;
 use crate::exit::{BAD_INPUT, CRASHED, INTERNAL, failure};
 use crate::image::BootImage;
 use crate::quit::{Quit, Reason};
@@ -32,7 +33,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         ),
     };
     let data = DataDir::resolve(args.data_dir.as_deref())
-        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?
+        .with_crash_db(crashes_cmd::crash_db_location(args.crash_db.as_deref())?)
+        .with_prune_policy(args.budget.policy());
+    // A shared database that cannot be reached fails now, not at the first
+    // crash (it also creates or migrates the schema once, up front).
+    if data.has_external_db() {
+        CrashDb::open_location(&data.crash_db()).map_err(crashes_cmd::db_error)?;
+    }
     // `--events`: opened before anything boots (a bad path exits 4).
     let sink = args
         .events
@@ -42,6 +50,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let events = sink.as_ref().map_or_else(EventLog::disabled, |s| s.log());
     let mut crashes = Triage::new(&image.kernel, &image.initramfs, data.clone())
         .map_err(|e| failure(BAD_INPUT, e.to_string()))?;
+    // Held until exit; removes the dumps an interrupted run left half
+    // written, unless another run is using this data directory.
+    let _session = data
+        .start_session()
+        .map_err(|e| failure(BAD_INPUT, format!("data directory: {e}")))?;
+    if !_session.removed.is_empty() {
+        eprintln!(
+            "lazarus: removed {} partial dump(s) left by an interrupted run",
+            _session.removed.len()
+        );
+    }
     let crashes_bg = crashes.background_handle();
     // Quitting on the user's word: Ctrl-A X on a terminal, or a signal.
     let quit = Quit::default();

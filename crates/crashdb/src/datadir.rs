@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::DbError;
+use crate::location::DbLocation;
+use crate::prune::PrunePolicy;
 
 /// Environment variable that overrides the data directory.
 pub const DATA_DIR_ENV: &str = "LAZARUS_DATA_DIR";
@@ -11,16 +13,56 @@ pub const DATA_DIR_ENV: &str = "LAZARUS_DATA_DIR";
 /// The project's data directory and the fixed layout inside it.
 ///
 /// One place decides the layout so the hypervisor (which writes) and the
-/// CLI (which reads) always agree on it.
+/// CLI (which reads) always agree on it. It also carries where crashes are
+/// recorded (`--crash-db`) and the dump budget, so every writer of a
+/// session follows the same settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
+    crash_db: Option<DbLocation>,
+    prune: PrunePolicy,
 }
 
 impl DataDir {
-    /// A data directory at exactly `root`.
+    /// A data directory at exactly `root`, with its own SQLite database
+    /// and the default dump budget.
     pub fn new(root: impl Into<PathBuf>) -> DataDir {
-        DataDir { root: root.into() }
+        DataDir {
+            root: root.into(),
+            crash_db: None,
+            prune: PrunePolicy::default(),
+        }
+    }
+
+    /// Records crashes in `location` (e.g. a shared PostgreSQL server)
+    /// instead of this directory's SQLite file; dumps and reports stay here.
+    pub fn with_crash_db(mut self, location: Option<DbLocation>) -> DataDir {
+        self.crash_db = location;
+        self
+    }
+
+    /// Keeps the dumps within `policy`.
+    pub fn with_prune_policy(mut self, policy: PrunePolicy) -> DataDir {
+        self.prune = policy;
+        self
+    }
+
+    /// Where crashes are recorded.
+    pub fn crash_db(&self) -> DbLocation {
+        self.crash_db
+            .clone()
+            .unwrap_or_else(|| DbLocation::Sqlite(self.db_path()))
+    }
+
+    /// Whether crashes go to another database than this directory's
+    /// SQLite file.
+    pub fn has_external_db(&self) -> bool {
+        self.crash_db.is_some()
+    }
+
+    /// The dump budget.
+    pub fn prune_policy(&self) -> PrunePolicy {
+        self.prune
     }
 
     /// Resolves the data directory from the process environment:
@@ -95,6 +137,82 @@ impl DataDir {
             .find(|p| p.is_file())
     }
 
+    /// Starts a session that writes dumps (`lazarus run`): removes the
+    /// `.partial` dumps an interrupted run left behind, unless another
+    /// session is running in this directory (its `.partial` file may be
+    /// the dump it is writing). The returned guard marks this session as
+    /// running until it is dropped.
+    ///
+    /// Sessions hold a shared `flock` on `.lock` in the root; cleaning
+    /// needs it exclusively, so only a session that starts alone cleans.
+    pub fn start_session(&self) -> Result<Session, DbError> {
+        self.ensure()?;
+        let path = self.root.join(".lock");
+        let io = |source| DbError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut removed = Vec::new();
+        match file.try_lock() {
+            Ok(()) => {
+                let dir = self.dumps_dir();
+                let entries = std::fs::read_dir(&dir).map_err(|source| DbError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    if p.extension().is_some_and(|e| e == "partial") {
+                        match std::fs::remove_file(&p) {
+                            Ok(()) => removed.push(p),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(source) => return Err(DbError::Io { path: p, source }),
+                        }
+                    }
+                }
+                // Down to shared, so later sessions can start meanwhile.
+                file.lock_shared().map_err(io)?;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => file.lock_shared().map_err(io)?,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(Session {
+            _lock: file,
+            removed,
+        })
+    }
+
+    /// The directory's lock taken exclusively, if no session holds it
+    /// (`None` while a run is using the directory, or when the directory
+    /// does not exist). Held until the file is dropped.
+    pub fn lock_exclusive(&self) -> Result<Option<std::fs::File>, DbError> {
+        if !self.root.is_dir() {
+            return Ok(None);
+        }
+        let path = self.root.join(".lock");
+        let io = |source| DbError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
     /// Fails when the root exists but is not a directory; for readers,
     /// which must not create it (a missing root just holds nothing).
     pub fn check(&self) -> Result<(), DbError> {
@@ -131,4 +249,12 @@ impl DataDir {
         }
         Ok(())
     }
+}
+
+/// A running session in a data directory ([`DataDir::start_session`]).
+#[derive(Debug)]
+pub struct Session {
+    _lock: std::fs::File,
+    /// The `.partial` files removed at the start.
+    pub removed: Vec<PathBuf>,
 }

@@ -96,6 +96,55 @@ pub enum DbError {
     /// Crash times are stored as SQLite integers (i64 milliseconds).
     #[error("crash time {0} ms is out of range")]
     TimeOutOfRange(u64),
+
+    /// `--crash-db` is not a PostgreSQL URL or a file path. The message
+    /// never quotes the URL: it may hold a password.
+    #[error("bad crash-database location: {reason}")]
+    BadUrl {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No usable connection to the PostgreSQL server: refused, timed out,
+    /// authentication failed, the database does not exist, or the
+    /// connection broke.
+    #[error("cannot reach the crash database {database}: {reason}")]
+    Unreachable {
+        /// The URL, password hidden.
+        database: String,
+        /// The client's or server's reason.
+        reason: String,
+    },
+
+    /// Any other PostgreSQL failure.
+    #[error("crash database {database}: {reason}")]
+    Postgres {
+        /// The URL, password hidden.
+        database: String,
+        /// The server's or client's error.
+        reason: String,
+    },
+
+    /// A PostgreSQL database that holds tables of the same names but is
+    /// not a lazarus crash database.
+    #[error("{database} is not a lazarus crash database (its tables belong to another program)")]
+    ForeignPostgres {
+        /// The URL, password hidden.
+        database: String,
+    },
+
+    /// A PostgreSQL crash database written by a newer lazarus.
+    #[error(
+        "{database} has crash-database schema version {found}, newer than this lazarus supports ({supported})"
+    )]
+    NewerSchemaPostgres {
+        /// The URL, password hidden.
+        database: String,
+        /// Its schema version (`lazarus_schema.version`).
+        found: i64,
+        /// The newest this build reads, [`crate::SCHEMA_VERSION`].
+        supported: i64,
+    },
 }
 
 impl DbError {
@@ -112,6 +161,15 @@ impl DbError {
                 | DbError::AmbiguousSignature { .. }
                 | DbError::EmptySignature
                 | DbError::UnknownCrash(_)
+                | DbError::BadUrl { .. }
+                | DbError::ForeignPostgres { .. }
+                | DbError::NewerSchemaPostgres { .. }
         )
+    }
+
+    /// True when the shared database cannot be reached at all (the CLI's
+    /// own exit code, so scripts can retry).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DbError::Unreachable { .. })
     }
 }

@@ -8,15 +8,26 @@
 //! project's data directory, and answers those questions.
 //!
 //! The hypervisor records from a background thread ([`record_report`]) while
-//! `lazarus crashes` reads; the database runs in WAL mode with a busy
-//! timeout so the two coexist.
+//! `lazarus crashes` reads; the SQLite database runs in WAL mode with a
+//! busy timeout so the two coexist. Hosts that share crashes record them in
+//! one PostgreSQL database instead ([`DbLocation::Postgres`]); [`CrashDb`]
+//! is the same type, with the same queries, over either backend.
+//!
+//! The data directory's dumps are kept within a budget ([`prune`]).
 
+mod backend;
 mod datadir;
 mod db;
 mod error;
+mod location;
+mod migrations;
+pub mod prune;
 
-pub use datadir::{DATA_DIR_ENV, DataDir};
+pub use datadir::{DATA_DIR_ENV, DataDir, Session};
 pub use db::{
-    Bucket, BucketDetail, CrashDb, CrashSummary, NewCrash, SCHEMA_VERSION, record_report,
+    Bucket, BucketDetail, CrashDb, CrashSummary, DumpRow, Moved, NewCrash, RegroupReport,
+    SCHEMA_VERSION, Unreadable, record_and_prune, record_report,
 };
 pub use error::DbError;
+pub use location::{DbLocation, PgUrl};
+pub use prune::{PrunePolicy, PruneReport, prune_dumps};

@@ -34,6 +34,7 @@ impl Drop for Scratch {
 fn crash(signature: &str, time_unix_ms: u64) -> NewCrash {
     NewCrash {
         signature: signature.to_string(),
+        signature_version: 2,
         kind: "page-fault".to_string(),
         title: format!("page fault in crashtest ({signature})"),
         time_unix_ms,
@@ -57,7 +58,7 @@ fn creates_schema_in_new_file() {
     let path = dir.path().join("crashes.sqlite");
     let db = CrashDb::open(&path).expect("open new database");
     assert!(path.is_file());
-    assert_eq!(db.path(), path);
+    assert_eq!(db.path(), Some(path.as_path()));
     assert!(db.buckets().expect("buckets").is_empty());
     assert_eq!(db.crash_count().expect("count"), 0);
     drop(db);
@@ -487,6 +488,19 @@ fn version_1_database_is_migrated_and_keeps_its_crashes() {
         .map(|c| c.fallback.as_deref())
         .collect();
     assert_eq!(fallbacks, [Some("refused"), None]);
+    // The bucket made by the migration from the old rows counts the new one.
+    assert_eq!(detail.bucket.count, 2);
+    assert_eq!(detail.bucket.first_seen_unix_ms, 5);
+    assert_eq!(detail.bucket.title, c.title);
+    assert_eq!(
+        detail
+            .crashes
+            .iter()
+            .map(|c| c.signature_version)
+            .collect::<Vec<_>>(),
+        [2, 1],
+        "rows from before versions were stored are version 1"
+    );
     drop(db);
     let conn = rusqlite::Connection::open(&path).expect("raw open");
     let version: i64 = conn

@@ -10,25 +10,24 @@
 mod classify;
 mod modules;
 mod report;
+mod signature;
 mod state;
 
 use lazarus_abi::trap::exception_name;
 use lazarus_dump::{Dump, DumpError, Regs};
 use lazarus_symbols::SymbolStore;
-use sha2::{Digest, Sha256};
 
 pub use report::{
     CrashKind, ExtensionInfo, Frame, Instruction, LockInfo, LockWait, ProcessInfo, REPORT_VERSION,
     Report,
 };
+pub use signature::{SIGNATURE_FRAMES, SIGNATURE_VERSION, signature_of_report};
 
 use crate::modules::Modules;
 use crate::state::{Kernel, read_root};
 
 /// Most frames in a backtrace.
 pub const MAX_FRAMES: usize = 64;
-/// Frames that make up a signature.
-pub const SIGNATURE_FRAMES: usize = 5;
 /// Longest x86 instruction.
 const MAX_INSN: usize = 15;
 
@@ -39,26 +38,6 @@ pub enum DiagnoseError {
     /// Reading the dump file failed (an I/O error, not damage inside it).
     #[error("reading the dump: {0}")]
     Dump(#[from] DumpError),
-}
-
-/// Functions that report a crash rather than cause it; skipped when
-/// naming and fingerprinting the crash.
-const MACHINERY: &[&str] = &[
-    "lazarus_kernel::crash::",
-    // The list-integrity checker's BUG().
-    "lazarus_kernel::klist::corrupted",
-    "core::panicking::",
-    "core::panic::",
-    "core::result::unwrap_failed",
-    "core::option::unwrap_failed",
-    "core::option::expect_failed",
-    "rust_begin_unwind",
-];
-
-fn is_machinery(f: &Frame) -> bool {
-    f.function
-        .as_deref()
-        .is_some_and(|name| MACHINERY.iter().any(|m| name.starts_with(m)))
 }
 
 /// Turns a dump-read error into "not readable" unless the file itself
@@ -196,47 +175,6 @@ fn instruction(
     }))
 }
 
-/// The frames that identify the bug: the machinery that reports a crash
-/// is skipped, and for a lockup (sampled anywhere in its loop) the frames
-/// start at the offending extension's code when it is on the stack.
-fn significant<'a>(kind: CrashKind, frames: &'a [Frame], ext: Option<&str>) -> &'a [Frame] {
-    let start = frames.iter().position(|f| !is_machinery(f)).unwrap_or(0);
-    let frames = &frames[start..];
-    if kind.is_lockup()
-        && let Some(ext) = ext
-        && let Some(i) = frames.iter().position(|f| f.module.as_deref() == Some(ext))
-    {
-        return &frames[i..];
-    }
-    frames
-}
-
-/// First 16 hex digits of SHA-256 over the kind and the top frames'
-/// `module!function` (no addresses, offsets or pids, which change
-/// between boots).
-fn signature(kind: CrashKind, frames: &[Frame]) -> String {
-    let parts: Vec<String> = frames
-        .iter()
-        .take(SIGNATURE_FRAMES)
-        .map(Frame::location)
-        .collect();
-    signature_of(kind, parts.iter().map(String::as_str))
-}
-
-fn signature_of<'a>(kind: CrashKind, parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h = Sha256::new();
-    h.update(kind.as_str().as_bytes());
-    for p in parts {
-        h.update(b"\n");
-        h.update(p.as_bytes());
-    }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Diagnoses the crash in `dump`, with symbols from `symbols`.
 pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseError> {
     let note = dump.note();
@@ -348,21 +286,9 @@ pub fn diagnose(dump: &Dump, symbols: &SymbolStore) -> Result<Report, DiagnoseEr
         None
     };
 
-    let top = significant(
-        kind,
-        &backtrace,
-        extension.as_ref().map(|e| e.name.as_str()),
-    );
-    // A failed extension is not on the stack (the kernel caught it after
-    // it returned, or a client reported it): bucket by the extension and
-    // what it did instead of by the kernel's reporting path.
-    let signature = match (&extension, record) {
-        (Some(e), Some(r)) if kind == CrashKind::ExtensionFailure => {
-            let why = r.message.rsplit(": ").next().unwrap_or_default();
-            signature_of(kind, [e.name.as_str(), why])
-        }
-        _ => signature(kind, top),
-    };
+    let ext = extension.as_ref().map(|e| e.name.as_str());
+    let top = signature::significant(kind, &backtrace, ext);
+    let signature = signature::compute(kind, &backtrace, ext, record.map(|r| r.message.as_str()));
     // Extensions are where crashes come from: name the offending
     // extension's innermost frame when it is on the stack.
     let culprit = extension

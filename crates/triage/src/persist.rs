@@ -32,7 +32,14 @@ pub(crate) fn persist(
     c: Captured,
 ) -> Result<Persisted, TriageError> {
     let (persisted, new) = write_report(data, symbols, c)?;
-    lazarus_crashdb::record_report(data, &new).map_err(TriageError::Database)?;
+    // Old dumps are pruned right after each one, so a reboot loop cannot
+    // fill the disk. The crash is saved either way; a failed prune is
+    // retried after the next.
+    let (_, pruned) =
+        lazarus_crashdb::record_and_prune(data, &new, true).map_err(TriageError::Database)?;
+    if let Some(Err(e)) = pruned {
+        tracing::warn!("pruning old dumps: {e}");
+    }
     Ok(persisted)
 }
 
@@ -90,6 +97,7 @@ pub(crate) fn write_report(
     let _ = std::fs::write(data.reports_dir().join(format!("{stem}.txt")), &text);
     let new = NewCrash {
         signature: report.signature.clone(),
+        signature_version: lazarus_diagnose::SIGNATURE_VERSION,
         kind: report.kind.as_str().to_string(),
         title: report.title.clone(),
         time_unix_ms: c.note.time_unix_ms,

@@ -2,19 +2,21 @@
 //! JSON as `lazarus crashes --json`).
 
 use lazarus_api::{BackendError, CrashBucket, CrashList};
-use lazarus_crashdb::CrashDb;
+use lazarus_crashdb::{CrashDb, DbLocation};
 
 use crate::api::session::ApiSession;
 
 impl ApiSession {
     /// The crash database's buckets; none before the first crash.
     pub(crate) fn crash_buckets(&self) -> Result<Vec<lazarus_crashdb::Bucket>, BackendError> {
-        let path = self.data.db_path();
+        let location = self.data.crash_db();
         // No database yet simply means no crash yet.
-        if !path.exists() {
+        if let DbLocation::Sqlite(path) = &location
+            && !path.exists()
+        {
             return Ok(Vec::new());
         }
-        CrashDb::open(&path)
+        CrashDb::open_location(&location)
             .and_then(|db| db.buckets())
             .map_err(|e| BackendError::Internal(format!("crash database: {e}")))
     }
