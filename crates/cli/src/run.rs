@@ -1,8 +1,6 @@
 //! `lazarus run`: boot the guest with its console on stdin/stdout.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -59,8 +57,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         ConsoleInput::stdin()
     };
-    // Resurrected crashes whose dump is being written.
-    let writing = Arc::new(AtomicUsize::new(0));
+    // Crash dumps not written yet, by name.
+    let in_flight = crashes.in_flight().clone();
     // The control API serves the whole session, across reboots.
     let api = match &args.api_sock {
         Some(path) => {
@@ -114,17 +112,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let boot = boot_id.clone();
             let api_session = api.as_ref().map(|a| a.session().clone());
             let boot_nr = boots;
-            let writing = writing.clone();
+            let in_flight = in_flight.clone();
             Some(std::thread::spawn(move || {
+                // Dumps are written one at a time by a writer thread; each
+                // is noted in flight as soon as its recovery arrives, so
+                // the end of the session can say which it waits for.
+                let (wtx, wrx) = std::sync::mpsc::channel();
+                let writer = std::thread::spawn(move || {
+                    for (rec, guard) in wrx {
+                        print_result(&bg.persist_recovery(rec, &boot));
+                        drop(guard);
+                    }
+                });
                 for rec in rx {
                     eprintln!("lazarus: {}", rec.summary());
                     if let Some(s) = &api_session {
                         s.record_recovery(&rec, boot_nr);
                     }
-                    writing.fetch_add(1, Ordering::SeqCst);
-                    print_result(&bg.persist_recovery(rec, &boot));
-                    writing.fetch_sub(1, Ordering::SeqCst);
+                    let name = format!("{} (boot {boot_nr}, recovery {})", rec.kind(), rec.seq);
+                    let _ = wtx.send((rec, in_flight.start(name)));
                 }
+                drop(wtx);
+                let _ = writer.join();
             }))
         } else {
             None
@@ -281,9 +290,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         quit.attach(None);
         drop(vm);
         if let Some(l) = listener {
-            if quit.reason().is_some() {
-                quit.waiting_for_dumps(writing.load(Ordering::SeqCst) + crashes.pending());
-            }
+            quit.waiting_for_dumps(&in_flight.names());
             let _ = l.join();
         }
         match next {
@@ -292,9 +299,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             Err(e) => break Err(e),
         }
     };
-    if quit.reason().is_some() {
-        quit.waiting_for_dumps(crashes.pending());
-    }
+    quit.waiting_for_dumps(&in_flight.names());
     crashes.finish().iter().for_each(print_result);
     // Removes the API socket.
     drop(api);
