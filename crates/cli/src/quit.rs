@@ -129,13 +129,35 @@ impl Quit {
             return;
         }
         named.extend(names.iter().cloned());
-        let which = names.join("; ");
-        if self.reason().is_some() {
-            eprintln!(
-                "lazarus: finishing {n} crash dump(s) before quitting (quit again to skip them): {which}"
-            );
-        } else {
-            eprintln!("lazarus: waiting for {n} crash dump(s) to be written: {which}");
-        }
+        eprintln!("{}", waiting_message(names, self.reason().is_some()));
+    }
+}
+
+/// What the session says while it waits for the crash dumps `names`.
+fn waiting_message(names: &[String], quitting: bool) -> String {
+    let (n, which) = (names.len(), names.join("; "));
+    if quitting {
+        format!(
+            "lazarus: finishing {n} crash dump(s) before quitting (quit again to skip them): {which}"
+        )
+    } else {
+        format!("lazarus: waiting for {n} crash dump(s) to be written: {which}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_dumps_says_how_many_and_which() {
+        let names = ["null-deref (boot 1, recovery 2)".to_string(), "x".into()];
+        assert_eq!(
+            waiting_message(&names, false),
+            "lazarus: waiting for 2 crash dump(s) to be written: null-deref (boot 1, recovery 2); x"
+        );
+        assert!(waiting_message(&names[..1], true).starts_with(
+            "lazarus: finishing 1 crash dump(s) before quitting (quit again to skip them): null-deref"
+        ));
     }
 }
