@@ -136,6 +136,8 @@ struct Report {
     /// Resurrection per vCPU count (`--vcpus-list`, then `--vcpus` if
     /// not listed).
     by_vcpus: Vec<VcpusMode>,
+    /// The crash snapshot's share of the resurrections (at `--vcpus`).
+    crash_snapshot: SnapshotCost,
 }
 
 fn new_vm(
@@ -183,17 +185,20 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
     let mut image = image;
     let mut by_vcpus = Vec::new();
     let mut resurrect = None;
+    let mut crash_snapshot = None;
     for &n in &counts {
         progress(args, &format!("resurrection with {n} vCPU(s)"));
         image.vcpus = n;
         let run = bench_resurrect(&image, args, &kinds)?;
         by_vcpus.push(vcpus_mode(n, &run));
         if n == args.image.vcpus {
+            crash_snapshot = Some(snapshot_cost(&run));
             resurrect = Some(mode(run.latency_ms, run.lost, args.keys));
         }
     }
     image.vcpus = args.image.vcpus;
     let resurrect = resurrect.ok_or_else(|| failure(INTERNAL, "no resurrection run"))?;
+    let crash_snapshot = crash_snapshot.ok_or_else(|| failure(INTERNAL, "no resurrection run"))?;
     progress(args, "reboot baseline");
     let reboot = bench_reboot(&image, args, &kinds)?;
     progress(args, "snapshot-restore baseline");
@@ -211,6 +216,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
         speedup_vs_snapshot: snapshot.median_ms / resurrect.median_ms,
         paper_bound_ms: 3000.0,
         by_vcpus,
+        crash_snapshot,
         resurrect,
         reboot,
         snapshot,
@@ -253,6 +259,11 @@ fn print_table(r: &Report) {
         r.speedup_vs_snapshot,
         r.paper_bound_ms,
         r.paper_bound_ms / r.resurrect.median_ms
+    );
+    let c = &r.crash_snapshot;
+    println!(
+        "of which the crash snapshot for the dump: median {:.3} ms, p99 {:.3} ms, max {:.3} ms; {} KiB copied (median), {} KiB max",
+        c.median_ms, c.p99_ms, c.max_ms, c.median_kib, c.max_kib
     );
     println!(
         "until every vCPU runs again (crash exit to the last vCPU back in KVM_RUN), per vCPU count:"
@@ -300,6 +311,36 @@ struct ResurrectRun {
     /// Resurrections after which another crash came before every vCPU
     /// ran again (not in `all_running_ms`).
     interrupted: u64,
+    /// Taking the crash snapshot for the dump (part of `latency_ms`).
+    snapshot_ms: Vec<f64>,
+    /// Bytes each snapshot copied.
+    snapshot_bytes: Vec<u64>,
+}
+
+/// The crash snapshot for the dump: a copy into a pre-faulted buffer
+/// before the repair, so part of every resurrection's latency.
+#[derive(Debug, Serialize)]
+struct SnapshotCost {
+    samples: usize,
+    median_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    median_kib: u64,
+    max_kib: u64,
+}
+
+fn snapshot_cost(run: &ResurrectRun) -> SnapshotCost {
+    let t = stats(&run.snapshot_ms);
+    let mut kib: Vec<u64> = run.snapshot_bytes.iter().map(|b| b / 1024).collect();
+    kib.sort_unstable();
+    SnapshotCost {
+        samples: run.snapshot_ms.len(),
+        median_ms: t.median,
+        p99_ms: t.p99,
+        max_ms: t.max,
+        median_kib: kib.get(kib.len() / 2).copied().unwrap_or(0),
+        max_kib: kib.last().copied().unwrap_or(0),
+    }
 }
 
 fn bench_resurrect(
@@ -323,6 +364,8 @@ fn bench_resurrect(
         let mut all_running_ms = Vec::new();
         let mut unrequested = 0;
         let mut interrupted = 0;
+        let mut snapshot_ms = Vec::new();
+        let mut snapshot_bytes = Vec::new();
         for i in 0..args.crashes {
             let kind = &kinds[i % kinds.len()];
             let sent = Instant::now();
@@ -335,6 +378,8 @@ fn bench_resurrect(
                 unrequested += 1;
             };
             latency_ms.push(ms(rec.latency));
+            snapshot_ms.push(ms(rec.snapshot_time));
+            snapshot_bytes.push(rec.snapshot.len() as u64);
             // By now the kernel is back in user mode on the crashed vCPU;
             // the others were let go before that, when the repair ended.
             match control.wait_crash_resume(rec.crash.detected_at, ALL_RUNNING_WAIT) {
@@ -366,6 +411,8 @@ fn bench_resurrect(
             lost,
             unrequested,
             interrupted,
+            snapshot_ms,
+            snapshot_bytes,
         })
     })();
     if result.is_err() {

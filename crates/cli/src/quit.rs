@@ -55,6 +55,8 @@ pub struct Quit {
     /// Crash dumps being written when the run loop began to wait for
     /// them (what a second request loses).
     waiting_for: Arc<AtomicUsize>,
+    /// The dumps already named as waited for (each is named once).
+    named: Arc<Mutex<Vec<String>>>,
 }
 
 impl Quit {
@@ -116,13 +118,46 @@ impl Quit {
         st.vm = vm;
     }
 
-    /// Says that the session waits for `n` crash dumps before it quits.
-    pub fn waiting_for_dumps(&self, n: usize) {
+    /// Says that the session waits for the crash dumps `names` before it
+    /// ends (quit, or the guest powered off): how many, and which. Says
+    /// nothing when it has named them all before.
+    pub fn waiting_for_dumps(&self, names: &[String]) {
+        let n = names.len();
         self.waiting_for.store(n, Ordering::SeqCst);
-        if n > 0 && self.reason().is_some() {
-            eprintln!(
-                "lazarus: finishing {n} crash dump(s) before quitting (quit again to skip them)"
-            );
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        if names.iter().all(|name| named.contains(name)) {
+            return;
         }
+        named.extend(names.iter().cloned());
+        eprintln!("{}", waiting_message(names, self.reason().is_some()));
+    }
+}
+
+/// What the session says while it waits for the crash dumps `names`.
+fn waiting_message(names: &[String], quitting: bool) -> String {
+    let (n, which) = (names.len(), names.join("; "));
+    if quitting {
+        format!(
+            "lazarus: finishing {n} crash dump(s) before quitting (quit again to skip them): {which}"
+        )
+    } else {
+        format!("lazarus: waiting for {n} crash dump(s) to be written: {which}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_dumps_says_how_many_and_which() {
+        let names = ["null-deref (boot 1, recovery 2)".to_string(), "x".into()];
+        assert_eq!(
+            waiting_message(&names, false),
+            "lazarus: waiting for 2 crash dump(s) to be written: null-deref (boot 1, recovery 2); x"
+        );
+        assert!(waiting_message(&names[..1], true).starts_with(
+            "lazarus: finishing 1 crash dump(s) before quitting (quit again to skip them): null-deref"
+        ));
     }
 }

@@ -1,8 +1,6 @@
 //! `lazarus run`: boot the guest with its console on stdin/stdout.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -86,8 +84,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         ConsoleInput::stdin()
     };
-    // Resurrected crashes whose dump is being written.
-    let writing = Arc::new(AtomicUsize::new(0));
+    // Crash dumps not written yet, by name.
+    let in_flight = crashes.in_flight().clone();
     // The control API serves the whole session, across reboots.
     let policy = match args.on_crash {
         OnCrash::Resurrect => "resurrect",
@@ -153,24 +151,36 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let boot = boot_id.clone();
             let api_session = api.as_ref().map(|a| a.session().clone());
             let boot_nr = boots;
-            let writing = writing.clone();
+            let in_flight = in_flight.clone();
             let events = events.clone();
             Some(std::thread::spawn(move || {
+                // Dumps are written one at a time by a writer thread; each
+                // is noted in flight as soon as its recovery arrives, so
+                // the end of the session can say which it waits for.
+                let (wtx, wrx) = std::sync::mpsc::channel();
+                let (w_events, w_boot) = (events.clone(), boot.clone());
+                let writer = std::thread::spawn(move || {
+                    for (rec, guard) in wrx {
+                        let r = bg.persist_recovery(rec, &w_boot);
+                        if let Ok(p) = &r {
+                            let e = crate::events::dump_written(p, false);
+                            w_events.event(Some(&w_boot), Some(boot_nr), e);
+                        }
+                        print_result(&r);
+                        drop(guard);
+                    }
+                });
                 for rec in rx {
                     eprintln!("lazarus: {}", rec.summary());
                     if let Some(s) = &api_session {
                         s.record_recovery(&rec, boot_nr);
                     }
                     crate::events::resurrected(&events, &boot, boot_nr, &rec);
-                    writing.fetch_add(1, Ordering::SeqCst);
-                    let r = bg.persist_recovery(rec, &boot);
-                    if let Ok(p) = &r {
-                        let e = crate::events::dump_written(p, false);
-                        events.event(Some(&boot), Some(boot_nr), e);
-                    }
-                    print_result(&r);
-                    writing.fetch_sub(1, Ordering::SeqCst);
+                    let name = format!("{} (boot {boot_nr}, recovery {})", rec.kind(), rec.seq);
+                    let _ = wtx.send((rec, in_flight.start(name)));
                 }
+                drop(wtx);
+                let _ = writer.join();
             }))
         } else {
             None
@@ -356,9 +366,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         quit.attach(None);
         drop(vm);
         if let Some(l) = listener {
-            if quit.reason().is_some() {
-                quit.waiting_for_dumps(writing.load(Ordering::SeqCst) + crashes.pending());
-            }
+            quit.waiting_for_dumps(&in_flight.names());
             let _ = l.join();
         }
         match next {
@@ -367,9 +375,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             Err(e) => break Err(e),
         }
     };
-    if quit.reason().is_some() {
-        quit.waiting_for_dumps(crashes.pending());
-    }
+    quit.waiting_for_dumps(&in_flight.names());
     report_dumps(&crashes.finish(), &events, &crash_boots);
     // Removes the API socket.
     drop(api);

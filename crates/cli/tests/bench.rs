@@ -80,6 +80,16 @@ fn bench_recovery_runs_all_three_ways_back() {
         }
         assert!(positive(&r[mode]["median_ms"]), "{r:#}");
     }
+    // The crash snapshot for the dump is timed and sized, and is part of
+    // the resurrection time.
+    let snap = &r["crash_snapshot"];
+    assert_eq!(snap["samples"], 3, "{r:#}");
+    assert!(positive(&snap["median_ms"]), "{r:#}");
+    assert!(positive(&snap["median_kib"]), "{r:#}");
+    assert!(
+        snap["max_ms"].as_f64() <= r["resurrect"]["max_ms"].as_f64(),
+        "{r:#}"
+    );
     // Resurrection keeps every key; a reboot loses all of them.
     assert_eq!(r["resurrect"]["kv_keys_lost"], 0, "{r:#}");
     assert_eq!(

@@ -10,7 +10,9 @@ use lazarus_abi::layout::{
 use lazarus_abi::root::*;
 use lazarus_abi::set_name;
 use lazarus_diagnose::{CrashKind, Frame, Report, diagnose};
-use lazarus_dump::{CrashNote, Dump, DumpInput, ExtLoad, GuestRecord, Regs, VcpuState, write_core};
+use lazarus_dump::{
+    CrashNote, Dump, DumpInput, ExtLoad, GuestRecord, Memory, Regs, VcpuState, write_core,
+};
 use lazarus_symbols::SymbolStore;
 use object::{Object, ObjectSegment, ObjectSymbol};
 use zerocopy::{FromZeros, IntoBytes};
@@ -240,7 +242,14 @@ fn build(s: &Setup) -> Built {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dump.core");
-    write_core(&path, &DumpInput { ram: &ram, note }).unwrap();
+    write_core(
+        &path,
+        &DumpInput {
+            memory: Memory::Ram(&ram),
+            note,
+        },
+    )
+    .unwrap();
     let store = SymbolStore::new(dir.path().join("symbols"));
     store.add(lazarus_image::KERNEL_ELF, "kernel").unwrap();
     store.add(&ext, "crashtest").unwrap();

@@ -140,6 +140,21 @@ pub struct CrashNote {
     pub vcpus: Vec<VcpuState>,
 }
 
+/// What memory a dump holds (the `LAZARUS` memory note, since dumps are
+/// sized to their content). Dumps without it hold all of guest RAM, every
+/// segment pointing into one copy of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryNote {
+    /// Bytes of RAM the guest had (guest-physical `0..ram_size`).
+    pub ram_size: u64,
+    /// Whether all of RAM was captured (a stopped guest), or only some
+    /// ranges (a crash-time snapshot of kernel memory). All-zero pages of
+    /// what was captured are not stored either way; they read as zero.
+    pub all_ram: bool,
+    /// Bytes of guest memory stored in the file.
+    pub stored_bytes: u64,
+}
+
 /// The kernel's [`CrashRecord`], in host-friendly form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestRecord {

@@ -7,6 +7,12 @@
 //!
 //! [`Dump::from_bytes`] reads a dump held in memory with the same code, for
 //! callers that have no file (tests, the fuzzer).
+//!
+//! Both formats read the same way: a segment says guest-physical
+//! `[paddr, paddr + memsz)` (and `vaddr`) holds its file data, then zeros.
+//! Dumps sized to their content carry a [`MemoryNote`] with the guest's RAM
+//! size; older ones, without it, held all of RAM and its size is that of
+//! the physmap segment.
 
 use std::fs::File;
 use std::io;
@@ -21,9 +27,9 @@ use serde::Deserialize;
 use zerocopy::FromBytes;
 
 use crate::error::DumpError;
-use crate::note::{CrashNote, FORMAT_VERSION, Regs};
+use crate::note::{CrashNote, FORMAT_VERSION, MemoryNote, Regs};
 use crate::prstatus::Prstatus;
-use crate::{NOTE_NAME_CORE, NOTE_NAME_LAZARUS, NT_LAZARUS_CRASH};
+use crate::{NOTE_NAME_CORE, NOTE_NAME_LAZARUS, NT_LAZARUS_CRASH, NT_LAZARUS_MEMORY};
 
 /// Largest note segment we load (the JSON note is a few KiB).
 const MAX_NOTES: u64 = 64 << 20;
@@ -52,7 +58,7 @@ impl Segment {
         va >= self.vaddr && va - self.vaddr < self.memsz
     }
     fn contains_phys(&self, pa: u64) -> bool {
-        pa >= self.paddr && pa - self.paddr < self.filesz
+        pa >= self.paddr && pa - self.paddr < self.memsz
     }
 }
 
@@ -95,6 +101,9 @@ pub struct Dump {
     segments: Vec<Segment>,
     /// Bytes of guest RAM in the dump (the extent of the physical view).
     ram_size: u64,
+    /// What memory the dump holds; `None` in dumps of all of RAM written
+    /// before dumps were sized to their content.
+    memory: Option<MemoryNote>,
 }
 
 fn read_at(file: &Source, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, DumpError> {
@@ -184,6 +193,7 @@ impl Dump {
         let mut segments = Vec::new();
         let mut note: Option<CrashNote> = None;
         let mut prstatus = Vec::new();
+        let mut memory: Option<MemoryNote> = None;
         for (index, ph) in phdrs.iter().enumerate() {
             let (offset, filesz) = (ph.p_offset(e), ph.p_filesz(e));
             let end = offset
@@ -216,18 +226,21 @@ impl Dump {
                     }
                     let data = read_at(&file, path, offset, filesz)?;
                     let align = ph.p_align(e).max(4);
-                    parse_notes(&data, align, &mut note, &mut prstatus)?;
+                    parse_notes(&data, align, &mut note, &mut memory, &mut prstatus)?;
                 }
                 _ => {}
             }
         }
         let note = note.ok_or(DumpError::MissingNote)?;
-        let ram_size = segments
-            .iter()
-            .filter(|s| s.paddr == 0)
-            .map(|s| s.filesz)
-            .max()
-            .unwrap_or(0);
+        let ram_size = match &memory {
+            Some(m) => m.ram_size,
+            None => segments
+                .iter()
+                .filter(|s| s.paddr == 0)
+                .map(|s| s.filesz)
+                .max()
+                .unwrap_or(0),
+        };
         Ok(Dump {
             path: path_buf,
             file,
@@ -236,7 +249,14 @@ impl Dump {
             prstatus,
             segments,
             ram_size,
+            memory,
         })
+    }
+
+    /// What memory the dump holds, for dumps sized to their content;
+    /// `None` for an older dump of all of RAM.
+    pub fn memory(&self) -> Option<&MemoryNote> {
+        self.memory.as_ref()
     }
 
     /// Where the dump was opened from.
@@ -303,24 +323,35 @@ impl Dump {
         Ok(())
     }
 
-    /// Reads guest-physical memory.
+    /// Reads guest-physical memory: what a segment holds (its file data,
+    /// then zeros up to its `memsz`). Memory the dump did not capture is
+    /// [`DumpError::Unmapped`].
     pub fn read_phys(&self, pa: u64, buf: &mut [u8]) -> Result<(), DumpError> {
         let mut done = 0usize;
         while done < buf.len() {
             let addr = pa
                 .checked_add(done as u64)
                 .ok_or(DumpError::Unmapped { addr: pa })?;
+            // Segments that map the same frames agree; prefer one with file
+            // data at `addr`, and the most of it.
             let seg = self
                 .segments
                 .iter()
                 .filter(|s| s.contains_phys(addr))
-                .max_by_key(|s| s.filesz)
+                .max_by_key(|s| (addr - s.paddr < s.filesz, s.filesz))
                 .ok_or(DumpError::Unmapped { addr })?;
             let rel = addr - seg.paddr;
-            let n = ((seg.filesz - rel) as usize).min(buf.len() - done);
-            self.file
-                .read_exact_at(&mut buf[done..done + n], seg.offset + rel)
-                .map_err(DumpError::io(&self.path))?;
+            let n = ((seg.memsz - rel) as usize).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            if rel < seg.filesz {
+                let in_file = ((seg.filesz - rel) as usize).min(n);
+                self.file
+                    .read_exact_at(&mut out[..in_file], seg.offset + rel)
+                    .map_err(DumpError::io(&self.path))?;
+                out[in_file..].fill(0);
+            } else {
+                out.fill(0);
+            }
             done += n;
         }
         Ok(())
@@ -360,6 +391,7 @@ fn parse_notes(
     data: &[u8],
     align: u64,
     note: &mut Option<CrashNote>,
+    memory: &mut Option<MemoryNote>,
     prstatus: &mut Vec<(u32, Regs)>,
 ) -> Result<(), DumpError> {
     let e = LittleEndian;
@@ -389,6 +421,12 @@ fn parse_notes(
                     });
                 }
                 *note = Some(serde_json::from_slice(n.desc()).map_err(DumpError::InvalidNote)?);
+            }
+            (name, NT_LAZARUS_MEMORY) if name == NOTE_NAME_LAZARUS => {
+                *memory = Some(
+                    serde_json::from_slice(n.desc())
+                        .map_err(|e| bad("LAZARUS memory", e.to_string()))?,
+                );
             }
             _ => {}
         }

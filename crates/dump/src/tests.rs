@@ -112,9 +112,34 @@ fn note() -> CrashNote {
 
 fn write(dir: &Path, g: &Guest, note: CrashNote) -> PathBuf {
     let path = dir.join("dump.core");
-    let n = write_core(&path, &DumpInput { ram: &g.ram, note }).expect("write");
+    let input = DumpInput {
+        memory: Memory::Ram(&g.ram),
+        note,
+    };
+    let n = write_core(&path, &input).expect("write");
     assert_eq!(n, std::fs::metadata(&path).unwrap().len());
     path
+}
+
+/// The segments at virtual addresses in `range`.
+fn segments_in(d: &Dump, range: std::ops::Range<u64>) -> Vec<Segment> {
+    d.segments()
+        .iter()
+        .filter(|s| range.contains(&s.vaddr))
+        .copied()
+        .collect()
+}
+
+/// Segments made by the page-table walks (neither kernel window).
+fn walked(d: &Dump) -> Vec<Segment> {
+    d.segments()
+        .iter()
+        .filter(|s| {
+            !(PHYSMAP_BASE..PHYSMAP_BASE + (1 << 40)).contains(&s.vaddr)
+                && !(KERNEL_VIRT_BASE..KERNEL_VIRT_BASE + (1 << 30)).contains(&s.vaddr)
+        })
+        .copied()
+        .collect()
 }
 
 fn read_virt(d: &Dump, va: u64, len: usize) -> Vec<u8> {
@@ -140,9 +165,17 @@ fn round_trip() {
     assert_eq!(d.prstatus(1).unwrap().rax, 42);
     assert!(d.prstatus(2).is_none());
 
-    // Two windows, one kernel-stack run, one coalesced extension run and
-    // one user run.
-    assert_eq!(d.segments().len(), 5, "{:#x?}", d.segments());
+    // Besides the two windows: one kernel-stack run, one coalesced
+    // extension run and one user run.
+    assert_eq!(walked(&d).len(), 3, "{:#x?}", d.segments());
+    assert_eq!(
+        d.memory(),
+        Some(&MemoryNote {
+            ram_size: g.ram.len() as u64,
+            all_ram: true,
+            stored_bytes: d.memory().unwrap().stored_bytes,
+        })
+    );
     let span = |va: u64, len: usize| &g.ram[va as usize..va as usize + len];
     assert_eq!(read_virt(&d, PHYSMAP_BASE + 0x1234, 16), span(0x1234, 16));
     assert_eq!(
@@ -188,18 +221,172 @@ fn round_trip() {
 }
 
 #[test]
-fn zero_pages_are_holes() {
-    use std::os::unix::fs::MetadataExt;
+fn zero_pages_are_left_out_and_read_as_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), &guest(), note());
-    let meta = std::fs::metadata(&path).unwrap();
-    // 4 MiB of RAM, of which a few pages are not zero.
+    let g = guest();
+    let path = write(dir.path(), &g, note());
+    // 4 MiB of RAM, of which a few pages are not zero: the file holds
+    // those (not a sparse file of RAM size).
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len < 256 * 1024, "a {len}-byte dump of 4 MiB of RAM");
+    let d = Dump::open(&path).unwrap();
+    let stored = d.memory().unwrap().stored_bytes;
+    assert!(stored < len, "{stored} of {len}");
+    // Every byte of RAM reads back as it was, zeros included, physically
+    // and through the physmap.
+    let mut all = vec![0u8; g.ram.len()];
+    d.read_phys(0, &mut all).unwrap();
+    assert!(all == g.ram, "physical view differs");
+    d.read_virt(PHYSMAP_BASE, &mut all).unwrap();
+    assert!(all == g.ram, "physmap view differs");
+    assert_eq!(read_virt(&d, KERNEL_VIRT_BASE, 4096), &g.ram[..4096]);
+}
+
+#[test]
+fn fragmented_ram_is_coalesced_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every other page non-zero, past the run budget.
+    let mut g = guest();
+    g.ram.resize(48 * MIB, 0);
+    for page in (4 * MIB / 4096..48 * MIB / 4096).step_by(8) {
+        g.ram[page * 4096 + 7] = 0x5a;
+    }
+    let path = write(dir.path(), &g, note());
+    let d = Dump::open(&path).unwrap();
+    let windows = segments_in(&d, PHYSMAP_BASE..PHYSMAP_BASE + (1 << 40));
+    assert!(windows.len() <= 4097, "{} physmap segments", windows.len());
+    let mut all = vec![0u8; g.ram.len()];
+    d.read_phys(0, &mut all).unwrap();
+    assert!(all == g.ram, "physical view differs");
+}
+
+/// The ranges a crash snapshot holds: the boot page tables, the walked
+/// tables, the kernel stack and extension pages, one kernel data page.
+fn captured_ranges(g: &Guest) -> Vec<(u64, &[u8])> {
+    let r = |pa: u64, len: u64| (pa, &g.ram[pa as usize..(pa + len) as usize]);
+    vec![
+        r(EXT_PA, 3 * 4096),
+        r(0, 0x10000),
+        r(0x10_0000, 0x10000),
+        r(KSTACK_PA, 4096),
+    ]
+}
+
+#[test]
+fn a_snapshot_dump_holds_what_was_captured_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest();
+    let path = dir.path().join("snap.core");
+    let input = DumpInput {
+        memory: Memory::Captured {
+            ram_size: g.ram.len() as u64,
+            ranges: captured_ranges(&g),
+        },
+        note: note(),
+    };
+    let n = write_core(&path, &input).unwrap();
+    let captured: u64 = captured_ranges(&g).iter().map(|r| r.1.len() as u64).sum();
+    assert_eq!(n, std::fs::metadata(&path).unwrap().len());
     assert!(
-        meta.blocks() * 512 < meta.len() / 2,
-        "{} bytes allocated for a {}-byte file",
-        meta.blocks() * 512,
-        meta.len()
+        n < captured + 16 * 4096,
+        "{n} bytes for {captured} captured"
     );
+    let d = Dump::open(&path).unwrap();
+    let memory = d.memory().unwrap();
+    assert_eq!(
+        (memory.ram_size, memory.all_ram),
+        (g.ram.len() as u64, false)
+    );
+    // The all-zero pages of the captured ranges are not stored...
+    assert!(memory.stored_bytes < captured, "{memory:?}");
+    // ...but read as zero, unlike memory that was not captured.
+    let mut z = [1u8; 64];
+    d.read_phys(0x8000, &mut z).unwrap();
+    assert_eq!(z, [0u8; 64]);
+    assert_eq!(d.ram_size(), g.ram.len() as u64);
+    let span = |pa: u64, len: usize| &g.ram[pa as usize..pa as usize + len];
+    // The walks found the kernel stack and the extension through the
+    // captured tables; the user page was not captured.
+    assert_eq!(read_virt(&d, KSTACK_VA, 4096), span(KSTACK_PA, 4096));
+    assert_eq!(
+        read_virt(&d, EXT_REGION + 100, 3 * 4096 - 100),
+        span(EXT_PA + 100, 3 * 4096 - 100)
+    );
+    assert_eq!(
+        read_virt(&d, KERNEL_VIRT_BASE + 0x1234, 16),
+        span(0x1234, 16)
+    );
+    let mut b = [0u8; 8];
+    for (pa, what) in [(USER_PA, "user page"), (0x20_1000, "free RAM")] {
+        assert!(
+            matches!(d.read_phys(pa, &mut b), Err(DumpError::Unmapped { .. })),
+            "{what}"
+        );
+        assert!(lazarus_guestmem::PhysMemory::read(&d, pa, &mut b).is_err());
+    }
+    assert!(d.read_virt(0x40_0000, &mut b).is_err());
+}
+
+#[test]
+fn a_captured_range_outside_ram_or_overlapping_is_clipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest();
+    let path = dir.path().join("clip.core");
+    let big = vec![7u8; 0x3000];
+    let input = DumpInput {
+        memory: Memory::Captured {
+            ram_size: g.ram.len() as u64,
+            ranges: vec![
+                (0x1000, &g.ram[0x1000..0x3000]),
+                (0x2000, &big[..]),
+                (g.ram.len() as u64 - 0x1000, &big[..]),
+                (u64::MAX - 10, &big[..]),
+            ],
+        },
+        note: note(),
+    };
+    write_core(&path, &input).unwrap();
+    let d = Dump::open(&path).unwrap();
+    let mut b = vec![0u8; 0x2000];
+    d.read_phys(0x1000, &mut b).unwrap();
+    assert!(b == g.ram[0x1000..0x3000]);
+    d.read_phys(0x3000, &mut b[..0x1000]).unwrap();
+    assert!(b[..0x1000].iter().all(|&x| x == 7));
+    d.read_phys(g.ram.len() as u64 - 0x1000, &mut b[..0x1000])
+        .unwrap();
+    assert!(d.read_phys(g.ram.len() as u64, &mut b[..1]).is_err());
+}
+
+/// A dump of the first format (one copy of all of RAM, no memory note),
+/// written by the writer before dumps were sized to their content: 128
+/// KiB of RAM, a kernel-stack page at 0x1a000, three extension pages at
+/// 0x1b000 and a user page at 0x1e000.
+const FORMAT1: &[u8] = include_bytes!("../testdata/format1-full-ram.dump");
+
+#[test]
+fn dumps_of_the_first_format_still_read() {
+    let d = Dump::from_bytes(FORMAT1.to_vec()).expect("a format-1 dump");
+    assert_eq!(d.memory(), None);
+    assert_eq!(d.ram_size(), 0x20000);
+    assert_eq!(d.note().detector, "pvpanic");
+    // What `fill` wrote there.
+    let expect = |len: usize, seed: u8| -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add(i as u8) | 1).collect()
+    };
+    let kva = KSTACK_REGION + KSTACK_STRIDE - 4096;
+    assert_eq!(read_virt(&d, kva, 4096), expect(4096, 1));
+    assert_eq!(read_virt(&d, EXT_REGION, 3 * 4096), expect(3 * 4096, 2));
+    assert_eq!(read_virt(&d, 0x40_0000, 4096), expect(4096, 3));
+    assert_eq!(read_virt(&d, PHYSMAP_BASE + 0x1234, 16), expect(16, 4));
+    let mut b = [0u8; 16];
+    d.read_phys(0x1234, &mut b).unwrap();
+    assert_eq!(b.to_vec(), expect(16, 4));
+    // Zero pages of the RAM copy read as zero, physically too.
+    let mut b = [1u8; 64];
+    d.read_phys(0x1f000, &mut b).unwrap();
+    assert_eq!(b, [0u8; 64]);
+    assert!(d.read_phys(0x20000, &mut b).is_err());
+    assert_eq!(d.translate(USER_CR3, 0x40_0010), Some(0x1e010));
 }
 
 #[test]
@@ -211,7 +398,8 @@ fn no_record_no_cr3_and_no_vcpus() {
     let path = write(dir.path(), &guest(), n.clone());
     let d = Dump::open(&path).unwrap();
     assert_eq!(d.prstatus(0).unwrap().rip, n.vcpus[0].regs.rip);
-    assert_eq!(d.segments().len(), 4);
+    // No user walk without a CR3.
+    assert_eq!(walked(&d).len(), 2);
     n.vcpus.clear();
     let path = write(dir.path(), &guest(), n);
     let d = Dump::open(&path).unwrap();
@@ -232,7 +420,7 @@ fn page_tables_pointing_anywhere_do_not_matter() {
     n.vcpus[0].regs.cr3 = u64::MAX;
     let path = write(dir.path(), &g, n);
     let d = Dump::open(&path).unwrap();
-    assert_eq!(d.segments().len(), 2);
+    assert_eq!(walked(&d).len(), 0, "{:#x?}", d.segments());
 }
 
 #[test]
@@ -243,7 +431,7 @@ fn writer_rejects_other_versions() {
     let err = write_core(
         &dir.path().join("x"),
         &DumpInput {
-            ram: &[0; 4096],
+            memory: Memory::Ram(&[0; 4096]),
             note: n,
         },
     );

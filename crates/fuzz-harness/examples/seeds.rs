@@ -14,7 +14,7 @@ use lazarus_abi::layout::{
     BOOT_PML4_GPA, EXT_REGION, KERNEL_PHYS_BASE, KERNEL_VIRT_BASE, KSTACK_REGION, KSTACK_SIZE,
     KSTACK_STRIDE, USER_IMAGE_BASE,
 };
-use lazarus_dump::{CrashNote, DumpInput, FORMAT_VERSION, GuestRecord, Regs, VcpuState};
+use lazarus_dump::{CrashNote, DumpInput, FORMAT_VERSION, GuestRecord, Memory, Regs, VcpuState};
 use lazarus_guestmem::test_util::TableBuilder;
 
 fn main() {
@@ -279,6 +279,15 @@ fn dumps() -> Vec<(&'static str, Vec<u8>)> {
         ],
     };
     let tables = write_dump(&ram, note.clone());
+    // Only some ranges captured (as a crash snapshot is): the tables, and
+    // half of the boot page.
+    let captured = write_dump_of(
+        Memory::Captured {
+            ram_size: ram.len() as u64,
+            ranges: vec![(0, &ram[..0x1000]), (0x3000, &ram[0x3000..])],
+        },
+        note.clone(),
+    );
     let bare = write_dump(
         &[0u8; 4096],
         CrashNote {
@@ -288,14 +297,19 @@ fn dumps() -> Vec<(&'static str, Vec<u8>)> {
             ..note
         },
     );
-    vec![("tables", tables), ("bare", bare)]
+    vec![("tables", tables), ("captured", captured), ("bare", bare)]
 }
 
 fn write_dump(ram: &[u8], note: CrashNote) -> Vec<u8> {
+    write_dump_of(Memory::Ram(ram), note)
+}
+
+fn write_dump_of(memory: Memory, note: CrashNote) -> Vec<u8> {
     let dir = std::env::temp_dir().join(format!("lazarus-seeds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("seed.core");
-    lazarus_dump::write_core(&path, &DumpInput { ram, note }).expect("write_core");
+    let input = DumpInput { memory, note };
+    lazarus_dump::write_core(&path, &input).expect("write_core");
     let data = std::fs::read(&path).expect("read dump");
     let _ = std::fs::remove_dir_all(&dir);
     data

@@ -206,6 +206,25 @@ impl Resurrector {
             let p = &root.procs[KernelRoot::slot_of(pid)];
             (pid != 0 && p.pid == pid).then_some(p.cr3)
         };
+        // The faulting instruction's stack and code (the kernel's trap
+        // frame), the crashed vCPU's at the exit, and every other vCPU's.
+        let at_fault = guest_record.as_ref().map(|r| snapshot::CpuView {
+            cr3: sregs.cr3,
+            rsp: r.frame.rsp,
+            rip: r.frame.rip,
+        });
+        let cpus: Vec<snapshot::CpuView> = std::iter::once((Some(regs), Some(sregs)))
+            .chain(vm.others.iter().map(|o| (o.regs, o.sregs)))
+            .filter_map(|(r, s)| {
+                let (r, s) = (r?, s?);
+                Some(snapshot::CpuView {
+                    cr3: s.cr3,
+                    rsp: r.rsp,
+                    rip: r.rip,
+                })
+            })
+            .chain(at_fault)
+            .collect();
         let snap_start = Instant::now();
         let snapshot = snapshot::take(
             vm.mem,
@@ -213,6 +232,7 @@ impl Resurrector {
             &root,
             self.kernel_phys,
             offender_cr3,
+            &cpus,
             &self.pool,
         );
         let snapshot_time = snap_start.elapsed();

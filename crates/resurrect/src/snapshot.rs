@@ -4,25 +4,28 @@
 //! Copying all of RAM would delay resumption by milliseconds (docs/PLATFORM.md:
 //! ~13 GB/s at best), so, like makedumpfile's default filtering, the
 //! snapshot holds kernel memory only: boot structures and page tables, the
-//! kernel image (with its state root), the kernel heap, every page mapped
-//! in the kernel's own regions (kernel stacks, extensions), and the
-//! offending process's memory. Other processes' user pages are left out.
-//! The copy goes into a pre-faulted buffer so that it costs no page faults.
+//! kernel image (with its state root, per-CPU interrupt and idle stacks),
+//! the kernel heap, every page mapped in the kernel's own regions (every
+//! process's kernel stack, the extensions' code and data), the offending
+//! process's memory, and each stopped vCPU's stack and code pages through
+//! its own page tables (whatever stack it was on). Other processes' user
+//! pages are left out. The copy goes into a pre-faulted buffer so that it
+//! costs no page faults. A dump of the snapshot holds exactly these ranges
+//! (`lazarus_dump::Memory::Captured`).
 
 use lazarus_abi::layout::{
     BOOT_RESERVED_END, EXT_REGION, EXT_SLOT_SIZE, KSTACK_REGION, KSTACK_STRIDE, PAGE_SIZE,
     PHYSMAP_BASE,
 };
 use lazarus_abi::root::{KernelRoot, MAX_EXTS, MAX_PROCS};
-use lazarus_guestmem::{Limits, PageSize, Visit, VisitControl, walk_range};
+use lazarus_guestmem::{Limits, PageSize, Visit, VisitControl, translate, walk_range};
 
 use lazarus_vmm::memory::GuestRam;
 
 /// Copied guest-physical ranges, sorted and disjoint.
 #[derive(Debug, Default)]
 pub struct MemSnapshot {
-    /// Bytes of guest RAM the ranges are in (the size of
-    /// [`MemSnapshot::to_ram_image`]).
+    /// Bytes of guest RAM the ranges are in.
     pub mem_size: u64,
     /// (guest-physical address, offset in `data`, length)
     pub ranges: Vec<(u64, usize, usize)>,
@@ -52,19 +55,12 @@ impl MemSnapshot {
         self.ranges.is_empty()
     }
 
-    /// The snapshot spread over a full-size RAM image (zero elsewhere).
-    /// The zero pages of a fresh allocation cost nothing until written.
-    pub fn to_ram_image(&self) -> Vec<u8> {
-        let mut ram = vec![0u8; self.mem_size as usize];
-        for &(pa, off, len) in &self.ranges {
-            if let (Some(dst), Some(src)) = (
-                ram.get_mut(pa as usize..pa as usize + len),
-                self.data.get(off..off + len),
-            ) {
-                dst.copy_from_slice(src);
-            }
-        }
-        ram
+    /// The captured ranges with their bytes: `(guest-physical address,
+    /// bytes)`, what a dump of the snapshot holds.
+    pub fn captured(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.ranges
+            .iter()
+            .filter_map(|&(pa, off, len)| Some((pa, self.data.get(off..off.checked_add(len)?)?)))
     }
 }
 
@@ -127,13 +123,55 @@ fn walk(ram: &[u8], pml4: u64, va_lo: u64, va_hi: u64, out: &mut Vec<(u64, u64)>
     });
 }
 
-/// Takes the snapshot. `offender_cr3` is the faulting process's PML4.
+/// Where a stopped vCPU was: the snapshot keeps its stack and the code it
+/// ran, found through its own page tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuView {
+    /// Its page-table root.
+    pub cr3: u64,
+    /// Its stack pointer.
+    pub rsp: u64,
+    /// Its instruction pointer.
+    pub rip: u64,
+}
+
+/// Stack kept above a vCPU's stack pointer: a kernel stack's size and
+/// more (an interrupt stack, an idle stack), and the frames a backtrace
+/// walks.
+const STACK_WINDOW: u64 = 32 * 1024;
+
+/// Adds the pages of `cpu`'s stack (from its stack pointer up to the first
+/// unmapped page, at most [`STACK_WINDOW`]) and of the instruction at its
+/// RIP (which may cross into the next page).
+fn cpu_pages(ram: &[u8], cpu: &CpuView, out: &mut Vec<(u64, u64)>) {
+    let page = |va: u64| {
+        translate(ram, cpu.cr3, va & !(PAGE_SIZE - 1))
+            .ok()
+            .map(|t| t.pa & !(PAGE_SIZE - 1))
+    };
+    let lo = cpu.rsp & !(PAGE_SIZE - 1);
+    for i in 0..STACK_WINDOW / PAGE_SIZE {
+        match page(lo.wrapping_add(i * PAGE_SIZE)) {
+            Some(pa) => out.push((pa, PAGE_SIZE)),
+            None => break,
+        }
+    }
+    for va in [cpu.rip, cpu.rip.wrapping_add(15)] {
+        if let Some(pa) = page(va) {
+            out.push((pa, PAGE_SIZE));
+        }
+    }
+}
+
+/// Takes the snapshot. `offender_cr3` is the faulting process's PML4;
+/// `cpus` are the stopped vCPUs, the crashed one first.
 pub fn take(
     mem: &GuestRam,
     mem_size: u64,
     root: &KernelRoot,
     kernel_phys: (u64, u64),
     offender_cr3: Option<u64>,
+    cpus: &[CpuView],
     pool: &BufferPool,
 ) -> MemSnapshot {
     let t_start = std::time::Instant::now();
@@ -168,6 +206,9 @@ pub fn take(
     );
     if let Some(cr3) = offender_cr3.filter(|&c| c != pml4) {
         walk(ram, cr3, 0, 0x0000_8000_0000_0000, &mut want);
+    }
+    for cpu in cpus {
+        cpu_pages(ram, cpu, &mut want);
     }
     // Sort, clip to RAM, merge.
     want.retain(|&(pa, len)| len > 0 && pa < mem_size);

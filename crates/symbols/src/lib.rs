@@ -11,6 +11,6 @@ mod symbolizer;
 
 pub use error::SymbolError;
 pub use store::{
-    Module, SymbolStore, build_id_of, build_id_of_loaded, initramfs_modules, is_build_id,
+    Module, Richness, SymbolStore, build_id_of, build_id_of_loaded, initramfs_modules, is_build_id,
 };
-pub use symbolizer::{FunctionSymbol, Symbol, Symbolizer, function_symbols};
+pub use symbolizer::{FunctionSymbol, Symbol, Symbolizer, function_symbols, source_path};

@@ -130,6 +130,36 @@ pub fn initramfs_modules(cpio: &[u8]) -> Result<Vec<Module>, SymbolError> {
     Ok(out)
 }
 
+/// How much an ELF file says about its code, compared lexicographically:
+/// DWARF first (file, line, inlined functions), then the functions in its
+/// symbol table, then the size of its debug info.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Richness {
+    /// It has DWARF debug info.
+    pub debug_info: bool,
+    /// Symbols in its symbol table.
+    pub symbols: usize,
+    /// Bytes of `.debug_info`.
+    pub debug_bytes: u64,
+}
+
+impl Richness {
+    /// Of the ELF file `elf`; `None` if it does not parse.
+    pub fn of(elf: &[u8]) -> Option<Richness> {
+        object::File::parse(elf).ok().map(|f| Self::of_file(&f))
+    }
+
+    fn of_file(file: &object::File<'_>) -> Richness {
+        use object::ObjectSection;
+        let debug_bytes = file.section_by_name(".debug_info").map_or(0, |s| s.size());
+        Richness {
+            debug_info: debug_bytes > 0,
+            symbols: file.symbols().count(),
+            debug_bytes,
+        }
+    }
+}
+
 /// ELF files by build id in one directory.
 #[derive(Clone, Debug)]
 pub struct SymbolStore {
@@ -152,9 +182,13 @@ impl SymbolStore {
         is_build_id(&id).then(|| self.dir.join(format!("{id}.{ext}")))
     }
 
-    /// Stores an ELF file under its build id and returns the id. Storing a
-    /// build id that is already present changes nothing (the same id means
-    /// the same code). Files appear atomically (write, then rename).
+    /// Stores an ELF file under its build id and returns the id. The same
+    /// id means the same code, but not the same symbols: `strip` keeps the
+    /// build id. So a file replaces the one stored under its id only when
+    /// it has more to say ([`Richness`]): a stripped or symbol-less copy
+    /// never replaces a richer one, and a full copy heals a store that got
+    /// the stripped one first. Files appear atomically (write, then
+    /// rename).
     pub fn add(&self, elf: &[u8], name: &str) -> Result<String, SymbolError> {
         let file = object::File::parse(elf).map_err(|e| SymbolError::NotElf(e.to_string()))?;
         if file.kind() == ObjectKind::Unknown {
@@ -166,7 +200,13 @@ impl SymbolStore {
             return Err(SymbolError::NoBuildId);
         };
         if elf_path.is_file() {
-            return Ok(id);
+            // An unreadable or unparsable stored file is replaced.
+            let stored = std::fs::read(&elf_path)
+                .ok()
+                .and_then(|old| Richness::of(&old));
+            if stored.is_some_and(|old| Richness::of_file(&file) <= old) {
+                return Ok(id);
+            }
         }
         std::fs::create_dir_all(&self.dir).map_err(SymbolError::io(&self.dir))?;
         write_atomic(&name_path, format!("{name}\n").as_bytes())?;
@@ -238,7 +278,10 @@ mod tests {
         assert!(store.find(&id).is_none());
         assert_eq!(store.add(kernel, "kernel").unwrap(), id);
         assert_eq!(store.add(kernel, "kernel").unwrap(), id);
-        assert_eq!(std::fs::read(store.find(&id).unwrap()).unwrap(), kernel);
+        assert!(
+            std::fs::read(store.find(&id).unwrap()).unwrap() == kernel,
+            "the stored file is not `kernel`"
+        );
         assert_eq!(store.find(&id.to_uppercase()), store.find(&id));
         assert_eq!(store.name(&id).as_deref(), Some("kernel"));
         assert!(store.find("../../x").is_none());
@@ -288,6 +331,101 @@ mod tests {
                 true
             }),
             None
+        );
+    }
+
+    /// The real kernel run through binutils (`strip`, `objcopy`): the
+    /// build id survives, the symbols do not.
+    fn binutils(tool: &str, args: &[&str], dir: &Path) -> Vec<u8> {
+        let input = dir.join("kernel.elf");
+        std::fs::write(&input, lazarus_image::KERNEL_ELF).unwrap();
+        let output = dir.join(format!("kernel-{tool}.elf"));
+        // `strip [-o OUT] IN`, `objcopy IN OUT`.
+        let mut cmd = std::process::Command::new(tool);
+        cmd.args(args);
+        if tool == "strip" {
+            cmd.arg("-o").arg(&output).arg(&input);
+        } else {
+            cmd.arg(&input).arg(&output);
+        }
+        let status = cmd.status().unwrap_or_else(|e| {
+            panic!("cannot run {tool} ({e}): install binutils (scripts/setup.sh does)")
+        });
+        assert!(status.success(), "{tool} {args:?} failed");
+        std::fs::read(&output).unwrap()
+    }
+
+    #[test]
+    fn a_stripped_kernel_never_replaces_the_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = lazarus_image::KERNEL_ELF;
+        let stripped = binutils("strip", &[], dir.path());
+        let no_debug = binutils("objcopy", &["--strip-debug"], dir.path());
+        let id = build_id_of(full).unwrap();
+        // What makes the poisoning possible: the build id survives.
+        assert_eq!(build_id_of(&stripped).as_deref(), Some(id.as_str()));
+        assert_eq!(build_id_of(&no_debug).as_deref(), Some(id.as_str()));
+        assert!(stripped.len() < full.len() / 2);
+        let full_r = Richness::of(full).unwrap();
+        assert!(Richness::of(&no_debug).unwrap() < full_r);
+        assert!(Richness::of(&stripped).unwrap() < Richness::of(&no_debug).unwrap());
+
+        let trap_dispatch = |store: &SymbolStore| {
+            let file = object::File::parse(full).unwrap();
+            let sym = object::Object::symbols(&file)
+                .find(|s| object::ObjectSymbol::name(s) == Ok("trap_dispatch"))
+                .unwrap();
+            store
+                .symbolizer(&id)
+                .unwrap()
+                .unwrap()
+                .lookup(object::ObjectSymbol::address(&sym) + 4)
+        };
+
+        // The full kernel first: neither lesser copy replaces it.
+        let store = SymbolStore::new(dir.path().join("a"));
+        store.add(full, "kernel").unwrap();
+        assert_eq!(store.add(&stripped, "kernel").unwrap(), id);
+        assert_eq!(store.add(&no_debug, "kernel").unwrap(), id);
+        assert!(
+            std::fs::read(store.find(&id).unwrap()).unwrap() == full,
+            "the stored file is not `full`"
+        );
+        let hit = trap_dispatch(&store).expect("symbolized");
+        assert_eq!(hit.function, "trap_dispatch");
+        assert!(hit.line.is_some());
+
+        // The stripped kernel first (a poisoned store): a richer copy
+        // replaces it, the full one replaces that.
+        let store = SymbolStore::new(dir.path().join("b"));
+        store.add(&stripped, "kernel").unwrap();
+        assert!(
+            trap_dispatch(&store).is_none(),
+            "a stripped kernel names nothing"
+        );
+        store.add(&no_debug, "kernel").unwrap();
+        assert!(
+            std::fs::read(store.find(&id).unwrap()).unwrap() == no_debug,
+            "the stored file is not `no_debug`"
+        );
+        assert_eq!(trap_dispatch(&store).unwrap().function, "trap_dispatch");
+        store.add(full, "kernel").unwrap();
+        assert!(
+            std::fs::read(store.find(&id).unwrap()).unwrap() == full,
+            "the stored file is not `full`"
+        );
+        assert!(trap_dispatch(&store).unwrap().line.is_some());
+        // Only the stored files, no temporaries left behind.
+        assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 2);
+
+        // A damaged stored file is replaced by any good copy.
+        let store = SymbolStore::new(dir.path().join("c"));
+        store.add(full, "kernel").unwrap();
+        std::fs::write(store.find(&id).unwrap(), b"damaged").unwrap();
+        store.add(&stripped, "kernel").unwrap();
+        assert!(
+            std::fs::read(store.find(&id).unwrap()).unwrap() == stripped,
+            "the stored file is not `stripped`"
         );
     }
 

@@ -5,6 +5,11 @@
 //! callees come from DWARF through `addr2line` when the file has it.
 //! Addresses are the ELF's own link-time addresses: the kernel's virtual
 //! addresses as they are, an extension's `address - load base`.
+//!
+//! Source paths are given as a reader of the project knows them, not as
+//! the build machine had them ([`source_path`]): relative to the project
+//! (the compilation directory DWARF records), `library/core/...` for the
+//! Rust standard library, `CRATE-VERSION/...` for a crates.io dependency.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -45,6 +50,8 @@ pub struct Symbolizer {
     /// claims addresses near 0, so nothing outside these is looked up.
     text: Vec<std::ops::Range<u64>>,
     dwarf: Option<addr2line::Context<Reader>>,
+    /// The compilation directories of the DWARF units, longest first.
+    comp_dirs: Vec<String>,
 }
 
 impl std::fmt::Debug for Symbolizer {
@@ -143,12 +150,18 @@ impl Symbolizer {
             .filter(|s| s.kind() == SectionKind::Text && s.size() > 0)
             .filter_map(|s| Some(s.address()..s.address().checked_add(s.size())?))
             .collect();
-        let dwarf = if file.section_by_name(".debug_info").is_some() {
-            Some(load_dwarf(&file)?)
+        let (dwarf, comp_dirs) = if file.section_by_name(".debug_info").is_some() {
+            let (ctx, dirs) = load_dwarf(&file)?;
+            (Some(ctx), dirs)
         } else {
-            None
+            (None, Vec::new())
         };
-        Ok(Symbolizer { funcs, text, dwarf })
+        Ok(Symbolizer {
+            funcs,
+            text,
+            dwarf,
+            comp_dirs,
+        })
     }
 
     /// Whether file:line information is available.
@@ -183,7 +196,7 @@ impl Symbolizer {
         let (mut file, mut line, mut inlined, mut dwarf_fn) = (None, None, Vec::new(), None);
         if let Some(ctx) = &self.dwarf {
             if let Ok(Some(loc)) = ctx.find_location(addr) {
-                file = loc.file.map(str::to_string);
+                file = loc.file.map(|f| source_path(f, &self.comp_dirs));
                 line = loc.line;
             }
             if let Ok(mut frames) = ctx.find_frames(addr).skip_all_loads() {
@@ -219,7 +232,73 @@ impl Symbolizer {
     }
 }
 
-fn load_dwarf(file: &object::File) -> Result<addr2line::Context<Reader>, SymbolError> {
+/// Where the standard library's sources are in rustc's own paths:
+/// `/rustc/<commit>/library/...`.
+const RUSTC_PREFIX: &str = "/rustc/";
+/// Where cargo unpacks crates.io and git dependencies:
+/// `~/.cargo/registry/src/<index>/<crate>-<version>/...` and
+/// `~/.cargo/git/checkouts/<repo>/<rev>/...`.
+const CARGO_DEPS: [&str; 2] = ["/registry/src/", "/git/checkouts/"];
+
+/// A source path as the project's reader knows it: `/rustc/<commit>/`
+/// dropped (`library/core/src/...`), a cargo dependency from its crate
+/// directory (`spin-0.9.8/src/...`), anything under a compilation
+/// directory relative to it (the workspace: `guest/kernel/src/...`).
+/// Other paths are kept as they are.
+pub fn source_path(path: &str, comp_dirs: &[String]) -> String {
+    if let Some(rest) = path.strip_prefix(RUSTC_PREFIX)
+        && let Some((_commit, rel)) = rest.split_once('/')
+    {
+        return rel.to_string();
+    }
+    for deps in CARGO_DEPS {
+        if let Some(i) = path.find(deps) {
+            let rest = &path[i + deps.len()..];
+            // Past the index (or repository) directory.
+            if let Some((_index, rel)) = rest.split_once('/')
+                && !rel.is_empty()
+            {
+                return rel.to_string();
+            }
+        }
+    }
+    for dir in comp_dirs {
+        if let Some(rel) = path
+            .strip_prefix(dir.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            && !rel.is_empty()
+        {
+            return rel.to_string();
+        }
+    }
+    path.to_string()
+}
+
+/// The compilation directories of `dwarf`'s units, longest first (the
+/// rustc one excluded: its paths are handled on their own).
+fn comp_dirs(dwarf: &gimli::Dwarf<Reader>) -> Vec<String> {
+    let mut dirs = Vec::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        if let Some(dir) = unit.comp_dir.as_ref()
+            && let Ok(dir) = gimli::Reader::to_string_lossy(dir)
+        {
+            let dir = dir.trim_end_matches('/');
+            if !dir.is_empty() && !dir.starts_with(RUSTC_PREFIX) && !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_string());
+            }
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
+    dirs
+}
+
+fn load_dwarf(
+    file: &object::File,
+) -> Result<(addr2line::Context<Reader>, Vec<String>), SymbolError> {
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -233,7 +312,10 @@ fn load_dwarf(file: &object::File) -> Result<addr2line::Context<Reader>, SymbolE
         Ok(EndianArcSlice::new(Arc::from(&*data), endian))
     };
     let dwarf = gimli::Dwarf::load(load).map_err(|e| SymbolError::Dwarf(e.to_string()))?;
-    addr2line::Context::from_dwarf(dwarf).map_err(|e| SymbolError::Dwarf(e.to_string()))
+    let dirs = comp_dirs(&dwarf);
+    let ctx =
+        addr2line::Context::from_dwarf(dwarf).map_err(|e| SymbolError::Dwarf(e.to_string()))?;
+    Ok((ctx, dirs))
 }
 
 #[cfg(test)]
@@ -262,7 +344,7 @@ mod tests {
         assert_eq!(hit.function, "trap_dispatch");
         assert_eq!(hit.offset, 4);
         assert!(
-            hit.file.as_deref().is_some_and(|f| f.ends_with("trap.rs")),
+            hit.file.as_deref() == Some("guest/kernel/src/trap.rs"),
             "{hit:?}"
         );
         assert!(hit.line.is_some());
@@ -294,6 +376,68 @@ mod tests {
         let hit = s.lookup(sym.address()).unwrap();
         assert_eq!(hit.function, "crashtest::faults::null_read");
         assert!(hit.file.is_some(), "{hit:?}");
+    }
+
+    #[test]
+    fn source_paths_are_the_projects_not_the_build_machines() {
+        let dirs = vec!["/home/ci/build/lazarus".to_string(), "/x".to_string()];
+        for (path, want) in [
+            (
+                "/home/ci/build/lazarus/guest/ext/crashtest/src/faults.rs",
+                "guest/ext/crashtest/src/faults.rs",
+            ),
+            (
+                "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/ptr/mod.rs",
+                "library/core/src/ptr/mod.rs",
+            ),
+            (
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/spin-0.9.8/src/mutex.rs",
+                "spin-0.9.8/src/mutex.rs",
+            ),
+            (
+                "/root/.cargo/git/checkouts/repo-0123/abcdef/src/lib.rs",
+                "abcdef/src/lib.rs",
+            ),
+            ("/x/y.rs", "y.rs"),
+            ("/elsewhere/z.rs", "/elsewhere/z.rs"),
+            ("relative/already.rs", "relative/already.rs"),
+            ("/rustc/", "/rustc/"),
+            ("/home/ci/build/lazarus", "/home/ci/build/lazarus"),
+            (
+                "/home/ci/build/lazarusX/a.rs",
+                "/home/ci/build/lazarusX/a.rs",
+            ),
+        ] {
+            assert_eq!(source_path(path, &dirs), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_real_kernel_and_extensions_name_project_paths() {
+        let s = Symbolizer::from_bytes(lazarus_image::KERNEL_ELF).unwrap();
+        assert!(
+            s.comp_dirs.iter().all(|d| !d.starts_with("/rustc/")),
+            "{:?}",
+            s.comp_dirs
+        );
+        let modules = crate::initramfs_modules(lazarus_image::INITRAMFS).unwrap();
+        let m = modules.iter().find(|m| m.name == "crashtest").unwrap();
+        let file = object::File::parse(&*m.elf).unwrap();
+        let sym = file
+            .symbols()
+            .find(|s| {
+                s.name()
+                    .is_ok_and(|n| demangle(n) == "crashtest::faults::null_read")
+            })
+            .unwrap();
+        let hit = Symbolizer::from_bytes(&m.elf)
+            .unwrap()
+            .lookup(sym.address())
+            .unwrap();
+        assert_eq!(
+            hit.file.as_deref(),
+            Some("guest/ext/crashtest/src/faults.rs")
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod persist;
 mod util;
 
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use lazarus_crashdb::DataDir;
@@ -27,12 +28,56 @@ pub use note::BuildIds;
 pub use persist::Persisted;
 pub use util::{lower_priority, new_boot_id, unix_ms};
 
+/// The crash dumps not written yet, by name, so that a session that ends
+/// says what it waits for instead of waiting in silence.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    names: Arc<Mutex<Vec<(u64, String)>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One dump in flight; it leaves the list when dropped (written, failed,
+/// or its thread gone).
+#[derive(Debug)]
+pub struct InFlightGuard {
+    list: InFlight,
+    id: u64,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, String)>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a dump to be written, named `name`, until the guard drops.
+    pub fn start(&self, name: String) -> InFlightGuard {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().push((id, name));
+        InFlightGuard {
+            list: self.clone(),
+            id,
+        }
+    }
+
+    /// The dumps not written yet, oldest first.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().iter().map(|(_, n)| n.clone()).collect()
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.list.lock().retain(|(id, _)| *id != self.id);
+    }
+}
+
 /// Triage for one session: the data directory, the symbol store and the
 /// dumps being written in the background.
 pub struct Triage {
     data: DataDir,
     symbols: SymbolStore,
     ids: BuildIds,
+    in_flight: InFlight,
     background: Vec<JoinHandle<()>>,
     results_tx: Sender<Result<Persisted, TriageError>>,
     results_rx: Receiver<Result<Persisted, TriageError>>,
@@ -53,6 +98,7 @@ impl Triage {
             data,
             symbols,
             ids,
+            in_flight: InFlight::default(),
             background: Vec::new(),
             results_tx,
             results_rx,
@@ -75,10 +121,18 @@ impl Triage {
         let data = self.data.clone();
         let symbols = SymbolStore::new(self.data.symbols_dir());
         let tx = self.results_tx.clone();
+        let guard = self.in_flight.start(c.note.detail.clone());
         self.background.push(std::thread::spawn(move || {
             lower_priority();
             let _ = tx.send(persist::persist(&data, &symbols, c));
+            drop(guard);
         }));
+    }
+
+    /// The dumps of this session not written yet (background writes and
+    /// whatever callers noted with [`InFlight::start`]).
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// Background writes not finished yet.
@@ -133,5 +187,36 @@ impl Background {
         let symbols = SymbolStore::new(self.data.symbols_dir());
         let captured = capture::recovery(&self.ids, rec, boot_id);
         persist::persist(&self.data, &symbols, captured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumps_in_flight_are_named_until_their_guard_drops() {
+        let list = InFlight::default();
+        assert!(list.names().is_empty());
+        let a = list.start("null-deref (boot 1, recovery 1)".into());
+        let b = list.start("wild-write (boot 1, recovery 2)".into());
+        let c = list.clone().start("triple fault".into());
+        assert_eq!(
+            list.names(),
+            [
+                "null-deref (boot 1, recovery 1)",
+                "wild-write (boot 1, recovery 2)",
+                "triple fault"
+            ]
+        );
+        drop(b);
+        assert_eq!(
+            list.names(),
+            ["null-deref (boot 1, recovery 1)", "triple fault"]
+        );
+        // A guard dropped on another thread (the writer's) counts too.
+        std::thread::spawn(move || drop(a)).join().unwrap();
+        drop(c);
+        assert!(list.names().is_empty());
     }
 }

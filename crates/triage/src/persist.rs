@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use lazarus_crashdb::{DataDir, NewCrash};
-use lazarus_dump::DumpInput;
+use lazarus_dump::{DumpInput, Memory};
 use lazarus_symbols::SymbolStore;
 
 use crate::capture::{Captured, RamSource};
@@ -59,28 +59,31 @@ pub(crate) fn write_report(
             .replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
     );
     let dump = data.dumps_dir().join(format!("{stem}.core"));
-    let image;
-    let ram: &[u8] = match &c.ram {
+    let memory = match &c.ram {
         // SAFETY: a shared RAM source is a crashed VM's, stopped for good.
-        RamSource::Shared(ram, size) => unsafe { lazarus_vmm::memory::ram_bytes(ram) }
-            .and_then(|b| b.get(..*size))
-            .ok_or_else(|| {
-                TriageError::GuestMemory(format!("not {size} contiguous bytes from 0"))
-            })?,
-        RamSource::Snapshot(snap) => {
-            image = snap.to_ram_image();
-            &image
-        }
-        RamSource::Copy(ram) => ram,
+        RamSource::Shared(ram, size) => Memory::Ram(
+            unsafe { lazarus_vmm::memory::ram_bytes(ram) }
+                .and_then(|b| b.get(..*size))
+                .ok_or_else(|| {
+                    TriageError::GuestMemory(format!("not {size} contiguous bytes from 0"))
+                })?,
+        ),
+        // Only what the snapshot captured goes into the dump.
+        RamSource::Snapshot(snap) => Memory::Captured {
+            ram_size: snap.mem_size,
+            ranges: snap.captured().collect(),
+        },
+        RamSource::Copy(ram) => Memory::Ram(ram),
     };
     let input = DumpInput {
-        ram,
+        memory,
         note: c.note.clone(),
     };
     lazarus_dump::write_core(&dump, &input).map_err(|source| TriageError::WriteDump {
         path: dump.clone(),
         source,
     })?;
+    drop(input);
     drop(c.ram);
     let parsed = lazarus_dump::Dump::open(&dump).map_err(|source| TriageError::ReadDump {
         path: dump.clone(),
