@@ -120,3 +120,75 @@ pub fn irq_register(gsi: u32, handler: extern "C" fn(u64), arg: u64) -> Result<i
 pub fn irq_unregister(id: i32) {
     let _ = (crate::api().irq_unregister)(id);
 }
+
+/// Each open's position in a device, indexed by the `aux` its `open`
+/// returns: claimed with a compare-exchange in `open` and released with a
+/// store in `close`, so neither needs a lock (`close` may run while a
+/// killed process is torn down).
+pub struct Positions<const N: usize> {
+    slots: [core::sync::atomic::AtomicU64; N],
+}
+
+/// Marks a free entry.
+const CLOSED: u64 = u64::MAX;
+
+impl<const N: usize> Positions<N> {
+    /// Every entry free.
+    pub const fn new() -> Self {
+        Positions {
+            slots: [const { core::sync::atomic::AtomicU64::new(CLOSED) }; N],
+        }
+    }
+
+    /// Frees every entry (in `init`: a reset extension starts afresh).
+    pub fn clear(&self) {
+        for p in &self.slots {
+            p.store(CLOSED, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Claims an entry at position 0: the `aux` for `open` to return, or
+    /// `-EMFILE` when all are taken.
+    pub fn open(&self) -> i64 {
+        use core::sync::atomic::Ordering;
+        for (i, p) in self.slots.iter().enumerate() {
+            if p.compare_exchange(CLOSED, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return i as i64;
+            }
+        }
+        -lazarus_abi::syscall::errno::EMFILE
+    }
+
+    /// Frees entry `aux`.
+    pub fn close(&self, aux: u64) {
+        if let Some(p) = self.slots.get(aux as usize) {
+            p.store(CLOSED, core::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The position of open `aux`, if it is open.
+    pub fn get(&self, aux: u64) -> Option<u64> {
+        let p = self.slots.get(aux as usize)?;
+        let at = p.load(core::sync::atomic::Ordering::Acquire);
+        (at != CLOSED).then_some(at)
+    }
+
+    /// Moves open `aux` to `at`; `false` if it is not open.
+    pub fn set(&self, aux: u64, at: u64) -> bool {
+        match self.slots.get(aux as usize) {
+            Some(p) if p.load(core::sync::atomic::Ordering::Acquire) != CLOSED => {
+                p.store(at, core::sync::atomic::Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl<const N: usize> Default for Positions<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::arch::apic;
 use crate::state::k;
 use lazarus_abi::layout::VEC_DEVICE_BASE;
-use lazarus_abi::root::{IrqHandler, MAX_IRQS, NONE};
+use lazarus_abi::root::{IrqHandler, MAX_IRQS};
 use lazarus_abi::syscall::errno::*;
 
 /// Device vectors that arrived while their CPU waited for the big kernel
@@ -85,9 +85,8 @@ pub fn run_deferred() {
     }
 }
 
-/// Runs handler `i` (the big kernel lock held), marking the CPU as in
-/// interrupt context on behalf of its extension so a fault there is
-/// attributed to it, as timer callbacks are.
+/// Runs handler `i` (the big kernel lock held) on behalf of its
+/// extension, as timer callbacks run.
 pub fn dispatch(i: usize) {
     let Some(h) = k().irqs.get(i).copied() else {
         return;
@@ -97,17 +96,11 @@ pub fn dispatch(i: usize) {
         return;
     }
     k().irqs[i].count += 1;
-    let cpu = crate::state::this_cpu();
-    cpu.in_irq += 1;
-    cpu.irq_ext = h.ext;
     // SAFETY: the extension registered this address as an
     // `extern "C" fn(u64)` inside its own loaded image (checked against
     // its text by the repair's invariants after every reset).
     let f: extern "C" fn(u64) = unsafe { core::mem::transmute(h.callback) };
-    f(h.arg);
-    let cpu = crate::state::this_cpu();
-    cpu.in_irq -= 1;
-    cpu.irq_ext = NONE;
+    crate::ext::in_irq_of(h.ext, || f(h.arg));
 }
 
 /// Masks every device pin no handler owns (after a repair dropped a reset

@@ -55,13 +55,7 @@ pub fn deferred_reinit() {
     let pending = core::mem::take(&mut k().recovery.pending_reinit);
     for slot in 0..lazarus_abi::root::MAX_EXTS {
         if pending & (1 << slot) != 0 {
-            let cpu = crate::state::this_cpu();
-            cpu.in_irq += 1;
-            cpu.irq_ext = slot as u32;
-            crate::ext::reinit(slot);
-            let cpu = crate::state::this_cpu();
-            cpu.in_irq -= 1;
-            cpu.irq_ext = NONE;
+            crate::ext::in_irq_of(slot as u32, || crate::ext::reinit(slot));
         }
     }
 }

@@ -69,15 +69,9 @@ pub fn run_due(now: u64) {
             continue;
         }
         k().timers[i].next_tick = now + t.period_ticks;
-        let cpu = crate::state::this_cpu();
-        cpu.in_irq += 1;
-        cpu.irq_ext = t.ext;
         // SAFETY: the extension registered this address as an
         // `extern "C" fn(u64)` inside its own loaded image.
         let f: extern "C" fn(u64) = unsafe { core::mem::transmute(t.callback) };
-        f(t.arg);
-        let cpu = crate::state::this_cpu();
-        cpu.in_irq -= 1;
-        cpu.irq_ext = NONE;
+        crate::ext::in_irq_of(t.ext, || f(t.arg));
     }
 }

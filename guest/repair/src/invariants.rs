@@ -155,32 +155,29 @@ fn messages_and_timers(fx: &mut Fixer) {
             fx.plan.invariant_fixes += 1;
         }
     }
+    // Timers and device interrupt handlers call back into a live
+    // extension's code, or go.
     for i in 0..MAX_TIMERS {
         let t = fx.r.timers[i];
-        if t.in_use == 0 {
-            continue;
-        }
-        let ok = fx.r.exts.get(t.ext as usize).is_some_and(|e| {
-            e.state == EXT_LIVE && t.callback >= e.text_start && t.callback < e.text_end
-        });
-        if !ok {
+        if t.in_use != 0 && !live_callback(fx, t.ext, t.callback) {
             fx.r.timers[i] = Timer::default();
             fx.plan.invariant_fixes += 1;
         }
     }
     for i in 0..MAX_IRQS {
         let h = fx.r.irqs[i];
-        if h.in_use == 0 {
-            continue;
-        }
-        let ok = fx.r.exts.get(h.ext as usize).is_some_and(|e| {
-            e.state == EXT_LIVE && h.callback >= e.text_start && h.callback < e.text_end
-        });
-        if !ok {
+        if h.in_use != 0 && !live_callback(fx, h.ext, h.callback) {
             fx.r.irqs[i] = IrqHandler::default();
             fx.plan.invariant_fixes += 1;
         }
     }
+}
+
+/// Whether `callback` is code of extension `ext`, which is live.
+fn live_callback(fx: &Fixer, ext: u32, callback: u64) -> bool {
+    fx.r.exts
+        .get(ext as usize)
+        .is_some_and(|e| e.state == EXT_LIVE && callback >= e.text_start && callback < e.text_end)
 }
 
 /// Wakes processes whose wait condition already holds (a crash between

@@ -7,26 +7,21 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use lazarus_extsdk::abi::dev::ramdisk::{IO_MAX, IOC_SEEK, IOC_SIZE, IOC_TELL, MAX_OPENS, SIZE};
-use lazarus_extsdk::errno::{EBADF, EINVAL, EMFILE, ENOMEM, ENOSPC};
+use lazarus_extsdk::dev::Positions;
+use lazarus_extsdk::errno::{EBADF, EINVAL, ENOMEM, ENOSPC};
 use lazarus_extsdk::sync::KLock;
 use lazarus_extsdk::user::{copy_from_user, copy_to_user};
 use lazarus_extsdk::{api, declare_extension};
 
 const DISK_SIZE: usize = SIZE as usize;
 const DISK_ALIGN: usize = 4096;
-/// Marks an unused entry of [`POSITIONS`].
-const CLOSED: u64 = u64::MAX;
-
 /// The disk, allocated in `init` and freed in `exit`.
 static DISK: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
-/// Position of each open, indexed by `aux`. Claimed with a compare-exchange
-/// in `open` and released with a store in `close`, so neither needs the
-/// lock (`close` may run while a killed process is torn down); positions
-/// of live opens are only moved with `LOCK` held.
-static POSITIONS: [AtomicU64; MAX_OPENS] = [const { AtomicU64::new(CLOSED) }; MAX_OPENS];
+/// Position of each open, indexed by `aux`; moved only with `LOCK` held.
+static POSITIONS: Positions<MAX_OPENS> = Positions::new();
 static LOCK: KLock = KLock::new();
 
 fn init() -> i32 {
@@ -39,9 +34,7 @@ fn init() -> i32 {
     }
     // SAFETY: the kernel just gave us DISK_SIZE writable bytes at `disk`.
     unsafe { core::ptr::write_bytes(disk, 0, DISK_SIZE) };
-    for p in &POSITIONS {
-        p.store(CLOSED, Ordering::Relaxed);
-    }
+    POSITIONS.clear();
     DISK.store(disk, Ordering::Release);
     0
 }
@@ -56,34 +49,24 @@ extern "C" fn exit() {
 }
 
 extern "C" fn open(_pid: u32) -> i64 {
-    for (i, p) in POSITIONS.iter().enumerate() {
-        if p.compare_exchange(CLOSED, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return i as i64;
-        }
-    }
-    -EMFILE
+    POSITIONS.open()
 }
 
 extern "C" fn close(aux: u64) {
-    if let Some(p) = POSITIONS.get(aux as usize) {
-        p.store(CLOSED, Ordering::Release);
-    }
+    POSITIONS.close(aux);
 }
 
 /// Runs `f` on the disk and the position of open `aux` with the lock held.
 fn with_disk(aux: u64, f: impl FnOnce(&mut [u8], &mut u64) -> i64) -> i64 {
-    let Some(slot) = POSITIONS.get(aux as usize) else {
-        return -EBADF;
-    };
     let _guard = match LOCK.lock() {
         Ok(g) => g,
         Err(e) => return i64::from(e),
     };
     let disk = DISK.load(Ordering::Acquire);
-    let mut pos = slot.load(Ordering::Acquire);
-    if disk.is_null() || pos == CLOSED {
+    let Some(mut pos) = POSITIONS.get(aux) else {
+        return -EBADF;
+    };
+    if disk.is_null() {
         return -EBADF;
     }
     // SAFETY: `disk` is the live DISK_SIZE-byte allocation from `init`
@@ -91,7 +74,7 @@ fn with_disk(aux: u64, f: impl FnOnce(&mut [u8], &mut u64) -> i64) -> i64 {
     // makes this the only reference to it.
     let disk = unsafe { core::slice::from_raw_parts_mut(disk, DISK_SIZE) };
     let r = f(disk, &mut pos);
-    slot.store(pos, Ordering::Release);
+    POSITIONS.set(aux, pos);
     r
 }
 

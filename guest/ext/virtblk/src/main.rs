@@ -19,14 +19,13 @@ mod queue;
 mod regs;
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use lazarus_extsdk::abi::dev::virtblk::{
     ID_BYTES, IO_MAX, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE, IOC_TELL, MAX_OPENS, SECTOR,
 };
 use lazarus_extsdk::abi::ext::{DEVICE_VIRTIO_MMIO, DmaSeg};
-use lazarus_extsdk::dev::{self, DmaBuf, Mmio};
-use lazarus_extsdk::errno::{EBADF, EBUSY, EINVAL, EIO, EMFILE, ENODEV, ENOMEM, ENOSPC, EROFS};
+use lazarus_extsdk::dev::{self, DmaBuf, Mmio, Positions};
+use lazarus_extsdk::errno::{EBADF, EBUSY, EINVAL, EIO, ENODEV, ENOMEM, ENOSPC, EROFS};
 use lazarus_extsdk::sync::IrqGuard;
 use lazarus_extsdk::user::copy_to_user;
 use lazarus_extsdk::{api, declare_extension, klog};
@@ -44,9 +43,8 @@ const T_GET_ID: u32 = 8;
 /// `VIRTIO_BLK_S_OK`; anything else is an error.
 const S_OK: u8 = 0;
 
-/// Marks an unused entry of [`POSITIONS`].
-const CLOSED: u64 = u64::MAX;
-static POSITIONS: [AtomicU64; MAX_OPENS] = [const { AtomicU64::new(CLOSED) }; MAX_OPENS];
+/// Each open's byte position, indexed by `aux`.
+static POSITIONS: Positions<MAX_OPENS> = Positions::new();
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotState {
@@ -110,9 +108,7 @@ fn init() -> i32 {
             );
             // SAFETY: init runs before any device call or interrupt of ours.
             unsafe { *DRIVER.0.get() = Some(d) };
-            for p in &POSITIONS {
-                p.store(CLOSED, Ordering::Relaxed);
-            }
+            POSITIONS.clear();
             0
         }
         Err(e) => {
@@ -313,31 +309,18 @@ fn geometry() -> Result<(u64, bool, bool), i64> {
 }
 
 extern "C" fn open(_pid: u32) -> i64 {
-    for (i, p) in POSITIONS.iter().enumerate() {
-        if p.compare_exchange(CLOSED, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return i as i64;
-        }
-    }
-    -EMFILE
+    POSITIONS.open()
 }
 
 extern "C" fn close(aux: u64) {
-    if let Some(p) = POSITIONS.get(aux as usize) {
-        p.store(CLOSED, Ordering::Release);
-    }
+    POSITIONS.close(aux);
 }
 
 /// A read or write of `len` bytes at this open's position.
 fn transfer(aux: u64, buf: u64, len: usize, write: bool) -> i64 {
-    let Some(pos) = POSITIONS.get(aux as usize) else {
+    let Some(at) = POSITIONS.get(aux) else {
         return -EBADF;
     };
-    let at = pos.load(Ordering::Acquire);
-    if at == CLOSED {
-        return -EBADF;
-    }
     let (size, read_only, _) = match geometry() {
         Ok(g) => g,
         Err(e) => return -e,
@@ -368,7 +351,7 @@ fn transfer(aux: u64, buf: u64, len: usize, write: bool) -> i64 {
     let kind = if write { T_OUT } else { T_IN };
     match request(kind, at / SECTOR, &bufs[..count]) {
         Ok(_) => {
-            pos.store(at + n as u64, Ordering::Release);
+            POSITIONS.set(aux, at + n as u64);
             n as i64
         }
         Err(e) => -e,
@@ -406,7 +389,7 @@ fn get_id(user_buf: u64) -> i64 {
 }
 
 extern "C" fn ioctl(aux: u64, cmd: u64, arg: u64) -> i64 {
-    let Some(pos) = POSITIONS.get(aux as usize) else {
+    let Some(at) = POSITIONS.get(aux) else {
         return -EBADF;
     };
     let (size, _, flush) = match geometry() {
@@ -415,9 +398,9 @@ extern "C" fn ioctl(aux: u64, cmd: u64, arg: u64) -> i64 {
     };
     match cmd {
         IOC_SIZE => size as i64,
-        IOC_TELL => pos.load(Ordering::Acquire) as i64,
+        IOC_TELL => at as i64,
         IOC_SEEK if arg <= size && arg.is_multiple_of(SECTOR) => {
-            pos.store(arg, Ordering::Release);
+            POSITIONS.set(aux, arg);
             arg as i64
         }
         IOC_FLUSH if !flush => 0,

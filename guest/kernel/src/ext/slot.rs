@@ -44,3 +44,17 @@ pub fn in_ext<R>(slot: usize, f: impl FnOnce() -> R) -> R {
     }
     r
 }
+
+/// Runs `f` in interrupt context on behalf of extension `ext` (its timer
+/// callbacks, device interrupts and deferred init): a fault inside blames
+/// the extension, not the process the CPU interrupted.
+pub fn in_irq_of<R>(ext: u32, f: impl FnOnce() -> R) -> R {
+    let cpu = crate::state::this_cpu();
+    cpu.in_irq += 1;
+    cpu.irq_ext = ext;
+    let r = f();
+    let cpu = crate::state::this_cpu();
+    cpu.in_irq -= 1;
+    cpu.irq_ext = lazarus_abi::root::NONE;
+    r
+}
