@@ -62,6 +62,13 @@ pub mod virtblk {
     pub const IOC_GET_ID: u64 = 5;
     /// Bytes of a device id.
     pub const ID_BYTES: usize = 20;
+    /// ioctl: arm the driver fault `arg` (a `FAULT_*`) for the next read or
+    /// write, for tests and fault campaigns; returns 0.
+    pub const IOC_FAULT: u64 = 100;
+    /// The next request hands the device a buffer outside guest RAM: the
+    /// device refuses the ring (`DEVICE_NEEDS_RESET`), that request fails
+    /// with `EIO` and the driver resets the device before the next one.
+    pub const FAULT_BAD_DESCRIPTOR: u64 = 1;
 
     /// The test pattern `blk write` puts in `sector` for `seed` (and `blk
     /// verify`, or a host test reading the image, expects): a header

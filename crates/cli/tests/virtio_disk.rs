@@ -288,3 +288,41 @@ fn kv_data_survives_kvstore_restarts_and_new_boots_through_its_disk_log() {
     );
     assert!(g.poweroff().success());
 }
+
+#[test]
+fn a_driver_that_hands_the_device_a_bad_buffer_gets_an_error_and_the_device_back() {
+    common::require_kvm();
+    let dir = common::temp_dir("baddesc");
+    let image = dir.path().join("vm.img");
+    let mut g = common::boot_with(&["--disk", common::path_str(&image)]);
+    driver_loaded(&mut g);
+    let out = g.cmd_timeout("run blk write 0 64 11", T);
+    assert!(out.contains("blk: ok"), "{out}");
+    // The device refuses the ring instead of reading or writing outside
+    // guest RAM, and the hypervisor goes on.
+    let out = g.cmd("run blk fault bad-descriptor");
+    assert!(
+        out.contains("blk: ok the write with a bad descriptor failed: I/O error"),
+        "{out}"
+    );
+    g.wait_host_lines(&["virtio device needs a reset"], T);
+    // The driver resets the device and the disk works again, whole.
+    let out = g.cmd_timeout("run blk verify 0 64 11", T);
+    assert!(out.contains("blk: ok verified 64 sectors"), "{out}");
+    assert!(
+        g.console.contains("virtblk: device reset (1 so far)"),
+        "{}",
+        g.transcript
+    );
+    let out = g.cmd_timeout("run blk write 100 8 12", T);
+    assert!(out.contains("blk: ok"), "{out}");
+    assert!(g.poweroff().success());
+    // Nothing landed in the image's last sector, where the bad write aimed.
+    let data = std::fs::read(&image).expect("read the image");
+    assert!(
+        data[data.len() - SECTOR as usize..].iter().all(|&b| b == 0),
+        "the refused write reached the image"
+    );
+    check_image(&image, 0, 64, 11);
+    check_image(&image, 100, 8, 12);
+}

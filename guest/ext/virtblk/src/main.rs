@@ -20,8 +20,11 @@ mod regs;
 
 use core::cell::UnsafeCell;
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use lazarus_extsdk::abi::dev::virtblk::{
-    ID_BYTES, IO_MAX, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE, IOC_TELL, MAX_OPENS, SECTOR,
+    FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE,
+    IOC_TELL, MAX_OPENS, SECTOR,
 };
 use lazarus_extsdk::abi::ext::{DEVICE_VIRTIO_MMIO, DmaSeg};
 use lazarus_extsdk::dev::{self, DmaBuf, Mmio, Positions};
@@ -42,6 +45,11 @@ const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
 /// `VIRTIO_BLK_S_OK`; anything else is an error.
 const S_OK: u8 = 0;
+
+/// A fault armed by `IOC_FAULT` for the next read or write.
+static FAULT: AtomicU32 = AtomicU32::new(0);
+/// Far outside any guest RAM (at most 3 GiB).
+const BAD_ADDRESS: u64 = 0xffff_f000_0000;
 
 /// Each open's byte position, indexed by `aux`.
 static POSITIONS: Positions<MAX_OPENS> = Positions::new();
@@ -69,6 +77,8 @@ struct Driver {
     slots: [SlotState; MAX_INFLIGHT],
     /// Completions that named no request in flight.
     unknown_completions: u64,
+    /// Times the driver reset the device after it asked for it.
+    resets: u64,
 }
 
 /// The one driver, touched with interrupts off (the handler runs on the
@@ -126,17 +136,18 @@ fn is_block(base: u64, size: u64) -> bool {
     })
 }
 
-/// The driver initialisation of virtio 1.2, 3.1.1.
-fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
-    let mmio = Mmio::map(base, size).ok_or(-(ENOMEM as i32))?;
+/// The driver initialisation of virtio 1.2, 3.1.1, up to (not
+/// including) `DRIVER_OK`: reset, feature negotiation and queue 0 on
+/// `ring`. Returns the features the device offered.
+fn start(mmio: &Mmio, ring: &DmaBuf) -> Result<u64, i64> {
     // A reset first: after a repair the device may still hold the old
     // driver's queues.
     mmio.write32(STATUS, 0);
     mmio.write32(STATUS, S_ACKNOWLEDGE);
     mmio.write32(STATUS, S_ACKNOWLEDGE | S_DRIVER);
-    let offered = features(&mmio);
+    let offered = features(mmio);
     if offered & F_VERSION_1 == 0 {
-        return fail(&mmio, EINVAL);
+        return Err(EINVAL);
     }
     let wanted = F_VERSION_1 | (offered & (F_BLK_RO | F_BLK_FLUSH));
     mmio.write32(DRIVER_FEATURES_SEL, 0);
@@ -145,15 +156,12 @@ fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
     mmio.write32(DRIVER_FEATURES, (wanted >> 32) as u32);
     mmio.write32(STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
     if mmio.read32(STATUS) & S_FEATURES_OK == 0 {
-        return fail(&mmio, EINVAL);
+        return Err(EINVAL);
     }
     mmio.write32(QUEUE_SEL, 0);
     if mmio.read32(QUEUE_READY) != 0 || mmio.read32(QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
-        return fail(&mmio, EBUSY);
+        return Err(EBUSY);
     }
-    let (Some(ring), Some(reqs)) = (DmaBuf::new(4096, 4096), DmaBuf::new(4096, 4096)) else {
-        return fail(&mmio, ENOMEM);
-    };
     mmio.write32(QUEUE_NUM, u32::from(QUEUE_SIZE));
     let at = |off: usize| ring.phys() + off as u64;
     for (low, high, addr) in [
@@ -165,23 +173,40 @@ fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
         mmio.write32(high, (addr >> 32) as u32);
     }
     mmio.write32(QUEUE_READY, 1);
+    Ok(offered)
+}
+
+const RUNNING: u32 = S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
+
+fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
+    let mmio = Mmio::map(base, size).ok_or(-(ENOMEM as i32))?;
+    let (Some(ring), Some(reqs)) = (DmaBuf::new(4096, 4096), DmaBuf::new(4096, 4096)) else {
+        return fail(&mmio, ENOMEM);
+    };
+    let free = |ring: DmaBuf, reqs: DmaBuf| {
+        // SAFETY: the device never got DRIVER_OK, so it never used them.
+        unsafe {
+            ring.free();
+            reqs.free();
+        }
+    };
+    let offered = match start(&mmio, &ring) {
+        Ok(f) => f,
+        Err(e) => {
+            free(ring, reqs);
+            return fail(&mmio, e);
+        }
+    };
     let sectors = u64::from(mmio.read32(CONFIG)) | (u64::from(mmio.read32(CONFIG + 4)) << 32);
     let irq = match dev::irq_register(gsi, on_interrupt, 0) {
         Ok(id) => id,
         Err(e) => {
             mmio.write32(STATUS, S_FAILED);
-            // SAFETY: the device never got DRIVER_OK, so it never used them.
-            unsafe {
-                ring.free();
-                reqs.free();
-            }
+            free(ring, reqs);
             return Err(e);
         }
     };
-    mmio.write32(
-        STATUS,
-        S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK,
-    );
+    mmio.write32(STATUS, RUNNING);
     Ok(Driver {
         mmio,
         queue: Queue::new(ring, reqs),
@@ -192,7 +217,21 @@ fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
         broken: false,
         slots: [SlotState::Free; MAX_INFLIGHT],
         unknown_completions: 0,
+        resets: 0,
     })
+}
+
+/// After the device asked for a reset (a ring it could not trust), with
+/// no request in flight: the device and queue start afresh, as Linux's
+/// virtio drivers recover. What was in flight already failed with `EIO`.
+fn reset(d: &mut Driver) -> Result<(), i64> {
+    d.queue.clear();
+    start(&d.mmio, &d.queue.ring).inspect_err(|_| d.mmio.write32(STATUS, S_FAILED))?;
+    d.mmio.write32(STATUS, RUNNING);
+    d.broken = false;
+    d.resets += 1;
+    klog!("virtblk: device reset ({} so far)", d.resets);
+    Ok(())
 }
 
 fn features(mmio: &Mmio) -> u64 {
@@ -258,7 +297,11 @@ fn request(kind: u32, sector: u64, data: &[Buf]) -> Result<u32, i64> {
     let r = loop {
         let got = with_driver(|d| {
             if d.broken {
-                return Err(EIO);
+                // Reset once nothing is in flight any more.
+                if d.slots.iter().any(|s| *s != SlotState::Free) {
+                    return Err(EIO);
+                }
+                reset(d)?;
             }
             let Some(r) = d.slots.iter().position(|s| *s == SlotState::Free) else {
                 return Ok(None);
@@ -283,7 +326,8 @@ fn request(kind: u32, sector: u64, data: &[Buf]) -> Result<u32, i64> {
         let state = with_driver(|d| {
             reap(d);
             let s = d.slots[r];
-            if let SlotState::Done(..) = s {
+            // Done, or never to be done by a device that needs a reset.
+            if matches!(s, SlotState::Done(..)) || d.broken {
                 d.slots[r] = SlotState::Free;
             }
             (s, d.broken)
@@ -348,6 +392,10 @@ fn transfer(aux: u64, buf: u64, len: usize, write: bool) -> i64 {
     for (b, s) in bufs.iter_mut().zip(&segs[..count]) {
         *b = Buf::from_seg(s, !write);
     }
+    if u64::from(FAULT.swap(0, Ordering::AcqRel)) == FAULT_BAD_DESCRIPTOR {
+        // A driver bug that hands the device a buffer outside guest RAM.
+        bufs[0].addr = BAD_ADDRESS;
+    }
     let kind = if write { T_OUT } else { T_IN };
     match request(kind, at / SECTOR, &bufs[..count]) {
         Ok(_) => {
@@ -406,6 +454,10 @@ extern "C" fn ioctl(aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_FLUSH if !flush => 0,
         IOC_FLUSH => request(T_FLUSH, 0, &[]).map_or_else(|e| -e, |_| 0),
         IOC_GET_ID => get_id(arg),
+        IOC_FAULT if arg == FAULT_BAD_DESCRIPTOR => {
+            FAULT.store(arg as u32, Ordering::Release);
+            0
+        }
         _ => -EINVAL,
     }
 }

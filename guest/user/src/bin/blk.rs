@@ -5,6 +5,8 @@
 //!   pattern (`abi::dev::virtblk::pattern`) from SECTOR;
 //! - `blk verify SECTOR COUNT SEED`: reads them back and checks them;
 //! - `blk flush`: flushes the device's write cache;
+//! - `blk fault bad-descriptor`: arms the driver fault of that name
+//!   (`IOC_FAULT`) and writes one sector, which must fail with EIO;
 //! - `blk bench MIB OPS SEED`: for `lazarus bench io`, writes MIB MiB
 //!   sequentially in 64 KiB requests and flushes, reads them back, then
 //!   does OPS random 4 KiB reads and OPS random 4 KiB writes in that range
@@ -24,7 +26,8 @@ use alloc::string::String;
 use alloc::vec;
 
 use lazarus_ulib::abi::dev::virtblk::{
-    DEV, ID_BYTES, IO_MAX, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE, SECTOR, pattern,
+    DEV, FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SEEK,
+    IOC_SIZE, SECTOR, pattern,
 };
 use lazarus_ulib::io::{close, ioctl, open, read, write};
 use lazarus_ulib::process::uptime_ms;
@@ -32,8 +35,7 @@ use lazarus_ulib::{Args, entry, println};
 
 entry!(main);
 
-const USAGE: &str =
-    "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk bench MIB OPS SEED";
+const USAGE: &str = "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk fault bad-descriptor | blk bench MIB OPS SEED";
 /// Bytes of a random request in `blk bench`.
 const RANDOM_IO: usize = 4096;
 
@@ -51,6 +53,7 @@ fn main(args: Args) -> i32 {
         ["flush"] => ioctl(fd, IOC_FLUSH, 0)
             .map(|_| String::from("flushed"))
             .map_err(|e| format!("flush: {e}")),
+        ["fault", "bad-descriptor"] => bad_descriptor(fd),
         ["bench", mib, ops, seed] => match (mib.parse(), ops.parse(), seed.parse()) {
             (Ok(m), Ok(o), Ok(s)) => bench(fd, m, o, s),
             _ => Err(String::from(USAGE)),
@@ -189,4 +192,20 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
     Ok(format!(
         "bench mib={mib} ops={ops} seq_write_ms={seq_write} seq_read_ms={seq_read} rand_read_ms={rand_read} rand_write_ms={rand_write}"
     ))
+}
+
+/// A write through a driver that hands the device a bad buffer must fail,
+/// not land somewhere.
+fn bad_descriptor(fd: i32) -> Result<String, String> {
+    let size = ioctl(fd, IOC_SIZE, 0).map_err(|e| format!("size: {e}"))?;
+    let at = size - SECTOR;
+    ioctl(fd, IOC_SEEK, at).map_err(|e| format!("seek: {e}"))?;
+    ioctl(fd, IOC_FAULT, FAULT_BAD_DESCRIPTOR).map_err(|e| format!("arm the fault: {e}"))?;
+    let sector = [0x5au8; SECTOR as usize];
+    match write(fd, &sector) {
+        Err(e) => Ok(format!("the write with a bad descriptor failed: {e}")),
+        Ok(n) => Err(format!(
+            "the write with a bad descriptor succeeded ({n} bytes)"
+        )),
+    }
 }
