@@ -4,8 +4,11 @@
 //! - **resurrect**: one boot with the kv store full and two workers
 //!   running; the kernel is crashed again and again and resurrected each
 //!   time. Latency: crash exit to the kernel's return to a user process.
-//! - **reboot**: crash, then boot a new VM. Downtime: crash exit to the
-//!   new shell prompt. Every key is lost with the guest's memory.
+//! - **reboot**: `--keys` keys, flushed to the kv store's disk log, and a
+//!   tenth more written just before the crash; then a new VM boots on the
+//!   same disk. Downtime: crash exit to the new shell prompt. The kv store
+//!   comes back from its log: lost are the writes since its last flush (at
+//!   most a second's); the report gives them and the replay's time.
 //! - **snapshot**: whole-VM snapshots every `--snapshot-interval` seconds
 //!   while keys are being written; at a crash the latest snapshot is
 //!   restored. Time: crash exit to the VM running again. Lost: the keys
@@ -26,6 +29,7 @@ use lazarus_abi::hypercall::MILESTONE_SHELL_PROMPT;
 use lazarus_campaign::driver::{Driver, PROMPT, kv_check};
 use lazarus_campaign::stats::{Stats, ms, stats};
 use lazarus_resurrect::{Recovery, ResurrectConfig};
+use lazarus_virtio_blk::{Block, DEFAULT_DISK_SIZE, DiskImage};
 use lazarus_vmm::{Vm, VmOutcome, VmSnapshot};
 use serde::Serialize;
 
@@ -133,11 +137,36 @@ struct Report {
     speedup_vs_snapshot: f64,
     /// The published system's bound, for scale.
     paper_bound_ms: f64,
+    /// The reboot baseline's kv store: its log replay after each reboot.
+    reboot_kv_log: KvLogReplay,
     /// Resurrection per vCPU count (`--vcpus-list`, then `--vcpus` if
     /// not listed).
     by_vcpus: Vec<VcpusMode>,
     /// The crash snapshot's share of the resurrections (at `--vcpus`).
     crash_snapshot: SnapshotCost,
+}
+
+/// What the rebooted kv stores replayed from their disk logs.
+#[derive(Debug, Default, Serialize)]
+struct KvLogReplay {
+    /// Keys restored from the log, over all reboots.
+    keys_restored: u64,
+    /// Writes acknowledged before the crash but not yet flushed, hence
+    /// lost, over all reboots (the same keys as `reboot.kv_keys_lost`).
+    writes_lost_since_flush: u64,
+    /// Milliseconds each replay took, by the kvstore's own clock.
+    replay_ms: Vec<u64>,
+}
+
+/// `kvstore: restored N keys from the disk log (.., T ms)`: (N, T).
+fn parse_restored(console: &str) -> Option<(u64, u64)> {
+    let at = console.find("kvstore: restored ")?;
+    let line = console[at..].lines().next()?;
+    let keys = first_number(line)?;
+    let end = line.find(" ms)")?;
+    let start = line[..end].rfind(", ")? + 2;
+    let ms = line[start..end].parse().ok()?;
+    Some((keys, ms))
 }
 
 fn new_vm(
@@ -200,7 +229,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
     let resurrect = resurrect.ok_or_else(|| failure(INTERNAL, "no resurrection run"))?;
     let crash_snapshot = crash_snapshot.ok_or_else(|| failure(INTERNAL, "no resurrection run"))?;
     progress(args, "reboot baseline");
-    let reboot = bench_reboot(&image, args, &kinds)?;
+    let (reboot, reboot_kv_log) = bench_reboot(&image, args, &kinds)?;
     progress(args, "snapshot-restore baseline");
     let snapshot = bench_snapshot(&image, args, &kinds)?;
 
@@ -219,6 +248,7 @@ pub fn run(args: &BenchRecoveryArgs) -> anyhow::Result<u8> {
         crash_snapshot,
         resurrect,
         reboot,
+        reboot_kv_log,
         snapshot,
     };
     if args.json {
@@ -253,6 +283,16 @@ fn print_table(r: &Report) {
             name, m.median_ms, m.p99_ms, m.min_ms, m.max_ms, m.kv_keys_lost, m.kv_keys_written
         );
     }
+    let kv = &r.reboot_kv_log;
+    let mut replay = kv.replay_ms.clone();
+    replay.sort_unstable();
+    println!(
+        "reboot: the kv store replayed its disk log ({} keys restored, median {} ms); {} writes since its last flush were lost (it flushes every {} ms)",
+        kv.keys_restored,
+        replay.get(replay.len() / 2).copied().unwrap_or(0),
+        kv.writes_lost_since_flush,
+        lazarus_abi::dev::kvlog::FLUSH_INTERVAL_MS
+    );
     println!(
         "resurrection median is {:.0}x faster than reboot, {:.1}x faster than snapshot restore; the published system: < {:.0} ms ({:.0}x)",
         r.speedup_vs_reboot,
@@ -448,35 +488,62 @@ fn recv_recovery(rx: &Receiver<Recovery>, s: &Session) -> anyhow::Result<Recover
     }
 }
 
+/// A VM of the benchmark's image with the disk at `path` (created empty
+/// when missing).
+fn new_vm_with_disk(
+    image: &BootImage,
+    args: &BenchRecoveryArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<(Vm, Driver)> {
+    let (disk, _) = DiskImage::open_or_create(path, DEFAULT_DISK_SIZE)
+        .map_err(|e| failure(INTERNAL, e.to_string()))?;
+    bench_vm::new_vm_with(image, &args.image, None, |c| {
+        c.virtio.push(Box::new(Block::new(disk)));
+    })
+}
+
 fn bench_reboot(
     image: &BootImage,
     args: &BenchRecoveryArgs,
     kinds: &[String],
-) -> anyhow::Result<Mode> {
+) -> anyhow::Result<(Mode, KvLogReplay)> {
     let runs = args.crashes.min(args.reboot_samples).max(1);
     let mut samples = Vec::new();
     let mut lost = 0;
+    let mut replay = KvLogReplay::default();
+    let dir = tempfile::Builder::new()
+        .prefix("lazarus-bench-reboot-")
+        .tempdir()
+        .map_err(|e| failure(INTERNAL, format!("temporary directory: {e}")))?;
     for i in 0..runs {
         let kind = &kinds[i % kinds.len()];
-        let (vm, d) = new_vm(image, args, None)?;
+        // A fresh disk per sample: every sample starts from the same state.
+        let disk = dir.path().join(format!("disk-{i}.img"));
+        let (vm, d) = new_vm_with_disk(image, args, &disk)?;
         let mut s = Session::start(vm, d);
         let step = (|| -> anyhow::Result<()> {
             s.d.expect(PROMPT, T)?;
+            // Older data, on the disk by the crash; then recent writes,
+            // which the crash comes right after.
             s.d.cmd(&format!("kv fill {}", args.keys), T)?;
+            wait_flushed(&mut s.d)?;
+            s.d.cmd(&format!("kv fill {} recent", recent_keys(args)), T)?;
             s.d.send(&format!("crash {kind}"));
             Ok(())
         })();
         if step.is_err() {
             s.stop.stop();
         }
-        let (_old, outcome, _) = s.join()?;
+        let (old, outcome, _) = s.join()?;
         step?;
         let VmOutcome::Crash(info) = outcome else {
             anyhow::bail!("reboot baseline: expected a crash, got {outcome:?}");
         };
         let t0 = info.detected_at;
-        // The reboot: a new VM from the boot image.
-        let (vm, d) = new_vm(image, args, None)?;
+        // The old VM lets go of the disk (and its lock) first.
+        drop(old);
+        // The reboot: a new VM from the boot image, on the same disk.
+        let (vm, d) = new_vm_with_disk(image, args, &disk)?;
         vm.set_stop_milestone(Some(MILESTONE_SHELL_PROMPT));
         let s = Session::start(vm, d);
         let (vm, outcome, d) = s.join()?;
@@ -490,19 +557,47 @@ fn bench_reboot(
         // What survived: count the keys the new guest's store holds.
         vm.set_stop_milestone(None);
         let mut s = Session::start(vm, d);
-        let counted = (|| -> anyhow::Result<u64> {
+        let counted = (|| -> anyhow::Result<(u64, String)> {
             s.d.expect(PROMPT, T)?;
+            // Answered once the kvstore's replay is done.
             let out = s.d.cmd("kv count", T)?;
+            let console = s.d.take_since_mark();
             s.d.send("poweroff");
-            Ok(first_number(&out).unwrap_or(0))
+            Ok((first_number(&out).unwrap_or(0), console))
         })();
         if counted.is_err() {
             s.stop.stop();
         }
         let _ = s.join();
-        lost += args.keys.saturating_sub(counted?);
+        let (count, console) = counted?;
+        let lost_now = (args.keys + recent_keys(args)).saturating_sub(count);
+        lost += lost_now;
+        replay.writes_lost_since_flush += lost_now;
+        if let Some((keys, ms)) = parse_restored(&console) {
+            replay.keys_restored += keys;
+            replay.replay_ms.push(ms);
+        }
     }
-    Ok(mode(samples, lost, args.keys * runs as u64))
+    let written = (args.keys + recent_keys(args)) * runs as u64;
+    Ok((mode(samples, lost, written), replay))
+}
+
+/// Keys the reboot baseline writes just before its crash: a tenth of
+/// `--keys`, at least one.
+fn recent_keys(args: &BenchRecoveryArgs) -> u64 {
+    (args.keys / 10).max(1)
+}
+
+/// Waits until the kv store has flushed its log (it does every second).
+fn wait_flushed(d: &mut Driver) -> anyhow::Result<()> {
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        if d.cmd("kv stats", T)?.contains("unflushed=0") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    anyhow::bail!("reboot baseline: the kv store never flushed its log")
 }
 
 fn first_number(s: &str) -> Option<u64> {
@@ -572,4 +667,16 @@ fn bench_snapshot(
     s.d.send("poweroff");
     let _ = s.join();
     Ok(mode(samples, lost, written))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kvstores_restore_line() {
+        let console = "lazarus> kvstore: restored 1980 keys from the disk log (1980 changes in 330 blocks, generation 0, 70 ms); changes after its last flush were lost\n";
+        assert_eq!(parse_restored(console), Some((1980, 70)));
+        assert_eq!(parse_restored("kv: 0 keys"), None);
+    }
 }

@@ -90,10 +90,21 @@ fn bench_recovery_runs_all_three_ways_back() {
         snap["max_ms"].as_f64() <= r["resurrect"]["max_ms"].as_f64(),
         "{r:#}"
     );
-    // Resurrection keeps every key; a reboot loses all of them.
+    // Resurrection keeps every key; a reboot keeps what the kv store had
+    // flushed to its disk log, and the report says what it replayed.
     assert_eq!(r["resurrect"]["kv_keys_lost"], 0, "{r:#}");
+    let log = &r["reboot_kv_log"];
     assert_eq!(
-        r["reboot"]["kv_keys_lost"], r["reboot"]["kv_keys_written"],
+        log["writes_lost_since_flush"], r["reboot"]["kv_keys_lost"],
+        "{r:#}"
+    );
+    let (lost, written) = (
+        r["reboot"]["kv_keys_lost"].as_u64().expect("lost"),
+        r["reboot"]["kv_keys_written"].as_u64().expect("written"),
+    );
+    assert_eq!(log["keys_restored"].as_u64(), Some(written - lost), "{r:#}");
+    assert!(
+        log["replay_ms"].as_array().is_some_and(|a| !a.is_empty()),
         "{r:#}"
     );
 }
