@@ -84,19 +84,25 @@ extern "C" fn api_timer_remove(id: i32) -> i32 {
 }
 
 extern "C" fn api_copy_to_user(dst: u64, src: *const u8, len: usize) -> i64 {
-    if src.is_null() && len > 0 {
+    if len == 0 {
+        return 0;
+    }
+    if src.is_null() {
         return -EFAULT;
     }
-    // SAFETY: the extension's own buffer of `len` bytes.
+    // SAFETY: the extension's own buffer of `len` bytes (not null).
     let s = unsafe { core::slice::from_raw_parts(src, len) };
     uaccess::copy_to(dst, s).map_or_else(|e| -e, |_| 0)
 }
 
 extern "C" fn api_copy_from_user(dst: *mut u8, src: u64, len: usize) -> i64 {
-    if dst.is_null() && len > 0 {
+    if len == 0 {
+        return 0;
+    }
+    if dst.is_null() {
         return -EFAULT;
     }
-    // SAFETY: the extension's own buffer of `len` bytes.
+    // SAFETY: the extension's own buffer of `len` bytes (not null).
     let d = unsafe { core::slice::from_raw_parts_mut(dst, len) };
     uaccess::copy_from(d, src).map_or_else(|e| -e, |_| 0)
 }
@@ -213,11 +219,14 @@ extern "C" fn api_user_dma(
     segs: *mut DmaSeg,
     max: usize,
 ) -> i64 {
-    if segs.is_null() && max > 0 {
+    let out: &mut [DmaSeg] = if max == 0 {
+        &mut []
+    } else if segs.is_null() {
         return -EFAULT;
-    }
-    // SAFETY: the extension's own array of `max` segments.
-    let out = unsafe { core::slice::from_raw_parts_mut(segs, max) };
+    } else {
+        // SAFETY: the extension's own array of `max` segments (not null).
+        unsafe { core::slice::from_raw_parts_mut(segs, max) }
+    };
     uaccess::dma_segments(user_buf, len as u64, device_writes != 0, out)
         .map_or_else(|e| -e, |n| n as i64)
 }
