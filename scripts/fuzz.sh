@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(api cpio dump elf hypercall serial)
+TARGETS=(api cpio dump elf hypercall serial virtio_blk)
 TRIPLE=x86_64-unknown-linux-gnu
 BIN=fuzz/target/$TRIPLE/release
 

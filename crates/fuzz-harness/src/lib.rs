@@ -18,6 +18,7 @@ pub mod dump;
 pub mod elf;
 pub mod hypercall;
 pub mod serial;
+pub mod virtio_blk;
 
 /// A fuzz target: what it is called (its directory under `fuzz/corpus/`
 /// and `fuzz/regressions/`, and its binary in `fuzz/`) and its function.
@@ -54,5 +55,9 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "serial",
         run: serial::run,
+    },
+    Target {
+        name: "virtio_blk",
+        run: virtio_blk::run,
     },
 ];
