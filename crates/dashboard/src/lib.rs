@@ -123,7 +123,9 @@ impl Dashboard {
                     file,
                     Some(usize::try_from(len).unwrap_or(usize::MAX)),
                     None,
-                );
+                )
+                // A Content-Length, not chunks: downloads show their progress.
+                .with_chunked_threshold(usize::MAX);
                 add_header(&mut r, "Content-Type", DUMP_CONTENT_TYPE);
                 add_header(
                     &mut r,

@@ -53,8 +53,8 @@ pub fn query(sock: &Path, timeout: Duration) -> VmView {
 }
 
 /// Recoveries per bucket of the control API's own Prometheus histogram
-/// (`lazarus_api::LATENCY_BUCKETS`, in seconds): `LATENCY_BUCKETS.len()
-/// + 1` counts, a latency counted in the first bucket whose bound it does
+/// (`lazarus_api::LATENCY_BUCKETS`, in seconds): one count per bound and
+/// one more, a latency counted in the first bucket whose bound it does
 /// not exceed, the last one holding everything above.
 pub fn latency_histogram(latencies_us: &[u64]) -> Vec<u64> {
     let mut counts = vec![0; LATENCY_BUCKETS.len() + 1];
