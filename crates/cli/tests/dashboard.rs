@@ -244,6 +244,12 @@ fn dashboard_in_a_real_browser() {
         r.contains("data-counts=\"0,0,0,0,0,0,0,0,0,0,0,0,0,2\""),
         "{r}"
     );
+    // The trend's bars are drawn as 14 sibling bars, today's the tallest
+    // (nested, unclosed <rect>s would draw only the first).
+    assert_eq!(r.matches("<rect").count(), 14, "{r}");
+    assert!(!r.contains("</rect></rect>"), "bars nested: {r}");
+    let last_bar = &r[r.rfind("<rect").expect("a bar")..];
+    assert!(last_bar.contains("height=\"22\""), "{last_bar}");
     assert!(row(&front, &other).contains("class=\"count\">1<"));
     assert!(
         front.find(&sig) < front.find(&other),
@@ -328,4 +334,31 @@ fn dashboard_in_a_real_browser() {
     let transcript = g.transcript.clone();
     assert!(g.poweroff().success(), "{transcript}");
     drop(dir);
+}
+
+/// An address that is not one, or that cannot be bound, is bad input
+/// (exit 4) with one clear line.
+#[test]
+fn unusable_listen_addresses_exit_4() {
+    let dir = common::temp_dir("dashboard-listen");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    for (addr, says) in [
+        ("nonsense", "bad listen address 'nonsense'"),
+        (taken.as_str(), "cannot listen on"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lazarus"))
+            .args(["dashboard", "--listen", addr, "--data-dir"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("lazarus dashboard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{addr}: {err}");
+        assert!(
+            err.starts_with("lazarus: error: ") && err.contains(says),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }

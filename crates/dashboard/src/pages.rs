@@ -5,7 +5,7 @@ use std::path::Path;
 use lazarus_api::LATENCY_BUCKETS;
 use lazarus_crashdb::{Bucket, BucketDetail};
 use lazarus_diagnose::{GdbCommand, Report};
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::format_utc;
 use crate::vms::{VmView, latency_histogram};
@@ -14,7 +14,8 @@ const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #ddd;\
 padding:.2em .6em;text-align:left;vertical-align:top}code,pre{font-family:monospace}\
 pre{background:#f4f4f4;padding:.5em;overflow-x:auto}.bar{background:#c33;height:.9em}\
-.bad{color:#a00}.muted{color:#777}nav a{margin-right:1em}";
+.bad{color:#a00}.muted{color:#777}nav a{margin-right:1em}\
+#gdb{white-space:pre-wrap;word-break:break-all}";
 
 fn layout(title: &str, body: Markup) -> Markup {
     html! {
@@ -23,7 +24,7 @@ fn layout(title: &str, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 title { (title) " · lazarus" }
-                style { (maud::PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) }
             }
             body {
                 nav { a href="/" { "Top crashers" } a href="/vms" { "Live VMs" } }
@@ -34,28 +35,45 @@ fn layout(title: &str, body: Markup) -> Markup {
     }
 }
 
-/// Daily counts as a row of bars (inline SVG, no script).
+/// Daily counts as a row of bars (inline SVG, no script). Written by
+/// hand: SVG children must be self-closed (`<rect/>`), which maud does
+/// not write; every value in it is a number, the id escaped.
 fn sparkline(counts: &[u64], id: &str) -> Markup {
+    use std::fmt::Write as _;
     let max = counts.iter().copied().max().unwrap_or(0).max(1);
     let (w, h) = (6u64, 24u64);
+    let width = w * counts.len() as u64;
     let total: u64 = counts.iter().sum();
     let list = counts
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    html! {
-        svg class="trend" id=(id) data-counts=(list) width=(w * counts.len() as u64)
-            height=(h) viewBox=(format!("0 0 {} {h}", w * counts.len() as u64))
-            role="img" xmlns="http://www.w3.org/2000/svg" {
-            title { (total) " crashes over " (counts.len()) " days, per day: " (list) }
-            @for (i, &c) in counts.iter().enumerate() {
-                @let bh = if c == 0 { 1 } else { (c * (h - 2) / max).max(2) };
-                rect x=(i as u64 * w) y=(h - bh) width=(w - 1) height=(bh)
-                    fill=(if c == 0 { "#ddd" } else { "#c33" });
-            }
-        }
+    let id = html! { (id) }.into_string();
+    let mut svg = format!(
+        "<svg class=\"trend\" id=\"{id}\" data-counts=\"{list}\" width=\"{width}\" \
+         height=\"{h}\" viewBox=\"0 0 {width} {h}\" role=\"img\" \
+         xmlns=\"http://www.w3.org/2000/svg\"><title>{total} crashes over {} days, per day: \
+         {list}</title>",
+        counts.len()
+    );
+    for (i, &c) in counts.iter().enumerate() {
+        let bh = if c == 0 {
+            1
+        } else {
+            (c * (h - 2) / max).max(2)
+        };
+        let fill = if c == 0 { "#ddd" } else { "#c33" };
+        let _ = write!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{bh}\" fill=\"{fill}\"/>",
+            i as u64 * w,
+            h - bh,
+            w - 1
+        );
     }
+    svg.push_str("</svg>");
+    PreEscaped(svg)
 }
 
 /// One bucket on the front page.
@@ -212,7 +230,7 @@ pub fn signature_page(v: &SignatureView<'_>) -> Markup {
         &format!("Signature {}", b.signature),
         html! {
             p id="title" { (b.title) }
-            p { (b.count) " crashes of kind " (b.kind) ", first " (format_utc(b.first_seen_unix_ms))
+            p { (b.count) @if b.count == 1 { " crash" } @else { " crashes" } " of kind " (b.kind) ", first " (format_utc(b.first_seen_unix_ms))
                 ", last " (format_utc(b.last_seen_unix_ms)) " (UTC)." }
             @if !b.extensions.is_empty() {
                 p { "Extensions: " (b.extensions.join(", ")) }
