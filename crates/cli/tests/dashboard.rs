@@ -51,17 +51,23 @@ fn browse(url: &str, profile: &Path) -> String {
 
 /// A raw HTTP/1.1 GET: status, head and body bytes.
 fn http_get(base: &str, path: &str) -> (u16, String, Vec<u8>) {
-    let host = base
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut s = TcpStream::connect(&host).expect("connect to the dashboard");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    http(base, "GET", path)
+}
+
+fn http(base: &str, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    raw_request(
+        base,
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
-    .unwrap();
+}
+
+/// Sends `request` as it is; the answer's status, head and body.
+fn raw_request(base: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(host).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
     let split = raw
@@ -313,6 +319,18 @@ fn dashboard_in_a_real_browser() {
     assert_eq!(status, 400);
     let (status, _, _) = http_get(&base, "/dumps/../crashes.sqlite");
     assert!(matches!(status, 400 | 404), "{status}");
+    // Only reads are served; HEAD has no body; garbage is refused and
+    // the server goes on.
+    assert_eq!(http(&base, "POST", "/").0, 405);
+    assert_eq!(http(&base, "DELETE", dump_href).0, 405);
+    let (status, _, body) = http(&base, "HEAD", "/");
+    assert_eq!((status, body.len()), (200, 0));
+    let long = format!("/signature/{}", "a".repeat(5000));
+    assert_eq!(http_get(&base, &long).0, 400);
+    assert_eq!(http_get(&base, "/signature/%00%ff").0, 400);
+    let (status, _, _) = raw_request(&base, b"\x01\x02 nonsense\r\n\r\n");
+    assert!((400..500).contains(&status), "{status}");
+    assert_eq!(http_get(&base, "/").0, 200);
 
     // A fresh crash in the running VM appears after a reload.
     crash_and_resurrect(&mut g, "divide");
