@@ -311,10 +311,35 @@ fn dashboard_in_a_real_browser() {
     );
     assert!(body.len() > 4096 && body == on_disk, "{} bytes", body.len());
     assert_eq!(&body[..4], b"\x7fELF");
-    // A pruned dump and a traversal are clear 4xx pages.
-    let (status, _, body) = http_get(&base, "/dumps/pruned-long-ago.core");
+    // A pruned dump is a clear 404, and the page says it was pruned.
+    let older = &page[page.rfind("class=\"dump\"").expect("two dumps")..];
+    let older_href = attr_after(older, "class=\"dump\"", "href");
+    assert_ne!(older_href, dump_href);
+    assert_eq!(http_get(&base, older_href).0, 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_lazarus"))
+        .args([
+            "crashes",
+            "prune",
+            "--dumps-per-signature",
+            "1",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("lazarus crashes prune");
+    assert!(out.status.success(), "{out:?}");
+    let (status, _, body) = http_get(&base, older_href);
     assert_eq!(status, 404);
-    assert!(String::from_utf8_lossy(&body).contains("pruned"));
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("was pruned"), "{body}");
+    let page = browse(
+        &format!("{}{}", base.trim_end_matches('/'), href),
+        profile.path(),
+    );
+    assert_eq!(page.matches("class=\"dump\"").count(), 1, "{page}");
+    assert_eq!(page.matches(">pruned<").count(), 1, "{page}");
+    assert_eq!(http_get(&base, dump_href).0, 200);
+    // Traversal is refused.
     let (status, _, _) = http_get(&base, "/dumps/..%2fcrashes.sqlite");
     assert_eq!(status, 400);
     let (status, _, _) = http_get(&base, "/dumps/../crashes.sqlite");
