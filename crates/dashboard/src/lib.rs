@@ -323,7 +323,11 @@ fn add_header<R: std::io::Read>(r: &mut tiny_http::Response<R>, name: &str, valu
 /// The dashboard's link to `dump`, if it lies in the dumps directory.
 fn dump_link(dumps_dir: &Path, dump: &Path) -> Option<String> {
     let name = dump.file_name()?.to_str()?;
-    (dump.parent() == Some(dumps_dir) && is_plain_file_name(name)).then(|| format!("/dumps/{name}"))
+    // The row may spell the directory differently (relative, a symbolic
+    // link): compare where both really are.
+    let real = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let inside = dump.parent().map(real) == Some(real(dumps_dir));
+    (inside && is_plain_file_name(name)).then(|| format!("/dumps/{name}"))
 }
 
 /// One path component, no hidden file, nothing to decode: traversal
