@@ -21,10 +21,10 @@ histogram), /dumps/NAME (a dump of the data directory).
 The dashboard only reads: the crash database (SQLite in the data
 directory, or --crash-db postgres://... / LAZARUS_CRASH_DB, as `lazarus
 crashes` takes it) and the control API of every --vm-sock. A VM that does
-not answer is shown as unreachable. It serves until interrupted.
+not answer is shown as unreachable. It serves until a signal (Ctrl-C,
+SIGTERM) ends it.
 
 Exit codes:
-  0  stopped
   1  internal error
   2  usage error
   4  bad --listen address or one that cannot be bound, bad --crash-db, or
