@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lazarus needs on a fresh Debian/Ubuntu machine: the pinned
 # Rust toolchain with the guest target, gdb (dump tests use the real gdb),
-# and promtool and prometheus (the metrics tests use the real ones). Safe
+# promtool and prometheus (the metrics tests use the real ones) and
+# Chromium (the dashboard is tested in a real headless browser). Safe
 # to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,14 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
 fi
+# Chromium, headless, for the dashboard's browser test (Debian's own
+# packages; chromedriver comes with chromium-driver for WebDriver use).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 # promtool (Prometheus' own parser and linter of its text format) and the
 # Prometheus server, for the metrics tests: from Debian's prometheus
 # package, unpacked rather than installed (installing it would start a
@@ -54,4 +63,4 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     $SUDO install -m 0755 "$tmp/pkg/usr/bin/promtool" "$tmp/pkg/usr/bin/prometheus" /usr/local/bin/
     rm -rf "$tmp"
 fi
-echo "setup: ok ($(rustc --version), $(gdb --version | head -1), $("$PG_BIN/postgres" --version), $(promtool --version 2>&1 | head -1))"
+echo "setup: ok ($(rustc --version), $(gdb --version | head -1), $("$PG_BIN/postgres" --version), $(promtool --version 2>&1 | head -1), $(/usr/bin/chromium --version 2>/dev/null | head -1))"

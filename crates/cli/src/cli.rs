@@ -107,6 +107,9 @@ pub enum Command {
     Crashes(crate::crashes_cmd::CrashesArgs),
     /// Diagnose a crash dump offline: kind, backtrace, offender, signature.
     Diagnose(crate::diagnose_cmd::DiagnoseArgs),
+    /// Serve crash-triage web pages: top crashers, one page per
+    /// signature, dumps, and the live VMs.
+    Dashboard(crate::dashboard_cmd::DashboardArgs),
     /// Talk to a running `lazarus run --api-sock PATH`: status, pause,
     /// resume, dump, inject, metrics.
     Ctl(crate::ctl::CtlArgs),

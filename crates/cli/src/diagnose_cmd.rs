@@ -2,12 +2,12 @@
 //! text or JSON, or the gdb command line that opens it with every symbol.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use lazarus_dump::Dump;
-use lazarus_symbols::{SymbolStore, build_id_of_loaded};
+use lazarus_symbols::SymbolStore;
 
 use crate::exit::{BAD_INPUT, failure};
 
@@ -70,7 +70,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     };
     let store = SymbolStore::new(dir);
     let out = if args.gdb {
-        gdb_command(&dump, &store) + "\n"
+        let gdb = lazarus_diagnose::gdb_command(&dump, &store);
+        for w in &gdb.warnings {
+            eprintln!("lazarus: warning: {w}");
+        }
+        gdb.command + "\n"
     } else {
         let report = lazarus_diagnose::diagnose(&dump, &store)
             .map_err(|e| failure(BAD_INPUT, format!("{}: {e}", args.dump.display())))?;
@@ -85,82 +89,4 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     Ok(ExitCode::SUCCESS)
-}
-
-/// Quotes `s` for a POSIX shell when it needs it.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-fn path_arg(p: &Path) -> String {
-    shell_quote(&p.to_string_lossy())
-}
-
-/// `gdb -nx [-ex 'add-symbol-file EXT -o BASE']... KERNEL DUMP`. What the
-/// store lacks is said on stderr; the command still opens the dump.
-fn gdb_command(dump: &Dump, store: &SymbolStore) -> String {
-    let note = dump.note();
-    let mut cmd = vec!["gdb".to_string(), "-nx".to_string()];
-    cmd.push("-ex".into());
-    cmd.push(shell_quote("set confirm off"));
-    for e in &note.extensions {
-        let id = e.build_id.clone().or_else(|| {
-            build_id_of_loaded(|off, buf| off < e.size && dump.read_virt(e.base + off, buf).is_ok())
-        });
-        match id.as_deref().and_then(|id| store.find(id)) {
-            Some(path) => {
-                cmd.push("-ex".into());
-                cmd.push(shell_quote(&format!(
-                    "add-symbol-file {} -o {:#x}",
-                    path_arg(&path),
-                    e.base
-                )));
-            }
-            None => eprintln!(
-                "lazarus: warning: no symbols for extension {} (build id {})",
-                e.name,
-                id.as_deref().unwrap_or("unknown")
-            ),
-        }
-    }
-    match note
-        .kernel_build_id
-        .as_deref()
-        .and_then(|id| store.find(id))
-    {
-        Some(kernel) => {
-            cmd.push(path_arg(&kernel));
-            cmd.push(path_arg(dump.path()));
-        }
-        None => {
-            eprintln!(
-                "lazarus: warning: no kernel symbols (build id {}) in {}",
-                note.kernel_build_id.as_deref().unwrap_or("unknown"),
-                store.dir().display()
-            );
-            cmd.push("-c".into());
-            cmd.push(path_arg(dump.path()));
-        }
-    }
-    cmd.join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_quote;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/a/b.elf"), "/a/b.elf");
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
 }

@@ -40,6 +40,7 @@ mod campaign;
 mod cli;
 mod crashes_cmd;
 mod ctl;
+mod dashboard_cmd;
 mod demo;
 mod diagnose_cmd;
 mod disk;
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Dashboard(args) => dashboard_cmd::run(&args),
         Command::Ctl(args) => ctl::run(&args),
         Command::Campaign(args) => campaign::run(&args),
     };

@@ -8,6 +8,7 @@
 //! `notes`), never make diagnosis fail.
 
 mod classify;
+mod gdb;
 mod modules;
 mod report;
 mod signature;
@@ -17,6 +18,7 @@ use lazarus_abi::trap::exception_name;
 use lazarus_dump::{Dump, DumpError, Regs};
 use lazarus_symbols::SymbolStore;
 
+pub use gdb::{GdbCommand, gdb_command, shell_quote};
 pub use report::{
     CrashKind, ExtensionInfo, Frame, Instruction, LockInfo, LockWait, ProcessInfo, REPORT_VERSION,
     Report,
