@@ -97,7 +97,7 @@ pub fn run(data: &[u8]) {
         let mut reset = false;
         match op {
             Op::Write { reg, value } => {
-                let reg = u32::from(*reg) % 0x200 & !3;
+                let reg = (u32::from(*reg) % 0x200) & !3;
                 reset = reg == regs::STATUS && *value == 0;
                 write(&mut t, reg, *value);
             }
