@@ -50,6 +50,8 @@ impl Guest {
             .arg("run")
             .args(extra)
             .env("LAZARUS_DATA_DIR", data.path())
+            // Never the developer's shared crash database.
+            .env_remove("LAZARUS_CRASH_DB")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
