@@ -80,10 +80,56 @@ pub mod virtblk {
         out[12..16].copy_from_slice(&seed.to_le_bytes());
         let mut x = (u64::from(seed) << 32 ^ sector).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         for chunk in out[16..].chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            chunk.copy_from_slice(&xorshift(&mut x).to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// Marsaglia's xorshift64 step (never 0 from a non-zero state).
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// The random requests of `blk bench` and of the host's half of
+    /// `lazarus bench io`: byte offsets of [`BenchOffsets::IO`]-byte
+    /// blocks in the first `bytes` of the disk, the same for the guest and
+    /// the host from the same seed, one stream for reads and another for
+    /// writes.
+    #[derive(Clone, Debug)]
+    pub struct BenchOffsets {
+        x: u64,
+        blocks: u64,
+    }
+
+    impl BenchOffsets {
+        /// Bytes of each random request.
+        pub const IO: usize = 4096;
+
+        /// The reads' offsets.
+        pub fn reads(seed: u64, bytes: u64) -> Self {
+            Self::new(seed | 1, bytes)
+        }
+
+        /// The writes' offsets.
+        pub fn writes(seed: u64, bytes: u64) -> Self {
+            Self::new((seed | 1).rotate_left(17) | 1, bytes)
+        }
+
+        fn new(x: u64, bytes: u64) -> Self {
+            Self {
+                x,
+                blocks: (bytes / Self::IO as u64).max(1),
+            }
+        }
+    }
+
+    impl Iterator for BenchOffsets {
+        type Item = u64;
+
+        fn next(&mut self) -> Option<u64> {
+            Some((xorshift(&mut self.x) % self.blocks) * Self::IO as u64)
         }
     }
 }

@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lazarus_abi::dev::virtblk::BenchOffsets;
 use lazarus_campaign::driver::PROMPT;
 use lazarus_virtio_blk::{Block, DiskImage};
 use serde::Serialize;
@@ -26,8 +27,8 @@ use crate::image::BootImage;
 const T: Duration = Duration::from_secs(60);
 /// Sequential transfers: the driver's largest request.
 const SEQ_IO: usize = lazarus_abi::dev::virtblk::IO_MAX;
-/// Random transfers.
-const RANDOM_IO: usize = 4096;
+/// Random transfers, at the offsets the guest uses too.
+const RANDOM_IO: usize = BenchOffsets::IO;
 
 /// Milliseconds each phase took.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -164,13 +165,6 @@ fn guest_phases(
     s.finish(result)
 }
 
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 /// The guest's phases, on a host file.
 fn host_phases(args: &BenchIoArgs, path: &Path, disk_mib: u64) -> std::io::Result<Phases> {
     let file = OpenOptions::new()
@@ -196,19 +190,14 @@ fn host_phases(args: &BenchIoArgs, path: &Path, disk_mib: u64) -> std::io::Resul
     }
     let seq_read_ms = ms(t);
 
-    let blocks = bytes / RANDOM_IO as u64;
-    let mut x = args.seed | 1;
     let t = Instant::now();
-    for _ in 0..args.ops {
-        let at = (next(&mut x) % blocks) * RANDOM_IO as u64;
+    for at in BenchOffsets::reads(args.seed, bytes).take(args.ops as usize) {
         file.read_exact_at(&mut buf[..RANDOM_IO], at)?;
     }
     let rand_read_ms = ms(t);
 
-    let mut x = (args.seed | 1).rotate_left(17) | 1;
     let t = Instant::now();
-    for _ in 0..args.ops {
-        let at = (next(&mut x) % blocks) * RANDOM_IO as u64;
+    for at in BenchOffsets::writes(args.seed, bytes).take(args.ops as usize) {
         file.write_all_at(&buf[..RANDOM_IO], at)?;
     }
     file.sync_data()?;

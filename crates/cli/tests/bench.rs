@@ -214,3 +214,42 @@ fn bench_overhead_measures_every_workload_on_and_off() {
     }
     assert_eq!(r["runs"], 1);
 }
+
+#[test]
+fn bench_io_reports_every_phase_for_the_guest_and_the_host() {
+    let r = run_json(
+        &[
+            "bench", "io", "--mib", "1", "--ops", "20", "--memory", "64", "--json",
+        ],
+        Duration::from_secs(300),
+    );
+    assert_eq!((r["mib"].as_u64(), r["ops"].as_u64()), (Some(1), Some(20)));
+    for side in ["guest", "host"] {
+        for phase in [
+            "seq_write_ms",
+            "seq_read_ms",
+            "rand_read_ms",
+            "rand_write_ms",
+        ] {
+            assert!(
+                r[side][phase].as_f64().is_some_and(|v| v >= 0.0),
+                "{side}.{phase}: {r:#}"
+            );
+        }
+    }
+    for rates in ["guest_rates", "host_rates", "ratio"] {
+        for key in [
+            "seq_write_mb_s",
+            "seq_read_mb_s",
+            "rand_read_iops",
+            "rand_write_iops",
+        ] {
+            assert!(
+                r[rates][key]
+                    .as_f64()
+                    .is_some_and(|v| v.is_finite() && v > 0.0),
+                "{rates}.{key}: {r:#}"
+            );
+        }
+    }
+}

@@ -26,8 +26,8 @@ use alloc::string::String;
 use alloc::vec;
 
 use lazarus_ulib::abi::dev::virtblk::{
-    DEV, FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SEEK,
-    IOC_SIZE, SECTOR, pattern,
+    BenchOffsets, DEV, FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID,
+    IOC_SEEK, IOC_SIZE, SECTOR, pattern,
 };
 use lazarus_ulib::io::{close, ioctl, open, read, write};
 use lazarus_ulib::process::uptime_ms;
@@ -37,7 +37,7 @@ entry!(main);
 
 const USAGE: &str = "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk fault bad-descriptor | blk bench MIB OPS SEED";
 /// Bytes of a random request in `blk bench`.
-const RANDOM_IO: usize = 4096;
+const RANDOM_IO: usize = BenchOffsets::IO;
 
 fn main(args: Args) -> i32 {
     let argv: alloc::vec::Vec<&str> = args.iter().skip(1).collect();
@@ -127,14 +127,6 @@ fn transfer(fd: i32, writing: bool, first: u64, count: u64, seed: u32) -> Result
     ))
 }
 
-/// A small xorshift for the random offsets (deterministic per seed).
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
-
 fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
     let bytes = mib << 20;
     let size = ioctl(fd, IOC_SIZE, 0).map_err(|e| format!("size: {e}"))?;
@@ -167,10 +159,8 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
         }
         Ok(())
     };
-    let blocks = bytes / RANDOM_IO as u64;
-    let random = |buf: &mut [u8], writing: bool, mut x: u64| -> Result<(), String> {
-        for _ in 0..ops {
-            let at = (next(&mut x) % blocks) * RANDOM_IO as u64;
+    let random = |buf: &mut [u8], writing: bool, offsets: BenchOffsets| -> Result<(), String> {
+        for at in offsets.take(ops as usize) {
             ioctl(fd, IOC_SEEK, at).map_err(|e| format!("seek: {e}"))?;
             let io = &mut buf[..RANDOM_IO];
             let n = if writing { write(fd, io) } else { read(fd, io) }
@@ -184,11 +174,12 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
         }
         Ok(())
     };
-    let x = seed | 1;
     let seq_write = timed(&mut || seq(&mut buf, true))?;
     let seq_read = timed(&mut || seq(&mut buf, false))?;
-    let rand_read = timed(&mut || random(&mut buf, false, x))?;
-    let rand_write = timed(&mut || random(&mut buf, true, x.rotate_left(17) | 1))?;
+    let reads = BenchOffsets::reads(seed, bytes);
+    let rand_read = timed(&mut || random(&mut buf, false, reads.clone()))?;
+    let writes = BenchOffsets::writes(seed, bytes);
+    let rand_write = timed(&mut || random(&mut buf, true, writes.clone()))?;
     Ok(format!(
         "bench mib={mib} ops={ops} seq_write_ms={seq_write} seq_read_ms={seq_read} rand_read_ms={rand_read} rand_write_ms={rand_write}"
     ))
