@@ -11,7 +11,7 @@ use alloc::string::String;
 use core::fmt::Write;
 
 use lazarus_ulib::abi::dev::{ramdisk, rand};
-use lazarus_ulib::io::{close, ioctl, open, read, write};
+use lazarus_ulib::io::{close, ioctl, open, read, seek, tell, write};
 use lazarus_ulib::{Args, entry, println};
 
 entry!(main);
@@ -58,7 +58,7 @@ fn run() -> Result<(), String> {
 
 /// A second open of the ramdisk starts at 0 and moves on its own.
 fn independent_positions(first: i32) -> Result<(), String> {
-    let tell = |fd| ioctl(fd, ramdisk::IOC_TELL, 0).map_err(|e| format!("ioctl TELL: {e}"));
+    let tell = |fd| tell(fd).map_err(|e| format!("tell: {e}"));
     let before = tell(first)?;
     let second = open_dev(ramdisk::DEV)?;
     let r = (|| {
@@ -87,7 +87,7 @@ fn ramdisk_round_trip(fd: i32) -> Result<(), String> {
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = (i * 7 + 3) as u8;
     }
-    let seek = |pos| ioctl(fd, ramdisk::IOC_SEEK, pos).map_err(|e| format!("ioctl SEEK: {e}"));
+    let seek = |pos| seek(fd, pos).map_err(|e| format!("seek: {e}"));
     seek(OFFSET)?;
     let mut done = 0;
     while done < pattern.len() {

@@ -15,7 +15,7 @@
 
 use lazarus_ulib::abi::dev::ramdisk;
 use lazarus_ulib::abi::syscall::complaint;
-use lazarus_ulib::io::{close, ioctl, read, write};
+use lazarus_ulib::io::{close, read, seek, write};
 use lazarus_ulib::process::{sleep_ms, uptime_ms};
 use lazarus_ulib::{Args, Errno, entry, ext, println};
 
@@ -118,11 +118,11 @@ fn round_trip(fd: i32, round: u64) -> Result<(), Failure> {
     for (i, b) in pattern.iter_mut().enumerate() {
         *b = (round as usize).wrapping_mul(31).wrapping_add(i * 7) as u8;
     }
-    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(Failure::Error)?;
+    seek(fd, off).map_err(Failure::Error)?;
     if write(fd, &pattern).map_err(Failure::Error)? != LEN {
         return Err(Failure::Short);
     }
-    ioctl(fd, ramdisk::IOC_SEEK, off).map_err(Failure::Error)?;
+    seek(fd, off).map_err(Failure::Error)?;
     let mut back = [0u8; LEN];
     if read(fd, &mut back).map_err(Failure::Error)? != LEN {
         return Err(Failure::Short);
