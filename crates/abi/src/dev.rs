@@ -57,13 +57,46 @@ pub mod virtblk {
     pub const IOC_GET_ID: u64 = 5;
     /// Bytes of a device id.
     pub const ID_BYTES: usize = 20;
-    /// ioctl: arm the driver fault `arg` (a `FAULT_*`) for the next read or
-    /// write, for tests and fault campaigns; returns 0.
+    /// ioctl: arm the driver fault `arg` (a `FAULT_*`), for tests and
+    /// fault campaigns; returns 0. Each is a real driver failure: the
+    /// driver crashes or finds itself broken (`ExtApi::failed`), the
+    /// kernel resets it with its device, and the requests in flight are
+    /// issued again, so their callers see no error.
     pub const IOC_FAULT: u64 = 100;
     /// The next request hands the device a buffer outside guest RAM: the
-    /// device refuses the ring (`DEVICE_NEEDS_RESET`), that request fails
-    /// with `EIO` and the driver resets the device before the next one.
+    /// device refuses the ring (`DEVICE_NEEDS_RESET`) and the driver,
+    /// which cannot trust its ring any more, declares itself failed.
     pub const FAULT_BAD_DESCRIPTOR: u64 = 1;
+    /// The next interrupt handler run dereferences a null pointer (a
+    /// fault in interrupt context, with a request in flight).
+    pub const FAULT_IRQ_HANDLER: u64 = 2;
+    /// The next completion names a request that is not in flight; the
+    /// driver finds its queue inconsistent and declares itself failed.
+    pub const FAULT_UNKNOWN_COMPLETION: u64 = 3;
+    /// The next request is never handed to the device (as if its
+    /// interrupt and completion were lost): the per-request timeout finds
+    /// it, and the driver declares itself failed.
+    pub const FAULT_LOST_INTERRUPT: u64 = 4;
+    /// The next requests are held back from the device, so that several
+    /// are in flight, and [`STALL_TICKS`] after the first a timer callback
+    /// of the driver dereferences a null pointer.
+    pub const FAULT_STALL: u64 = 5;
+    /// Ticks (10 ms) [`FAULT_STALL`] holds requests before the crash.
+    pub const STALL_TICKS: u64 = 30;
+
+    /// The faults by the names `blk fault` and the tests use.
+    pub const FAULTS: [(&str, u64); 5] = [
+        ("bad-descriptor", FAULT_BAD_DESCRIPTOR),
+        ("irq-handler", FAULT_IRQ_HANDLER),
+        ("unknown-completion", FAULT_UNKNOWN_COMPLETION),
+        ("lost-interrupt", FAULT_LOST_INTERRUPT),
+        ("stall", FAULT_STALL),
+    ];
+
+    /// The fault named `name` (see [`FAULTS`]).
+    pub fn fault_by_name(name: &str) -> Option<u64> {
+        FAULTS.iter().find(|(n, _)| *n == name).map(|&(_, f)| f)
+    }
 
     /// The test pattern `blk write` puts in `sector` for `seed` (and `blk
     /// verify`, or a host test reading the image, expects): a header

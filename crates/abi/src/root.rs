@@ -340,7 +340,8 @@ pub struct ExtSlot {
     /// Times an extension was loaded into this slot (kept across unloads;
     /// resets do not count).
     pub load_count: u32,
-    /// Resets by the repair since the last load (the repair disables the
+    /// Resets by the repair in a row, each within [`EXT_CRASH_WINDOW_TICKS`]
+    /// of the one before, since the last load (the repair disables the
     /// extension at `RepairInput::ext_crash_limit`).
     pub crash_count: u32,
     /// Open files of this extension's device ([`KernelRoot::files`]).
@@ -373,7 +374,15 @@ pub struct ExtSlot {
     pub kept: u64,
     /// Size of `kept` in bytes.
     pub kept_size: u64,
+    /// Heartbeat of its last reset by the repair.
+    pub last_crash_tick: u64,
 }
+
+/// A crash of an extension more than this many ticks (60 s) after its
+/// previous one starts `ExtSlot::crash_count` again: a driver that fails
+/// now and then is reset every time; one that fails again and again is
+/// disabled.
+pub const EXT_CRASH_WINDOW_TICKS: u64 = 6000;
 
 /// Platform devices one extension may drive.
 pub const MAX_EXT_DEVICES: usize = 2;

@@ -205,6 +205,12 @@ pub struct RunArgs {
     /// space during a repair.
     #[arg(long, value_enum, value_name = "HOW", default_value_t = SlotArg::Resident)]
     pub repair_slot: SlotArg,
+    /// Disable a kernel extension that crashes N times in a row, each
+    /// within a minute of the one before (a crash after a quiet minute
+    /// starts the count again); until then every crash resets it.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ext_crash_limit: u32,
     /// Declare the guest hung when the kernel's heartbeat stops for this
     /// many milliseconds (0 disables the watchdog). At least 50: the
     /// kernel boots for 10-20 ms before its first heartbeat, so a shorter

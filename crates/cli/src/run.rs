@@ -144,6 +144,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             let (tx, rx) = std::sync::mpsc::channel::<Recovery>();
             let mut rc = ResurrectConfig::new(lazarus_image::REPAIR_ELF);
             rc.slot = args.repair_slot.into();
+            rc.ext_crash_limit = args.ext_crash_limit;
             rc.listener = Some(tx);
             config.crash_handler = Some(Box::new(rc));
             // Dumps of resurrected crashes are written off the guest's path.

@@ -269,11 +269,16 @@ impl Fixer<'_> {
         offender: u32,
         inp: &RepairInput,
     ) -> Result<(), &'static str> {
+        let now = self.r.header.heartbeat;
         let e = self.r.exts.get_mut(slot).ok_or("bad extension slot")?;
         if e.state == EXT_FREE {
             return Ok(());
         }
+        if now.saturating_sub(e.last_crash_tick) > EXT_CRASH_WINDOW_TICKS {
+            e.crash_count = 0;
+        }
         e.crash_count += 1;
+        e.last_crash_tick = now;
         let (base, disable) = (e.base, e.crash_count >= inp.ext_crash_limit.max(1));
         for t in self.r.timers.iter_mut() {
             if t.in_use != 0 && t.ext == slot as u32 {

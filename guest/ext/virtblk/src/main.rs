@@ -9,8 +9,12 @@
 //! A request waits for its completion: the device's answer is found in
 //! the used ring, by the interrupt handler or by the waiting caller
 //! itself, which polls after each tick, so a lost interrupt only delays
-//! it. A request the device never answers fails with `EIO` after
-//! [`REQUEST_TIMEOUT_TICKS`]. Positions are the kernel's: a request
+//! it. When the driver finds itself broken (a request the device never
+//! answers within [`REQUEST_TIMEOUT_TICKS`], a completion for a request
+//! not in flight, a device that asks for a reset) it does not fail the
+//! request: it declares itself failed (`ExtApi::failed`), the kernel
+//! resets it and its device, and its requests, which it declared
+//! replayable, are issued again (shadow-driver recovery). Positions are the kernel's: a request
 //! names its own, so that the kernel can issue it again after a reset.
 #![no_std]
 #![no_main]
@@ -23,7 +27,9 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use lazarus_extsdk::abi::dev::virtblk::{
-    FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SIZE, SECTOR,
+    FAULT_BAD_DESCRIPTOR, FAULT_IRQ_HANDLER, FAULT_LOST_INTERRUPT, FAULT_STALL,
+    FAULT_UNKNOWN_COMPLETION, FAULTS, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SIZE,
+    SECTOR, STALL_TICKS,
 };
 use lazarus_extsdk::abi::ext::{DEVICE_VIRTIO_MMIO, DmaSeg, REPLAY_READ, REPLAY_WRITE, ioctl_bit};
 use lazarus_extsdk::dev::{self, DmaBuf, Mmio};
@@ -45,7 +51,7 @@ const T_GET_ID: u32 = 8;
 /// `VIRTIO_BLK_S_OK`; anything else is an error.
 const S_OK: u8 = 0;
 
-/// A fault armed by `IOC_FAULT` for the next read or write.
+/// A fault armed by `IOC_FAULT` (a `FAULT_*`), until it fires.
 static FAULT: AtomicU32 = AtomicU32::new(0);
 /// Far outside any guest RAM (at most 3 GiB).
 const BAD_ADDRESS: u64 = 0xffff_f000_0000;
@@ -67,14 +73,13 @@ struct Driver {
     sectors: u64,
     read_only: bool,
     flush: bool,
-    /// The device asked for a reset (a ring it could not trust): every
-    /// request fails until the driver is reset.
-    broken: bool,
+    /// Why the driver cannot go on (the device asked for a reset, or a
+    /// completion named no request in flight): the next request declares
+    /// the driver failed.
+    broken: Option<&'static str>,
     slots: [SlotState; MAX_INFLIGHT],
-    /// Completions that named no request in flight.
-    unknown_completions: u64,
-    /// Times the driver reset the device after it asked for it.
-    resets: u64,
+    /// `FAULT_STALL`: requests are held back from the device.
+    stalled: bool,
 }
 
 /// The one driver, touched with interrupts off (the handler runs on the
@@ -209,24 +214,10 @@ fn probe(base: u64, size: u64, gsi: u32) -> Result<Driver, i32> {
         sectors,
         read_only: offered & F_BLK_RO != 0,
         flush: offered & F_BLK_FLUSH != 0,
-        broken: false,
+        broken: None,
         slots: [SlotState::Free; MAX_INFLIGHT],
-        unknown_completions: 0,
-        resets: 0,
+        stalled: false,
     })
-}
-
-/// After the device asked for a reset (a ring it could not trust), with
-/// no request in flight: the device and queue start afresh, as Linux's
-/// virtio drivers recover. What was in flight already failed with `EIO`.
-fn reset(d: &mut Driver) -> Result<(), i64> {
-    d.queue.clear();
-    start(&d.mmio, &d.queue.ring).inspect_err(|_| d.mmio.write32(STATUS, S_FAILED))?;
-    d.mmio.write32(STATUS, RUNNING);
-    d.broken = false;
-    d.resets += 1;
-    klog!("virtblk: device reset ({} so far)", d.resets);
-    Ok(())
 }
 
 fn features(mmio: &Mmio) -> u64 {
@@ -257,60 +248,97 @@ extern "C" fn exit() {
     }
 }
 
+/// Takes the armed fault if it is `which`.
+fn take_fault(which: u64) -> bool {
+    FAULT
+        .compare_exchange(which as u32, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
 /// The device's interrupt: acknowledge it, note a reset request, and
 /// collect completions.
 extern "C" fn on_interrupt(_arg: u64) {
+    if take_fault(FAULT_IRQ_HANDLER) {
+        null_read();
+    }
     with_driver(|d| {
         let status = d.mmio.read32(INTERRUPT_STATUS);
         d.mmio.write32(INTERRUPT_ACK, status);
         if status & INT_CONFIG != 0 && d.mmio.read32(STATUS) & S_NEEDS_RESET != 0 {
-            klog!("virtblk: the device needs a reset");
-            d.broken = true;
+            d.broken = Some("the device needs a reset");
         }
         reap(d);
     });
 }
 
-/// Moves every published completion to its slot.
+/// A driver bug: a read through a null pointer (#PF).
+fn null_read() -> ! {
+    // SAFETY: deliberately faults: page 0 is never mapped.
+    unsafe {
+        core::arch::asm!("mov {tmp}, qword ptr [{addr}]", addr = in(reg) 0u64, tmp = out(reg) _, options(nostack, readonly))
+    };
+    let why = b"virtblk: null read did not fault";
+    (api().panic)(why.as_ptr(), why.len())
+}
+
+/// `FAULT_STALL`'s timer, `STALL_TICKS` after the first held request.
+extern "C" fn stall_crash(_arg: u64) {
+    null_read();
+}
+
+/// Moves every published completion to its slot; one that names no
+/// request in flight makes the driver broken.
 fn reap(d: &mut Driver) {
-    while let Some((id, len)) = d.queue.pop_used() {
+    while let Some((mut id, len)) = d.queue.pop_used() {
+        if take_fault(FAULT_UNKNOWN_COMPLETION) {
+            // A bookkeeping bug: the completion lands on the wrong slot.
+            id = (id + queue::DESCS_PER_REQ as u32) % u32::from(queue::QUEUE_SIZE);
+        }
         let r = id as usize / queue::DESCS_PER_REQ;
         let head = (id as usize).is_multiple_of(queue::DESCS_PER_REQ);
         match d.slots.get(r) {
             Some(SlotState::Submitted) if head => {
                 d.slots[r] = SlotState::Done(d.queue.status(r), len);
             }
-            _ => d.unknown_completions += 1,
+            _ => d.broken = Some("a completion for a request not in flight"),
         }
     }
 }
 
-/// Runs one request to completion: `Ok(bytes the device wrote)`.
+/// Runs one request to completion: `Ok(bytes the device wrote)`. A
+/// broken driver does not return: the request is issued again after the
+/// kernel reset it.
 fn request(kind: u32, sector: u64, data: &[Buf]) -> Result<u32, i64> {
     let start = (api().ticks)();
+    let broken = |why: &'static str| -> ! {
+        klog!("virtblk: {}: the driver declares itself failed", why);
+        lazarus_extsdk::api::failed(why)
+    };
     // A free slot (they are all busy only while other callers sleep).
     let r = loop {
         let got = with_driver(|d| {
-            if d.broken {
-                // Reset once nothing is in flight any more.
-                if d.slots.iter().any(|s| *s != SlotState::Free) {
-                    return Err(EIO);
-                }
-                reset(d)?;
+            if let Some(why) = d.broken {
+                broken(why);
             }
-            let Some(r) = d.slots.iter().position(|s| *s == SlotState::Free) else {
-                return Ok(None);
-            };
+            let r = d.slots.iter().position(|s| *s == SlotState::Free)?;
             d.slots[r] = SlotState::Submitted;
-            d.queue.push(r, kind, sector, data);
-            Ok(Some(r))
+            if take_fault(FAULT_STALL) && !d.stalled {
+                d.stalled = true;
+                // The crash comes while the held requests wait.
+                let _ = lazarus_extsdk::timer::add(stall_crash, 0, STALL_TICKS);
+            }
+            // A request lost on its way to the device, or held back.
+            if !take_fault(FAULT_LOST_INTERRUPT) && !d.stalled {
+                d.queue.push(r, kind, sector, data);
+            }
+            Some(r)
         })
-        .ok_or(ENODEV)??;
+        .ok_or(ENODEV)?;
         if let Some(r) = got {
             break r;
         }
         if (api().ticks)() - start > REQUEST_TIMEOUT_TICKS {
-            return Err(EIO);
+            broken("no request slot came free in time");
         }
         (api().sleep_ticks)(1);
     };
@@ -320,24 +348,25 @@ fn request(kind: u32, sector: u64, data: &[Buf]) -> Result<u32, i64> {
     loop {
         let state = with_driver(|d| {
             reap(d);
+            if let Some(why) = d.broken {
+                broken(why);
+            }
             let s = d.slots[r];
-            // Done, or never to be done by a device that needs a reset.
-            if matches!(s, SlotState::Done(..)) || d.broken {
+            if matches!(s, SlotState::Done(..)) {
                 d.slots[r] = SlotState::Free;
             }
-            (s, d.broken)
+            s
         })
         .ok_or(ENODEV)?;
         match state {
-            (SlotState::Done(S_OK, len), _) => return Ok(len),
-            (SlotState::Done(..), _) => return Err(EIO),
-            (_, true) => return Err(EIO),
+            SlotState::Done(S_OK, len) => return Ok(len),
+            SlotState::Done(..) => return Err(EIO),
             _ => {}
         }
         if (api().ticks)() - start > REQUEST_TIMEOUT_TICKS {
-            // The slot stays busy: the device may still answer into it.
-            klog!("virtblk: request to sector {} timed out", sector);
-            return Err(EIO);
+            // Its completion (or interrupt) was lost: the device may still
+            // answer into the slot, so only a reset makes it safe again.
+            broken("a request timed out");
         }
         (api().sleep_ticks)(1);
     }
@@ -376,7 +405,7 @@ fn transfer(at: u64, buf: u64, len: usize, write: bool) -> i64 {
     for (b, s) in bufs.iter_mut().zip(&segs[..count]) {
         *b = Buf::from_seg(s, !write);
     }
-    if u64::from(FAULT.swap(0, Ordering::AcqRel)) == FAULT_BAD_DESCRIPTOR {
+    if take_fault(FAULT_BAD_DESCRIPTOR) {
         // A driver bug that hands the device a buffer outside guest RAM.
         bufs[0].addr = BAD_ADDRESS;
     }
@@ -427,7 +456,7 @@ extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
         IOC_FLUSH if !flush => 0,
         IOC_FLUSH => request(T_FLUSH, 0, &[]).map_or_else(|e| -e, |_| 0),
         IOC_GET_ID => get_id(arg),
-        IOC_FAULT if arg == FAULT_BAD_DESCRIPTOR => {
+        IOC_FAULT if FAULTS.iter().any(|&(_, f)| f == arg) => {
             FAULT.store(arg as u32, Ordering::Release);
             0
         }

@@ -71,18 +71,6 @@ impl Queue {
         }
     }
 
-    /// Empties the rings and the request area, for a device reset.
-    pub fn clear(&mut self) {
-        // SAFETY: both are the driver's own DMA pages, which the reset
-        // device no longer reads or writes.
-        unsafe {
-            core::ptr::write_bytes(self.ring.as_ptr(), 0, self.ring.size());
-            core::ptr::write_bytes(self.reqs.as_ptr(), 0, self.reqs.size());
-        }
-        self.avail_idx = 0;
-        self.last_used = 0;
-    }
-
     fn at<T>(&self, off: usize) -> *mut T {
         // SAFETY (callers): every offset used is inside the one-page ring
         // or request buffer, and aligned for `T` (checked at compile time

@@ -5,8 +5,10 @@
 //!   pattern (`abi::dev::virtblk::pattern`) from SECTOR;
 //! - `blk verify SECTOR COUNT SEED`: reads them back and checks them;
 //! - `blk flush`: flushes the device's write cache;
-//! - `blk fault bad-descriptor`: arms the driver fault of that name
-//!   (`IOC_FAULT`) and writes one sector, which must fail with EIO;
+//! - `blk fault NAME`: arms the driver fault of that name (`IOC_FAULT`,
+//!   `abi::dev::virtblk::FAULTS`), writes the last sector of the disk and
+//!   reads it back: the driver fails and is reset on the way, and neither
+//!   call may notice;
 //! - `blk bench MIB OPS SEED`: for `lazarus bench io`, writes MIB MiB
 //!   sequentially in 64 KiB requests and flushes, reads them back, then
 //!   does OPS random 4 KiB reads and OPS random 4 KiB writes in that range
@@ -26,8 +28,8 @@ use alloc::string::String;
 use alloc::vec;
 
 use lazarus_ulib::abi::dev::virtblk::{
-    BenchOffsets, DEV, FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID,
-    IOC_SIZE, SECTOR, pattern,
+    BenchOffsets, DEV, FAULTS, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SIZE,
+    SECTOR, fault_by_name, pattern,
 };
 use lazarus_ulib::io::{close, ioctl, open, read, seek, write};
 use lazarus_ulib::process::uptime_ms;
@@ -35,7 +37,7 @@ use lazarus_ulib::{Args, entry, println};
 
 entry!(main);
 
-const USAGE: &str = "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk fault bad-descriptor | blk bench MIB OPS SEED";
+const USAGE: &str = "usage: blk info | blk write|verify SECTOR COUNT SEED | blk flush | blk fault NAME | blk bench MIB OPS SEED";
 /// Bytes of a random request in `blk bench`.
 const RANDOM_IO: usize = BenchOffsets::IO;
 
@@ -53,7 +55,13 @@ fn main(args: Args) -> i32 {
         ["flush"] => ioctl(fd, IOC_FLUSH, 0)
             .map(|_| String::from("flushed"))
             .map_err(|e| format!("flush: {e}")),
-        ["fault", "bad-descriptor"] => bad_descriptor(fd),
+        ["fault", name] => match fault_by_name(name) {
+            Some(f) => fault(fd, name, f),
+            None => Err(format!(
+                "unknown fault {name:?}; known: {}",
+                FAULTS.map(|(n, _)| n).join(", ")
+            )),
+        },
         ["bench", mib, ops, seed] => match (mib.parse(), ops.parse(), seed.parse()) {
             (Ok(m), Ok(o), Ok(s)) => bench(fd, m, o, s),
             _ => Err(String::from(USAGE)),
@@ -185,18 +193,16 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
     ))
 }
 
-/// A write through a driver that hands the device a bad buffer must fail,
-/// not land somewhere.
-fn bad_descriptor(fd: i32) -> Result<String, String> {
+/// A write and read-back across a driver fault: the driver is reset on the
+/// way (the kernel replays the calls) and neither call sees an error.
+fn fault(fd: i32, name: &str, fault: u64) -> Result<String, String> {
     let size = ioctl(fd, IOC_SIZE, 0).map_err(|e| format!("size: {e}"))?;
-    let at = size - SECTOR;
-    seek(fd, at).map_err(|e| format!("seek: {e}"))?;
-    ioctl(fd, IOC_FAULT, FAULT_BAD_DESCRIPTOR).map_err(|e| format!("arm the fault: {e}"))?;
-    let sector = [0x5au8; SECTOR as usize];
-    match write(fd, &sector) {
-        Err(e) => Ok(format!("the write with a bad descriptor failed: {e}")),
-        Ok(n) => Err(format!(
-            "the write with a bad descriptor succeeded ({n} bytes)"
-        )),
-    }
+    let sector = size / SECTOR - 1;
+    let seed = uptime_ms() as u32;
+    ioctl(fd, IOC_FAULT, fault).map_err(|e| format!("arm the fault: {e}"))?;
+    transfer(fd, true, sector, 1, seed).map_err(|e| format!("through fault {name}: {e}"))?;
+    transfer(fd, false, sector, 1, seed).map_err(|e| format!("after fault {name}: {e}"))?;
+    Ok(format!(
+        "fault {name}: sector {sector} written and read back through it, seed {seed}"
+    ))
 }
