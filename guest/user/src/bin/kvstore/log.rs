@@ -34,6 +34,8 @@ pub struct Replayed {
 
 pub struct Log {
     fd: i32,
+    /// Byte offset of the log's region on the disk (`kvlog::region`).
+    base: u64,
     /// Blocks in each half.
     half_blocks: u64,
     /// The half the log is in (0 or 1).
@@ -75,9 +77,11 @@ impl Log {
                 return None;
             }
         };
-        let half_blocks = size / BLOCK as u64 / 2;
+        let region = kvlog::region(size);
+        let half_blocks = (region.end - region.start) / BLOCK as u64 / 2;
         let mut log = Log {
             fd,
+            base: region.start,
             half_blocks,
             half: 0,
             generation: 0,
@@ -106,7 +110,7 @@ impl Log {
         ioctl(
             self.fd,
             IOC_SEEK,
-            (half * self.half_blocks + seq) * BLOCK as u64,
+            self.base + (half * self.half_blocks + seq) * BLOCK as u64,
         )
         .map(drop)
     }
@@ -297,7 +301,7 @@ impl Log {
         seal(&mut block, used, &mut blocks);
         if blocks.len() as u64 >= self.half_blocks {
             eprintln!(
-                "kvstore: the store no longer fits half the disk; keeping data in memory only"
+                "kvstore: the store no longer fits half the disk's log region; keeping data in memory only"
             );
             self.failed = true;
             return;
