@@ -133,7 +133,14 @@ impl Session {
     /// Restarts the workload process the repair quarantined, if it was one.
     pub(crate) fn restart_offender(&mut self, pid: u32) -> Result<(), CampaignError> {
         if let Some(cmd) = self.roles.remove(&pid) {
+            let client = cmd.starts_with(EXTCLIENT);
             self.start(cmd)?;
+            if client {
+                // The new extclient counts from zero: the next fault is
+                // judged by its reports only, not against the old one's.
+                self.ext_progress = ExtProgress::default();
+                self.d.mark();
+            }
         }
         Ok(())
     }
@@ -204,9 +211,12 @@ impl Session {
     }
 }
 
+/// How the command that starts extclient begins.
+const EXTCLIENT: &str = "run extclient ";
+
 /// The shell command that starts extclient on the target's device.
 fn extclient_command(t: Target) -> String {
-    format!("run extclient {} &", t.dev)
+    format!("{EXTCLIENT}{} &", t.dev)
 }
 
 /// Gives `vm` a fresh sparse disk in a new temporary directory: never the
