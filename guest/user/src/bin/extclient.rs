@@ -33,9 +33,6 @@ const LEN: usize = 512;
 const VDA_SECTORS: usize = 4;
 const SECTOR: usize = virtblk::SECTOR as usize;
 
-// `seek` serves both devices with one ioctl number.
-const _: () = assert!(ramdisk::IOC_SEEK == virtblk::IOC_SEEK);
-
 /// The device driven.
 enum Target {
     Ramdisk,
@@ -219,5 +216,7 @@ fn write_back(fd: i32, off: u64, pattern: &[u8], back: &mut [u8]) -> Result<(), 
 
 /// Moves the open's position to `off`: extclient's only position change.
 fn seek(fd: i32, off: u64) -> Result<(), Errno> {
+    // Both devices take the same ioctl number.
+    const _: () = assert!(ramdisk::IOC_SEEK == virtblk::IOC_SEEK);
     ioctl(fd, ramdisk::IOC_SEEK, off).map(drop)
 }
