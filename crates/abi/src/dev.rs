@@ -5,37 +5,39 @@
 //! host all name the same commands, so they live here rather than in any
 //! one of them.
 
-/// `/dev/rand`: reads fill the buffer with pseudo-random bytes.
+/// `/dev/rand`: reads fill the buffer with pseudo-random bytes. Each open
+/// is its own stream: the bytes at position `p` depend only on the open's
+/// seed and `p`, so a seeded stream reads the same whoever reads it and
+/// continues exactly where it was after a reset of the extension.
 pub mod rand {
     /// Device name: `/dev/rand`.
     pub const DEV: &str = "rand";
-    /// ioctl: reseed the generator with `arg` (0 = fresh entropy).
+    /// Opens at once; one more open fails with EMFILE.
+    pub const MAX_OPENS: usize = 32;
+    /// ioctl: reseed this open's stream with `arg` (0 = fresh entropy,
+    /// as at open). A configuration ioctl: the kernel issues it again
+    /// after a reset.
     pub const IOC_RESEED: u64 = 1;
     /// Largest number of bytes one read returns; keeps the ring-0 path short.
     pub const READ_MAX: usize = 4096;
 }
 
-/// `/dev/ramdisk`: a 64 KiB memory disk; each open has its own position.
+/// `/dev/ramdisk`: a 64 KiB memory disk; each open has its own position
+/// (`SYS_SEEK`). Its contents survive a reset of the extension.
 pub mod ramdisk {
     /// Device name: `/dev/ramdisk`.
     pub const DEV: &str = "ramdisk";
     /// Disk size in bytes.
     pub const SIZE: u64 = 64 * 1024;
-    /// Opens at once; one more open fails with EMFILE.
-    pub const MAX_OPENS: usize = 16;
-    /// ioctl: set this open's position to `arg` (<= SIZE); returns it.
-    pub const IOC_SEEK: u64 = 1;
     /// ioctl: returns the disk size in bytes.
     pub const IOC_SIZE: u64 = 2;
-    /// ioctl: returns the current position.
-    pub const IOC_TELL: u64 = 3;
     /// Largest number of bytes one read or write moves.
     pub const IO_MAX: usize = 4096;
 }
 
 /// `/dev/vda`: the virtio disk, driven by the `virtblk` extension. Each
-/// open has its own byte position; reads and writes move whole 512-byte
-/// sectors at a sector-aligned position (else `EINVAL`), at most
+/// open has its own byte position (`SYS_SEEK`); reads and writes move
+/// whole 512-byte sectors at a sector-aligned position (else `EINVAL`), at most
 /// [`IO_MAX`](virtblk::IO_MAX) bytes at a time, straight between the
 /// caller's buffer and the disk. A write is on the host image when it
 /// returns; [`IOC_FLUSH`](virtblk::IOC_FLUSH) makes it durable there.
@@ -46,15 +48,8 @@ pub mod virtblk {
     pub const SECTOR: u64 = 512;
     /// Largest number of bytes one read or write moves.
     pub const IO_MAX: usize = 64 * 1024;
-    /// Opens at once; one more open fails with EMFILE.
-    pub const MAX_OPENS: usize = 16;
-    /// ioctl: set this open's position to `arg` (sector-aligned, <= size);
-    /// returns it.
-    pub const IOC_SEEK: u64 = 1;
     /// ioctl: returns the disk size in bytes.
     pub const IOC_SIZE: u64 = 2;
-    /// ioctl: returns the current position.
-    pub const IOC_TELL: u64 = 3;
     /// ioctl: flush the device's write cache (virtio `FLUSH`); returns 0.
     pub const IOC_FLUSH: u64 = 4;
     /// ioctl: copy the device's id (virtio `GET_ID`, 20 bytes, NUL-padded)

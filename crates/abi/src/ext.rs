@@ -10,7 +10,7 @@
 /// without it (`ENOEXEC`).
 pub const EXT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSEXT1");
 /// The [`ExtApi`] version; an extension built for another one is refused.
-pub const EXT_API_VERSION: u32 = 3;
+pub const EXT_API_VERSION: u32 = 4;
 
 /// Functions the kernel offers to extensions. All may be called from
 /// process context; those marked "irq-safe" also from timer callbacks.
@@ -105,6 +105,18 @@ pub struct ExtApi {
     pub irq_register: extern "C" fn(gsi: u32, handler: extern "C" fn(u64), arg: u64) -> i32,
     /// Removes handler `id` and masks its pin.
     pub irq_unregister: extern "C" fn(id: i32) -> i32,
+    /// Memory that outlives a reset of the calling extension: zeroed at
+    /// the first call, and the same memory, as the crash left it, at the
+    /// first call of every init after a reset (of the same size; another
+    /// size gets null). What a device keeps across a driver reload, such
+    /// as a ramdisk's disk. Freed when the extension is unloaded.
+    pub keep: extern "C" fn(size: usize, align: usize) -> *mut u8,
+    /// The extension found itself broken (a device that stopped
+    /// answering, a ring it cannot trust): the kernel has it reset, as
+    /// after a crash, and the system call in progress is issued again
+    /// afterwards if the extension declared it replayable (else it fails
+    /// with `EIO`). Process context only. Never returns.
+    pub failed: extern "C" fn(msg: *const u8, len: usize) -> !,
 }
 
 /// A guest-physical buffer segment for a device (`ExtApi::user_dma`).
@@ -145,16 +157,31 @@ pub struct DeviceInfo {
 /// that open file. Without `open`, `aux` is 0.
 pub type DevOpen = extern "C" fn(pid: u32) -> i64;
 /// Reads into the user buffer at `user_buf` (through
-/// `ExtApi::copy_to_user`); returns the bytes read.
-pub type DevRead = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;
+/// `ExtApi::copy_to_user`) from byte position `pos`; returns the bytes
+/// read. The kernel keeps the position (`SYS_SEEK`) and advances it by the
+/// result, so a read issued again after a reset reads the same bytes.
+pub type DevRead = extern "C" fn(aux: u64, user_buf: u64, len: usize, pos: u64) -> i64;
 /// Writes from the user buffer at `user_buf` (through
-/// `ExtApi::copy_from_user`); returns the bytes written.
-pub type DevWrite = extern "C" fn(aux: u64, user_buf: u64, len: usize) -> i64;
+/// `ExtApi::copy_from_user`) at byte position `pos`; returns the bytes
+/// written. The position is the kernel's, as for [`DevRead`].
+pub type DevWrite = extern "C" fn(aux: u64, user_buf: u64, len: usize, pos: u64) -> i64;
 /// A device-defined command (`crate::dev`) with one argument.
 pub type DevIoctl = extern "C" fn(aux: u64, cmd: u64, arg: u64) -> i64;
-/// Called whenever a descriptor of the device is closed (every duplicate
-/// too, with the same `aux`).
+/// Called once the last descriptor of an open file is closed.
 pub type DevClose = extern "C" fn(aux: u64);
+
+/// [`ExtDescriptor::replay`]: a read issued again reads the same thing
+/// (it has no side effect the device would do twice).
+pub const REPLAY_READ: u32 = 1;
+/// [`ExtDescriptor::replay`]: a write issued again at the same position
+/// leaves the device as one write would (a disk's, not a serial line's).
+pub const REPLAY_WRITE: u32 = 2;
+
+/// The bit of ioctl `cmd` in [`ExtDescriptor::replay_ioctls`] and
+/// [`ExtDescriptor::config_ioctls`] (commands from 64 up have none).
+pub const fn ioctl_bit(cmd: u64) -> u64 {
+    if cmd < 64 { 1 << cmd } else { 0 }
+}
 
 /// What an extension's entry point returns: identity, lifecycle hooks and
 /// device operations. Lives in the extension's image; the kernel checks it
@@ -185,6 +212,19 @@ pub struct ExtDescriptor {
     pub ioctl: Option<DevIoctl>,
     /// See [`DevClose`].
     pub close: Option<DevClose>,
+    /// `REPLAY_*` bits: which device calls in progress when the extension
+    /// is reset are issued again once it is back; any other fails with
+    /// `EIO` (opens are always issued again, closes complete).
+    pub replay: u32,
+    /// Padding; zero.
+    pub _pad2: u32,
+    /// Ioctls (by [`ioctl_bit`]) that may be issued again after a reset:
+    /// they only read state, or set it to what the argument says.
+    pub replay_ioctls: u64,
+    /// Ioctls (by [`ioctl_bit`]) that configure the open file: the kernel
+    /// remembers the last argument of each and issues them again when it
+    /// reopens the file after a reset. They must be replayable too.
+    pub config_ioctls: u64,
 }
 
 // SAFETY: the descriptor only holds function pointers and plain data, all

@@ -12,7 +12,7 @@ pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"LZRSROOT");
 /// Version of every layout in this crate, checked at boot
 /// ([`crate::boot::BootInfo`]) and at root registration; bump it on any
 /// layout change.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 /// Extension slots: `HC_EXT_EVENT` names one, and the kernel's state root
 /// has one entry per slot.
 pub const MAX_EXTS: usize = 8;

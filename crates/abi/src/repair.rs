@@ -58,7 +58,7 @@ pub const PRISTINE_OFFSET: u64 = 0x80000;
 /// [`RepairHeader::magic`]: "LZRSREPR".
 pub const HEADER_MAGIC: u64 = u64::from_le_bytes(*b"LZRSREPR");
 /// Version of this image layout and mailbox ([`RepairHeader::version`]).
-pub const REPAIR_VERSION: u32 = 2;
+pub const REPAIR_VERSION: u32 = 3;
 /// Pristine copies an image holds: the kernel and one per extension slot.
 pub const MAX_PRISTINE: usize = 1 + crate::root::MAX_EXTS;
 
@@ -253,6 +253,9 @@ pub const EXT_ACTION_RESET: u32 = 1;
 /// The extension reached the crash limit and was disabled.
 pub const EXT_ACTION_DISABLED: u32 = 2;
 
+/// Devices one repair may have reset.
+pub const MAX_RESET_DEVICES: usize = 4;
+
 /// What the repair program decided and did.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -288,6 +291,15 @@ pub struct ResumePlan {
     pub covered_cpus: u32,
     /// Per extension slot, an `EXT_ACTION_*` or 0.
     pub ext_actions: [u32; crate::root::MAX_EXTS],
+    /// Device calls in progress in the reset extension that will be
+    /// issued again (`CALL_RESTART`).
+    pub calls_replayed: u32,
+    /// Device calls that fail with `EIO` instead (`CALL_FAIL`).
+    pub calls_failed: u32,
+    /// Register windows (guest-physical bases) of the devices the reset
+    /// extension drives, 0 = unused: the hypervisor resets them, as it
+    /// restarts I/O, before the kernel runs again.
+    pub reset_devices: [u64; MAX_RESET_DEVICES],
     /// TSC when the program started and finished (profiling: the rest of
     /// the run is entry, exits and page-table warm-up).
     pub tsc_start: u64,

@@ -104,6 +104,26 @@ pub const W_CONSOLE: u32 = 5;
 pub const W_IPC: u32 = 6;
 /// For a kernel lock another process holds.
 pub const W_LOCK: u32 = 7;
+/// For extension `wait_obj`, reset by the repair, to be live again (its
+/// init runs at the next tick): a device call replayed after the reset.
+pub const W_EXT: u32 = 8;
+
+// What the repair does with a system call that was in progress inside an
+// extension it resets (`Proc::ext_call`, set by the kernel before it calls
+// the extension): shadow-driver recovery, in which the clients of a reset
+// driver never see it go.
+/// Abandon it with `EINTR` (not a device call).
+pub const CALL_INTERRUPT: u32 = 0;
+/// Issue it again once the extension is live: an open, or a read, write
+/// or ioctl the extension declared safe to repeat (`ExtDescriptor::replay`),
+/// whose file position the kernel advances only when it completes.
+pub const CALL_RESTART: u32 = 1;
+/// It is done: return 0 (a close, whose descriptor is already gone, or a
+/// client's complaint).
+pub const CALL_COMPLETE: u32 = 2;
+/// It cannot be repeated and its effect is unknown: return `EIO`, never
+/// wrong data. Counted in `RecoveryRecord::calls_failed`.
+pub const CALL_FAIL: u32 = 3;
 
 // File-descriptor kinds (`Fd::kind`).
 /// A closed descriptor.
@@ -123,10 +143,63 @@ pub const FD_DEVICE: u32 = 4;
 pub struct Fd {
     /// An `FD_*` kind.
     pub kind: u32,
-    /// Pipe index or extension slot.
+    /// Pipe index, or for a device its open file in [`KernelRoot::files`].
     pub obj: u32,
-    /// Device-defined per-open value.
+}
+
+/// Open device files at once, across all processes.
+pub const MAX_FILES: usize = 64;
+/// Configuration ioctls the kernel remembers per open file.
+pub const MAX_FILE_CONFIG: usize = 4;
+
+// Open-file states (`OpenFile::state`).
+/// An unused entry.
+pub const FILE_FREE: u32 = 0;
+/// Open in its extension.
+pub const FILE_OPEN: u32 = 1;
+/// Its extension could not take it back after a reset (the reopen failed,
+/// or the extension is disabled): every call on it fails with `EIO`.
+pub const FILE_BROKEN: u32 = 2;
+/// No descriptor refers to it any more (its last holder was quarantined):
+/// the kernel closes it in the extension at the next tick.
+pub const FILE_CLOSING: u32 = 3;
+
+/// A configuration ioctl of an open file, replayed after a reset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct FileConfig {
+    /// The command (below 64, in the extension's `config_ioctls`).
+    pub cmd: u64,
+    /// Its last argument.
+    pub arg: u64,
+}
+
+/// An open device file, shared by the descriptors duplicated from it (as
+/// POSIX's open file description). The kernel, not the extension, keeps
+/// what the open means, so that a reset extension can be handed it again:
+/// the opener, the position and the configuration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct OpenFile {
+    /// A `FILE_*` state.
+    pub state: u32,
+    /// Descriptors referring to it.
+    pub refs: u32,
+    /// Extension slot whose device it is.
+    pub ext: u32,
+    /// The pid that opened it, handed to the extension's `open` again when
+    /// the file is reopened after a reset.
+    pub opener: u32,
+    /// The extension's per-open value, from its `open`.
     pub aux: u64,
+    /// Byte position of the next read or write.
+    pub pos: u64,
+    /// Entries used in `config`.
+    pub config_len: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// The last argument of each configuration ioctl issued on it.
+    pub config: [FileConfig; MAX_FILE_CONFIG],
 }
 
 /// A process: entry [`KernelRoot::slot_of`]`(pid)` of the process table.
@@ -181,6 +254,11 @@ pub struct Proc {
     pub spinning_on: u32,
     /// The CPU this process last ran on (`ps` shows it).
     pub last_cpu: u32,
+    /// While `cur_ext` is set: a `CALL_*`, what the repair does with the
+    /// system call if it resets that extension.
+    pub ext_call: u32,
+    /// Padding; zero.
+    pub _pad: u32,
     /// Pages of user memory mapped.
     pub mem_pages: u64,
     /// Virtual address of the user-mode trap frame on the kernel stack, set
@@ -265,7 +343,7 @@ pub struct ExtSlot {
     /// Resets by the repair since the last load (the repair disables the
     /// extension at `RepairInput::ext_crash_limit`).
     pub crash_count: u32,
-    /// Open file descriptors referring to this extension's device.
+    /// Open files of this extension's device ([`KernelRoot::files`]).
     pub open_count: u32,
     /// Module name (NUL-padded).
     pub name: [u8; 16],
@@ -287,7 +365,18 @@ pub struct ExtSlot {
     /// complaints are rate-limited so that a client cannot keep it in
     /// reset.
     pub last_complaint_tick: u64,
+    /// Register windows (guest-physical bases) of the platform devices it
+    /// drives, 0 = unused: the repair has them reset with the extension.
+    pub devices: [u64; MAX_EXT_DEVICES],
+    /// Memory that outlives a reset (`ExtApi::keep`), 0 = none: a
+    /// device's contents, such as a ramdisk's disk. Freed at unload.
+    pub kept: u64,
+    /// Size of `kept` in bytes.
+    pub kept_size: u64,
 }
+
+/// Platform devices one extension may drive.
+pub const MAX_EXT_DEVICES: usize = 2;
 
 /// A pipe: a ring buffer and the count of descriptors on each end.
 #[repr(C)]
@@ -619,6 +708,8 @@ pub struct KernelRoot {
     pub msgs: [Message; MAX_MSGS],
     /// Pipes; a pipe's index is `Fd::obj` of its descriptors.
     pub pipes: [Pipe; MAX_PIPES],
+    /// Open device files.
+    pub files: [OpenFile; MAX_FILES],
     /// Console input not yet read.
     pub console_in: ConsoleIn,
     /// Kernel list extensions register nodes on (ExtApi::list_add).
@@ -675,6 +766,16 @@ pub struct RecoveryRecord {
     pub name: [u8; 16],
     /// The faulty extension's name (NUL-padded).
     pub ext_name: [u8; 16],
+    /// Device calls in progress in the reset extension that were issued
+    /// again once it was back (`CALL_RESTART`).
+    pub calls_replayed: u32,
+    /// Device calls that could not be replayed and failed with `EIO`.
+    pub calls_failed: u32,
+    /// Open files the reset extension was handed again (its `open` and
+    /// their configuration ioctls).
+    pub files_reopened: u32,
+    /// Open files it could not take back (now `FILE_BROKEN`: `EIO`).
+    pub files_broken: u32,
 }
 
 /// The log of resurrections, kept in the root so that it survives them;
@@ -689,6 +790,10 @@ pub struct RecoveryLog {
     /// Set by the repair; the kernel reports to the hypervisor (and
     /// clears it) just before it returns to a user process.
     pub awaiting_user: u32,
+    /// Set by the repair when it left open files `FILE_CLOSING`.
+    pub pending_close: u32,
+    /// Padding; zero.
+    pub _pad: u32,
     /// The last [`MAX_RECOVERIES`] recoveries (see `count`).
     pub records: [RecoveryRecord; MAX_RECOVERIES],
 }

@@ -94,6 +94,17 @@ pub const SYS_IPC_SENDRECV: u64 = 28;
 /// `timeout_ms` (a server's periodic work, such as the kvstore's log
 /// flush, runs between requests).
 pub const SYS_IPC_RECV_TIMEOUT: u64 = 29;
+/// (device fd, offset, whence) -> the new position: moves the open file's
+/// byte position, which the kernel keeps (as `lseek`), so that it survives
+/// a reset of the device's extension. [`SEEK_SET`] or [`SEEK_CUR`];
+/// `EINVAL` for another whence or a negative result, `ESPIPE` for a
+/// descriptor that is not a device. The device checks a position when
+/// it is used (a disk wants it sector-aligned).
+pub const SYS_SEEK: u64 = 30;
+/// [`SYS_SEEK`]: the offset is the new position.
+pub const SEEK_SET: u64 = 0;
+/// [`SYS_SEEK`]: the offset (signed) is added to the position.
+pub const SEEK_CUR: u64 = 1;
 
 /// Reasons for [`SYS_EXT_COMPLAIN`].
 pub mod complaint {
@@ -171,6 +182,8 @@ pub mod errno {
     pub const EROFS: i64 = 30;
     /// Writing to a pipe with no reader.
     pub const EPIPE: i64 = 32;
+    /// Seeking something without a position (not a device).
+    pub const ESPIPE: i64 = 29;
     /// Not a device (for a device-only call).
     pub const ENOTTY: i64 = 25;
     /// No such system call (or hypercall).
@@ -205,6 +218,7 @@ pub mod errno {
             ENOSPC => "no space left",
             EROFS => "read-only device",
             EPIPE => "broken pipe",
+            ESPIPE => "illegal seek",
             ENOSYS => "no such system call",
             ENOTSUP => "not supported",
             ETIMEDOUT => "timed out",

@@ -47,7 +47,7 @@ use lazarus_vmm::{
     CrashHandler, CrashInfo, CrashKind, HandlerError, HandlerSetup, Notification, NotifyContext,
     ResumeState, StoppedVm, Verdict, Vm,
 };
-use tracing::info;
+use tracing::{info, warn};
 use vm_memory::{Bytes, GuestAddress};
 
 pub use config::{RepairSlot, ResurrectConfig};
@@ -311,6 +311,21 @@ impl Resurrector {
         }
         if let Err(e) = plan::check_plan(&plan, self.kernel_text, self.kernel_phys) {
             return Err(refuse(removal, e.into()));
+        }
+        // The devices the reset driver drove lose the rings it kept in
+        // memory the repair freed; its init sets them up again.
+        for &base in plan.reset_devices.iter().filter(|&&b| b != 0) {
+            if vm.virtio.reset_at(base) {
+                info!(
+                    base = format_args!("{base:#x}"),
+                    "virtio device reset with its driver"
+                );
+            } else {
+                warn!(
+                    base = format_args!("{base:#x}"),
+                    "the repair asked to reset a device that is not there"
+                );
+            }
         }
         let resume = plan::resume_state(&sregs, &plan, root.idt, vm.vcpu.id);
         let covered: Vec<(u32, ResumeState)> = pending

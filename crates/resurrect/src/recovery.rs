@@ -98,10 +98,18 @@ impl Recovery {
                 covered.join(", ")
             ));
         }
-        let code = match self.plan.code_bytes_restored {
+        let mut code = match self.plan.code_bytes_restored {
             0 => String::new(),
             n => format!("; restored {n} bytes of corrupted code"),
         };
+        // Shadow-driver recovery: what happened to calls in the driver.
+        match (self.plan.calls_replayed, self.plan.calls_failed) {
+            (0, 0) => {}
+            (r, 0) => code.push_str(&format!("; {r} device call(s) replayed")),
+            (r, f) => code.push_str(&format!(
+                "; {r} device call(s) replayed, {f} failed with EIO (not replayable)"
+            )),
+        }
         format!(
             "resurrected after {}{ext}{at}{cpu}: {who}{code}; {:.3} ms",
             self.kind(),

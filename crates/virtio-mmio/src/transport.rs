@@ -289,6 +289,14 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// Resets the device as a driver's write of 0 to `Status` would, for
+    /// a hypervisor whose guest lost the driver (reset by a repair): the
+    /// queues in the old driver's memory are forgotten, so nothing
+    /// notified before is processed at [`resume`](Self::resume).
+    pub fn reset_device(&mut self) {
+        self.reset();
+    }
+
     /// Whether the device is paused.
     pub fn is_paused(&self) -> bool {
         self.paused

@@ -77,6 +77,9 @@ pub struct StoppedVm<'a> {
     pub all_stopped: bool,
     /// The state root the guest registered, if it did.
     pub root_gpa: Option<u64>,
+    /// The virtio devices, paused: a handler whose repair dropped a
+    /// driver resets its device here (`VirtioBus::reset_at`).
+    pub virtio: &'a crate::virtio::VirtioBus,
 }
 
 /// Registers to resume a vCPU with.

@@ -186,6 +186,18 @@ impl VirtioBus {
         }
     }
 
+    /// Resets the device whose register window starts at `base` (see
+    /// `MmioTransport::reset_device`); `false` if there is none.
+    pub fn reset_at(&self, base: u64) -> bool {
+        match self.slots.iter().find(|s| s.base == base) {
+            Some(s) => {
+                lock(&s.transport).reset_device();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Each device's state, in bus order.
     pub fn statuses(&self) -> Vec<VirtioStatus> {
         self.slots

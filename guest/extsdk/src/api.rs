@@ -35,3 +35,9 @@ pub fn api() -> &'static ExtApi {
         },
     }
 }
+
+/// Declares this extension broken (`ExtApi::failed`): the kernel resets
+/// it, and the caller's request is issued again if it is replayable.
+pub fn failed(why: &str) -> ! {
+    (api().failed)(why.as_ptr(), why.len())
+}

@@ -42,6 +42,9 @@ pub use lazarus_abi::syscall::errno;
 /// `init` is a `fn() -> i32` (0 or a negative errno) called after the API
 /// table is installed; `exit` is an `extern "C" fn()`; the device
 /// operations are `Option`s of the `lazarus_abi::ext::Dev*` types.
+/// Optional, in this order: `replay` (`REPLAY_*` bits), `replay_ioctls`
+/// and `config_ioctls` (`ioctl_bit` masks), which say what the kernel may
+/// issue again after the extension is reset (see `ExtDescriptor`).
 #[macro_export]
 macro_rules! declare_extension {
     (
@@ -53,7 +56,10 @@ macro_rules! declare_extension {
         read: $read:expr,
         write: $write:expr,
         ioctl: $ioctl:expr,
-        close: $close:expr $(,)?
+        close: $close:expr
+        $(, replay: $replay:expr)?
+        $(, replay_ioctls: $replay_ioctls:expr)?
+        $(, config_ioctls: $config_ioctls:expr)? $(,)?
     ) => {
         extern "C" fn __lazarus_ext_init(api: &'static $crate::abi::ext::ExtApi) -> i32 {
             if let Err(e) = $crate::api::install(api) {
@@ -77,6 +83,10 @@ macro_rules! declare_extension {
                 write: $write,
                 ioctl: $ioctl,
                 close: $close,
+                replay: 0 $(| $replay)?,
+                _pad2: 0,
+                replay_ioctls: 0 $(| $replay_ioctls)?,
+                config_ioctls: 0 $(| $config_ioctls)?,
             };
 
         /// The ELF entry point: the kernel calls it after relocating the

@@ -37,3 +37,10 @@ impl KAlloc {
         (crate::api().free)(self.ptr.as_ptr(), self.size, self.align);
     }
 }
+
+/// Memory that outlives a reset of this extension (`ExtApi::keep`): zeroed
+/// the first time, the same bytes after every reset. For what a device
+/// holds across a driver reload. The kernel frees it at unload.
+pub fn keep(size: usize, align: usize) -> Option<NonNull<u8>> {
+    NonNull::new((crate::api().keep)(size, align))
+}

@@ -12,7 +12,7 @@ pub fn retain(fd: &Fd) {
     match fd.kind {
         FD_PIPE_READ => k().pipes[fd.obj as usize].readers += 1,
         FD_PIPE_WRITE => k().pipes[fd.obj as usize].writers += 1,
-        FD_DEVICE => k().exts[fd.obj as usize].open_count += 1,
+        FD_DEVICE => crate::file::retain(fd.obj as usize),
         _ => {}
     }
 }
@@ -21,7 +21,7 @@ pub fn retain(fd: &Fd) {
 pub fn release(fd: &Fd) {
     match fd.kind {
         FD_PIPE_READ | FD_PIPE_WRITE => pipe::close(fd.obj as usize, fd.kind == FD_PIPE_WRITE),
-        FD_DEVICE => ext::dev_close(fd.obj as usize, fd.aux),
+        FD_DEVICE => ext::dev_close(fd.obj as usize),
         _ => {}
     }
 }
@@ -32,7 +32,7 @@ fn well_formed(f: &Fd) -> bool {
     match f.kind {
         FD_CONSOLE => true,
         FD_PIPE_READ | FD_PIPE_WRITE => (f.obj as usize) < MAX_PIPES,
-        FD_DEVICE => (f.obj as usize) < MAX_EXTS,
+        FD_DEVICE => (f.obj as usize) < MAX_FILES,
         _ => false,
     }
 }
@@ -92,7 +92,7 @@ pub fn read(fd: u64, buf: u64, len: u64) -> KResult<u64> {
     match f.kind {
         FD_CONSOLE => console::read(buf, len),
         FD_PIPE_READ => pipe::read(f.obj as usize, buf, len),
-        FD_DEVICE => ext::dev_read(f.obj as usize, f.aux, buf, len),
+        FD_DEVICE => ext::dev_read(f.obj as usize, buf, len),
         _ => Err(EBADF),
     }
 }
@@ -102,7 +102,7 @@ pub fn write(fd: u64, buf: u64, len: u64) -> KResult<u64> {
     match f.kind {
         FD_CONSOLE => console::write(buf, len),
         FD_PIPE_WRITE => pipe::write(f.obj as usize, buf, len),
-        FD_DEVICE => ext::dev_write(f.obj as usize, f.aux, buf, len),
+        FD_DEVICE => ext::dev_write(f.obj as usize, buf, len),
         _ => Err(EBADF),
     }
 }
@@ -110,7 +110,7 @@ pub fn write(fd: u64, buf: u64, len: u64) -> KResult<u64> {
 pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> KResult<u64> {
     let f = get(fd)?;
     match f.kind {
-        FD_DEVICE => ext::dev_ioctl(f.obj as usize, f.aux, cmd, arg),
+        FD_DEVICE => ext::dev_ioctl(f.obj as usize, cmd, arg),
         FD_CONSOLE => console::ioctl(cmd, arg),
         _ => Err(ENOTSUP),
     }
@@ -134,7 +134,6 @@ pub fn pipe() -> KResult<(u64, u64)> {
     let rfd = match install(Fd {
         kind: FD_PIPE_READ,
         obj: i as u32,
-        aux: 0,
     }) {
         Ok(f) => f,
         Err(e) => {
@@ -145,7 +144,6 @@ pub fn pipe() -> KResult<(u64, u64)> {
     match install(Fd {
         kind: FD_PIPE_WRITE,
         obj: i as u32,
-        aux: 0,
     }) {
         Ok(w) => Ok((rfd, w)),
         Err(e) => {
@@ -158,16 +156,24 @@ pub fn pipe() -> KResult<(u64, u64)> {
 
 pub fn open(path: &[u8]) -> KResult<u64> {
     let dev = path.strip_prefix(b"/dev/").ok_or(ENOENT)?;
-    let (slot, aux) = ext::dev_open(dev, current_pid())?;
+    let file = ext::dev_open(dev, current_pid())?;
     match install(Fd {
         kind: FD_DEVICE,
-        obj: slot as u32,
-        aux,
+        obj: file as u32,
     }) {
         Ok(fd) => Ok(fd),
         Err(e) => {
-            ext::dev_close(slot, aux);
+            ext::dev_close(file);
             Err(e)
         }
     }
+}
+
+/// `SYS_SEEK`: moves a device file's position, which the kernel keeps.
+pub fn seek(fd: u64, off: u64, whence: u64) -> KResult<u64> {
+    let f = get(fd)?;
+    if f.kind != FD_DEVICE {
+        return Err(ESPIPE);
+    }
+    crate::file::seek(f.obj as usize, off, whence)
 }

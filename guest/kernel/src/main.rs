@@ -15,6 +15,7 @@ mod crash;
 mod elf;
 mod ext;
 mod fd;
+mod file;
 mod hypercall;
 mod initramfs;
 mod ipc;
@@ -156,7 +157,6 @@ extern "C" fn kmain(info: &'static BootInfo) -> ! {
     let console = Fd {
         kind: FD_CONSOLE,
         obj: 0,
-        aux: 0,
     };
     match proc::spawn(&proc::SpawnArgs {
         path: b"/init",

@@ -199,7 +199,6 @@ pub fn spawn(a: &SpawnArgs) -> KResult<u32> {
     p.fds[2] = Fd {
         kind: FD_CONSOLE,
         obj: 0,
-        aux: 0,
     };
     for fd in &a.fds {
         crate::fd::retain(fd);

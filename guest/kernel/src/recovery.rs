@@ -49,9 +49,14 @@ extern "C" fn kernel_recover(cpu: u64) -> ! {
     crate::sched::idle_loop()
 }
 
-/// Runs the init of extensions the repair reset, in interrupt context on
-/// behalf of the extension (a crash in there blames no process).
-pub fn deferred_reinit() {
+/// Runs the init of extensions the repair reset (which hands them their
+/// open files again), in interrupt context on behalf of the extension (a
+/// crash in there blames no process), and closes the files the repair
+/// left without a descriptor.
+pub fn deferred_work() {
+    if core::mem::take(&mut k().recovery.pending_close) != 0 {
+        crate::ext::close_orphans();
+    }
     let pending = core::mem::take(&mut k().recovery.pending_reinit);
     for slot in 0..lazarus_abi::root::MAX_EXTS {
         if pending & (1 << slot) != 0 {

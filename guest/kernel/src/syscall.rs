@@ -52,6 +52,7 @@ fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
         SYS_OPEN => fd::open(path_arg(a0, a1)?),
         SYS_CLOSE => fd::close(a0),
         SYS_IOCTL => fd::ioctl(a0, a1, a2),
+        SYS_SEEK => fd::seek(a0, a1, a2),
         SYS_EXT_COMPLAIN => fd::complain(a0, a1),
         SYS_SPAWN => spawn(a0, a1, a2, a3, a4),
         SYS_WAIT => {
@@ -116,7 +117,6 @@ fn spawn(path: u64, path_len: u64, args: u64, args_len: u64, fds: u64) -> KResul
     let console = Fd {
         kind: FD_CONSOLE,
         obj: 0,
-        aux: 0,
     };
     let mut child = [console; 2];
     if fds != 0 {

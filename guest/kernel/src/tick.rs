@@ -48,8 +48,8 @@ pub fn tick(frame: &TrapFrame) {
     // extension timers are not tied to the boot CPU.
     wait::wake_due(now);
     crate::timer::run_due(now);
-    if k().recovery.pending_reinit != 0 {
-        crate::recovery::deferred_reinit();
+    if k().recovery.pending_reinit != 0 || k().recovery.pending_close != 0 {
+        crate::recovery::deferred_work();
     }
 
     if frame.from_user() {

@@ -45,7 +45,14 @@ pub struct Fixer<'a> {
     pub plan: &'a mut ResumePlan,
     /// The crashed CPU, where the kernel resumes.
     pub vcpu: u32,
+    /// Process slots whose system call this repair already ended (a bit
+    /// each), so that no call is ended twice.
+    pub ended: u64,
 }
+
+/// [`Fixer::restart_from_user`]: the system call returns what the kernel
+/// already put in its frame.
+pub const CALL_RESUME: u32 = u32::MAX;
 
 pub fn alive(p: &Proc) -> bool {
     matches!(p.state, PS_RUNNABLE | PS_RUNNING | PS_BLOCKED)
@@ -106,8 +113,10 @@ impl Fixer<'_> {
                 self.wake_all(W_PIPE_WRITE, fd.obj);
             }
             FD_DEVICE => {
-                if let Some(e) = self.r.exts.get_mut(fd.obj as usize) {
-                    e.open_count = e.open_count.saturating_sub(1);
+                // A file left without descriptors is closed by the kernel
+                // (`invariants::files`).
+                if let Some(f) = self.r.files.get_mut(fd.obj as usize) {
+                    f.refs = f.refs.saturating_sub(1);
                 }
             }
             _ => {}
@@ -176,15 +185,21 @@ impl Fixer<'_> {
     }
 
     /// Restarts `pid` from its user-mode trap frame (at the top of its
-    /// kernel stack), abandoning whatever it was doing in the kernel; a
-    /// system call in progress returns EINTR. Returns false (and
-    /// quarantines it) if that frame is not a sane user frame.
-    pub fn restart_from_user(&mut self, pid: u32, eintr: bool) -> bool {
+    /// kernel stack), abandoning whatever it was doing in the kernel. A
+    /// system call in progress ends as `call` says (a `CALL_*` or
+    /// [`CALL_RESUME`]): with `EINTR`, issued again, with 0 or with `EIO`.
+    /// Returns false (and quarantines it) if that frame is not a sane user
+    /// frame.
+    pub fn restart_from_user(&mut self, pid: u32, call: u32) -> bool {
         let trap_return = self.r.trap_return;
+        let slot = KernelRoot::slot_of(pid);
+        if self.ended & (1 << slot) != 0 {
+            return true;
+        }
         let Some(p) = self.proc_mut(pid) else {
             return false;
         };
-        let (top, in_syscall) = (p.kstack_top, p.user_frame != 0);
+        let (top, in_syscall, nr) = (p.kstack_top, p.user_frame != 0, p.syscall_nr);
         let tf_va = top - core::mem::size_of::<TrapFrame>() as u64;
         let m = self.m;
         let ok = (|| {
@@ -192,8 +207,19 @@ impl Fixer<'_> {
             if tf.cs != SEL_USER_CS as u64 || tf.rip >= USER_STACK_TOP || tf.rsp > USER_STACK_TOP {
                 return None;
             }
-            if in_syscall && eintr {
-                tf.rax = (-errno::EINTR) as u64;
+            if in_syscall {
+                match call {
+                    CALL_RESTART if tf.rip >= 2 && nr != u64::MAX => {
+                        // Back onto its `ud2`, with the number in RAX and
+                        // the arguments untouched in the frame.
+                        tf.rip -= 2;
+                        tf.rax = nr;
+                    }
+                    CALL_COMPLETE => tf.rax = 0,
+                    CALL_FAIL => tf.rax = (-errno::EIO) as u64,
+                    CALL_RESUME => {}
+                    _ => tf.rax = (-errno::EINTR) as u64,
+                }
                 m.kwrite(tf_va, tf)?;
             }
             let ctx = tf_va - 7 * 8;
@@ -203,10 +229,18 @@ impl Fixer<'_> {
             m.kwrite(ctx + 48, trap_return)?;
             Some(ctx)
         })();
+        self.ended |= 1 << slot;
         let Some(ctx) = ok else {
             let _ = self.quarantine(pid);
             return false;
         };
+        if in_syscall {
+            match call {
+                CALL_RESTART => self.plan.calls_replayed += 1,
+                CALL_FAIL => self.plan.calls_failed += 1,
+                _ => {}
+            }
+        }
         if let Some(p) = self.proc_mut(pid) {
             p.kctx_rsp = ctx;
             // Built from scratch: nothing saved to check.
@@ -214,6 +248,7 @@ impl Fixer<'_> {
             p.state = PS_RUNNABLE;
             p.wait_reason = W_NONE;
             p.cur_ext = NONE;
+            p.ext_call = CALL_INTERRUPT;
             p.spinning_on = NONE;
             p.syscall_nr = u64::MAX;
             p.kernel_entry_tick = 0;
@@ -224,8 +259,10 @@ impl Fixer<'_> {
 
     /// The faulty extension: reset to its pristine (pre-init) image, to be
     /// initialised again by the kernel, or disabled after repeated crashes.
-    /// Its timers, interrupt handlers and locks go; calls in progress
-    /// inside it are aborted.
+    /// Its timers, interrupt handlers and locks go, and the devices it
+    /// drives are reset. Calls in progress inside it end as the kernel
+    /// marked them (`Proc::ext_call`): most are issued again once it is
+    /// back, and the kernel hands it its open files again.
     pub fn handle_extension(
         &mut self,
         slot: usize,
@@ -261,8 +298,19 @@ impl Fixer<'_> {
         for i in 0..MAX_PROCS {
             let p = &self.r.procs[i];
             if alive(p) && p.cur_ext == slot as u32 && p.pid != offender {
-                let pid = p.pid;
-                self.restart_from_user(pid, true);
+                let (pid, call) = (p.pid, p.ext_call);
+                self.restart_from_user(pid, call);
+            }
+        }
+        // Its devices stop and forget the rings in its freed memory; its
+        // init sets them up again.
+        let devices = self.r.exts[slot].devices;
+        for base in devices.into_iter().filter(|&b| b != 0) {
+            let plan = &mut *self.plan;
+            if !plan.reset_devices.contains(&base)
+                && let Some(free) = plan.reset_devices.iter_mut().find(|b| **b == 0)
+            {
+                *free = base;
             }
         }
         // Everything it allocated goes back: its data is being replaced
@@ -278,6 +326,13 @@ impl Fixer<'_> {
         if disable {
             self.r.exts[slot].state = EXT_DISABLED;
             self.plan.ext_actions[slot] = EXT_ACTION_DISABLED;
+            // Nothing will take its open files back.
+            for f in self.r.files.iter_mut() {
+                if f.state == FILE_OPEN && f.ext == slot as u32 {
+                    f.state = FILE_BROKEN;
+                }
+            }
+            self.wake_all(W_EXT, slot as u32);
             return Ok(());
         }
         let image = inp
@@ -361,6 +416,10 @@ impl Fixer<'_> {
             code_bytes_restored: self.plan.code_bytes_restored,
             name: self.plan.name,
             ext_name,
+            calls_replayed: self.plan.calls_replayed,
+            calls_failed: self.plan.calls_failed,
+            files_reopened: 0,
+            files_broken: 0,
         };
         log.count += 1;
         log.awaiting_user = 1;

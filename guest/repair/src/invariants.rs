@@ -12,6 +12,7 @@ pub fn check_and_repair(fx: &mut Fixer) -> Result<(), &'static str> {
     processes(fx)?;
     locks(fx);
     pipes(fx);
+    files(fx);
     messages_and_timers(fx);
     lost_wakeups(fx);
     run_queue(fx);
@@ -173,6 +174,81 @@ fn messages_and_timers(fx: &mut Fixer) {
     }
 }
 
+/// Open device files: each counts the descriptors of live processes that
+/// refer to it, and each extension its files. A file nobody refers to any
+/// more (its holder was quarantined) is left for the kernel to close in a
+/// live extension, or freed; a descriptor of a freed or corrupt file gets
+/// a broken one, on which every call fails with `EIO`.
+fn files(fx: &mut Fixer) {
+    let mut refs = [0u32; MAX_FILES];
+    for p in fx.r.procs.iter().filter(|p| alive(p)) {
+        for fd in p.fds.iter().filter(|fd| fd.kind == FD_DEVICE) {
+            if let Some(n) = refs.get_mut(fd.obj as usize) {
+                *n += 1;
+            }
+        }
+    }
+    let mut open = [0u32; MAX_EXTS];
+    for (i, &n) in refs.iter().enumerate() {
+        let f = fx.r.files[i];
+        let ext = fx.r.exts.get(f.ext as usize).map(|e| e.state);
+        let broken = OpenFile {
+            state: FILE_BROKEN,
+            refs: n,
+            ext: if ext.is_some() { f.ext } else { NONE },
+            ..OpenFile::default()
+        };
+        // (new entry, whether the old one was broken rather than merely
+        // left behind by a quarantine)
+        let fixed = match (f.state, n) {
+            (FILE_FREE, 0) => None,
+            (FILE_OPEN | FILE_BROKEN | FILE_CLOSING, _) if ext.is_none() => Some((broken, true)),
+            (FILE_FREE, _) => Some((broken, true)),
+            (FILE_OPEN | FILE_CLOSING, 0) if ext == Some(EXT_LIVE) => {
+                fx.r.recovery.pending_close = 1;
+                Some((
+                    OpenFile {
+                        state: FILE_CLOSING,
+                        refs: 0,
+                        ..f
+                    },
+                    false,
+                ))
+            }
+            // Its extension is being reset: the kernel drops the file
+            // when it hands the others back.
+            (FILE_CLOSING, 0) if ext == Some(EXT_LOADING) => None,
+            (FILE_OPEN | FILE_BROKEN | FILE_CLOSING, 0) => Some((OpenFile::default(), false)),
+            (FILE_CLOSING, _) => Some((
+                OpenFile {
+                    state: FILE_OPEN,
+                    refs: n,
+                    ..f
+                },
+                true,
+            )),
+            (FILE_OPEN | FILE_BROKEN, _) if f.refs != n => Some((OpenFile { refs: n, ..f }, true)),
+            (FILE_OPEN | FILE_BROKEN, _) => None,
+            _ => Some((broken, true)),
+        };
+        if let Some((new, was_broken)) = fixed {
+            fx.plan.invariant_fixes += u32::from(was_broken);
+            fx.r.files[i] = new;
+        }
+        let f = fx.r.files[i];
+        if f.state != FILE_FREE
+            && let Some(c) = open.get_mut(f.ext as usize)
+        {
+            *c += 1;
+        }
+    }
+    for (e, &n) in fx.r.exts.iter_mut().zip(&open) {
+        if e.state != EXT_FREE && e.open_count != n {
+            e.open_count = n;
+        }
+    }
+}
+
 /// Whether `callback` is code of extension `ext`, which is live.
 fn live_callback(fx: &Fixer, ext: u32, callback: u64) -> bool {
     fx.r.exts
@@ -211,6 +287,11 @@ fn lost_wakeups(fx: &mut Fixer) {
                     .is_none_or(|q| (q.len as usize) < PIPE_BUF || q.readers == 0)
             }
             W_CONSOLE => fx.r.console_in.len > 0,
+            W_EXT => {
+                fx.r.exts
+                    .get(p.wait_obj as usize)
+                    .is_none_or(|e| e.state != EXT_LOADING)
+            }
             W_SLEEP | W_NONE => false,
             _ => true,
         };

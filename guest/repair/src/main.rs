@@ -235,6 +235,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), Stop> {
         r,
         plan,
         vcpu: inp.vcpu,
+        ended: 0,
     };
     if d.ext != lazarus_abi::root::NONE {
         fx.handle_extension(d.ext as usize, d.offender, inp)?;
@@ -244,7 +245,12 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), Stop> {
     }
     if d.interrupted != 0 && d.interrupted != d.offender {
         // Interrupted, not to blame: it continues from its user context.
-        fx.restart_from_user(d.interrupted, d.interrupted_eintr);
+        let call = if d.interrupted_eintr {
+            lazarus_abi::root::CALL_INTERRUPT
+        } else {
+            fix::CALL_RESUME
+        };
+        fx.restart_from_user(d.interrupted, call);
     }
     fx.rebuild_idt()?;
     invariants::check_and_repair(&mut fx)?;

@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use lazarus_abi::syscall::{
-    PATH_MAX, SYS_CLOSE, SYS_DUP, SYS_IOCTL, SYS_OPEN, SYS_PIPE, SYS_READ, SYS_WRITE,
+    PATH_MAX, SEEK_CUR, SEEK_SET, SYS_CLOSE, SYS_DUP, SYS_IOCTL, SYS_OPEN, SYS_PIPE, SYS_READ,
+    SYS_SEEK, SYS_WRITE,
 };
 
 use crate::syscall::{Errno, Result, check, syscall1, syscall3};
@@ -86,6 +87,19 @@ pub fn ioctl(fd: i32, cmd: u64, arg: u64) -> Result<u64> {
     // SAFETY: no memory is passed by the wrapper itself; a device that
     // treats `arg` as a user address checks it with copy_{to,from}_user.
     check(unsafe { syscall3(SYS_IOCTL, fd as u64, cmd, arg) })
+}
+
+/// Moves a device file's position to `at` bytes (`SYS_SEEK`, as `lseek`
+/// with `SEEK_SET`); returns it.
+pub fn seek(fd: i32, at: u64) -> Result<u64> {
+    // SAFETY: no memory is passed.
+    check(unsafe { syscall3(SYS_SEEK, fd as u64, at, SEEK_SET) })
+}
+
+/// A device file's position (`SYS_SEEK` by 0 from `SEEK_CUR`).
+pub fn tell(fd: i32) -> Result<u64> {
+    // SAFETY: no memory is passed.
+    check(unsafe { syscall3(SYS_SEEK, fd as u64, 0, SEEK_CUR) })
 }
 
 /// Whether `fd` is an interactive terminal (the console on a host

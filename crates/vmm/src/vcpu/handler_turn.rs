@@ -133,6 +133,7 @@ fn run_handler(
             others,
             all_stopped,
             root_gpa: ctx.devices.hypercalls.root_gpa(),
+            virtio: &ctx.devices.virtio,
         },
         crash,
     );

@@ -157,7 +157,7 @@ fn phys_access(cmd: u64, arg: u64) -> i64 {
 }
 
 /// An empty device (end of file at once) unless broken.
-extern "C" fn read(_aux: u64, _buf: u64, len: usize) -> i64 {
+extern "C" fn read(_aux: u64, _buf: u64, len: usize, _pos: u64) -> i64 {
     if READ_BROKEN.load(Ordering::Relaxed) {
         len as i64 + 4096
     } else {

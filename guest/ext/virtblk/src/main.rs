@@ -10,8 +10,8 @@
 //! the used ring, by the interrupt handler or by the waiting caller
 //! itself, which polls after each tick, so a lost interrupt only delays
 //! it. A request the device never answers fails with `EIO` after
-//! [`REQUEST_TIMEOUT_TICKS`]. Each open has its own position, as
-//! `ramdisk`'s opens do.
+//! [`REQUEST_TIMEOUT_TICKS`]. Positions are the kernel's: a request
+//! names its own, so that the kernel can issue it again after a reset.
 #![no_std]
 #![no_main]
 
@@ -23,12 +23,11 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use lazarus_extsdk::abi::dev::virtblk::{
-    FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SEEK, IOC_SIZE,
-    IOC_TELL, MAX_OPENS, SECTOR,
+    FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID, IOC_SIZE, SECTOR,
 };
-use lazarus_extsdk::abi::ext::{DEVICE_VIRTIO_MMIO, DmaSeg};
-use lazarus_extsdk::dev::{self, DmaBuf, Mmio, Positions};
-use lazarus_extsdk::errno::{EBADF, EBUSY, EINVAL, EIO, ENODEV, ENOMEM, ENOSPC, EROFS};
+use lazarus_extsdk::abi::ext::{DEVICE_VIRTIO_MMIO, DmaSeg, REPLAY_READ, REPLAY_WRITE, ioctl_bit};
+use lazarus_extsdk::dev::{self, DmaBuf, Mmio};
+use lazarus_extsdk::errno::{EBUSY, EINVAL, EIO, ENODEV, ENOMEM, ENOSPC, EROFS};
 use lazarus_extsdk::sync::IrqGuard;
 use lazarus_extsdk::user::copy_to_user;
 use lazarus_extsdk::{api, declare_extension, klog};
@@ -50,9 +49,6 @@ const S_OK: u8 = 0;
 static FAULT: AtomicU32 = AtomicU32::new(0);
 /// Far outside any guest RAM (at most 3 GiB).
 const BAD_ADDRESS: u64 = 0xffff_f000_0000;
-
-/// Each open's byte position, indexed by `aux`.
-static POSITIONS: Positions<MAX_OPENS> = Positions::new();
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotState {
@@ -118,7 +114,6 @@ fn init() -> i32 {
             );
             // SAFETY: init runs before any device call or interrupt of ours.
             unsafe { *DRIVER.0.get() = Some(d) };
-            POSITIONS.clear();
             0
         }
         Err(e) => {
@@ -352,19 +347,8 @@ fn geometry() -> Result<(u64, bool, bool), i64> {
     with_driver(|d| (d.sectors * SECTOR, d.read_only, d.flush)).ok_or(ENODEV)
 }
 
-extern "C" fn open(_pid: u32) -> i64 {
-    POSITIONS.open()
-}
-
-extern "C" fn close(aux: u64) {
-    POSITIONS.close(aux);
-}
-
-/// A read or write of `len` bytes at this open's position.
-fn transfer(aux: u64, buf: u64, len: usize, write: bool) -> i64 {
-    let Some(at) = POSITIONS.get(aux) else {
-        return -EBADF;
-    };
+/// A read or write of `len` bytes at byte position `at`.
+fn transfer(at: u64, buf: u64, len: usize, write: bool) -> i64 {
     let (size, read_only, _) = match geometry() {
         Ok(g) => g,
         Err(e) => return -e,
@@ -398,20 +382,17 @@ fn transfer(aux: u64, buf: u64, len: usize, write: bool) -> i64 {
     }
     let kind = if write { T_OUT } else { T_IN };
     match request(kind, at / SECTOR, &bufs[..count]) {
-        Ok(_) => {
-            POSITIONS.set(aux, at + n as u64);
-            n as i64
-        }
+        Ok(_) => n as i64,
         Err(e) => -e,
     }
 }
 
-extern "C" fn read(aux: u64, buf: u64, len: usize) -> i64 {
-    transfer(aux, buf, len, false)
+extern "C" fn read(_aux: u64, buf: u64, len: usize, pos: u64) -> i64 {
+    transfer(pos, buf, len, false)
 }
 
-extern "C" fn write(aux: u64, buf: u64, len: usize) -> i64 {
-    transfer(aux, buf, len, true)
+extern "C" fn write(_aux: u64, buf: u64, len: usize, pos: u64) -> i64 {
+    transfer(pos, buf, len, true)
 }
 
 fn get_id(user_buf: u64) -> i64 {
@@ -436,21 +417,13 @@ fn get_id(user_buf: u64) -> i64 {
     }
 }
 
-extern "C" fn ioctl(aux: u64, cmd: u64, arg: u64) -> i64 {
-    let Some(at) = POSITIONS.get(aux) else {
-        return -EBADF;
-    };
+extern "C" fn ioctl(_aux: u64, cmd: u64, arg: u64) -> i64 {
     let (size, _, flush) = match geometry() {
         Ok(g) => g,
         Err(e) => return -e,
     };
     match cmd {
         IOC_SIZE => size as i64,
-        IOC_TELL => at as i64,
-        IOC_SEEK if arg <= size && arg.is_multiple_of(SECTOR) => {
-            POSITIONS.set(aux, arg);
-            arg as i64
-        }
         IOC_FLUSH if !flush => 0,
         IOC_FLUSH => request(T_FLUSH, 0, &[]).map_or_else(|e| -e, |_| 0),
         IOC_GET_ID => get_id(arg),
@@ -467,9 +440,13 @@ declare_extension! {
     device: "vda",
     init: init,
     exit: exit,
-    open: Some(open),
+    open: None,
     read: Some(read),
     write: Some(write),
     ioctl: Some(ioctl),
-    close: Some(close),
+    close: None,
+    // A sector written again holds the same bytes; the ioctls only read
+    // or flush.
+    replay: REPLAY_READ | REPLAY_WRITE,
+    replay_ioctls: ioctl_bit(IOC_SIZE) | ioctl_bit(IOC_FLUSH) | ioctl_bit(IOC_GET_ID),
 }

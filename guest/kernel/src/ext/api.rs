@@ -176,6 +176,7 @@ extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
     if pages == 0 || end > 1 << 46 || va + pages * PAGE_SIZE > IOREMAP_REGION + IOREMAP_SIZE {
         return 0;
     }
+    note_device(phys);
     let master = k().master_pml4;
     const PWT: u64 = 1 << 3;
     const PCD: u64 = 1 << 4;
@@ -194,6 +195,69 @@ extern "C" fn api_ioremap(phys: u64, len: u64) -> u64 {
     // SAFETY: as above.
     unsafe { IOREMAP_NEXT = va + pages * PAGE_SIZE };
     va + (phys - first)
+}
+
+/// Records that the calling extension drives the platform device whose
+/// register window holds `phys`, so that the repair resets the device
+/// with the extension.
+fn note_device(phys: u64) {
+    let Some(e) = k().exts.get_mut(caller_ext() as usize) else {
+        return;
+    };
+    let Some(base) = (0..8)
+        .filter_map(crate::platform::device)
+        .find(|d| (d.base..d.base + d.size).contains(&phys))
+        .map(|d| d.base)
+    else {
+        return;
+    };
+    if !e.devices.contains(&base)
+        && let Some(free) = e.devices.iter_mut().find(|b| **b == 0)
+    {
+        *free = base;
+    }
+}
+
+extern "C" fn api_keep(size: usize, align: usize) -> *mut u8 {
+    let Some(e) = k().exts.get_mut(caller_ext() as usize) else {
+        return core::ptr::null_mut();
+    };
+    if e.kept != 0 {
+        return if e.kept_size == size as u64 {
+            e.kept as *mut u8
+        } else {
+            core::ptr::null_mut()
+        };
+    }
+    // Owned by the kernel, so that the repair does not free it with the
+    // extension's own memory; the slot frees it at unload.
+    let p = crate::mm::heap::alloc(size, align, HEAP_OWNER_KERNEL);
+    if !p.is_null() {
+        // SAFETY: `alloc` just gave us `size` bytes at `p`.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+        e.kept = p as u64;
+        e.kept_size = size as u64;
+    }
+    p
+}
+
+extern "C" fn api_failed(msg: *const u8, len: usize) -> ! {
+    let m = if msg.is_null() {
+        &b"failed"[..]
+    } else {
+        // SAFETY: the extension's own buffer.
+        unsafe { core::slice::from_raw_parts(msg, len.min(96)) }
+    };
+    let why = core::str::from_utf8(m).unwrap_or("failed");
+    let ext = caller_ext();
+    if crate::state::this_cpu().in_irq > 0 || (ext as usize) >= MAX_EXTS {
+        // No call to replay: a crash of the extension, in interrupt
+        // context.
+        crate::crash::report(CRASH_EXT_FAILED, &crate::crash::here(), m)
+    }
+    // The call keeps the `CALL_*` it entered the extension with.
+    let call = crate::state::current().map_or(CALL_INTERRUPT, |p| p.ext_call);
+    super::dev::failed(ext as usize, call, why)
 }
 
 extern "C" fn api_dma_alloc(size: usize, align: usize, phys: *mut u64) -> *mut u8 {
@@ -281,4 +345,6 @@ pub static API: ExtApi = ExtApi {
     device_info: api_device_info,
     irq_register: api_irq_register,
     irq_unregister: api_irq_unregister,
+    keep: api_keep,
+    failed: api_failed,
 };

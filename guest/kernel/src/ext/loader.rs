@@ -96,6 +96,11 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         let announced = e.base != 0;
         e.state = EXT_FREE;
         e.base = 0;
+        e.devices = [0; MAX_EXT_DEVICES];
+        if e.kept != 0 {
+            crate::mm::heap::free(e.kept as *mut u8, e.kept_size as usize);
+            (e.kept, e.kept_size) = (0, 0);
+        }
         if announced {
             crate::hypercall::call(HC_EXT_EVENT, [EXT_EVENT_UNLOADED, slot as u64, 0, 0, 0]);
         }
@@ -161,7 +166,7 @@ pub fn load(name: &[u8]) -> KResult<u64> {
     // SAFETY: the entry point is inside the image; it is the extension's
     // `extern "C" fn() -> *const ExtDescriptor`.
     let entry: extern "C" fn() -> u64 = unsafe { core::mem::transmute(base + elf.entry) };
-    let desc = in_ext(slot, || entry());
+    let desc = in_ext(slot, CALL_INTERRUPT, || entry());
     if desc < base
         || desc + core::mem::size_of::<ExtDescriptor>() as u64 > base + size
         || desc % 8 != 0
@@ -178,7 +183,7 @@ pub fn load(name: &[u8]) -> KResult<u64> {
         e.descriptor = desc;
         e.dev_name = d.dev_name;
     }
-    let rc = in_ext(slot, || (d.init)(&API));
+    let rc = in_ext(slot, CALL_INTERRUPT, || (d.init)(&API));
     if rc != 0 {
         cleanup_ext_objects(slot);
         return Err(fail(if rc < 0 { -(rc as i64) } else { EIO }));
@@ -205,6 +210,16 @@ pub fn reinit(slot: usize) {
         d.magic == EXT_MAGIC && (d.init)(&API) == 0
     };
     k().exts[slot].state = if ok { EXT_LIVE } else { EXT_DISABLED };
+    // Its clients' opens, handed back (a disabled one breaks them).
+    let (reopened, broken) = super::dev::reopen_all(slot);
+    let log = &mut k().recovery;
+    if let Some(last) = log.count.checked_sub(1) {
+        let r = &mut log.records[(last % MAX_RECOVERIES as u64) as usize];
+        if r.ext == slot as u32 {
+            r.files_reopened += reopened;
+            r.files_broken += broken;
+        }
+    }
 }
 
 fn cleanup_ext_objects(slot: usize) {
@@ -223,10 +238,13 @@ pub fn unload(name: &[u8]) -> KResult<u64> {
         && let Some(d) = descriptor(slot)
     {
         let exit = d.exit;
-        in_ext(slot, || exit());
+        in_ext(slot, CALL_INTERRUPT, || exit());
     }
     cleanup_ext_objects(slot);
     unmap_image(slot, e.size);
+    if e.kept != 0 {
+        crate::mm::heap::free(e.kept as *mut u8, e.kept_size as usize);
+    }
     let s = &mut k().exts[slot];
     let (loads, crashes) = (s.load_count, s.crash_count);
     *s = ExtSlot {

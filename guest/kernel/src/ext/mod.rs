@@ -7,6 +7,6 @@ mod dev;
 mod loader;
 mod slot;
 
-pub use dev::{complain, dev_close, dev_ioctl, dev_open, dev_read, dev_write};
+pub use dev::{close_orphans, complain, dev_close, dev_ioctl, dev_open, dev_read, dev_write};
 pub use loader::{list, load, reinit, unload};
 pub use slot::in_irq_of;

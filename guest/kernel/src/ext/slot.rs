@@ -35,12 +35,20 @@ fn descriptor_unchecked(s: &ExtSlot) -> Option<&'static ExtDescriptor> {
 }
 
 /// Runs `f` with the current process marked as executing in `slot`, so a
-/// crash inside is attributed to the extension.
-pub fn in_ext<R>(slot: usize, f: impl FnOnce() -> R) -> R {
-    let prev = current().map(|p| core::mem::replace(&mut p.cur_ext, slot as u32));
+/// crash inside is attributed to the extension, and with `call` (a
+/// `CALL_*`) saying what the repair does with the system call if it
+/// resets the extension meanwhile.
+pub fn in_ext<R>(slot: usize, call: u32, f: impl FnOnce() -> R) -> R {
+    let prev = current().map(|p| {
+        let prev = (p.cur_ext, p.ext_call);
+        p.cur_ext = slot as u32;
+        p.ext_call = call;
+        prev
+    });
     let r = f();
-    if let (Some(p), Some(prev)) = (current(), prev) {
-        p.cur_ext = prev;
+    if let (Some(p), Some((ext, call))) = (current(), prev) {
+        p.cur_ext = ext;
+        p.ext_call = call;
     }
     r
 }

@@ -27,9 +27,9 @@ use alloc::vec;
 
 use lazarus_ulib::abi::dev::virtblk::{
     BenchOffsets, DEV, FAULT_BAD_DESCRIPTOR, ID_BYTES, IO_MAX, IOC_FAULT, IOC_FLUSH, IOC_GET_ID,
-    IOC_SEEK, IOC_SIZE, SECTOR, pattern,
+    IOC_SIZE, SECTOR, pattern,
 };
-use lazarus_ulib::io::{close, ioctl, open, read, write};
+use lazarus_ulib::io::{close, ioctl, open, read, seek, write};
 use lazarus_ulib::process::uptime_ms;
 use lazarus_ulib::{Args, entry, println};
 
@@ -89,7 +89,7 @@ fn info(fd: i32) -> Result<String, String> {
 }
 
 fn transfer(fd: i32, writing: bool, first: u64, count: u64, seed: u32) -> Result<String, String> {
-    ioctl(fd, IOC_SEEK, first * SECTOR).map_err(|e| format!("seek to sector {first}: {e}"))?;
+    seek(fd, first * SECTOR).map_err(|e| format!("seek to sector {first}: {e}"))?;
     let per = IO_MAX as u64 / SECTOR;
     let mut buf = vec![0u8; IO_MAX];
     let mut expect = [0u8; SECTOR as usize];
@@ -140,7 +140,7 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
         Ok(uptime_ms() - t0)
     };
     let seq = |buf: &mut [u8], writing: bool| -> Result<(), String> {
-        ioctl(fd, IOC_SEEK, 0).map_err(|e| format!("seek: {e}"))?;
+        seek(fd, 0).map_err(|e| format!("seek: {e}"))?;
         let mut done = 0;
         while done < bytes {
             let n = if writing {
@@ -161,7 +161,7 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
     };
     let random = |buf: &mut [u8], writing: bool, offsets: BenchOffsets| -> Result<(), String> {
         for at in offsets.take(ops as usize) {
-            ioctl(fd, IOC_SEEK, at).map_err(|e| format!("seek: {e}"))?;
+            seek(fd, at).map_err(|e| format!("seek: {e}"))?;
             let io = &mut buf[..RANDOM_IO];
             let n = if writing { write(fd, io) } else { read(fd, io) }
                 .map_err(|e| format!("at byte {at}: {e}"))?;
@@ -190,7 +190,7 @@ fn bench(fd: i32, mib: u64, ops: u64, seed: u64) -> Result<String, String> {
 fn bad_descriptor(fd: i32) -> Result<String, String> {
     let size = ioctl(fd, IOC_SIZE, 0).map_err(|e| format!("size: {e}"))?;
     let at = size - SECTOR;
-    ioctl(fd, IOC_SEEK, at).map_err(|e| format!("seek: {e}"))?;
+    seek(fd, at).map_err(|e| format!("seek: {e}"))?;
     ioctl(fd, IOC_FAULT, FAULT_BAD_DESCRIPTOR).map_err(|e| format!("arm the fault: {e}"))?;
     let sector = [0x5au8; SECTOR as usize];
     match write(fd, &sector) {

@@ -20,7 +20,7 @@ use core::ops::Range;
 
 use lazarus_ulib::abi::dev::{ramdisk, virtblk};
 use lazarus_ulib::abi::syscall::complaint;
-use lazarus_ulib::io::{close, ioctl, read, write};
+use lazarus_ulib::io::{self, close, ioctl, read, write};
 use lazarus_ulib::process::{sleep_ms, uptime_ms};
 use lazarus_ulib::{Args, Errno, entry, eprintln, ext, println};
 
@@ -216,7 +216,5 @@ fn write_back(fd: i32, off: u64, pattern: &[u8], back: &mut [u8]) -> Result<(), 
 
 /// Moves the open's position to `off`: extclient's only position change.
 fn seek(fd: i32, off: u64) -> Result<(), Errno> {
-    // Both devices take the same ioctl number.
-    const _: () = assert!(ramdisk::IOC_SEEK == virtblk::IOC_SEEK);
-    ioctl(fd, ramdisk::IOC_SEEK, off).map(drop)
+    io::seek(fd, off).map(drop)
 }

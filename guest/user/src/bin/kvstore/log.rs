@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 use lazarus_ulib::abi::dev::kvlog::{
     self, BLOCK, BlockHeader, FLUSH_INTERVAL_MS, HEADER, OP_DEL, OP_PUT,
 };
-use lazarus_ulib::abi::dev::virtblk::{DEV, IO_MAX, IOC_FLUSH, IOC_SEEK, IOC_SIZE};
-use lazarus_ulib::io::{close, ioctl, open, read, write};
+use lazarus_ulib::abi::dev::virtblk::{DEV, IO_MAX, IOC_FLUSH, IOC_SIZE};
+use lazarus_ulib::io::{close, ioctl, open, read, seek, write};
 use lazarus_ulib::process::uptime_ms;
 use lazarus_ulib::{Errno, eprintln};
 
@@ -107,9 +107,8 @@ impl Log {
     }
 
     fn seek_block(&self, half: u64, seq: u64) -> Result<(), Errno> {
-        ioctl(
+        seek(
             self.fd,
-            IOC_SEEK,
             self.base + (half * self.half_blocks + seq) * BLOCK as u64,
         )
         .map(drop)

@@ -96,7 +96,9 @@ pub fn lsmod() {
     print!("{out}");
 }
 
-/// `recoveries`: the kernel's log of resurrections.
+/// `recoveries`: the kernel's log of resurrections, with what happened to
+/// the device calls and open files of a reset extension (replayed or failed
+/// with EIO; reopened or broken).
 pub fn recoveries() {
     let rows = match process::recoveries() {
         Ok(rows) => rows,
@@ -108,8 +110,18 @@ pub fn recoveries() {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10}",
-        "SEQ", "TICK", "KIND", "EXTENSION", "PID", "PROCESS", "LATENCY"
+        "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10} {:>8} {:>4} {:>8} {:>6}",
+        "SEQ",
+        "TICK",
+        "KIND",
+        "EXTENSION",
+        "PID",
+        "PROCESS",
+        "LATENCY",
+        "REPLAYED",
+        "EIO",
+        "REOPENED",
+        "BROKEN"
     );
     for r in rows {
         let latency = if r.latency_ns == 0 {
@@ -128,14 +140,18 @@ pub fn recoveries() {
         };
         let _ = writeln!(
             out,
-            "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10}",
+            "{:>4} {:>8} {:<20} {:<12} {:>5} {:<12} {:>10} {:>8} {:>4} {:>8} {:>6}",
             r.seq,
             r.tick,
             lazarus_ulib::abi::repair::kind_name(r.kind),
             name_str(&r.ext_name),
             pid,
             name_str(&r.name),
-            latency
+            latency,
+            r.calls_replayed,
+            r.calls_failed,
+            r.files_reopened,
+            r.files_broken
         );
     }
     print!("{out}");
