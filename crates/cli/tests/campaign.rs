@@ -90,8 +90,8 @@ fn short_campaign_reports_outcomes_and_recovers_crash_tests() {
 /// Faults in the virtio disk driver: extclient drives `/dev/vda` on a
 /// disk the campaign made for the VM (in the temporary directory, removed
 /// afterwards; the data directory's disk.img is never touched), so code
-/// faults in `virtblk` are activated and recovered. The seed's third
-/// activated fault disables the driver, which takes a second boot.
+/// faults in `virtblk` are activated and recovered (a fault that leaves
+/// the driver disabled, after its third crash, only costs a new VM).
 #[test]
 fn virtblk_campaign_injects_into_the_disk_driver_and_recovers() {
     let dir = out_dir("campaign-virtblk");
