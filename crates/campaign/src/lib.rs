@@ -8,10 +8,10 @@
 //! temporary disk of the campaign's own for `virtblk`) so that faults
 //! injected into its code are activated. Faults are injected one after
 //! another from the host (no guest cooperation, see `lazarus-inject`) or
-//! by a crash-test kind typed into the shell. After every fault the survivors are verified and the
-//! outcome classified ([`Outcome`]): not activated (the injected bytes are
-//! put back), recovered, recovered by reboot, hung, silent corruption, or
-//! extension failed.
+//! by a crash-test kind typed into the shell. After every fault the
+//! survivors are verified and the outcome classified ([`Outcome`]): not
+//! activated (the injected bytes are put back), recovered, recovered by
+//! reboot, hung, silent corruption, or extension failed.
 //!
 //! Unlike `lazarus run`, a campaign writes no crash dumps: a thousand
 //! faults would fill the disk with cores nobody reads.
