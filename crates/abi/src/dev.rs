@@ -112,6 +112,22 @@ pub mod virtblk {
         }
     }
 
+    /// Largest scratch area: room for a workload's test patterns, a
+    /// small share of the default 64 MiB disk.
+    pub const SCRATCH_MAX: u64 = 1 << 20;
+
+    /// The scratch area of a disk of `size` bytes: the byte range at its
+    /// end where tests and fault campaigns write their patterns, so that
+    /// they never clobber the kvstore's log (which has everything before
+    /// it, [`kvlog::region`](super::kvlog::region)). The last
+    /// [`SCRATCH_MAX`] bytes, or the last eighth of a smaller disk (empty
+    /// below 8 sectors); whole sectors.
+    pub fn scratch(size: u64) -> core::ops::Range<u64> {
+        let end = size - size % SECTOR;
+        let len = SCRATCH_MAX.min(end / 8 / SECTOR * SECTOR);
+        end - len..end
+    }
+
     /// Marsaglia's xorshift64 step (never 0 from a non-zero state).
     fn xorshift(x: &mut u64) -> u64 {
         *x ^= *x << 13;
@@ -163,13 +179,19 @@ pub mod virtblk {
 }
 
 /// The kvstore's append-only log on `/dev/vda` (see the kvstore's
-/// `log.rs`): the disk is split in two halves; each holds one generation
+/// `log.rs`): its [`region`](kvlog::region) of the disk (all but the
+/// scratch area) is split in two halves; each holds one generation
 /// of the log as 512-byte blocks numbered from 0 at the half's start.
 /// Replay takes the half whose block 0 is valid with the higher
 /// generation and reads its blocks in order until one is not the next
 /// valid block of that generation (a torn or never-written block ends the
 /// log). Compaction writes the whole store into the other half as the
 /// next generation, so the old log stays valid until the new one is.
+///
+/// Version 2 moved the log off the disk's scratch area (version 1 split
+/// the whole disk); a version-1 block is not valid, so a disk written
+/// before starts with an empty store instead of replaying a log whose
+/// halves are no longer where it was written.
 pub mod kvlog {
     /// Block size: one sector.
     pub const BLOCK: usize = 512;
@@ -177,8 +199,8 @@ pub mod kvlog {
     pub const HEADER: usize = 24;
     /// "LZKV".
     pub const MAGIC: [u8; 4] = *b"LZKV";
-    /// Layout version.
-    pub const VERSION: u16 = 1;
+    /// Layout version (2: the log leaves the scratch area alone).
+    pub const VERSION: u16 = 2;
     /// Record: the key was set (`key_len` key bytes, then the value).
     pub const OP_PUT: u8 = 1;
     /// Record: the key was removed (no value).
@@ -189,6 +211,13 @@ pub mod kvlog {
     /// a change is on the disk, flushed, at most this long after it was
     /// acknowledged.
     pub const FLUSH_INTERVAL_MS: u64 = 1000;
+
+    /// The log's byte range on a disk of `size` bytes: everything before
+    /// [`virtblk::scratch`](super::virtblk::scratch). The kvstore and
+    /// every host reader of the log take its halves from here.
+    pub fn region(size: u64) -> core::ops::Range<u64> {
+        0..super::virtblk::scratch(size).start
+    }
 
     /// A block's header: magic, version, bytes of records used after the
     /// header (u16), the block's number in its half (u64), the generation
@@ -541,6 +570,28 @@ pub mod kv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_is_the_disk_end_and_the_log_has_the_rest() {
+        let mib = 1 << 20;
+        assert_eq!(virtblk::scratch(64 * mib), 63 * mib..64 * mib);
+        assert_eq!(kvlog::region(64 * mib), 0..63 * mib);
+        // A small disk gives an eighth; a ragged tail is not used.
+        assert_eq!(virtblk::scratch(64 * 1024 + 100), 56 * 1024..64 * 1024);
+        assert_eq!(kvlog::region(64 * 1024 + 100), 0..56 * 1024);
+        // Below 8 sectors there is no scratch area.
+        assert!(virtblk::scratch(7 * 512).is_empty());
+        assert_eq!(kvlog::region(7 * 512), 0..7 * 512);
+        assert!(virtblk::scratch(0).is_empty());
+        for size in [0, 511, 512, 4096, 1 << 20, 9 << 20, u64::MAX] {
+            let s = virtblk::scratch(size);
+            assert!(
+                s.start.is_multiple_of(virtblk::SECTOR) && s.end.is_multiple_of(virtblk::SECTOR)
+            );
+            assert!(s.end <= size && s.end - s.start <= virtblk::SCRATCH_MAX);
+            assert_eq!(kvlog::region(size).end, s.start);
+        }
+    }
 
     #[test]
     fn crash_kinds_are_unique_and_crash() {

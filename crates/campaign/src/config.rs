@@ -4,11 +4,44 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use lazarus_abi::dev::{ramdisk, virtblk};
 use lazarus_inject::FaultType;
 
 /// The pseudo fault type that runs one of the guest's crash-test kinds
 /// (typed into the shell as `crash KIND`) instead of a host-side fault.
 pub const CRASH_TEST: &str = "crash-test";
+
+/// An extension a campaign can target: one whose device `extclient`
+/// drives, so that faults in its code are activated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The extension's name (`--ext`).
+    pub(crate) ext: &'static str,
+    /// The device extclient drives (its first argument).
+    pub(crate) dev: &'static str,
+    /// The VM needs a disk; init then loads the extension at boot, so the
+    /// campaign does not `insmod` it.
+    pub(crate) disk: bool,
+}
+
+/// Every extension a campaign can target.
+const TARGETS: &[Target] = &[
+    Target {
+        ext: "ramdisk",
+        dev: ramdisk::DEV,
+        disk: false,
+    },
+    Target {
+        ext: "virtblk",
+        dev: virtblk::DEV,
+        disk: true,
+    },
+];
+
+/// The extensions a campaign can target, in the order of the docs.
+pub fn target_extensions() -> Vec<&'static str> {
+    TARGETS.iter().map(|t| t.ext).collect()
+}
 
 /// A campaign's settings.
 #[derive(Clone, Debug)]
@@ -20,7 +53,8 @@ pub struct CampaignConfig {
     /// Fault types to draw from: `lazarus-inject` names and
     /// [`CRASH_TEST`]; empty means all of them.
     pub types: Vec<String>,
-    /// Extension whose code faults are injected into.
+    /// Extension whose code faults are injected into (one of
+    /// [`target_extensions`]).
     pub ext: String,
     /// kv keys written at boot and verified after every fault; at least 1.
     pub keys: u64,
@@ -42,6 +76,14 @@ pub enum ConfigError {
         /// The type asked for.
         name: String,
         /// Every known type, comma-separated.
+        known: String,
+    },
+    /// An extension no workload drives (see [`target_extensions`]).
+    #[error("cannot target extension {name:?}; a campaign targets: {known}")]
+    UnknownExt {
+        /// The extension asked for.
+        name: String,
+        /// Every extension a campaign can target, comma-separated.
         known: String,
     },
     /// `faults` is 0 without a soak duration.
@@ -68,6 +110,7 @@ impl CampaignConfig {
     /// Checks the settings; returns the fault types to draw from.
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
         let types = self.fault_types()?;
+        self.target()?;
         if self.soak.is_none() && self.faults == 0 {
             return Err(ConfigError::NoFaults);
         }
@@ -78,6 +121,18 @@ impl CampaignConfig {
             return Err(ConfigError::NoWindow);
         }
         Ok(types)
+    }
+
+    /// The targeted extension and how its workload runs.
+    pub(crate) fn target(&self) -> Result<Target, ConfigError> {
+        TARGETS
+            .iter()
+            .find(|t| t.ext == self.ext)
+            .copied()
+            .ok_or_else(|| ConfigError::UnknownExt {
+                name: self.ext.clone(),
+                known: target_extensions().join(", "),
+            })
     }
 
     /// The fault types to draw from: `types`, or all of them.
@@ -132,6 +187,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("crash-test"), "{text}");
+    }
+
+    #[test]
+    fn targets_are_ramdisk_and_virtblk_and_nothing_else() {
+        let mut c = config();
+        assert_eq!(c.target().map(|t| (t.dev, t.disk)), Ok(("ramdisk", false)));
+        c.ext = "virtblk".into();
+        assert_eq!(c.target().map(|t| (t.dev, t.disk)), Ok(("vda", true)));
+        c.ext = "crashtest".into();
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot target extension \"crashtest\"; a campaign targets: ramdisk, virtblk"
+        );
     }
 
     #[test]

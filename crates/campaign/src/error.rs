@@ -14,6 +14,13 @@ pub enum CampaignError {
     /// The VM could not be created from its configuration.
     #[error(transparent)]
     Vm(lazarus_vmm::Error),
+    /// No temporary directory for the disk of a VM whose target needs
+    /// one.
+    #[error("cannot make a temporary directory for the campaign's disk")]
+    DiskDir(#[source] std::io::Error),
+    /// The disk image of a VM whose target needs one could not be made.
+    #[error("cannot make the campaign's disk image")]
+    Disk(#[source] lazarus_virtio_blk::DiskError),
     /// The freshly booted guest never showed its prompt.
     #[error("the guest did not reach its shell")]
     NoShell(#[source] DriverError),

@@ -5,6 +5,7 @@
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use lazarus_abi::repair::EXT_ACTION_DISABLED;
 use lazarus_inject::{FaultSpec, FaultType, Injection, Injector};
 use lazarus_resurrect::Recovery;
 use rand::Rng;
@@ -133,7 +134,7 @@ pub(crate) fn one_fault(
         recovery = s.recoveries.try_recv().ok();
     }
     if let Some(r) = &recovery {
-        recovered(s, &mut rec, r)?;
+        recovered(s, &mut rec, r, &c.ext)?;
     }
     let v = s.survivors(&console);
     if let Some(why) = ext_failed
@@ -198,11 +199,24 @@ fn ext_failure(s: &mut Session, recovery: &mut Option<Recovery>) -> Option<Strin
 
 /// A resurrection: record it, restart the quarantined workload process,
 /// and write the kv keys anew when their keeper was the offender.
-fn recovered(s: &mut Session, rec: &mut FaultRecord, r: &Recovery) -> Result<(), CampaignError> {
+fn recovered(
+    s: &mut Session,
+    rec: &mut FaultRecord,
+    r: &Recovery,
+    target: &str,
+) -> Result<(), CampaignError> {
     rec.latency_ms = Some(r.latency.as_secs_f64() * 1e3);
     rec.note = r.summary();
     rec.outcome = Outcome::Recovered;
     s.restart_offender(r.plan.quarantined)?;
+    // The target disabled after repeated crashes serves nobody: the
+    // faults to come would only find it gone. They get a new VM.
+    let disabled = r.plan.ext_actions.get(r.plan.ext as usize) == Some(&EXT_ACTION_DISABLED);
+    if disabled && lazarus_abi::name_str(&r.plan.ext_name) == target {
+        rec.note
+            .push_str("; the extension is disabled: a new VM for the next fault");
+        s.broken = true;
+    }
     // The kv data lives in kvstore and the record of what was written in
     // the shell: when either was the offender (init restarts both), that
     // state was the offender's own and is written anew.

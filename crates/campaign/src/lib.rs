@@ -4,13 +4,14 @@
 //!
 //! One VM runs the standard workload: the kv store with verified keys, two
 //! workers that check their own memory, and `extclient`, which keeps using
-//! the target extension (ramdisk) so that faults injected into its code are
-//! activated. Faults are injected one after another from the host (no
-//! guest cooperation, see `lazarus-inject`) or by a crash-test kind typed
-//! into the shell. After every fault the survivors are verified and the
-//! outcome classified ([`Outcome`]): not activated (the injected bytes are
-//! put back), recovered, recovered by reboot, hung, silent corruption, or
-//! extension failed.
+//! the target extension's device (`/dev/ramdisk`, or `/dev/vda` on a
+//! temporary disk of the campaign's own for `virtblk`) so that faults
+//! injected into its code are activated. Faults are injected one after
+//! another from the host (no guest cooperation, see `lazarus-inject`) or
+//! by a crash-test kind typed into the shell. After every fault the
+//! survivors are verified and the outcome classified ([`Outcome`]): not
+//! activated (the injected bytes are put back), recovered, recovered by
+//! reboot, hung, silent corruption, or extension failed.
 //!
 //! Unlike `lazarus run`, a campaign writes no crash dumps: a thousand
 //! faults would fill the disk with cores nobody reads.
@@ -36,7 +37,7 @@ mod session;
 mod soak;
 pub mod stats;
 
-pub use config::{CRASH_TEST, CampaignConfig, ConfigError, all_fault_types};
+pub use config::{CRASH_TEST, CampaignConfig, ConfigError, all_fault_types, target_extensions};
 pub use error::CampaignError;
 pub use outcome::{FaultRecord, Outcome};
 pub use report::{LatencySummary, MemorySample, OutcomeCounts, Report};

@@ -20,7 +20,9 @@ use crate::soak::Sampler;
 /// Runs a campaign.
 ///
 /// `vm` gives the configuration of each VM to boot (the campaign sets
-/// its console and crash handler); it is called again for every reboot.
+/// its console and crash handler, and adds a fresh disk of its own when
+/// the target needs one, so `vm` should give none); it is called again
+/// for every reboot.
 /// `progress` sees every fault's record as soon as it is classified.
 /// An error while booting ends the campaign; an error during one fault
 /// ends that fault as [`Outcome::Hung`] and the campaign goes on.

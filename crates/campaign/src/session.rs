@@ -9,9 +9,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lazarus_resurrect::{Fallback, Recovery, ResurrectConfig};
+use lazarus_virtio_blk::{Block, DEFAULT_DISK_SIZE, DiskImage};
 use lazarus_vmm::{ConsoleOutput, StopHandle, Vm, VmConfig, VmControl, VmOutcome};
+use tempfile::TempDir;
 
-use crate::config::CampaignConfig;
+use crate::config::{CampaignConfig, Target};
 use crate::driver::{Driver, PROMPT, kv_check};
 use crate::error::CampaignError;
 use crate::extclient::{ExtProgress, last_ext_report};
@@ -22,12 +24,9 @@ pub(crate) const SHELL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for a new guest's first prompt.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The workload's background jobs, each restarted with its own command.
-const WORKLOAD: &[&str] = &[
-    "run worker alpha 1000000 &",
-    "run worker beta 1000000 &",
-    "run extclient &",
-];
+/// The workload's background jobs besides extclient, each restarted with
+/// its own command.
+const WORKERS: &[&str] = &["run worker alpha 1000000 &", "run worker beta 1000000 &"];
 
 /// A booted VM with the workload running, driven from this thread.
 pub(crate) struct Session {
@@ -37,7 +36,10 @@ pub(crate) struct Session {
     pub(crate) recoveries: Receiver<Recovery>,
     thread: Option<JoinHandle<Result<VmOutcome, lazarus_vmm::Error>>>,
     /// Pids of the workload, by the command that restarts it.
-    roles: BTreeMap<u32, &'static str>,
+    roles: BTreeMap<u32, String>,
+    /// The directory of this VM's own disk image, when the target needs
+    /// a disk; removed with the session.
+    _disk: Option<TempDir>,
     keys: u64,
     /// extclient's last report before the current fault.
     pub(crate) ext_progress: ExtProgress,
@@ -54,9 +56,16 @@ pub(crate) struct Survivors {
 }
 
 impl Session {
-    /// Boots `vm` (its console and crash handler are set here), fills the
-    /// kv store, loads the extension and starts the workload.
+    /// Boots `vm` (its console and crash handler are set here, and a disk
+    /// of its own when the target needs one), fills the kv store, loads
+    /// the extension and starts the workload.
     pub(crate) fn boot(mut vm: VmConfig, c: &CampaignConfig) -> Result<Session, CampaignError> {
+        let target = c.target()?;
+        let disk = if target.disk {
+            Some(own_disk(&mut vm)?)
+        } else {
+            None
+        };
         let (d, input, tee) = Driver::new(None);
         vm.console_in = input;
         vm.console_out = ConsoleOutput::Writer(Box::new(tee));
@@ -75,6 +84,7 @@ impl Session {
             recoveries,
             thread: Some(thread),
             roles: BTreeMap::new(),
+            _disk: disk,
             keys: c.keys,
             ext_progress: ExtProgress::default(),
             broken: false,
@@ -82,10 +92,13 @@ impl Session {
         s.d.expect(PROMPT, BOOT_TIMEOUT)
             .map_err(CampaignError::NoShell)?;
         s.fill_kv()?;
-        s.d.cmd(&format!("insmod {}", c.ext), SHELL_TIMEOUT)?;
-        for w in WORKLOAD {
-            s.start(w)?;
+        if !target.disk {
+            s.d.cmd(&format!("insmod {}", c.ext), SHELL_TIMEOUT)?;
         }
+        for w in WORKERS {
+            s.start(w.to_string())?;
+        }
+        s.start(extclient_command(target))?;
         s.d.resync()?;
         // extclient's counters before the first fault.
         std::thread::sleep(Duration::from_millis(500));
@@ -102,15 +115,15 @@ impl Session {
     }
 
     /// Starts a background job and remembers its pid.
-    fn start(&mut self, cmd: &'static str) -> Result<(), CampaignError> {
-        let out = self.d.cmd(cmd, SHELL_TIMEOUT)?;
+    fn start(&mut self, cmd: String) -> Result<(), CampaignError> {
+        let out = self.d.cmd(&cmd, SHELL_TIMEOUT)?;
         let pid = out
             .split("[pid ")
             .nth(1)
             .and_then(|r| r.split(']').next())
             .and_then(|p| p.trim().parse().ok())
             .ok_or_else(|| CampaignError::NoPid {
-                command: cmd.to_string(),
+                command: cmd.clone(),
                 output: out.clone(),
             })?;
         self.roles.insert(pid, cmd);
@@ -120,7 +133,14 @@ impl Session {
     /// Restarts the workload process the repair quarantined, if it was one.
     pub(crate) fn restart_offender(&mut self, pid: u32) -> Result<(), CampaignError> {
         if let Some(cmd) = self.roles.remove(&pid) {
+            let client = cmd.starts_with(EXTCLIENT);
             self.start(cmd)?;
+            if client {
+                // The new extclient counts from zero: the next fault is
+                // judged by its reports only, not against the old one's.
+                self.ext_progress = ExtProgress::default();
+                self.d.mark();
+            }
         }
         Ok(())
     }
@@ -189,4 +209,29 @@ impl Session {
         }
         rec
     }
+}
+
+/// How the command that starts extclient begins.
+const EXTCLIENT: &str = "run extclient ";
+
+/// The shell command that starts extclient on the target's device.
+fn extclient_command(t: Target) -> String {
+    format!("{EXTCLIENT}{} &", t.dev)
+}
+
+/// Gives `vm` a fresh sparse disk in a new temporary directory: never the
+/// user's image, and never one another VM (an earlier boot of this
+/// campaign, or another campaign) has, so each boot starts from an empty
+/// disk as it starts from a fresh kv store.
+fn own_disk(vm: &mut VmConfig) -> Result<TempDir, CampaignError> {
+    let dir = tempfile::Builder::new()
+        .prefix("lazarus-campaign-")
+        .tempdir()
+        .map_err(CampaignError::DiskDir)?;
+    let (image, _) = DiskImage::open_or_create(&dir.path().join("disk.img"), DEFAULT_DISK_SIZE)
+        .map_err(CampaignError::Disk)?;
+    let mut block = Block::new(image);
+    block.set_id(b"lazarus-campaign");
+    vm.virtio.push(Box::new(block));
+    Ok(dir)
 }

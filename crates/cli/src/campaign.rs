@@ -61,7 +61,9 @@ fn usage(e: ConfigError) -> anyhow::Error {
         ConfigError::NoKeys | ConfigError::NoWindow => {
             "--keys and --window-ms must be positive".to_string()
         }
-        e @ ConfigError::UnknownFaultType { .. } => e.to_string(),
+        e @ (ConfigError::UnknownFaultType { .. } | ConfigError::UnknownExt { .. }) => {
+            e.to_string()
+        }
     };
     failure(BAD_INPUT, message)
 }

@@ -432,7 +432,9 @@ pub struct CampaignArgs {
     /// wild-write-kernel, wild-write-struct, corrupt-stack, crash-test.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub types: Vec<String>,
-    /// Extension whose code faults are injected into.
+    /// Extension whose code faults are injected into: ramdisk, or virtblk
+    /// (the virtio disk driver; the VM then gets a temporary disk of its
+    /// own).
     #[arg(long, value_name = "NAME", default_value = "ramdisk")]
     pub ext: String,
     /// kv keys written and verified after every fault (each check is a

@@ -177,9 +177,13 @@ fn no_disk_and_a_read_only_disk() {
 fn replay_log(image: &Path) -> (std::collections::BTreeMap<Vec<u8>, Vec<u8>>, u64) {
     use lazarus_abi::dev::kvlog::{self, BLOCK, HEADER, OP_DEL, OP_PUT};
     let data = std::fs::read(image).expect("read the disk image");
-    let half_blocks = data.len() / BLOCK / 2;
+    let region = kvlog::region(data.len() as u64);
+    let (base, half_blocks) = (
+        region.start as usize,
+        (region.end - region.start) as usize / BLOCK / 2,
+    );
     let block = |half: usize, seq: usize| -> &[u8; BLOCK] {
-        let at = (half * half_blocks + seq) * BLOCK;
+        let at = base + (half * half_blocks + seq) * BLOCK;
         data[at..at + BLOCK].try_into().expect("a block")
     };
     let (half, generation) = [0, 1]

@@ -34,6 +34,8 @@ pub struct Replayed {
 
 pub struct Log {
     fd: i32,
+    /// Byte offset of the log's region on the disk (`kvlog::region`).
+    base: u64,
     /// Blocks in each half.
     half_blocks: u64,
     /// The half the log is in (0 or 1).
@@ -75,9 +77,11 @@ impl Log {
                 return None;
             }
         };
-        let half_blocks = size / BLOCK as u64 / 2;
+        let region = kvlog::region(size);
+        let half_blocks = (region.end - region.start) / BLOCK as u64 / 2;
         let mut log = Log {
             fd,
+            base: region.start,
             half_blocks,
             half: 0,
             generation: 0,
@@ -103,7 +107,11 @@ impl Log {
     }
 
     fn seek_block(&self, half: u64, seq: u64) -> Result<(), Errno> {
-        seek(self.fd, (half * self.half_blocks + seq) * BLOCK as u64).map(drop)
+        seek(
+            self.fd,
+            self.base + (half * self.half_blocks + seq) * BLOCK as u64,
+        )
+        .map(drop)
     }
 
     fn read_block(&self, half: u64, seq: u64) -> Option<BlockHeader> {
@@ -292,7 +300,7 @@ impl Log {
         seal(&mut block, used, &mut blocks);
         if blocks.len() as u64 >= self.half_blocks {
             eprintln!(
-                "kvstore: the store no longer fits half the disk; keeping data in memory only"
+                "kvstore: the store no longer fits half the disk's log region; keeping data in memory only"
             );
             self.failed = true;
             return;
