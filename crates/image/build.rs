@@ -30,6 +30,7 @@ const USER_BINS: &[&str] = &[
     "crash",
     "overhead",
     "kvbench",
+    "kvload",
 ];
 /// Extensions placed in the initramfs as /ext/NAME.ko.
 const EXTENSIONS: &[&str] = &["rand", "ramdisk", "crashtest", "virtblk"];

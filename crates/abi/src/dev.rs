@@ -272,6 +272,48 @@ pub mod kvlog {
         })
     }
 
+    /// Of the halves whose block 0 is `first` (valid or not), the one
+    /// the log is in: the valid one of the higher generation, as
+    /// `(half, generation)`.
+    pub fn newest_half(first: [Option<BlockHeader>; 2]) -> Option<(u64, u32)> {
+        (0..2u64)
+            .filter_map(|h| {
+                first[h as usize]
+                    .filter(|b| b.seq == 0)
+                    .map(|b| (h, b.generation))
+            })
+            .max_by_key(|&(_, g)| g)
+    }
+
+    /// Replays consecutive blocks of the log, the first being number
+    /// `seq` of the half, as the kvstore does at start: each block must be
+    /// the valid next block of `generation`; the first that is not ends
+    /// the log. Calls `visit(op, key, value)` for every record, in order.
+    /// Returns the blocks that belong to the log and whether the log ended
+    /// among `blocks` (else the next blocks may continue it).
+    pub fn replay_blocks(
+        blocks: &[u8],
+        mut seq: u64,
+        generation: u32,
+        mut visit: impl FnMut(u8, &[u8], &[u8]),
+    ) -> (u64, bool) {
+        let mut n = 0;
+        for b in blocks.chunks_exact(BLOCK) {
+            let Ok(block) = <&[u8; BLOCK]>::try_from(b) else {
+                return (n, true);
+            };
+            let Some(h) = open(block).filter(|h| h.seq == seq && h.generation == generation) else {
+                return (n, true);
+            };
+            for (op, key, value) in records(&block[HEADER..HEADER + h.used as usize]) {
+                visit(op, key, value);
+            }
+            n += 1;
+            seq += 1;
+        }
+        (n, false)
+    }
+
     /// Bytes of a record of `key` and `value`.
     pub const fn record_len(key: usize, value: usize) -> usize {
         RECORD_HEADER + key + value
@@ -547,6 +589,29 @@ pub mod kv {
     /// Reply flag of [`OP_LIST`]: call again with the last key as cursor.
     pub const FLAG_MORE: u8 = 1;
 
+    /// Bytes of a [`load_value`].
+    pub const LOAD_VALUE_LEN: usize = 24;
+
+    /// The value the `kvload` test program writes for `key`, which a
+    /// reader in the guest or a host test reading the disk log expects:
+    /// "v" then the key's FNV-1a in hex, then the key's length, so a value
+    /// stored under the wrong key or torn is told apart.
+    pub fn load_value(key: &[u8]) -> [u8; LOAD_VALUE_LEN] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'.'; LOAD_VALUE_LEN];
+        out[0] = b'v';
+        let sum = crate::repair::fnv1a(key);
+        for i in 0..16 {
+            out[1 + i] = HEX[((sum >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out[17] = b'/';
+        let len = key.len().min(999);
+        out[18] = b'0' + (len / 100) as u8;
+        out[19] = b'0' + (len / 10 % 10) as u8;
+        out[20] = b'0' + (len % 10) as u8;
+        out
+    }
+
     /// `OP_STATS` reply fields, in order.
     pub const STATS_FIELDS: [&str; 9] = [
         "keys",
@@ -570,6 +635,59 @@ pub mod kv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_ends_at_the_first_block_that_does_not_continue_it() {
+        extern crate std;
+        use kvlog::*;
+        use std::vec;
+        use std::vec::Vec;
+        let block = |seq: u64, generation: u32, key: &[u8]| {
+            let mut b = [0u8; BLOCK];
+            let n = put_record(&mut b[HEADER..], OP_PUT, key, b"v").expect("fits");
+            seal(
+                &mut b,
+                BlockHeader {
+                    used: n as u16,
+                    seq,
+                    generation,
+                },
+            );
+            b
+        };
+        let mut half = Vec::new();
+        for (seq, generation, key) in [(0, 7, b"a"), (1, 7, b"b"), (3, 7, b"c"), (3, 7, b"d")] {
+            half.extend_from_slice(&block(seq, generation, key));
+        }
+        let mut keys = Vec::new();
+        let (n, ended) = replay_blocks(&half, 0, 7, |_, k, _| keys.push(k.to_vec()));
+        assert_eq!(
+            (n, ended, keys),
+            (2, true, vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        // Read on from block 2: a chunk that is all log does not end it.
+        let (n, ended) = replay_blocks(&half[..2 * BLOCK], 0, 7, |_, _, _| {});
+        assert_eq!((n, ended), (2, false));
+        // The other generation is not this log.
+        assert_eq!(replay_blocks(&half, 0, 8, |_, _, _| {}), (0, true));
+        let h = |generation| {
+            Some(BlockHeader {
+                used: 0,
+                seq: 0,
+                generation,
+            })
+        };
+        assert_eq!(newest_half([h(3), h(4)]), Some((1, 4)));
+        assert_eq!(newest_half([h(5), None]), Some((0, 5)));
+        assert_eq!(newest_half([None, None]), None);
+    }
+
+    #[test]
+    fn load_values_name_their_key() {
+        let a = kv::load_value(b"wa17");
+        assert_eq!(&a[17..21], b"/004");
+        assert_ne!(a, kv::load_value(b"wa18"));
+    }
 
     #[test]
     fn scratch_is_the_disk_end_and_the_log_has_the_rest() {

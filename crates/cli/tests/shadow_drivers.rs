@@ -142,3 +142,91 @@ fn every_virtblk_fault_is_recovered_without_its_caller_noticing() {
         "the last sector is not what blk wrote through the faults"
     );
 }
+
+/// Keys each kv writer puts in [`a_disk_driver_crash_under_kv_load_loses_nothing`].
+const WRITER_KEYS: u64 = 800;
+
+#[test]
+fn a_disk_driver_crash_under_kv_load_loses_nothing() {
+    use lazarus_abi::dev::{kv::load_value, virtblk::scratch};
+    common::require_kvm();
+    let dir = common::temp_dir("kvcrash");
+    let image = dir.path().join("vm.img");
+    let mut g = common::boot_with(&["--disk", common::path_str(&image)]);
+    driver_loaded(&mut g);
+    let out = g.cmd("kv fill 60");
+    assert!(out.contains("60 keys written"), "{out}");
+    let out = g.cmd_timeout("run kvload write r 50", T);
+    assert!(out.contains("kvload: ok write r"), "{out}");
+    let kvstore = g.cmd("ps");
+    // Two writers and a reader keep the kv store busy, and a disk writer
+    // keeps requests of its own going to the scratch area.
+    let mark = g.mark();
+    g.cmd(&format!("run kvload write wa {WRITER_KEYS} &"));
+    g.cmd(&format!("run kvload write wb {WRITER_KEYS} &"));
+    g.cmd("run kvload read r 50 6 &");
+    let size = 64 << 20;
+    let first = scratch(size).start / SECTOR;
+    g.cmd(&format!("run blk write {first} 1500 77 &"));
+    // Requests are held in flight in the driver, then it crashes in a
+    // timer callback; a sync makes the kv store's own log write one of
+    // them.
+    g.cmd("run blk fault stall &");
+    let out = g.cmd_timeout("kv sync", T);
+    assert!(out.contains("kv: synced"), "{}", g.transcript);
+    let lines = g.wait_lines_since(
+        mark,
+        &[
+            "kvload: ok write wa",
+            "kvload: ok write wb",
+            "kvload: ok read r",
+            "blk: ok fault stall",
+            "blk: ok wrote 1500 sectors",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(lines.len(), 5, "{}", g.transcript);
+    assert!(!g.console.contains("kvload: FAIL"), "{}", g.transcript);
+    let out = g.cmd("kv check");
+    assert_eq!(common::kv_check(&out), (60, 0), "{out}");
+    // One repair, nobody quarantined, the requests in flight issued again.
+    let table = g.cmd("recoveries");
+    let rows = recovery_rows(&table);
+    assert_eq!(rows.len(), 1, "{table}");
+    let (kind, replayed, eio, _, broken) = &rows[0];
+    assert_eq!(kind, "irq-fault", "{table}");
+    assert!(*replayed >= 1, "{table}");
+    assert_eq!((*eio, *broken), (0, 0), "{table}");
+    let ps = g.cmd("ps");
+    let pid_of = |ps: &str| {
+        ps.lines()
+            .find(|l| l.trim_end().ends_with(" kvstore"))
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+    };
+    assert_eq!(pid_of(&kvstore), pid_of(&ps), "the kvstore was restarted");
+    assert!(g.poweroff().success());
+
+    // The log on the disk, end to end: every key every client wrote.
+    let (map, _) = common::kv_log(&image);
+    for (prefix, count) in [("wa", WRITER_KEYS), ("wb", WRITER_KEYS), ("r", 50)] {
+        for i in 0..count {
+            let key = format!("{prefix}{i}");
+            assert_eq!(
+                map.get(key.as_bytes()).map(Vec::as_slice),
+                Some(&load_value(key.as_bytes())[..]),
+                "{key} in the disk log"
+            );
+        }
+    }
+    for i in 0..60 {
+        assert!(map.contains_key(format!("k{i}").as_bytes()), "k{i} lost");
+    }
+    // And the disk writer's sectors, in the scratch area.
+    let data = std::fs::read(&image).expect("read the disk image");
+    let mut expect = [0u8; SECTOR as usize];
+    for s in first..first + 1500 {
+        pattern(77, s, &mut expect);
+        let at = (s * SECTOR) as usize;
+        assert!(data[at..at + SECTOR as usize] == expect, "sector {s}");
+    }
+}

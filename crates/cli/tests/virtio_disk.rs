@@ -172,49 +172,6 @@ fn no_disk_and_a_read_only_disk() {
     );
 }
 
-/// The kvstore's log as the host reads it from the image: the newest valid
-/// half replayed block by block, as the kvstore replays it.
-fn replay_log(image: &Path) -> (std::collections::BTreeMap<Vec<u8>, Vec<u8>>, u64) {
-    use lazarus_abi::dev::kvlog::{self, BLOCK, HEADER, OP_DEL, OP_PUT};
-    let data = std::fs::read(image).expect("read the disk image");
-    let region = kvlog::region(data.len() as u64);
-    let (base, half_blocks) = (
-        region.start as usize,
-        (region.end - region.start) as usize / BLOCK / 2,
-    );
-    let block = |half: usize, seq: usize| -> &[u8; BLOCK] {
-        let at = base + (half * half_blocks + seq) * BLOCK;
-        data[at..at + BLOCK].try_into().expect("a block")
-    };
-    let (half, generation) = [0, 1]
-        .into_iter()
-        .filter_map(|h| kvlog::open(block(h, 0)).map(|b| (h, b.generation)))
-        .max_by_key(|&(_, g)| g)
-        .expect("a valid log on the disk");
-    let mut map = std::collections::BTreeMap::new();
-    let mut changes = 0;
-    for seq in 0..half_blocks {
-        let b = block(half, seq);
-        let Some(h) = kvlog::open(b).filter(|h| h.seq == seq as u64 && h.generation == generation)
-        else {
-            break;
-        };
-        for (op, key, value) in kvlog::records(&b[HEADER..HEADER + h.used as usize]) {
-            changes += 1;
-            match op {
-                OP_PUT => {
-                    map.insert(key.to_vec(), value.to_vec());
-                }
-                OP_DEL => {
-                    map.remove(key);
-                }
-                other => panic!("record with op {other} in block {seq}"),
-            }
-        }
-    }
-    (map, changes)
-}
-
 /// Polls `kv stats` until the kvstore has flushed every change.
 fn wait_flushed(g: &mut common::Guest) {
     for _ in 0..100 {
@@ -274,7 +231,7 @@ fn kv_data_survives_kvstore_restarts_and_new_boots_through_its_disk_log() {
     assert!(g.poweroff().success());
 
     // The host reads the same store out of the image.
-    let (map, changes) = replay_log(&image);
+    let (map, changes) = common::kv_log(&image);
     assert_eq!(map.len() as u64, count, "keys in the log");
     assert!(map.contains_key(b"k0".as_slice()) && !map.contains_key(b"k7".as_slice()));
     assert!(changes >= count, "{changes} changes for {count} keys");

@@ -141,17 +141,34 @@ impl Guest {
     /// console (anywhere after the read position), without consuming
     /// anything.
     pub fn wait_lines(&mut self, prefixes: &[&str], timeout: Duration) -> Vec<String> {
-        self.wait_lines_in(Stream::Console, prefixes, timeout)
+        self.wait_lines_in(Stream::Console, self.pos, prefixes, timeout)
+    }
+
+    /// Where the console text ends now, for [`Guest::wait_lines_since`].
+    pub fn mark(&self) -> usize {
+        self.console.len()
+    }
+
+    /// Like `wait_lines`, from `mark` on: for the lines of background jobs,
+    /// which commands run meanwhile may have read past.
+    pub fn wait_lines_since(
+        &mut self,
+        mark: usize,
+        prefixes: &[&str],
+        timeout: Duration,
+    ) -> Vec<String> {
+        self.wait_lines_in(Stream::Console, mark, prefixes, timeout)
     }
 
     /// Like `wait_lines`, for the hypervisor's own output (stderr).
     pub fn wait_host_lines(&mut self, prefixes: &[&str], timeout: Duration) -> Vec<String> {
-        self.wait_lines_in(Stream::Host, prefixes, timeout)
+        self.wait_lines_in(Stream::Host, 0, prefixes, timeout)
     }
 
     fn wait_lines_in(
         &mut self,
         which: Stream,
+        from: usize,
         prefixes: &[&str],
         timeout: Duration,
     ) -> Vec<String> {
@@ -161,7 +178,7 @@ impl Guest {
                 .iter()
                 .map(|p| {
                     let t = match which {
-                        Stream::Console => &self.console[self.pos..],
+                        Stream::Console => self.console.get(from..).unwrap_or_default(),
                         Stream::Host => &self.host[..],
                     };
                     let i = t.find(p)?;

@@ -34,6 +34,50 @@ pub fn require_kvm() {
     );
 }
 
+/// The kv store's disk log in the image at `image`, replayed from the host
+/// by the same rules the kvstore follows at start
+/// (`lazarus_abi::dev::kvlog`): the store it holds and how many changes
+/// made it. Panics on an unreadable image or one with no valid log.
+pub fn kv_log(image: &Path) -> (std::collections::BTreeMap<Vec<u8>, Vec<u8>>, u64) {
+    use lazarus_abi::dev::kvlog::{self, BLOCK, OP_DEL, OP_PUT};
+    let data = std::fs::read(image).expect("read the disk image");
+    let region = kvlog::region(data.len() as u64);
+    let (base, half_blocks) = (
+        region.start as usize,
+        (region.end - region.start) as usize / BLOCK / 2,
+    );
+    let half_bytes = |half: usize| {
+        let at = base + half * half_blocks * BLOCK;
+        &data[at..at + half_blocks * BLOCK]
+    };
+    let first = [0, 1].map(|h| {
+        <&[u8; BLOCK]>::try_from(&half_bytes(h)[..BLOCK])
+            .ok()
+            .and_then(kvlog::open)
+    });
+    let (half, generation) = kvlog::newest_half(first).expect("a valid log on the disk");
+    let mut map = std::collections::BTreeMap::new();
+    let mut changes = 0;
+    kvlog::replay_blocks(
+        half_bytes(half as usize),
+        0,
+        generation,
+        |op, key, value| {
+            changes += 1;
+            match op {
+                OP_PUT => {
+                    map.insert(key.to_vec(), value.to_vec());
+                }
+                OP_DEL => {
+                    map.remove(key);
+                }
+                other => panic!("a record with op {other} in the log"),
+            }
+        },
+    );
+    (map, changes)
+}
+
 /// A fresh directory for one test (data directories, sockets, dumps),
 /// removed when the returned guard is dropped.
 pub fn temp_dir(name: &str) -> tempfile::TempDir {

@@ -2,7 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub use lazarus_testkit::{
-    Guest, PROMPT, cpu_busy_ticks, kv_check, path_str, require_kvm, temp_dir,
+    Guest, PROMPT, cpu_busy_ticks, kv_check, kv_log, path_str, require_kvm, temp_dir,
 };
 
 /// `lazarus run` with the default options, at its shell prompt.

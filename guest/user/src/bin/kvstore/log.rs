@@ -126,18 +126,15 @@ impl Log {
         if self.half_blocks < 2 {
             return (0, 0);
         }
-        let newest = [0, 1]
-            .into_iter()
-            .filter_map(|h| self.read_block(h, 0).map(|b| (h, b.generation)))
-            .max_by_key(|&(_, g)| g);
-        let Some((half, generation)) = newest else {
+        let first = [0, 1].map(|h| self.read_block(h, 0));
+        let Some((half, generation)) = kvlog::newest_half(first) else {
             return (0, 0);
         };
         self.half = half;
         self.generation = generation;
         let (mut changes, mut seq) = (0u64, 0u64);
         let mut buf = vec![0u8; IO_MAX];
-        'chunks: while seq < self.half_blocks {
+        while seq < self.half_blocks {
             let n = CHUNK_BLOCKS.min(self.half_blocks - seq);
             let bytes = (n as usize) * BLOCK;
             if self.seek_block(half, seq).is_err()
@@ -145,14 +142,8 @@ impl Log {
             {
                 break;
             }
-            for b in buf[..bytes].chunks_exact(BLOCK) {
-                let block: &[u8; BLOCK] = b.try_into().unwrap_or(&[0; BLOCK]);
-                let Some(h) =
-                    kvlog::open(block).filter(|h| h.seq == seq && h.generation == generation)
-                else {
-                    break 'chunks;
-                };
-                for (op, key, value) in kvlog::records(&block[HEADER..HEADER + h.used as usize]) {
+            let (valid, ended) =
+                kvlog::replay_blocks(&buf[..bytes], seq, generation, |op, key, value| {
                     changes += 1;
                     match op {
                         OP_PUT => {
@@ -163,11 +154,16 @@ impl Log {
                         }
                         _ => {}
                     }
-                }
+                });
+            if valid > 0 {
                 // The last valid block is the tail: appending goes on there.
-                self.tail = *block;
-                self.tail_used = h.used as usize;
-                seq += 1;
+                let at = (valid as usize - 1) * BLOCK;
+                self.tail.copy_from_slice(&buf[at..at + BLOCK]);
+                self.tail_used = kvlog::open(&self.tail).map_or(0, |h| h.used as usize);
+            }
+            seq += valid;
+            if ended {
+                break;
             }
         }
         // The tail is block `seq - 1`, already on the disk.
