@@ -360,6 +360,11 @@ pub struct BenchIoArgs {
     /// Seed of the random offsets (the guest and the host use the same).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// Driver crashes with I/O in flight to time, after the throughput
+    /// phases: each holds the disk requests of two writers in the driver
+    /// (`blk fault stall`) until it crashes, and is resurrected (0: none).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub crashes: u32,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     pub json: bool,

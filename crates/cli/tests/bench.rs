@@ -219,7 +219,17 @@ fn bench_overhead_measures_every_workload_on_and_off() {
 fn bench_io_reports_every_phase_for_the_guest_and_the_host() {
     let r = run_json(
         &[
-            "bench", "io", "--mib", "1", "--ops", "20", "--memory", "64", "--json",
+            "bench",
+            "io",
+            "--mib",
+            "1",
+            "--ops",
+            "20",
+            "--crashes",
+            "2",
+            "--memory",
+            "64",
+            "--json",
         ],
         Duration::from_secs(300),
     );
@@ -252,4 +262,19 @@ fn bench_io_reports_every_phase_for_the_guest_and_the_host() {
             );
         }
     }
+    // Two driver crashes with I/O in flight, each resurrected with its
+    // held requests replayed and none failed.
+    let c = &r["driver_crash"];
+    assert_eq!(c["crashes"].as_u64(), Some(2), "{r:#}");
+    assert!(
+        c["latency_ms"]["max"].as_f64().is_some_and(|v| v > 0.0),
+        "{r:#}"
+    );
+    assert!(
+        c["calls_replayed"]["min"]
+            .as_f64()
+            .is_some_and(|v| v >= 1.0),
+        "{r:#}"
+    );
+    assert_eq!(c["calls_failed"].as_u64(), Some(0), "{r:#}");
 }

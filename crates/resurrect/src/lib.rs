@@ -61,7 +61,7 @@ use crate::snapshot::BufferPool;
 use lazarus_guestmem::read_root;
 
 /// Crashes of one signature closer together than this count as a loop.
-const LOOP_WINDOW: Duration = Duration::from_secs(2);
+pub const LOOP_WINDOW: Duration = Duration::from_secs(2);
 
 /// A repair done, waiting for the kernel to get back to user mode.
 struct Pending {
