@@ -48,7 +48,7 @@ macro_rules! field {
 }
 
 /// Every field of the root, in memory order.
-pub(crate) fn root_fields() -> [Field; 36] {
+pub(crate) fn root_fields() -> [Field; 37] {
     [
         field!(header.magic),
         field!(header.abi_version),
@@ -80,6 +80,7 @@ pub(crate) fn root_fields() -> [Field; 36] {
         field!(msg_seq),
         field!(msgs[]),
         field!(pipes[]),
+        field!(files[]),
         field!(console_in),
         field!(ext_list),
         field!(mem),
