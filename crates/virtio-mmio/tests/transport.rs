@@ -423,6 +423,25 @@ fn pause_holds_notifications_and_interrupts() {
 }
 
 #[test]
+fn a_hypervisor_reset_of_a_lost_driver_forgets_its_rings() {
+    let mut s = live();
+    // The driver is gone (reset by a repair) with a request notified but
+    // not processed while the device was paused.
+    s.t.pause();
+    s.drv.add_chain(&[Buf::write(BUF, 1)]);
+    s.drv.notify(&mut s.t);
+    s.t.reset_device();
+    s.t.resume();
+    // Nothing from the old rings is processed, no interrupt comes, and
+    // the device waits for a new driver.
+    assert_eq!(s.t.device().chains, 0);
+    assert_eq!(irq_count(&s.t), 0);
+    assert_eq!(reg(&s.t, regs::STATUS), 0);
+    assert_eq!(reg(&s.t, regs::QUEUE_READY), 0);
+    assert!(!s.t.needs_reset());
+}
+
+#[test]
 fn save_and_restore() {
     let mut s = live();
     for _ in 0..3 {
