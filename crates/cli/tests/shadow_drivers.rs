@@ -68,16 +68,6 @@ fn reset_extensions_keep_their_clients_files_data_and_configuration() {
     assert!(g.poweroff().success());
 }
 
-/// init loads virtblk at boot; its first line says so.
-fn driver_loaded(g: &mut common::Guest) {
-    g.cmd("echo sync");
-    assert!(
-        g.console.contains("virtblk: /dev/vda: "),
-        "{}",
-        g.transcript
-    );
-}
-
 #[test]
 fn every_virtblk_fault_is_recovered_without_its_caller_noticing() {
     common::require_kvm();
@@ -91,7 +81,7 @@ fn every_virtblk_fault_is_recovered_without_its_caller_noticing() {
         "--ext-crash-limit",
         "10",
     ]);
-    driver_loaded(&mut g);
+    common::driver_loaded(&mut g);
     let mut seed = 0;
     for (name, _) in FAULTS {
         let out = g.cmd_timeout(&format!("run blk fault {name}"), T);
@@ -153,7 +143,7 @@ fn a_disk_driver_crash_under_kv_load_loses_nothing() {
     let dir = common::temp_dir("kvcrash");
     let image = dir.path().join("vm.img");
     let mut g = common::boot_with(&["--disk", common::path_str(&image)]);
-    driver_loaded(&mut g);
+    common::driver_loaded(&mut g);
     let out = g.cmd("kv fill 60");
     assert!(out.contains("60 keys written"), "{out}");
     let out = g.cmd_timeout("run kvload write r 50", T);

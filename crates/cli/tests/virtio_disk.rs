@@ -15,12 +15,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// init loads the driver at boot, before the kvstore starts.
 fn driver_loaded(g: &mut common::Guest) {
-    g.cmd("echo sync");
-    assert!(
-        g.console.contains("virtblk: /dev/vda: "),
-        "{}",
-        g.transcript
-    );
+    common::driver_loaded(g);
     let out = g.cmd("insmod virtblk");
     assert!(out.contains("already"), "{out}");
 }

@@ -14,3 +14,13 @@ pub fn boot() -> Guest {
 pub fn boot_with(extra: &[&str]) -> Guest {
     Guest::spawn(env!("CARGO_BIN_EXE_lazarus"), extra)
 }
+
+/// Waits until init loaded `virtblk` at boot (its first line says so).
+pub fn driver_loaded(g: &mut Guest) {
+    g.cmd("echo sync");
+    assert!(
+        g.console.contains("virtblk: /dev/vda: "),
+        "{}",
+        g.transcript
+    );
+}

@@ -174,23 +174,23 @@ fn replay_call(replayable: bool) -> u32 {
 }
 
 pub fn dev_read(i: usize, buf: u64, len: u64) -> KResult<u64> {
-    let (slot, aux, pos, d) = file_call(i)?;
-    let f = d.read.ok_or(ENOTSUP)?;
-    let call = replay_call(d.replay & REPLAY_READ != 0);
-    let n = result(
-        slot,
-        in_ext(slot, call, || f(aux, buf, len as usize, pos)),
-        Some(len),
-        call,
-    )?;
-    advance(i, pos, n);
-    Ok(n)
+    transfer(i, buf, len, false)
 }
 
 pub fn dev_write(i: usize, buf: u64, len: u64) -> KResult<u64> {
+    transfer(i, buf, len, true)
+}
+
+/// A read or write of open file `i` at its position.
+fn transfer(i: usize, buf: u64, len: u64, write: bool) -> KResult<u64> {
     let (slot, aux, pos, d) = file_call(i)?;
-    let f = d.write.ok_or(ENOTSUP)?;
-    let call = replay_call(d.replay & REPLAY_WRITE != 0);
+    let (op, replay) = if write {
+        (d.write, REPLAY_WRITE)
+    } else {
+        (d.read, REPLAY_READ)
+    };
+    let f = op.ok_or(ENOTSUP)?;
+    let call = replay_call(d.replay & replay != 0);
     let n = result(
         slot,
         in_ext(slot, call, || f(aux, buf, len as usize, pos)),
