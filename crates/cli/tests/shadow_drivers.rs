@@ -69,6 +69,28 @@ fn reset_extensions_keep_their_clients_files_data_and_configuration() {
 }
 
 #[test]
+fn a_disabled_extension_fails_its_clients_with_eio_never_wrong_data() {
+    // One crash disables an extension: nothing takes its files back.
+    let mut g = common::boot_with(&["--disk", "none", "--ext-crash-limit", "1"]);
+    g.cmd("insmod rand");
+    g.cmd("insmod ramdisk");
+    let out = g.cmd("run devtest shadow");
+    assert!(
+        out.contains("devtest: FAIL read: I/O error"),
+        "{}",
+        g.transcript
+    );
+    let table = g.cmd("recoveries");
+    let rows = recovery_rows(&table);
+    // The ramdisk's one open file (and its duplicate), rand's two.
+    let broken: Vec<u32> = rows.iter().map(|r| r.4).collect();
+    assert_eq!(broken, [1, 2], "{table}");
+    let out = g.cmd("lsmod");
+    assert!(out.contains("disabled"), "{out}");
+    assert!(g.poweroff().success());
+}
+
+#[test]
 fn every_virtblk_fault_is_recovered_without_its_caller_noticing() {
     common::require_kvm();
     let dir = common::temp_dir("vfaults");

@@ -48,6 +48,8 @@ pub struct Fixer<'a> {
     /// Process slots whose system call this repair already ended (a bit
     /// each), so that no call is ended twice.
     pub ended: u64,
+    /// Open files of a disabled extension, broken by this repair.
+    pub files_broken: u32,
 }
 
 /// [`Fixer::restart_from_user`]: the system call returns what the kernel
@@ -304,6 +306,12 @@ impl Fixer<'_> {
             let p = &self.r.procs[i];
             if alive(p) && p.cur_ext == slot as u32 && p.pid != offender {
                 let (pid, call) = (p.pid, p.ext_call);
+                // A disabled extension will not be back to take it again.
+                let call = if disable && call == CALL_RESTART {
+                    CALL_FAIL
+                } else {
+                    call
+                };
                 self.restart_from_user(pid, call);
             }
         }
@@ -335,6 +343,7 @@ impl Fixer<'_> {
             for f in self.r.files.iter_mut() {
                 if f.state == FILE_OPEN && f.ext == slot as u32 {
                     f.state = FILE_BROKEN;
+                    self.files_broken += 1;
                 }
             }
             self.wake_all(W_EXT, slot as u32);
@@ -424,7 +433,7 @@ impl Fixer<'_> {
             calls_replayed: self.plan.calls_replayed,
             calls_failed: self.plan.calls_failed,
             files_reopened: 0,
-            files_broken: 0,
+            files_broken: self.files_broken,
         };
         log.count += 1;
         log.awaiting_user = 1;

@@ -236,6 +236,7 @@ fn run(inp: &RepairInput, plan: &mut ResumePlan) -> Result<(), Stop> {
         plan,
         vcpu: inp.vcpu,
         ended: 0,
+        files_broken: 0,
     };
     if d.ext != lazarus_abi::root::NONE {
         fx.handle_extension(d.ext as usize, d.offender, inp)?;

@@ -223,7 +223,8 @@ pub fn reopen_all(slot: usize) -> (u32, u32) {
     let (mut reopened, mut broken) = (0, 0);
     for i in 0..MAX_FILES {
         let f = k().files[i];
-        if f.state == FILE_FREE || f.ext as usize != slot {
+        // A file broken before stays broken (and is not counted again).
+        if matches!(f.state, FILE_FREE | FILE_BROKEN) || f.ext as usize != slot {
             continue;
         }
         if f.state == FILE_CLOSING {
@@ -231,7 +232,7 @@ pub fn reopen_all(slot: usize) -> (u32, u32) {
             file::discard(i);
             continue;
         }
-        let ok = f.state == FILE_OPEN && d.is_some_and(|d| reopen(d, i, f.opener));
+        let ok = d.is_some_and(|d| reopen(d, i, f.opener));
         if ok {
             reopened += 1;
         } else {
