@@ -198,44 +198,23 @@ fn hosts_share_one_crash_database() {
 /// One page of `lazarus dashboard --crash-db URL` (status 200), by plain
 /// HTTP; the browser test covers the pages themselves.
 fn dashboard_page(url: &str, data: &std::path::Path, path: &str) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lazarus"))
-        .args([
-            "dashboard",
-            "--listen",
-            "127.0.0.1:0",
-            "--crash-db",
-            url,
-            "--data-dir",
-        ])
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lazarus dashboard");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stderr.take().expect("stderr")).read_line(&mut line);
-    let addr = line
-        .trim()
-        .strip_prefix("lazarus: dashboard on http://")
-        .map(|a| a.trim_end_matches('/').to_string());
-    let page = addr.map(|addr| {
-        let mut s = std::net::TcpStream::connect(&addr).expect("connect to the dashboard");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("read the answer");
-        raw
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    let page = page.unwrap_or_else(|| panic!("the dashboard did not start: {line:?}"));
+    use std::io::{Read, Write};
+    let (server, base) = common::start_dashboard(data, &["--crash-db", url]);
+    let addr = base
+        .strip_prefix("http://")
+        .unwrap_or(&base)
+        .trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut page = String::new();
+    s.read_to_string(&mut page).expect("read the answer");
+    drop(server);
     assert!(page.starts_with("HTTP/1.1 200"), "{path}: {page}");
     page
 }

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Guest;
@@ -166,41 +166,6 @@ fn element_text(dom: &str, id: &str) -> String {
         .replace("&amp;", "&")
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `lazarus dashboard` on a free port; its base URL.
-fn start_dashboard(data: &Path, socks: &[&Path]) -> (Server, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lazarus"));
-    cmd.args(["dashboard", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data);
-    for s in socks {
-        cmd.arg("--vm-sock").arg(s);
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lazarus dashboard");
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().expect("stderr"))
-        .read_line(&mut line)
-        .expect("read the dashboard's first line");
-    let url = line
-        .trim()
-        .strip_prefix("lazarus: dashboard on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (Server(child), url)
-}
-
 #[test]
 fn dashboard_in_a_real_browser() {
     assert!(
@@ -236,7 +201,15 @@ fn dashboard_in_a_real_browser() {
         .expect("the ud2 bucket")
         .to_string();
 
-    let (_server, base) = start_dashboard(&data, &[&sock, &nobody]);
+    let (_server, base) = common::start_dashboard(
+        &data,
+        &[
+            "--vm-sock",
+            common::path_str(&sock),
+            "--vm-sock",
+            common::path_str(&nobody),
+        ],
+    );
     let profile = tempfile::tempdir().expect("profile dir");
 
     // Top crashers: both buckets, their signatures, counts and trends;
