@@ -84,10 +84,12 @@ pub const SYS_RECOVERIES: u64 = 25;
 pub const SYS_EXT_COMPLAIN: u64 = 26;
 /// (*mut CpuInfo, max) -> count: one row per CPU the VM has.
 pub const SYS_CPUS: u64 = 27;
-/// (dst pid, buf, len, rbuf, rlen, *mut u32 src) -> message length:
-/// [`SYS_IPC_SEND`] then [`SYS_IPC_RECV`] in one kernel entry, for a
-/// client's request and reply or a server's reply and next request. The
-/// receive buffers are checked first, so an error means nothing was sent.
+/// (dst pid, buf, len, rbuf, rlen) -> `(sender pid << 32) | message
+/// length`: [`SYS_IPC_SEND`] then [`SYS_IPC_RECV`] in one kernel entry,
+/// for a client's request and its reply (L4's call). The receive buffer
+/// is checked first, so an error means nothing was sent. The sender comes
+/// back in the result, not through a pointer: one user write less per
+/// request, at a microsecond per ring-0 instruction.
 pub const SYS_IPC_SENDRECV: u64 = 28;
 /// (buf, len, *mut u32 src, timeout_ms) -> message length: [`SYS_IPC_RECV`]
 /// that gives up with `ETIMEDOUT` when no message came within
@@ -101,6 +103,22 @@ pub const SYS_IPC_RECV_TIMEOUT: u64 = 29;
 /// descriptor that is not a device. The device checks a position when
 /// it is used (a disk wants it sector-aligned).
 pub const SYS_SEEK: u64 = 30;
+/// (dst pid, buf, len, rbuf, rlen, until_ms) -> `(sender pid << 32) |
+/// message length`: a server's reply and its wait for the next request in
+/// one kernel entry (L4's reply-and-wait).
+///
+/// - The reply is best-effort: to a client that is gone (or to pid 0, for
+///   no reply at all) it is dropped, and the call waits all the same.
+/// - `until_ms` is a deadline on the [`SYS_UPTIME`] clock ([`IPC_FOREVER`]:
+///   none). Once it has passed, the call returns `ETIMEDOUT` (after the
+///   reply) even if a message is queued: a server's periodic work, such
+///   as the kvstore's log flush, is never starved by a busy queue, and the
+///   server needs no clock call per request to know whether it is due.
+/// - `EAGAIN` (message table full) and the buffer errors mean nothing was
+///   sent.
+pub const SYS_IPC_REPLY_WAIT: u64 = 31;
+/// [`SYS_IPC_REPLY_WAIT`]'s deadline for "wait as long as it takes".
+pub const IPC_FOREVER: u64 = u64::MAX;
 /// [`SYS_SEEK`]: the offset is the new position.
 pub const SEEK_SET: u64 = 0;
 /// [`SYS_SEEK`]: the offset (signed) is added to the position.

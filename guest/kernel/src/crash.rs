@@ -4,7 +4,7 @@
 
 use crate::arch::cpu::{self, outb};
 use crate::klog::LineBuf;
-use crate::state::{current_ext, current_pid, k};
+use crate::state::{current_ext, k, running_pid};
 use core::fmt::Write;
 use lazarus_abi::layout::{PORT_PVPANIC, PVPANIC_PANICKED};
 use lazarus_abi::trap::{TrapFrame, exception_name};
@@ -31,7 +31,7 @@ pub fn report_in(kind: u32, ext: u32, frame: &TrapFrame, msg: &[u8]) -> ! {
     } else {
         0
     };
-    c.pid = current_pid();
+    c.pid = running_pid();
     c.ext = ext;
     c.in_irq = r.cpus[c.cpu as usize].in_irq;
     c.frame = *frame;
@@ -62,7 +62,7 @@ pub fn oops(frame: &TrapFrame) -> ! {
         exception_name(frame.vector),
         frame.rip,
         frame.error_code,
-        current_pid()
+        running_pid()
     );
     if frame.vector == lazarus_abi::trap::VEC_PAGE_FAULT {
         let _ = write!(m, " addr {:#x}", cpu::read_cr2());

@@ -1,29 +1,34 @@
 //! Message passing and the service registry.
 
-use crate::state::{current_pid, k, proc_by_pid};
+use crate::state::{current, current_pid, k, proc_by_pid};
 use crate::uaccess::{self, KResult};
-use crate::wait;
+use crate::{sched, wait};
 use lazarus_abi::root::*;
-use lazarus_abi::syscall::IPC_MSG_MAX;
 use lazarus_abi::syscall::errno::*;
+use lazarus_abi::syscall::{IPC_FOREVER, IPC_MSG_MAX};
 
 fn alive(pid: u32) -> bool {
-    proc_by_pid(pid).is_some_and(|p| !matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM))
+    proc_by_pid(pid).is_some_and(|p| is_alive(p))
+}
+
+fn is_alive(p: &Proc) -> bool {
+    !matches!(p.state, PS_ZOMBIE | PS_QUARANTINED | PS_RECLAIM)
 }
 
 pub fn send(dst: u32, buf: u64, len: u64) -> KResult<u64> {
-    send_to(dst, buf, len, false)
+    send_to(dst, buf, len, false).map(|_| 0)
 }
 
-/// `then_blocks`: the sender receives next and has nothing queued, so it
-/// will block at once and the receiver can have its CPU.
-fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<u64> {
+/// Queues the message and wakes `dst` if it waits for one. `then_blocks`:
+/// the sender receives next and nothing can be queued for it meanwhile,
+/// so it blocks at once; then a waiting receiver is not queued to run but
+/// returned, for the sender to hand its CPU to (`sched::hand_off`).
+#[inline(always)]
+fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<Option<u32>> {
     if len as usize > IPC_MSG_MAX {
         return Err(E2BIG);
     }
-    if !alive(dst) {
-        return Err(ESRCH);
-    }
+    let d = proc_by_pid(dst).filter(|p| is_alive(p)).ok_or(ESRCH)?;
     let r = k();
     let i = r.msgs.iter().position(|m| m.in_use == 0).ok_or(EAGAIN)?;
     // Filled before it is marked in use: a bad buffer leaves no message.
@@ -36,15 +41,15 @@ fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<u64> {
     m.dst = dst;
     m.len = len as u32;
     m.seq = seq;
-    if let Some(p) = proc_by_pid(dst) {
-        p.ipc_pending = p.ipc_pending.saturating_add(1);
+    d.ipc_pending = d.ipc_pending.saturating_add(1);
+    if d.state == PS_BLOCKED && d.wait_reason == W_IPC {
+        if then_blocks {
+            sched::wake_for_handoff(d);
+            return Ok(Some(dst));
+        }
+        sched::wake(d);
     }
-    if then_blocks {
-        wait::wake_pid_sync(dst, W_IPC);
-    } else {
-        wait::wake_pid(dst, W_IPC);
-    }
-    Ok(0)
+    Ok(None)
 }
 
 /// The oldest message queued for `me`. The scan stops once it has seen
@@ -75,20 +80,21 @@ fn oldest_for(me: u32, pending: u32) -> Option<usize> {
 
 pub fn recv(buf: u64, len: u64, src_out: u64) -> KResult<u64> {
     let (out, src) = receive_buffers(buf, len, src_out)?;
-    receive(&out, src.as_ref(), 0)
+    receive_into(&out, src.as_ref(), 0)
 }
 
 /// `recv` that gives up after `timeout_ms` (0: at once if nothing is
 /// queued).
 pub fn recv_timeout(buf: u64, len: u64, src_out: u64, timeout_ms: u64) -> KResult<u64> {
     let (out, src) = receive_buffers(buf, len, src_out)?;
+    receive_into(&out, src.as_ref(), deadline_after(timeout_ms))
+}
+
+/// The tick a receive with `timeout_ms` gives up at.
+fn deadline_after(timeout_ms: u64) -> u64 {
     let ms_per_tick = 1000 / lazarus_abi::layout::TICK_HZ;
     let ticks = timeout_ms.div_ceil(ms_per_tick).max(1);
-    receive(
-        &out,
-        src.as_ref(),
-        crate::state::now().saturating_add(ticks),
-    )
+    crate::state::now().saturating_add(ticks)
 }
 
 /// Sends, then receives, in one kernel entry: a client's request and its
@@ -96,11 +102,50 @@ pub fn recv_timeout(buf: u64, len: u64, src_out: u64, timeout_ms: u64) -> KResul
 /// request (L4's call and reply-and-wait). Each kernel entry costs a few
 /// hundred emulated instructions here, so a round trip takes two instead
 /// of four. The receive buffers are checked first: a failure sends nothing.
-pub fn sendrecv(dst: u32, buf: u64, len: u64, rbuf: u64, rlen: u64, src_out: u64) -> KResult<u64> {
-    let (out, src) = receive_buffers(rbuf, rlen, src_out)?;
-    let nothing_queued = crate::state::current().is_some_and(|p| p.ipc_pending == 0);
-    send_to(dst, buf, len, nothing_queued)?;
-    receive(&out, src.as_ref(), 0)
+pub fn sendrecv(dst: u32, buf: u64, len: u64, rbuf: u64, rlen: u64) -> KResult<u64> {
+    let (out, _) = receive_buffers(rbuf, rlen, 0)?;
+    let next = send_to(dst, buf, len, blocks_next(dst))?;
+    let (src, n) = receive(&out, 0, next)?;
+    Ok((u64::from(src) << 32) | n)
+}
+
+/// A server's reply and its wait for the next request (see
+/// `SYS_IPC_REPLY_WAIT`). Without it a server with a deadline (the
+/// kvstore's pending log flush) needs a clock call, a send and a timed
+/// receive per request: two more kernel entries, and a plain wake-up that
+/// hands the client to another CPU instead of this one.
+pub fn reply_wait(
+    dst: u32,
+    buf: u64,
+    len: u64,
+    rbuf: u64,
+    rlen: u64,
+    until_ms: u64,
+) -> KResult<u64> {
+    let (out, _) = receive_buffers(rbuf, rlen, 0)?;
+    // Tick 0 would mean "no deadline" to `receive`.
+    let deadline = match until_ms {
+        IPC_FOREVER => 0,
+        ms => ms.div_ceil(1000 / lazarus_abi::layout::TICK_HZ).max(1),
+    };
+    let expired = deadline != 0 && crate::state::now() >= deadline;
+    let next = match send_to(dst, buf, len, !expired && blocks_next(dst)) {
+        Ok(next) => next,
+        Err(ESRCH) => None,
+        Err(e) => return Err(e),
+    };
+    if expired {
+        return Err(ETIMEDOUT);
+    }
+    let (src, n) = receive(&out, deadline, next)?;
+    Ok((u64::from(src) << 32) | n)
+}
+
+/// Whether the caller, sending to `dst` and receiving next, is sure to
+/// block: nothing is queued for it, nor will be (it does not send to
+/// itself, and no other CPU can send while this one holds the big lock).
+fn blocks_next(dst: u32) -> bool {
+    current().is_some_and(|p| p.ipc_pending == 0 && p.pid != dst)
 }
 
 /// Checked once, before blocking. No message is longer than IPC_MSG_MAX,
@@ -118,26 +163,48 @@ fn receive_buffers(
     Ok((out, src))
 }
 
+/// [`receive`], writing the sender's pid to `src`.
+fn receive_into(
+    out: &uaccess::UserOut,
+    src: Option<&uaccess::UserOut>,
+    deadline: u64,
+) -> KResult<u64> {
+    let (from, n) = receive(out, deadline, None)?;
+    if let Some(src) = src {
+        // Cannot fail after `UserOut::new` (see `receive`).
+        src.write(&from.to_ne_bytes())?;
+    }
+    Ok(n)
+}
+
 /// Blocks for the oldest message queued for the caller, until tick
-/// `deadline` (0: forever).
-fn receive(out: &uaccess::UserOut, src: Option<&uaccess::UserOut>, deadline: u64) -> KResult<u64> {
+/// `deadline` (0: forever); returns its sender and length. `next`: a
+/// process `send_to` woke for a hand-off, which gets this CPU when the
+/// caller blocks (it always does: see `blocks_next`).
+#[inline(always)]
+fn receive(out: &uaccess::UserOut, deadline: u64, next: Option<u32>) -> KResult<(u32, u64)> {
+    if let Some(pid) = next {
+        // Straight to the wait, with no test that could return first and
+        // leave `pid` runnable but in no queue: nothing is queued for the
+        // caller (`blocks_next`), and a deadline passed meanwhile (the
+        // boot CPU's tick runs on) is seen once it wakes.
+        wait::block_until_then(W_IPC, 0, deadline, Some(pid));
+    }
     let me = current_pid();
     loop {
-        let pending = proc_by_pid(me).map_or(0, |p| p.ipc_pending);
+        let pending = current().map_or(0, |p| p.ipc_pending);
         if let Some(i) = (pending > 0).then(|| oldest_for(me, pending)).flatten() {
             let m = &mut k().msgs[i];
-            // These cannot fail after `UserOut::new` (only the process's
-            // own system calls change its mappings); if one did, the
+            // This cannot fail after `UserOut::new` (only the process's
+            // own system calls change its mappings); if it did, the
             // message would stay queued.
             let n = out.write(&m.data[..(m.len as usize).min(m.data.len())])?;
-            if let Some(src) = src {
-                src.write(&m.src.to_ne_bytes())?;
-            }
+            let from = m.src;
             m.in_use = 0;
-            if let Some(p) = proc_by_pid(me) {
+            if let Some(p) = current() {
                 p.ipc_pending = p.ipc_pending.saturating_sub(1);
             }
-            return Ok(n as u64);
+            return Ok((from, n as u64));
         }
         if deadline != 0 && crate::state::now() >= deadline {
             return Err(ETIMEDOUT);

@@ -166,32 +166,44 @@ fn runq_push_front(pid: u32) {
 /// CPU on its way back to user mode (wake-up preemption; a waker that
 /// blocks first, as a client waiting for its answer does, just switches).
 pub fn make_runnable(pid: u32) {
-    if enqueue_woken(pid) && !kick_idle_cpu() {
-        percpu::this().woke = 1;
+    if let Some(p) = proc_by_pid(pid) {
+        wake(p);
+    }
+}
+
+/// [`make_runnable`] for a process in hand.
+pub fn wake(p: &mut Proc) {
+    enqueue_woken(p);
+    let me = percpu::id();
+    if !kick_idle_cpu(me) {
+        percpu::of(me).woke = 1;
     }
 }
 
 /// A wake-up from a process that blocks right after it (a request sent
-/// and its reply awaited, Linux's sync wake-up): the woken process runs
-/// next on this CPU, when the waker blocks, with no IPI to another CPU
-/// and no preemption on the way out.
-pub fn make_runnable_sync(pid: u32) {
-    enqueue_woken(pid);
-}
-
-fn enqueue_woken(pid: u32) -> bool {
-    let Some(p) = proc_by_pid(pid) else {
-        return false;
-    };
+/// and its reply awaited; Linux's sync wake-up, L4's direct process
+/// switch): the woken process is not queued, the waker gives it its CPU
+/// with [`hand_off`] when it blocks. No IPI to another CPU, no run-queue
+/// round trip, no preemption on the way out.
+pub fn wake_for_handoff(p: &mut Proc) {
     p.state = PS_RUNNABLE;
     p.wait_reason = W_NONE;
-    runq_push_front(pid);
-    true
+}
+
+/// Gives this CPU to `pid`, woken by [`wake_for_handoff`]; the caller has
+/// blocked. (A repair meanwhile finds `pid` runnable and queues it.)
+pub fn hand_off(pid: u32) {
+    switch_to(Some(pid));
+}
+
+fn enqueue_woken(p: &mut Proc) {
+    p.state = PS_RUNNABLE;
+    p.wait_reason = W_NONE;
+    runq_push_front(p.pid);
 }
 
 /// Sends the reschedule IPI to an idle CPU, if there is one.
-fn kick_idle_cpu() -> bool {
-    let me = percpu::id();
+fn kick_idle_cpu(me: usize) -> bool {
     let mut others = percpu::online_mask() & !(1 << me);
     let r = k();
     while others != 0 {
@@ -214,12 +226,11 @@ pub fn preempt_for_woken() {
     let pc = percpu::this();
     if pc.woke != 0 {
         pc.woke = 0;
-        let pid = current_pid();
-        if k().runq_len > 0 && pid != 0 {
-            if let Some(p) = current() {
-                p.state = PS_RUNNABLE;
-            }
-            runq_push_front(pid);
+        if k().runq_len > 0
+            && let Some(p) = current()
+        {
+            p.state = PS_RUNNABLE;
+            runq_push_front(p.pid);
             let r = k();
             if r.runq_len >= 2 {
                 let (a, b) = (r.runq_head as usize, (r.runq_head as usize + 1) % MAX_PROCS);
@@ -239,10 +250,9 @@ pub fn on_resched(from_user: bool) {
 }
 
 pub fn yield_now() {
-    let pid = current_pid();
     if let Some(p) = current() {
         p.state = PS_RUNNABLE;
-        runq_push(pid);
+        runq_push(p.pid);
     }
     schedule();
 }
@@ -255,15 +265,16 @@ pub fn schedule() {
 }
 
 fn switch_to(next: Option<u32>) {
-    let cur = current_pid();
-    if next == Some(cur) && cur != 0 {
-        if let Some(p) = current() {
-            p.state = PS_RUNNING;
-        }
+    let prev = current();
+    let cur = prev.as_ref().map_or(0, |p| p.pid);
+    if next == Some(cur)
+        && let Some(p) = prev
+    {
+        p.state = PS_RUNNING;
         return;
     }
     let me = percpu::id();
-    let (save, prev): (*mut u64, *mut Proc) = match current() {
+    let (save, prev): (*mut u64, *mut Proc) = match prev {
         Some(p) => (&raw mut p.kctx_rsp, p),
         None => (&raw mut percpu::of(me).idle_rsp, core::ptr::null_mut()),
     };
@@ -280,7 +291,7 @@ fn switch_to(next: Option<u32>) {
             }
             let (pid, top, cr3, rsp) = (n.pid, n.kstack_top, n.cr3, n.kctx_rsp);
             r.cpus[me].current = pid;
-            gdt::set_kernel_stack(top);
+            gdt::set_kernel_stack(me, top);
             if cpu::read_cr3() != cr3 {
                 // SAFETY: every process PML4 shares the kernel half.
                 unsafe { cpu::write_cr3(cr3) };
@@ -322,11 +333,37 @@ pub fn idle_loop() -> ! {
                 note_user_return();
                 if !crate::reclaim::reclaim_one() {
                     crate::bkl::unlock();
-                    cpu::sti_hlt();
-                    cpu::cli();
+                    halt_until_work();
                     crate::bkl::lock();
                 }
             }
+        }
+    }
+}
+
+/// Whether CPU `me` is halted in its idle loop (no process, the lock not
+/// held): where an interrupt needs no lock unless it brings work.
+pub fn halted_idle(me: usize) -> bool {
+    percpu::of(me).idle_halt != 0
+}
+
+/// Halts, with interrupts enabled only inside the halt, until there may be
+/// work: on the boot CPU after any interrupt (its tick serves the kernel's
+/// timers), on the others once a process is queued or an interrupt took
+/// the lock (and so may have left work behind), not at every idle tick.
+fn halt_until_work() {
+    let me = percpu::id();
+    let pc = percpu::of(me);
+    loop {
+        pc.idle_halt = 1;
+        cpu::sti_hlt();
+        cpu::cli();
+        pc.idle_halt = 0;
+        // Read without the lock: a waker queues before it sends the IPI.
+        // SAFETY: a plain aligned u32 in the state root.
+        let queued = unsafe { (&raw const k().runq_len).read_volatile() } != 0;
+        if me == 0 || queued || core::mem::take(&mut pc.idle_work) != 0 {
+            return;
         }
     }
 }

@@ -33,9 +33,17 @@ pub fn kernel_virt_to_phys(va: u64) -> u64 {
     va - KERNEL_VIRT_BASE
 }
 
-/// Pid running on this CPU (0 = idle / none).
+/// Pid of the process whose kernel code runs here (0: none, see
+/// [`current`]).
 #[inline(always)]
 pub fn current_pid() -> u32 {
+    current().map_or(0, |p| p.pid)
+}
+
+/// The pid the scheduler last switched this CPU to, from its record in
+/// the state root: also right on an interrupt stack (a double fault),
+/// where [`current`] knows no process. Crash reports use it.
+pub fn running_pid() -> u32 {
     k().cpus[crate::arch::percpu::id()].current
 }
 
@@ -53,8 +61,18 @@ pub fn proc_by_pid(pid: u32) -> Option<&'static mut Proc> {
     (p.pid == pid && p.state != lazarus_abi::root::PS_FREE).then_some(p)
 }
 
+/// The process whose kernel stack this code runs on; `None` on an idle,
+/// boot or interrupt stack. A process runs kernel code on its own stack
+/// only (the scheduler switches stacks with processes), so this needs no
+/// CPU index and no pid lookup: it is asked many times per system call,
+/// at emulated ring-0 speed. Linux's `current` once came from the stack
+/// the same way.
+#[inline(always)]
 pub fn current() -> Option<&'static mut Proc> {
-    proc_by_pid(current_pid())
+    let p = k().procs.get_mut(crate::arch::percpu::stack_slot()?)?;
+    // A stack is only run on while its process exists; the test is for a
+    // slot freed under a corrupted kernel, not for the hot path.
+    (p.state != lazarus_abi::root::PS_FREE).then_some(p)
 }
 
 /// The extension currently executing on this CPU, if any.
@@ -63,7 +81,9 @@ pub fn current_ext() -> u32 {
     if cpu.irq_ext != NONE {
         return cpu.irq_ext;
     }
-    current().map_or(NONE, |p| p.cur_ext)
+    // The CPU's record, not the stack: a double fault inside an
+    // extension runs on an interrupt stack and still blames it.
+    proc_by_pid(cpu.current).map_or(NONE, |p| p.cur_ext)
 }
 
 /// The root header's heartbeat (kernel time), shared between CPUs and

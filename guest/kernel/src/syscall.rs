@@ -9,14 +9,13 @@ use lazarus_abi::syscall::errno::*;
 use lazarus_abi::syscall::*;
 use lazarus_abi::trap::TrapFrame;
 
-pub fn dispatch(tf: &mut TrapFrame) {
+/// Runs the system call in `tf` for the current process, which entered on
+/// CPU `me`.
+pub fn dispatch(tf: &mut TrapFrame, me: usize) {
     let nr = tf.rax;
     let (a0, a1, a2, a3, a4, a5) = (tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
-    let me = crate::arch::percpu::id();
-    let cpu = &mut k().cpus[me];
-    cpu.syscalls += 1;
-    let pid = cpu.current;
-    if let Some(p) = crate::state::proc_by_pid(pid) {
+    k().cpus[me].syscalls += 1;
+    if let Some(p) = crate::state::current() {
         p.syscall_nr = nr;
         p.kernel_entry_tick = crate::state::now().max(1);
         p.user_frame = tf as *mut TrapFrame as u64;
@@ -26,8 +25,8 @@ pub fn dispatch(tf: &mut TrapFrame) {
         Ok(v) => v,
         Err(e) => (-e) as u64,
     };
-    // The same process (it may now run on another CPU).
-    if let Some(p) = crate::state::proc_by_pid(pid) {
+    // The same process (its own kernel stack), perhaps on another CPU now.
+    if let Some(p) = crate::state::current() {
         p.syscall_nr = u64::MAX;
         p.kernel_entry_tick = 0;
         p.user_frame = 0;
@@ -91,7 +90,8 @@ fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
         SYS_IPC_SEND => ipc::send(a0 as u32, a1, a2),
         SYS_IPC_RECV => ipc::recv(a0, a1, a2),
         SYS_IPC_RECV_TIMEOUT => ipc::recv_timeout(a0, a1, a2, a3),
-        SYS_IPC_SENDRECV => ipc::sendrecv(a0 as u32, a1, a2, a3, a4, a5),
+        SYS_IPC_SENDRECV => ipc::sendrecv(a0 as u32, a1, a2, a3, a4),
+        SYS_IPC_REPLY_WAIT => ipc::reply_wait(a0 as u32, a1, a2, a3, a4, a5),
         SYS_SVC_REGISTER => ipc::register(path_arg(a0, a1)?),
         SYS_SVC_LOOKUP => ipc::lookup(path_arg(a0, a1)?),
         SYS_POWEROFF => {

@@ -33,6 +33,27 @@ pub fn beat_only() -> u64 {
     }
 }
 
+/// A tick that interrupted an application processor's idle halt, with no
+/// extension timer of its own due: its heartbeat and its tick counts,
+/// without the big kernel lock. Sleepers and deferred work are the boot
+/// CPU's tick's (kernel time is that tick, so it sees every deadline
+/// first), and an idle CPU has no process to account or preempt. So the
+/// idle CPUs' ticks never make a CPU that serves system calls wait at the
+/// lock's door, nor send it a wake-up when they leave.
+pub fn idle_tick(me: usize) {
+    beat_only();
+    let cpu = &raw mut k().cpus[me];
+    // Only this CPU writes its own counts; volatile, as no lock orders
+    // them for the readers (`cpus`, the dump), which take them whole.
+    // SAFETY: the entry lives in the state root for the kernel's lifetime.
+    unsafe {
+        let ticks = &raw mut (*cpu).ticks;
+        ticks.write_volatile(ticks.read_volatile() + 1);
+        let idle = &raw mut (*cpu).idle_ticks;
+        idle.write_volatile(idle.read_volatile() + 1);
+    }
+}
+
 /// Timer interrupt (acknowledged already), with the big kernel lock held.
 pub fn tick(frame: &TrapFrame) {
     let now = beat_only();

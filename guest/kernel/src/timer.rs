@@ -1,10 +1,37 @@
 //! Timer callbacks registered by extensions, run from the timer interrupt.
 
 use crate::state::k;
+use core::sync::atomic::{AtomicU64, Ordering};
+use lazarus_abi::boot::MAX_CPUS;
 use lazarus_abi::root::*;
 use lazarus_abi::syscall::errno::*;
 
 static mut ACTIVE: u32 = 0;
+
+/// Per CPU, the earliest tick a timer armed on it is due (`u64::MAX`:
+/// none). Kept under the big lock; read without it by that CPU's idle
+/// tick (`due_here`), which takes the lock only when a timer is due.
+static NEXT_DUE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+
+/// Whether a timer armed on CPU `cpu` is due at tick `now`.
+pub fn due_on(cpu: usize, now: u64) -> bool {
+    NEXT_DUE
+        .get(cpu)
+        .is_some_and(|d| d.load(Ordering::Relaxed) <= now)
+}
+
+/// Recomputes every CPU's `NEXT_DUE` from the table.
+fn note_due() {
+    let mut due = [u64::MAX; MAX_CPUS];
+    for t in k().timers.iter().filter(|t| t.in_use != 0) {
+        if let Some(d) = due.get_mut(t.cpu as usize) {
+            *d = (*d).min(t.next_tick);
+        }
+    }
+    for (slot, d) in NEXT_DUE.iter().zip(due) {
+        slot.store(d, Ordering::Relaxed);
+    }
+}
 
 pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
     let r = k();
@@ -22,6 +49,7 @@ pub fn add(ext: u32, callback: u64, arg: u64, period: u64) -> Result<i32, i64> {
     };
     // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE += 1 };
+    note_due();
     Ok(i as i32)
 }
 
@@ -36,6 +64,7 @@ pub fn remove(id: i32) -> Result<(), i64> {
     *t = Timer::default();
     // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE = ACTIVE.saturating_sub(1) };
+    note_due();
     Ok(())
 }
 
@@ -45,6 +74,7 @@ pub fn recount() {
     let n = k().timers.iter().filter(|t| t.in_use != 0).count() as u32;
     // SAFETY: the big kernel lock is held.
     unsafe { ACTIVE = n };
+    note_due();
 }
 
 pub fn remove_for_ext(ext: u32) {
@@ -74,4 +104,5 @@ pub fn run_due(now: u64) {
         let f: extern "C" fn(u64) = unsafe { core::mem::transmute(t.callback) };
         crate::ext::in_irq_of(t.ext, || f(t.arg));
     }
+    note_due();
 }

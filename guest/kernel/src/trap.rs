@@ -37,6 +37,23 @@ fn is_syscall(tf: &TrapFrame) -> bool {
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     let v = tf.vector;
+    if v == VEC_INVALID_OPCODE && tf.from_user() {
+        // The system call (and user #UD) entry, the hottest one, with
+        // none of the interrupt cases' tests in its way. From user mode
+        // this CPU never holds the lock already.
+        let me = percpu::id();
+        bkl::lock_on(me);
+        proc::kill_requested(me);
+        pending_input();
+        if is_syscall(tf) {
+            tf.rip += 2;
+            syscall::dispatch(tf, me);
+        } else {
+            proc::user_fault(tf);
+        }
+        crate::sched::preempt_for_woken();
+        return;
+    }
     if v >= 32 && v != VEC_SPURIOUS as u64 {
         apic::eoi();
     }
@@ -68,26 +85,25 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         return;
     }
     let took = !bkl::held_by(me);
+    if took && crate::sched::halted_idle(me) {
+        // An application processor's idle tick needs no lock; anything
+        // else may leave work for the idle loop to look at.
+        if v == VEC_TIMER as u64 && me != 0 && !crate::timer::due_on(me, crate::state::now() + 1) {
+            tick::idle_tick(me);
+            return;
+        }
+        percpu::of(me).idle_work = 1;
+    }
     if took {
         bkl::lock_on(me);
     }
     if tf.from_user() {
         proc::kill_requested(me);
     }
-    // A plain load first: an atomic exchange on every kernel entry is
-    // emulated memory traffic for nothing.
-    if CONSOLE_PENDING.load(Ordering::Relaxed) && CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
-        console::on_interrupt();
-    }
     if v == VEC_COM1 as u64 {
         console::on_interrupt();
     }
-    irq::run_deferred();
-    // A Ctrl-C for the foreground job (here, where ending the current
-    // process is safe: it may be one of the job's).
-    if let Some(job) = console::take_interrupt() {
-        proc::end_job(&job, lazarus_abi::syscall::EXIT_INTERRUPTED);
-    }
+    pending_input();
     if v == VEC_TIMER as u64 {
         tick::tick(tf);
     } else if v == VEC_COM1 as u64 {
@@ -100,12 +116,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         // Spurious: no EOI.
     } else if v < 32 {
         if tf.from_user() {
-            if is_syscall(tf) {
-                tf.rip += 2;
-                syscall::dispatch(tf);
-            } else {
-                proc::user_fault(tf);
-            }
+            proc::user_fault(tf);
         } else {
             crash::oops(tf);
         }
@@ -117,6 +128,22 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         crate::sched::preempt_for_woken();
     } else if took {
         bkl::unlock_on(me);
+    }
+}
+
+/// Input that arrived while a CPU waited for the lock, deferred device
+/// interrupts, and a Ctrl-C for the foreground job (ended here, where
+/// ending the current process is safe: it may be one of the job's).
+#[inline(always)]
+fn pending_input() {
+    // A plain load first: an atomic exchange on every kernel entry is
+    // emulated memory traffic for nothing.
+    if CONSOLE_PENDING.load(Ordering::Relaxed) && CONSOLE_PENDING.swap(false, Ordering::SeqCst) {
+        console::on_interrupt();
+    }
+    irq::run_deferred();
+    if let Some(job) = console::take_interrupt() {
+        proc::end_job(&job, lazarus_abi::syscall::EXIT_INTERRUPTED);
     }
 }
 

@@ -31,29 +31,37 @@ pub fn wake_pid(pid: u32, reason: u32) {
     }
 }
 
-/// [`wake_pid`] by a process about to block (see `make_runnable_sync`).
-pub fn wake_pid_sync(pid: u32, reason: u32) {
-    if blocked_for(pid, reason) {
-        crate::sched::make_runnable_sync(pid);
-    }
-}
-
 /// Blocks the current process until someone wakes it or, if `deadline`
 /// is not 0, until that tick (the timer's sleeper scan wakes it).
 pub fn block_until(reason: u32, obj: u32, deadline: u64) {
+    block_until_then(reason, obj, deadline, None);
+}
+
+/// [`block_until`], giving the CPU to `next` (a process woken for a
+/// hand-off, `sched::wake_for_handoff`) rather than to the run queue.
+#[inline(always)]
+pub fn block_until_then(reason: u32, obj: u32, deadline: u64, next: Option<u32>) {
     if let Some(p) = current() {
         p.wake_tick = deadline;
-    }
-    if deadline != 0 {
-        // SAFETY: the big kernel lock is held.
-        unsafe {
-            if deadline < NEXT_WAKE {
-                NEXT_WAKE = deadline;
+        if deadline != 0 {
+            // SAFETY: the big kernel lock is held.
+            unsafe {
+                if deadline < NEXT_WAKE {
+                    NEXT_WAKE = deadline;
+                }
             }
         }
+        p.state = PS_BLOCKED;
+        p.wait_reason = reason;
+        p.wait_obj = obj;
     }
-    block(reason, obj);
-    if let Some(p) = current() {
+    match next {
+        Some(pid) => crate::sched::hand_off(pid),
+        None => schedule(),
+    }
+    if deadline != 0
+        && let Some(p) = current()
+    {
         p.wake_tick = 0;
     }
 }

@@ -1,8 +1,8 @@
 //! Message passing and the service registry.
 
 use lazarus_abi::syscall::{
-    IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_RECV_TIMEOUT, SYS_IPC_SEND, SYS_IPC_SENDRECV,
-    SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
+    IPC_FOREVER, IPC_MSG_MAX, SYS_IPC_RECV, SYS_IPC_RECV_TIMEOUT, SYS_IPC_REPLY_WAIT, SYS_IPC_SEND,
+    SYS_IPC_SENDRECV, SYS_SVC_LOOKUP, SYS_SVC_REGISTER,
 };
 
 use crate::syscall::{Errno, Result, check, syscall3, syscall5, syscall6};
@@ -89,27 +89,77 @@ pub fn sendrecv(dst: u32, msg: &[u8], buf: &mut [u8]) -> Result<(u32, usize)> {
     if msg.len() > IPC_MSG_MAX {
         return Err(Errno::E2BIG);
     }
-    let mut src = 0u32;
-    // SAFETY: the kernel reads `msg.len()` bytes from `msg`, writes at most
-    // `buf.len()` bytes into `buf` and one u32 into `src`.
+    // SAFETY: the kernel reads `msg.len()` bytes from `msg` and writes at
+    // most `buf.len()` bytes into `buf`.
     let r = unsafe {
-        syscall6(
+        syscall5(
             SYS_IPC_SENDRECV,
             u64::from(dst),
             msg.as_ptr() as u64,
             msg.len() as u64,
             buf.as_mut_ptr() as u64,
             buf.len() as u64,
-            &mut src as *mut u32 as u64,
         )
     };
-    check(r).map(|n| (src, (n as usize).min(buf.len())))
+    check(r).map(|v| sender_and_len(v, buf.len()))
+}
+
+/// The (sender pid, length) a send-and-receive call returns in one word.
+fn sender_and_len(v: u64, max: usize) -> (u32, usize) {
+    ((v >> 32) as u32, ((v & 0xffff_ffff) as usize).min(max))
 }
 
 /// [`sendrecv`], retrying (yielding the CPU) while the kernel's message
 /// table is full, up to `tries` times.
 pub fn sendrecv_retry(dst: u32, msg: &[u8], buf: &mut [u8], tries: u32) -> Result<(u32, usize)> {
     while_table_full(tries, || sendrecv(dst, msg, buf))
+}
+
+/// A server's reply and its wait for the next message into `buf`, in one
+/// system call. `reply` is (client, message), `None` for no reply; a
+/// reply to a client that has gone is dropped. `until_ms` is a deadline
+/// on the [`crate::process::uptime_ms`] clock (`None`: none): once it has
+/// passed this returns `None` (after the reply), even with a message
+/// queued. Else returns (sender pid, length). `EAGAIN` (the kernel's
+/// message table is full) means nothing was sent.
+pub fn reply_wait(
+    reply: Option<(u32, &[u8])>,
+    buf: &mut [u8],
+    until_ms: Option<u64>,
+) -> Result<Option<(u32, usize)>> {
+    let (dst, msg) = reply.unwrap_or((0, &[]));
+    if msg.len() > IPC_MSG_MAX {
+        return Err(Errno::E2BIG);
+    }
+    // SAFETY: the kernel reads `msg.len()` bytes from `msg` and writes at
+    // most `buf.len()` bytes into `buf`.
+    let r = unsafe {
+        syscall6(
+            SYS_IPC_REPLY_WAIT,
+            u64::from(dst),
+            msg.as_ptr() as u64,
+            msg.len() as u64,
+            buf.as_mut_ptr() as u64,
+            buf.len() as u64,
+            until_ms.map_or(IPC_FOREVER, |ms| ms.min(IPC_FOREVER - 1)),
+        )
+    };
+    match check(r) {
+        Ok(v) => Ok(Some(sender_and_len(v, buf.len()))),
+        Err(Errno::ETIMEDOUT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`reply_wait`], retrying (yielding the CPU) while the kernel's message
+/// table is full, up to `tries` times.
+pub fn reply_wait_retry(
+    reply: Option<(u32, &[u8])>,
+    buf: &mut [u8],
+    until_ms: Option<u64>,
+    tries: u32,
+) -> Result<Option<(u32, usize)>> {
+    while_table_full(tries, || reply_wait(reply, buf, until_ms))
 }
 
 /// Registers the caller as service `name`.

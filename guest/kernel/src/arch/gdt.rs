@@ -71,10 +71,10 @@ pub fn init(cpu: usize) {
     }
 }
 
-/// Sets the stack this CPU's ring-3 traps land on (the next process's
-/// kernel stack).
-pub fn set_kernel_stack(top: u64) {
-    let pc = percpu::this();
+/// Sets the stack ring-3 traps land on for CPU `cpu`, the caller's (the
+/// next process's kernel stack).
+pub fn set_kernel_stack(cpu: usize, top: u64) {
+    let pc = percpu::of(cpu);
     // SAFETY: the TSS is this CPU's own; the field is unaligned (packed).
     unsafe { core::ptr::write_unaligned(&raw mut pc.tss.rsp0, top) };
 }

@@ -127,6 +127,12 @@ pub struct PerCpu {
     pub kill_pid: u32,
     /// See `kill_pid`.
     pub kill_status: i32,
+    /// Nonzero while the idle loop halts without the lock: a tick then
+    /// takes no lock either (`tick::idle_tick`).
+    pub idle_halt: u32,
+    /// Set by an interrupt that took the lock while this CPU halted idle:
+    /// the idle loop looks for work before it halts again.
+    pub idle_work: u32,
 }
 
 const PERCPU_INIT: PerCpu = PerCpu {
@@ -137,23 +143,37 @@ const PERCPU_INIT: PerCpu = PerCpu {
     woke: 0,
     kill_pid: 0,
     kill_status: 0,
+    idle_halt: 0,
+    idle_work: 0,
 };
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [PERCPU_INIT; MAX_CPUS];
+
+#[inline(always)]
+fn rsp() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer.
+    unsafe { asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
+/// The process-table slot whose kernel stack this code runs on; `None` on
+/// an idle, boot or interrupt stack.
+#[inline(always)]
+pub fn stack_slot() -> Option<usize> {
+    let kstack = rsp().wrapping_sub(KSTACK_REGION);
+    (kstack < MAX_PROCS as u64 * KSTACK_STRIDE).then_some((kstack / KSTACK_STRIDE) as usize)
+}
 
 /// This CPU's index, from the stack it runs on (see the module doc).
 /// Anything else (the boot stack, early boot) is the boot CPU.
 #[inline(always)]
 pub fn id() -> usize {
-    let rsp: u64;
-    // SAFETY: reads the stack pointer.
-    unsafe { asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
-    let kstack = rsp.wrapping_sub(KSTACK_REGION);
-    if kstack < MAX_PROCS as u64 * KSTACK_STRIDE {
-        let slot = (kstack / KSTACK_STRIDE) as usize;
+    if let Some(slot) = stack_slot() {
         let cpu = SLOT_CPU[slot].load(Ordering::Relaxed) as usize;
         return if cpu < MAX_CPUS { cpu } else { 0 };
     }
+    let rsp = rsp();
     let (idle, ist) = (
         (&raw const IDLE_STACKS) as u64,
         (&raw const IST_STACKS) as u64,

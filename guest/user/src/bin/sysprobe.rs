@@ -13,8 +13,10 @@ use alloc::format;
 use alloc::string::String;
 
 use lazarus_ulib::abi::layout::{PAGE_SIZE, USER_STACK_SIZE, USER_STACK_TOP};
-use lazarus_ulib::abi::syscall::errno::EFAULT;
-use lazarus_ulib::abi::syscall::{SYS_IPC_RECV, SYS_IPC_SEND, SYS_IPC_SENDRECV, SYS_WRITE};
+use lazarus_ulib::abi::syscall::errno::{EFAULT, ETIMEDOUT};
+use lazarus_ulib::abi::syscall::{
+    IPC_FOREVER, SYS_IPC_RECV, SYS_IPC_REPLY_WAIT, SYS_IPC_SEND, SYS_IPC_SENDRECV, SYS_WRITE,
+};
 use lazarus_ulib::process::{getpid, sbrk};
 use lazarus_ulib::syscall::syscall6;
 use lazarus_ulib::{Args, entry, ipc, println};
@@ -105,15 +107,61 @@ fn run(n: &mut u32) -> Result<(), String> {
     efault(
         n,
         "sendrecv into code",
-        sys(SYS_IPC_SENDRECV, [me, g, 16, code, 16, s]),
+        sys(SYS_IPC_SENDRECV, [me, g, 16, code, 16, 0]),
     )?;
     efault(
         n,
         "sendrecv from the kernel",
-        sys(SYS_IPC_SENDRECV, [me, KERNEL, 16, g, 16, s]),
+        sys(SYS_IPC_SENDRECV, [me, KERNEL, 16, g, 16, 0]),
     )?;
     ipc::send(me as u32, b"marker-2").map_err(|e| format!("send: {e}"))?;
     next_is(n, "after bad sendrecvs", b"marker-2")?;
+
+    // Likewise a reply-and-wait; its reply from a bad buffer is refused
+    // even to a client that is gone.
+    for (what, a) in [
+        ("reply_wait into code", [me, g, 16, code, 16, IPC_FOREVER]),
+        ("reply_wait into the kernel", [me, g, 16, KERNEL, 16, 0]),
+        (
+            "reply_wait from the kernel",
+            [me, KERNEL, 16, g, 16, IPC_FOREVER],
+        ),
+    ] {
+        efault(n, what, sys(SYS_IPC_REPLY_WAIT, a))?;
+    }
+    ipc::send(me as u32, b"marker-3").map_err(|e| format!("send: {e}"))?;
+    next_is(n, "after bad reply_waits", b"marker-3")?;
+    // A deadline that has passed wins over a queued message, which stays.
+    ipc::send(me as u32, b"marker-4").map_err(|e| format!("send: {e}"))?;
+    *n += 1;
+    let r = sys(SYS_IPC_REPLY_WAIT, [0, 0, 0, g, 16, 1]);
+    if r != -ETIMEDOUT {
+        return Err(format!(
+            "reply_wait past its deadline: returned {r}, not -ETIMEDOUT"
+        ));
+    }
+    // The reply, then the oldest message (that one), with the sender in
+    // the high half; the reply is queued behind it.
+    *n += 1;
+    let reply = *b"reply-5!";
+    let mut got = [0u8; 16];
+    let r = sys(
+        SYS_IPC_REPLY_WAIT,
+        [
+            me,
+            reply.as_ptr() as u64,
+            8,
+            got.as_mut_ptr() as u64,
+            16,
+            IPC_FOREVER,
+        ],
+    );
+    if r != ((me as i64) << 32 | 8) || &got[..8] != b"marker-4" {
+        return Err(format!(
+            "reply_wait with a queued message: returned {r:#x}, {got:?}"
+        ));
+    }
+    next_is(n, "after reply_wait", b"reply-5!")?;
 
     // Fresh heap: the first page is touched by nobody before the kernel
     // writes a message into it (mapped on demand), and a send running
@@ -135,8 +183,8 @@ fn run(n: &mut u32) -> Result<(), String> {
     )?;
     // A sendrecv's own message can be its reply: no deadlock, no loss.
     *n += 1;
-    let r = sys(SYS_IPC_SENDRECV, [me, g, 16, heap + PAGE_SIZE - 8, 16, s]);
-    if r != 16 {
+    let r = sys(SYS_IPC_SENDRECV, [me, g, 16, heap + PAGE_SIZE - 8, 16, 0]);
+    if r != ((me as i64) << 32 | 16) {
         return Err(format!("sendrecv to self across a page boundary: {r}"));
     }
 

@@ -181,11 +181,11 @@ impl Log {
         self.unflushed
     }
 
-    /// Milliseconds until the next flush is due (0: now); `None` if
-    /// nothing waits for one.
-    pub fn flush_due_in(&self) -> Option<u64> {
-        (self.unflushed > 0 && !self.failed)
-            .then(|| (self.last_flush_ms + FLUSH_INTERVAL_MS).saturating_sub(uptime_ms()))
+    /// When the next flush is due, on the `uptime_ms` clock (it may have
+    /// passed); `None` if nothing waits for one. No clock call: the server
+    /// passes this to the kernel as its receive deadline.
+    pub fn flush_deadline(&self) -> Option<u64> {
+        (self.unflushed > 0 && !self.failed).then_some(self.last_flush_ms + FLUSH_INTERVAL_MS)
     }
 
     /// The number of the tail block.

@@ -184,33 +184,29 @@ fn main(_args: Args) -> i32 {
     // The reply to send with the next receive: (client, length).
     let mut reply: Option<(u32, usize)> = None;
     loop {
-        if let Some(log) = &mut store.log
-            && log.flush_due_in() == Some(0)
-        {
-            log.flush();
-        }
-        let due = store.log.as_ref().and_then(Log::flush_due_in);
-        let got = match (reply.take(), due) {
-            // Nothing to flush: the reply and the next request are one
-            // system call.
-            (Some((dst, len)), None) => {
-                match ipc::sendrecv_retry(dst, &tx[..len], &mut rx, SEND_TRIES) {
-                    // A client that went away (ESRCH) simply gets no reply.
-                    Err(Errno::ESRCH | Errno::EAGAIN) => ipc::recv(&mut rx).map(Some),
-                    r => r.map(Some),
+        let due = store.log.as_ref().and_then(Log::flush_deadline);
+        let got = match reply.take() {
+            // The reply and the next request are one system call, with the
+            // flush's deadline. A client that went away gets no reply.
+            Some((dst, len)) => {
+                match ipc::reply_wait_retry(Some((dst, &tx[..len])), &mut rx, due, SEND_TRIES) {
+                    // The message table stayed full: the reply is dropped.
+                    Err(Errno::EAGAIN) => ipc::reply_wait(None, &mut rx, due),
+                    r => r,
                 }
             }
-            (Some((dst, len)), Some(ms)) => {
-                let _ = ipc::send_retry(dst, &tx[..len], SEND_TRIES);
-                ipc::recv_timeout(&mut rx, ms.max(1))
-            }
-            (None, None) => ipc::recv(&mut rx).map(Some),
-            (None, Some(ms)) => ipc::recv_timeout(&mut rx, ms.max(1)),
+            None => ipc::reply_wait(None, &mut rx, due),
         };
         let (src, n) = match got {
             Ok(Some(m)) => m,
-            // The flush is due: done at the top.
-            Ok(None) => continue,
+            // The flush is due (the kernel says so before it hands over
+            // another request).
+            Ok(None) => {
+                if let Some(log) = &mut store.log {
+                    log.flush();
+                }
+                continue;
+            }
             Err(e) => {
                 eprintln!("kvstore: recv: {e}");
                 continue;
