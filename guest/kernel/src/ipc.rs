@@ -16,7 +16,7 @@ fn is_alive(p: &Proc) -> bool {
 }
 
 pub fn send(dst: u32, buf: u64, len: u64) -> KResult<u64> {
-    send_to(dst, buf, len, false).map(|_| 0)
+    send_to(current_pid(), dst, buf, len, false).map(|_| 0)
 }
 
 /// Queues the message and wakes `dst` if it waits for one. `then_blocks`:
@@ -24,7 +24,7 @@ pub fn send(dst: u32, buf: u64, len: u64) -> KResult<u64> {
 /// so it blocks at once; then a waiting receiver is not queued to run but
 /// returned, for the sender to hand its CPU to (`sched::hand_off`).
 #[inline(always)]
-fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<Option<u32>> {
+fn send_to(src: u32, dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<Option<u32>> {
     if len as usize > IPC_MSG_MAX {
         return Err(E2BIG);
     }
@@ -37,7 +37,7 @@ fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<Option<u3
     let seq = r.msg_seq;
     let m = &mut r.msgs[i];
     m.in_use = 1;
-    m.src = current_pid();
+    m.src = src;
     m.dst = dst;
     m.len = len as u32;
     m.seq = seq;
@@ -52,10 +52,11 @@ fn send_to(dst: u32, buf: u64, len: u64, then_blocks: bool) -> KResult<Option<u3
     Ok(None)
 }
 
-/// The oldest message queued for `me`. The scan stops once it has seen
-/// the `pending` messages the count promises; a count left too high (by
-/// a repair that dropped messages) is corrected here.
-fn oldest_for(me: u32, pending: u32) -> Option<usize> {
+/// The oldest message queued for process `p`. The scan stops once it has
+/// seen the messages its count promises; a count left too high (by a
+/// repair that dropped messages) is corrected here.
+fn oldest_for(p: &mut Proc) -> Option<usize> {
+    let (me, pending) = (p.pid, p.ipc_pending);
     let r = k();
     let mut best: Option<usize> = None;
     let mut best_seq = u64::MAX;
@@ -72,9 +73,7 @@ fn oldest_for(me: u32, pending: u32) -> Option<usize> {
             }
         }
     }
-    if let Some(p) = proc_by_pid(me) {
-        p.ipc_pending = seen;
-    }
+    p.ipc_pending = seen;
     best
 }
 
@@ -104,7 +103,8 @@ fn deadline_after(timeout_ms: u64) -> u64 {
 /// of four. The receive buffers are checked first: a failure sends nothing.
 pub fn sendrecv(dst: u32, buf: u64, len: u64, rbuf: u64, rlen: u64) -> KResult<u64> {
     let (out, _) = receive_buffers(rbuf, rlen, 0)?;
-    let next = send_to(dst, buf, len, blocks_next(dst))?;
+    let (me, queued) = caller()?;
+    let next = send_to(me, dst, buf, len, queued == 0 && me != dst)?;
     let (src, n) = receive(&out, 0, next)?;
     Ok((u64::from(src) << 32) | n)
 }
@@ -129,7 +129,11 @@ pub fn reply_wait(
         ms => ms.div_ceil(1000 / lazarus_abi::layout::TICK_HZ).max(1),
     };
     let expired = deadline != 0 && crate::state::now() >= deadline;
-    let next = match send_to(dst, buf, len, !expired && blocks_next(dst)) {
+    let (me, queued) = caller()?;
+    // A hand-off needs a caller sure to block: nothing is queued for it,
+    // nor will be (no send to itself; no other CPU sends while this one
+    // holds the big lock).
+    let next = match send_to(me, dst, buf, len, !expired && queued == 0 && me != dst) {
         Ok(next) => next,
         Err(ESRCH) => None,
         Err(e) => return Err(e),
@@ -141,11 +145,9 @@ pub fn reply_wait(
     Ok((u64::from(src) << 32) | n)
 }
 
-/// Whether the caller, sending to `dst` and receiving next, is sure to
-/// block: nothing is queued for it, nor will be (it does not send to
-/// itself, and no other CPU can send while this one holds the big lock).
-fn blocks_next(dst: u32) -> bool {
-    current().is_some_and(|p| p.ipc_pending == 0 && p.pid != dst)
+/// The calling process's pid and how many messages are queued for it.
+fn caller() -> KResult<(u32, u32)> {
+    current().map(|p| (p.pid, p.ipc_pending)).ok_or(ESRCH)
 }
 
 /// Checked once, before blocking. No message is longer than IPC_MSG_MAX,
@@ -180,20 +182,20 @@ fn receive_into(
 /// Blocks for the oldest message queued for the caller, until tick
 /// `deadline` (0: forever); returns its sender and length. `next`: a
 /// process `send_to` woke for a hand-off, which gets this CPU when the
-/// caller blocks (it always does: see `blocks_next`).
+/// caller blocks (it always does: see `reply_wait`).
 #[inline(always)]
 fn receive(out: &uaccess::UserOut, deadline: u64, next: Option<u32>) -> KResult<(u32, u64)> {
     if let Some(pid) = next {
         // Straight to the wait, with no test that could return first and
         // leave `pid` runnable but in no queue: nothing is queued for the
-        // caller (`blocks_next`), and a deadline passed meanwhile (the
+        // caller (see `reply_wait`), and a deadline passed meanwhile (the
         // boot CPU's tick runs on) is seen once it wakes.
         wait::block_until_then(W_IPC, 0, deadline, Some(pid));
     }
-    let me = current_pid();
     loop {
-        let pending = current().map_or(0, |p| p.ipc_pending);
-        if let Some(i) = (pending > 0).then(|| oldest_for(me, pending)).flatten() {
+        // Fetched again after every wait, as the state root's rule asks.
+        let p = current().ok_or(ESRCH)?;
+        if let Some(i) = (p.ipc_pending > 0).then(|| oldest_for(p)).flatten() {
             let m = &mut k().msgs[i];
             // This cannot fail after `UserOut::new` (only the process's
             // own system calls change its mappings); if it did, the
@@ -201,9 +203,7 @@ fn receive(out: &uaccess::UserOut, deadline: u64, next: Option<u32>) -> KResult<
             let n = out.write(&m.data[..(m.len as usize).min(m.data.len())])?;
             let from = m.src;
             m.in_use = 0;
-            if let Some(p) = current() {
-                p.ipc_pending = p.ipc_pending.saturating_sub(1);
-            }
+            p.ipc_pending = p.ipc_pending.saturating_sub(1);
             return Ok((from, n as u64));
         }
         if deadline != 0 && crate::state::now() >= deadline {

@@ -6,7 +6,7 @@
 //! the checked memory. Pages of the heap and stack that were never touched
 //! are demand-mapped here, as the page-fault handler would. The hot paths
 //! (IPC) copy instead, with a copy whose faults are recovered (`copy_in`,
-//! `copy_out`), and walk nothing.
+//! `UserOut::write`), and walk nothing.
 
 use core::arch::global_asm;
 
@@ -166,21 +166,12 @@ fn probe(va: u64) -> KResult<()> {
     }
 }
 
-/// Copies `src` to user address `va`.
-pub fn copy_out(va: u64, src: &[u8]) -> KResult<()> {
-    user_range(va, src.len() as u64)?;
-    // SAFETY: the destination lies in the user window, where a fault is
-    // recovered by `fixup`; the source is kernel memory the caller lends.
-    match unsafe { user_copy(va as *mut u8, src.as_ptr(), src.len() as u64) } {
-        0 => Ok(()),
-        _ => Err(EFAULT),
-    }
-}
-
 /// Fills `dst` from user address `va`.
 pub fn copy_in(dst: &mut [u8], va: u64) -> KResult<()> {
     user_range(va, dst.len() as u64)?;
-    // SAFETY: as for `copy_out`, the other way round.
+    // SAFETY: the source lies in the user window, where a fault is
+    // recovered by `fixup`; the destination is kernel memory the caller
+    // lends.
     match unsafe { user_copy(dst.as_mut_ptr(), va as *const u8, dst.len() as u64) } {
         0 => Ok(()),
         _ => Err(EFAULT),
@@ -237,10 +228,16 @@ impl UserOut {
     }
 
     /// Copies as much of `src` as fits; returns the bytes copied.
+    #[inline(always)]
     pub fn write(&self, src: &[u8]) -> KResult<usize> {
         let n = src.len().min(self.len as usize);
-        copy_out(self.va, &src[..n])?;
-        Ok(n)
+        // SAFETY: `new` checked that the range lies in the user window,
+        // where a fault is recovered by `fixup`; the source is kernel
+        // memory the caller lends.
+        match unsafe { user_copy(self.va as *mut u8, src.as_ptr(), n as u64) } {
+            0 => Ok(n),
+            _ => Err(EFAULT),
+        }
     }
 }
 

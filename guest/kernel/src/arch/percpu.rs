@@ -37,6 +37,8 @@ static mut IDLE_STACKS: IdleStacks = IdleStacks([[0; IDLE_STACK_SIZE]; MAX_CPUS]
 
 /// Per kernel-stack slot: the CPU its process was last switched in on.
 static SLOT_CPU: [AtomicU8; MAX_PROCS] = [const { AtomicU8::new(0) }; MAX_PROCS];
+const _: () = assert!(MAX_CPUS.is_power_of_two(), "`id` masks with MAX_CPUS - 1");
+
 /// Bit per CPU that runs the kernel.
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 
@@ -170,8 +172,9 @@ pub fn stack_slot() -> Option<usize> {
 #[inline(always)]
 pub fn id() -> usize {
     if let Some(slot) = stack_slot() {
-        let cpu = SLOT_CPU[slot].load(Ordering::Relaxed) as usize;
-        return if cpu < MAX_CPUS { cpu } else { 0 };
+        // Masked, not compared: `note_running` only stores CPU indices,
+        // and a mask is one emulated instruction where a test is four.
+        return SLOT_CPU[slot].load(Ordering::Relaxed) as usize & (MAX_CPUS - 1);
     }
     let rsp = rsp();
     let (idle, ist) = (
