@@ -72,11 +72,15 @@ pub fn defer(i: usize) {
 }
 
 /// Runs the handlers of interrupts that came while their CPU waited for
-/// the lock. A plain load first: this is on every kernel entry.
+/// the lock. A plain load first, inline: this is on every kernel entry.
+#[inline(always)]
 pub fn run_deferred() {
-    if PENDING.load(Ordering::Relaxed) == 0 {
-        return;
+    if PENDING.load(Ordering::Relaxed) != 0 {
+        run_pending();
     }
+}
+
+fn run_pending() {
     let pending = PENDING.swap(0, Ordering::SeqCst);
     for i in 0..MAX_IRQS {
         if pending & (1 << i) != 0 {

@@ -97,17 +97,22 @@ extern "C" fn context_check(prev: *mut Proc, next: *const Proc) {
         return;
     };
     if n.ctx_seal != 0 && saved_seal(n) != n.ctx_seal {
-        // Whatever extension the process was inside is not to blame.
-        crate::crash::report_fmt(
-            CRASH_CONTEXT_CORRUPT,
-            lazarus_abi::root::NONE,
-            &crate::crash::here(),
-            format_args!(
-                "the saved state of pid {} was corrupted while it was switched out",
-                n.pid
-            ),
-        );
+        corrupted(n.pid);
     }
+}
+
+/// Out of line, so that the check's hot path needs no stack frame for
+/// the report.
+#[cold]
+#[inline(never)]
+fn corrupted(pid: u32) -> ! {
+    // Whatever extension the process was inside is not to blame.
+    crate::crash::report_fmt(
+        CRASH_CONTEXT_CORRUPT,
+        lazarus_abi::root::NONE,
+        &crate::crash::here(),
+        format_args!("the saved state of pid {pid} was corrupted while it was switched out"),
+    )
 }
 
 pub fn runq_push(pid: u32) {
@@ -222,22 +227,27 @@ fn kick_idle_cpu(me: usize) -> bool {
 /// to the back: it was not preempted for using up its time, and a client
 /// that just sent a request must get the answer before every CPU-bound
 /// process has had a time slice.
+#[inline(always)]
 pub fn preempt_for_woken() {
     let pc = percpu::this();
     if pc.woke != 0 {
         pc.woke = 0;
-        if k().runq_len > 0
-            && let Some(p) = current()
-        {
-            p.state = PS_RUNNABLE;
-            runq_push_front(p.pid);
-            let r = k();
-            if r.runq_len >= 2 {
-                let (a, b) = (r.runq_head as usize, (r.runq_head as usize + 1) % MAX_PROCS);
-                r.runq.swap(a, b);
-            }
-            schedule();
+        step_aside();
+    }
+}
+
+fn step_aside() {
+    if k().runq_len > 0
+        && let Some(p) = current()
+    {
+        p.state = PS_RUNNABLE;
+        runq_push_front(p.pid);
+        let r = k();
+        if r.runq_len >= 2 {
+            let (a, b) = (r.runq_head as usize, (r.runq_head as usize + 1) % MAX_PROCS);
+            r.runq.swap(a, b);
         }
+        schedule();
     }
 }
 

@@ -17,10 +17,8 @@ use lazarus_abi::trap::{TrapFrame, VEC_INVALID_OPCODE, VEC_PAGE_FAULT};
 /// Console input arrived while its CPU waited for the lock.
 static CONSOLE_PENDING: AtomicBool = AtomicBool::new(false);
 
+/// Whether the #UD in `tf` (from ring 3) is the system-call instruction.
 fn is_syscall(tf: &TrapFrame) -> bool {
-    if tf.vector != VEC_INVALID_OPCODE {
-        return false;
-    }
     let rip = tf.rip;
     if rip & (PAGE_SIZE - 1) <= PAGE_SIZE - 2 && (USER_IMAGE_BASE..USER_STACK_TOP).contains(&rip) {
         // The CPU just fetched the faulting instruction from this page in
