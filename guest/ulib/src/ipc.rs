@@ -86,27 +86,34 @@ pub fn recv_timeout(buf: &mut [u8], timeout_ms: u64) -> Result<Option<(u32, usiz
 /// one system call: a request and its reply, or a reply and the next
 /// request. Returns (sender pid, length); on an error nothing was sent.
 pub fn sendrecv(dst: u32, msg: &[u8], buf: &mut [u8]) -> Result<(u32, usize)> {
+    exchange(SYS_IPC_SENDRECV, dst, msg, buf, 0)
+}
+
+/// What the send-then-receive calls share: `last` is the call's sixth
+/// argument; the result is (sender pid, length).
+fn exchange(nr: u64, dst: u32, msg: &[u8], buf: &mut [u8], last: u64) -> Result<(u32, usize)> {
     if msg.len() > IPC_MSG_MAX {
         return Err(Errno::E2BIG);
     }
     // SAFETY: the kernel reads `msg.len()` bytes from `msg` and writes at
     // most `buf.len()` bytes into `buf`.
     let r = unsafe {
-        syscall5(
-            SYS_IPC_SENDRECV,
+        syscall6(
+            nr,
             u64::from(dst),
             msg.as_ptr() as u64,
             msg.len() as u64,
             buf.as_mut_ptr() as u64,
             buf.len() as u64,
+            last,
         )
     };
-    check(r).map(|v| sender_and_len(v, buf.len()))
-}
-
-/// The (sender pid, length) a send-and-receive call returns in one word.
-fn sender_and_len(v: u64, max: usize) -> (u32, usize) {
-    ((v >> 32) as u32, ((v & 0xffff_ffff) as usize).min(max))
+    check(r).map(|v| {
+        (
+            (v >> 32) as u32,
+            ((v & 0xffff_ffff) as usize).min(buf.len()),
+        )
+    })
 }
 
 /// [`sendrecv`], retrying (yielding the CPU) while the kernel's message
@@ -128,24 +135,9 @@ pub fn reply_wait(
     until_ms: Option<u64>,
 ) -> Result<Option<(u32, usize)>> {
     let (dst, msg) = reply.unwrap_or((0, &[]));
-    if msg.len() > IPC_MSG_MAX {
-        return Err(Errno::E2BIG);
-    }
-    // SAFETY: the kernel reads `msg.len()` bytes from `msg` and writes at
-    // most `buf.len()` bytes into `buf`.
-    let r = unsafe {
-        syscall6(
-            SYS_IPC_REPLY_WAIT,
-            u64::from(dst),
-            msg.as_ptr() as u64,
-            msg.len() as u64,
-            buf.as_mut_ptr() as u64,
-            buf.len() as u64,
-            until_ms.map_or(IPC_FOREVER, |ms| ms.min(IPC_FOREVER - 1)),
-        )
-    };
-    match check(r) {
-        Ok(v) => Ok(Some(sender_and_len(v, buf.len()))),
+    let until = until_ms.map_or(IPC_FOREVER, |ms| ms.min(IPC_FOREVER - 1));
+    match exchange(SYS_IPC_REPLY_WAIT, dst, msg, buf, until) {
+        Ok(m) => Ok(Some(m)),
         Err(Errno::ETIMEDOUT) => Ok(None),
         Err(e) => Err(e),
     }
