@@ -7,7 +7,9 @@
 //! no extra locking, balances by construction, and keeps the repair's view
 //! of "who is runnable" in one place. A process made runnable while some
 //! CPU idles wakes that CPU with an IPI, so it starts at once instead of
-//! at that CPU's next tick.
+//! at that CPU's next tick. A receiver woken by a sender that blocks right
+//! after (a request and its reply) skips the queue: the sender hands it
+//! its CPU (`wake_for_handoff`, `hand_off`).
 //!
 //! The kernel is not preemptible: a process is only switched out when it
 //! blocks, exits, or when the timer interrupts it in user mode. That makes
