@@ -91,8 +91,7 @@ pub fn recv_timeout(buf: u64, len: u64, src_out: u64, timeout_ms: u64) -> KResul
 
 /// The tick a receive with `timeout_ms` gives up at.
 fn deadline_after(timeout_ms: u64) -> u64 {
-    let ms_per_tick = 1000 / lazarus_abi::layout::TICK_HZ;
-    let ticks = timeout_ms.div_ceil(ms_per_tick).max(1);
+    let ticks = crate::tick::ticks_for_ms(timeout_ms).max(1);
     crate::state::now().saturating_add(ticks)
 }
 
@@ -126,7 +125,7 @@ pub fn reply_wait(
     // Tick 0 would mean "no deadline" to `receive`.
     let deadline = match until_ms {
         IPC_FOREVER => 0,
-        ms => ms.div_ceil(1000 / lazarus_abi::layout::TICK_HZ).max(1),
+        ms => crate::tick::ticks_for_ms(ms).max(1),
     };
     let expired = deadline != 0 && crate::state::now() >= deadline;
     let (me, queued) = caller()?;

@@ -71,7 +71,7 @@ fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
             Ok(0)
         }
         SYS_SLEEP => {
-            let ticks = a0.div_ceil(1000 / lazarus_abi::layout::TICK_HZ);
+            let ticks = crate::tick::ticks_for_ms(a0);
             wait::sleep_ticks(ticks);
             Ok(0)
         }
@@ -99,7 +99,7 @@ fn call(nr: u64, [a0, a1, a2, a3, a4, a5]: [u64; 6]) -> KResult<u64> {
             crate::hypercall::call(lazarus_abi::hypercall::HC_POWEROFF, [a0, 0, 0, 0, 0]);
             crate::arch::cpu::halt_forever()
         }
-        SYS_UPTIME => Ok(crate::state::now() * (1000 / lazarus_abi::layout::TICK_HZ)),
+        SYS_UPTIME => Ok(crate::state::now() * crate::tick::MS_PER_TICK),
         SYS_KILL => proc::kill(a0 as u32).map(|_| 0),
         SYS_DUP => fd::dup(a0),
         SYS_RECOVERIES => recoveries(a0, a1),

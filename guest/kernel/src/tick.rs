@@ -12,6 +12,14 @@ use crate::{sched, wait};
 use core::sync::atomic::Ordering;
 use lazarus_abi::trap::TrapFrame;
 
+/// Milliseconds per tick of kernel time.
+pub const MS_PER_TICK: u64 = 1000 / lazarus_abi::layout::TICK_HZ;
+
+/// Whole ticks covering `ms` milliseconds (rounded up).
+pub fn ticks_for_ms(ms: u64) -> u64 {
+    ms.div_ceil(MS_PER_TICK)
+}
+
 /// A kernel path running longer than this without scheduling, with
 /// interrupts enabled, is a soft lockup.
 pub const SOFT_LOCKUP_TICKS: u64 = 10;

@@ -10,7 +10,7 @@ static mut ACTIVE: u32 = 0;
 
 /// Per CPU, the earliest tick a timer armed on it is due (`u64::MAX`:
 /// none). Kept under the big lock; read without it by that CPU's idle
-/// tick (`due_here`), which takes the lock only when a timer is due.
+/// tick (`due_on`), which takes the lock only when a timer is due.
 static NEXT_DUE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 
 /// Whether a timer armed on CPU `cpu` is due at tick `now`.
@@ -92,17 +92,31 @@ pub fn run_due(now: u64) {
     if unsafe { ACTIVE } == 0 {
         return;
     }
-    let me = crate::arch::percpu::id() as u32;
+    let me = crate::arch::percpu::id();
+    // This CPU's next due tick, found in the same pass: only its own
+    // timers move here. A callback that adds or removes a timer
+    // recomputes every CPU's (`note_due`), and the pass goes on from
+    // there.
+    let due = &NEXT_DUE[me];
+    due.store(u64::MAX, Ordering::Relaxed);
     for i in 0..MAX_TIMERS {
         let t = k().timers[i];
-        if t.in_use == 0 || t.next_tick > now || t.cpu != me {
+        if t.in_use == 0 || t.cpu != me as u32 {
             continue;
         }
-        k().timers[i].next_tick = now + t.period_ticks;
+        let next = if t.next_tick > now {
+            t.next_tick
+        } else {
+            now + t.period_ticks
+        };
+        due.store(due.load(Ordering::Relaxed).min(next), Ordering::Relaxed);
+        if t.next_tick > now {
+            continue;
+        }
+        k().timers[i].next_tick = next;
         // SAFETY: the extension registered this address as an
         // `extern "C" fn(u64)` inside its own loaded image.
         let f: extern "C" fn(u64) = unsafe { core::mem::transmute(t.callback) };
         crate::ext::in_irq_of(t.ext, || f(t.arg));
     }
-    note_due();
 }
